@@ -1,0 +1,130 @@
+//! The REST API under `/agent-budget/api`: thin handlers that parse input, call the service
+//! layer and serialise its result.
+
+use crate::budget::{BudgetPatch, NewBudget};
+use crate::dto::{BudgetDetail, BudgetView, Items, Settings, Stats, UsagePage};
+use crate::error::HttpError;
+use crate::pricing::{PriceEntry, PricingTable};
+use crate::service::Service;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
+type App = State<Arc<Service>>;
+
+/// Parses a JSON body; errors name the offending field (`field 'max_dollars': …`).
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, HttpError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path.is_empty() || path == "." {
+            HttpError::invalid(format!("invalid JSON body: {inner}"))
+        } else {
+            HttpError::invalid(format!("field '{path}': {inner}"))
+        }
+    })
+}
+
+pub async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "ok": true }))
+}
+
+pub async fn list_budgets(State(app): App) -> Json<Items<BudgetView>> {
+    Json(Items {
+        items: app.list_budgets(),
+    })
+}
+
+pub async fn create_budget(
+    State(app): App,
+    body: Bytes,
+) -> Result<(StatusCode, Json<BudgetView>), HttpError> {
+    let input: NewBudget = parse(&body)?;
+    Ok((StatusCode::CREATED, Json(app.create_budget(input).await?)))
+}
+
+pub async fn get_budget(
+    State(app): App,
+    Path(id): Path<String>,
+) -> Result<Json<BudgetDetail>, HttpError> {
+    Ok(Json(app.budget_detail(&id).await?))
+}
+
+pub async fn patch_budget(
+    State(app): App,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<BudgetView>, HttpError> {
+    let patch: BudgetPatch = parse(&body)?;
+    Ok(Json(app.patch_budget(&id, patch).await?))
+}
+
+pub async fn delete_budget(
+    State(app): App,
+    Path(id): Path<String>,
+) -> Result<StatusCode, HttpError> {
+    app.delete_budget(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Reads `name=<whole number>` from a query string; absent is None, malformed is an error.
+fn query_number<T: std::str::FromStr>(
+    query: &Option<String>,
+    name: &str,
+) -> Result<Option<T>, HttpError> {
+    let Some(q) = query else { return Ok(None) };
+    for pair in q.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == name {
+            return v.parse().map(Some).map_err(|_| {
+                HttpError::invalid(format!(
+                    "query parameter '{name}' must be a whole number ≥ 0 (got '{v}')"
+                ))
+            });
+        }
+    }
+    Ok(None)
+}
+
+pub async fn usage(
+    State(app): App,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<UsagePage>, HttpError> {
+    let limit = query_number::<u64>(&q, "limit")?.map(|l| l.min(u64::from(u32::MAX)) as u32);
+    let offset = query_number::<u64>(&q, "offset")?;
+    Ok(Json(app.usage_page(&id, limit, offset).await?))
+}
+
+pub async fn get_pricing(State(app): App) -> Json<PricingTable> {
+    Json(app.pricing_table())
+}
+
+pub async fn put_pricing(State(app): App, body: Bytes) -> Result<Json<PriceEntry>, HttpError> {
+    let entry: PriceEntry = parse(&body)?;
+    Ok(Json(app.put_price(entry).await?))
+}
+
+pub async fn stats(State(app): App) -> Result<Json<Stats>, HttpError> {
+    Ok(Json(app.stats().await?))
+}
+
+pub async fn settings(
+    State(app): App,
+    axum::extract::Extension(port): axum::extract::Extension<LocalPort>,
+) -> Json<Settings> {
+    Json(app.settings(port.0))
+}
+
+/// The port the server actually listens on (differs from the config when it asked for 0).
+#[derive(Clone, Copy, Debug)]
+pub struct LocalPort(pub u16);
+
+/// Claude Code's warm-up probe (`HEAD /api/hello`).
+pub async fn hello() -> StatusCode {
+    StatusCode::OK
+}

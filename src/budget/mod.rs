@@ -1,0 +1,318 @@
+//! Budgets: the model, its validated inputs, and the period arithmetic.
+
+pub mod period;
+
+use crate::money::Money;
+use chrono::{DateTime, Utc};
+use period::Period;
+use serde::{Deserialize, Deserializer};
+use ts_rs::TS;
+
+pub const DEFAULT_BUDGET: &str = "default";
+pub const DEFAULT_THRESHOLDS: [u8; 3] = [50, 80, 100];
+
+/// A budget as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Budget {
+    pub id: i64,
+    pub name: String,
+    /// `None` only for the built-in `default` budget until the user sets a cap.
+    pub max_dollars: Option<Money>,
+    pub max_tokens: Option<u64>,
+    pub period: Period,
+    pub webhook_url: Option<String>,
+    pub thresholds: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field '{field}' {rule}")]
+pub struct Invalid {
+    pub field: &'static str,
+    pub rule: String,
+}
+
+fn invalid(field: &'static str, rule: impl Into<String>) -> Invalid {
+    Invalid {
+        field,
+        rule: rule.into(),
+    }
+}
+
+/// `POST /api/budgets`.
+#[derive(Clone, Debug, Deserialize, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct NewBudget {
+    pub name: String,
+    #[ts(type = "string | number")]
+    pub max_dollars: Option<Money>,
+    #[serde(default)]
+    #[ts(optional)]
+    pub period: Option<Period>,
+    #[serde(default)]
+    #[ts(optional)]
+    pub webhook_url: Option<String>,
+    #[serde(default)]
+    #[ts(optional)]
+    pub max_tokens: Option<u64>,
+    #[serde(default)]
+    #[ts(optional)]
+    pub thresholds: Option<Vec<u32>>,
+}
+
+/// `PATCH /api/budgets/:id`: absent fields stay as they are; `null` clears an optional field.
+#[derive(Clone, Debug, Default, Deserialize, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct BudgetPatch {
+    #[serde(default, deserialize_with = "present")]
+    #[ts(optional, type = "string | number | null")]
+    pub max_dollars: Option<Option<Money>>,
+    #[serde(default, deserialize_with = "present")]
+    #[ts(optional, type = "number | null")]
+    pub max_tokens: Option<Option<u64>>,
+    #[serde(default)]
+    #[ts(optional)]
+    pub period: Option<Period>,
+    #[serde(default, deserialize_with = "present")]
+    #[ts(optional, type = "string | null")]
+    pub webhook_url: Option<Option<String>>,
+    #[serde(default)]
+    #[ts(optional)]
+    pub thresholds: Option<Vec<u32>>,
+}
+
+/// Distinguishes a field set to `null` (`Some(None)`) from an absent one (`None`).
+fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// `[a-z][a-z0-9_-]{0,63}`: starts with a letter, so a name is never mistaken for an id.
+pub fn check_name(name: &str) -> Result<(), Invalid> {
+    let b = name.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 64
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "name",
+            "must match [a-z][a-z0-9_-]{0,63}: a lowercase letter, then up to 63 lowercase letters, digits, '_' or '-'",
+        ))
+    }
+}
+
+fn check_cap(cap: Money) -> Result<Money, Invalid> {
+    if cap.is_positive() {
+        Ok(cap)
+    } else {
+        Err(invalid("max_dollars", "must be greater than 0"))
+    }
+}
+
+fn check_tokens(t: u64) -> Result<u64, Invalid> {
+    if t > 0 && t <= i64::MAX as u64 {
+        Ok(t)
+    } else {
+        Err(invalid(
+            "max_tokens",
+            "must be a whole number greater than 0",
+        ))
+    }
+}
+
+fn check_webhook(url: String) -> Result<String, Invalid> {
+    match reqwest::Url::parse(&url) {
+        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => Ok(url),
+        _ => Err(invalid(
+            "webhook_url",
+            "must be an http:// or https:// URL with a host",
+        )),
+    }
+}
+
+fn check_thresholds(t: Vec<u32>) -> Result<Vec<u8>, Invalid> {
+    let rule = "must be a list of 1 to 10 distinct whole percentages between 1 and 100";
+    if t.is_empty() || t.len() > 10 || t.iter().any(|p| !(1..=100).contains(p)) {
+        return Err(invalid("thresholds", rule));
+    }
+    let mut v: Vec<u8> = t.into_iter().filter_map(|p| u8::try_from(p).ok()).collect();
+    v.sort_unstable();
+    let n = v.len();
+    v.dedup();
+    if v.len() != n {
+        return Err(invalid("thresholds", rule));
+    }
+    Ok(v)
+}
+
+impl NewBudget {
+    /// Validates every field; the result is ready to insert (id and time filled by the store).
+    pub fn validate(self, now: DateTime<Utc>) -> Result<Budget, Invalid> {
+        check_name(&self.name)?;
+        let max_dollars = match self.max_dollars {
+            Some(cap) => Some(check_cap(cap)?),
+            None => {
+                return Err(invalid(
+                    "max_dollars",
+                    "is required and must be greater than 0",
+                ));
+            }
+        };
+        Ok(Budget {
+            id: 0,
+            name: self.name,
+            max_dollars,
+            max_tokens: self.max_tokens.map(check_tokens).transpose()?,
+            period: self.period.unwrap_or_default(),
+            webhook_url: self.webhook_url.map(check_webhook).transpose()?,
+            thresholds: match self.thresholds {
+                Some(t) => check_thresholds(t)?,
+                None => DEFAULT_THRESHOLDS.to_vec(),
+            },
+            created_at: now,
+        })
+    }
+}
+
+impl BudgetPatch {
+    /// The budget with the patch applied, or the first invalid field; `b` is untouched either way.
+    pub fn apply(self, b: &Budget) -> Result<Budget, Invalid> {
+        let mut next = b.clone();
+        match self.max_dollars {
+            None => {}
+            Some(Some(cap)) => next.max_dollars = Some(check_cap(cap)?),
+            Some(None) if b.name == DEFAULT_BUDGET => next.max_dollars = None,
+            Some(None) => {
+                return Err(invalid(
+                    "max_dollars",
+                    "must be greater than 0 (only the 'default' budget may be uncapped)",
+                ));
+            }
+        }
+        if let Some(t) = self.max_tokens {
+            next.max_tokens = t.map(check_tokens).transpose()?;
+        }
+        if let Some(p) = self.period {
+            next.period = p;
+        }
+        if let Some(w) = self.webhook_url {
+            next.webhook_url = w.map(check_webhook).transpose()?;
+        }
+        if let Some(t) = self.thresholds {
+            next.thresholds = check_thresholds(t)?;
+        }
+        Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(json: &str) -> Result<Budget, Invalid> {
+        serde_json::from_str::<NewBudget>(json)
+            .unwrap()
+            .validate(Utc::now())
+    }
+
+    #[test]
+    fn names_follow_the_slug_rule() {
+        for ok in ["a", "my-agents", "team_a1", &"x".repeat(64)] {
+            assert!(check_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "1abc", "-a", "My", "a b", "ä", &"x".repeat(65), "a.b"] {
+            assert_eq!(check_name(bad).unwrap_err().field, "name", "{bad}");
+        }
+    }
+
+    #[test]
+    fn creation_validates_each_field_and_names_it() {
+        let b = new(r#"{"name":"a","max_dollars":"25"}"#).unwrap();
+        assert_eq!(
+            (b.period, b.thresholds.as_slice(), b.max_tokens),
+            (Period::Total, &[50u8, 80, 100][..], None)
+        );
+        for (json, field) in [
+            (r#"{"name":"a"}"#, "max_dollars"),
+            (r#"{"name":"a","max_dollars":null}"#, "max_dollars"),
+            (r#"{"name":"a","max_dollars":0}"#, "max_dollars"),
+            (r#"{"name":"a","max_dollars":"-5"}"#, "max_dollars"),
+            (r#"{"name":"A","max_dollars":1}"#, "name"),
+            (
+                r#"{"name":"a","max_dollars":1,"max_tokens":0}"#,
+                "max_tokens",
+            ),
+            (
+                r#"{"name":"a","max_dollars":1,"webhook_url":"ftp://x"}"#,
+                "webhook_url",
+            ),
+            (
+                r#"{"name":"a","max_dollars":1,"webhook_url":"not a url"}"#,
+                "webhook_url",
+            ),
+            (
+                r#"{"name":"a","max_dollars":1,"thresholds":[]}"#,
+                "thresholds",
+            ),
+            (
+                r#"{"name":"a","max_dollars":1,"thresholds":[50,50]}"#,
+                "thresholds",
+            ),
+            (
+                r#"{"name":"a","max_dollars":1,"thresholds":[0]}"#,
+                "thresholds",
+            ),
+            (
+                r#"{"name":"a","max_dollars":1,"thresholds":[101]}"#,
+                "thresholds",
+            ),
+        ] {
+            assert_eq!(new(json).unwrap_err().field, field, "{json}");
+        }
+        let sorted = new(r#"{"name":"a","max_dollars":1,"thresholds":[100,25]}"#).unwrap();
+        assert_eq!(sorted.thresholds, vec![25, 100]);
+    }
+
+    #[test]
+    fn patch_distinguishes_null_from_absent_and_never_half_applies() {
+        let b = new(
+            r#"{"name":"a","max_dollars":"25","max_tokens":1000,"webhook_url":"https://x.test/h"}"#,
+        )
+        .unwrap();
+        let patch = |json: &str| serde_json::from_str::<BudgetPatch>(json).unwrap().apply(&b);
+        let p = patch(r#"{"max_tokens":null}"#).unwrap();
+        assert_eq!(
+            (p.max_tokens, p.webhook_url.as_deref(), p.max_dollars),
+            (None, Some("https://x.test/h"), b.max_dollars)
+        );
+        assert_eq!(
+            patch(r#"{"max_dollars":null}"#).unwrap_err().field,
+            "max_dollars"
+        );
+        assert_eq!(
+            patch(r#"{"period":"daily","thresholds":[200]}"#)
+                .unwrap_err()
+                .field,
+            "thresholds"
+        );
+        assert_eq!(
+            patch(r#"{"period":"weekly"}"#).unwrap().period,
+            Period::Weekly
+        );
+        assert!(serde_json::from_str::<BudgetPatch>(r#"{"name":"b"}"#).is_err());
+        let mut d = b.clone();
+        d.name = DEFAULT_BUDGET.into();
+        let uncapped = serde_json::from_str::<BudgetPatch>(r#"{"max_dollars":null}"#)
+            .unwrap()
+            .apply(&d)
+            .unwrap();
+        assert_eq!(uncapped.max_dollars, None);
+    }
+}

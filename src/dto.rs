@@ -1,0 +1,188 @@
+//! Wire types of the REST API (and, later, the desktop commands): defined once here,
+//! serialised by serde, generated for TypeScript by ts-rs into `ui/src/bindings/`.
+
+use crate::budget::period::Period;
+use crate::money::Money;
+use crate::pricing::PricedAs;
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+
+/// A budget with its current-period spend. Counts (`requests`, `blocked`) are for the current period.
+#[derive(Clone, Debug, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct BudgetView {
+    pub id: i64,
+    pub name: String,
+    pub max_dollars: Option<Money>,
+    pub max_tokens: Option<u64>,
+    pub period: Period,
+    pub webhook_url: Option<String>,
+    pub thresholds: Vec<u8>,
+    pub created_at: String,
+    pub spent_dollars: Money,
+    pub spent_tokens: u64,
+    pub reserved_dollars: Money,
+    pub remaining_dollars: Option<Money>,
+    /// spent ÷ cap × 100, for display; 0 when uncapped.
+    pub percent_used: f64,
+    pub requests: u64,
+    pub blocked: u64,
+    pub period_start: String,
+    pub resets_at: Option<String>,
+}
+
+/// Spend by model (`breakdown` in budget detail and webhook payloads).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct ModelBreakdown {
+    pub model: String,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub dollars: Money,
+}
+
+/// `GET /api/budgets/:id`: the budget plus its current-period breakdown by model.
+#[derive(Clone, Debug, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct BudgetDetail {
+    #[serde(flatten)]
+    pub budget: BudgetView,
+    pub breakdown: Vec<ModelBreakdown>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum UsageStatus {
+    Ok,
+    Blocked,
+    UpstreamError,
+    ClientAborted,
+}
+
+impl UsageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageStatus::Ok => "ok",
+            UsageStatus::Blocked => "blocked",
+            UsageStatus::UpstreamError => "upstream_error",
+            UsageStatus::ClientAborted => "client_aborted",
+        }
+    }
+    pub fn parse(s: &str) -> UsageStatus {
+        match s {
+            "ok" => UsageStatus::Ok,
+            "blocked" => UsageStatus::Blocked,
+            "client_aborted" => UsageStatus::ClientAborted,
+            _ => UsageStatus::UpstreamError,
+        }
+    }
+}
+
+/// One proxied (or blocked) request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct UsageRecord {
+    pub id: i64,
+    pub created_at: String,
+    pub budget: String,
+    pub model: String,
+    pub status: UsageStatus,
+    pub estimated: bool,
+    pub priced_as: PricedAs,
+    pub http_status: u16,
+    pub stream: bool,
+    pub input_tokens: u64,
+    pub cache_write_5m_tokens: u64,
+    pub cache_write_1h_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub output_tokens: u64,
+    pub web_search_requests: u64,
+    pub cost_dollars: Money,
+    pub duration_ms: u64,
+    pub upstream_request_id: Option<String>,
+}
+
+/// `GET /api/budgets/:id/usage`.
+#[derive(Clone, Debug, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct UsagePage {
+    pub items: Vec<UsageRecord>,
+    pub total: u64,
+    pub limit: u32,
+    pub offset: u64,
+}
+
+/// Dollars and counts over a span of time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct SpendTotals {
+    pub dollars: Money,
+    /// Forwarded requests; blocked ones are counted only in `blocked`.
+    pub requests: u64,
+    pub blocked: u64,
+    pub tokens: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct ModelSpend {
+    pub model: String,
+    #[serde(flatten)]
+    pub totals: SpendTotals,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct BudgetSpend {
+    pub budget: String,
+    pub budget_id: i64,
+    #[serde(flatten)]
+    pub totals: SpendTotals,
+}
+
+/// `GET /api/stats`. `by_model` and `by_budget` are all-time.
+#[derive(Clone, Debug, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct Stats {
+    pub today: SpendTotals,
+    pub this_month: SpendTotals,
+    pub all_time: SpendTotals,
+    pub by_model: Vec<ModelSpend>,
+    pub by_budget: Vec<BudgetSpend>,
+}
+
+/// `{ "items": [...] }` for list endpoints.
+#[derive(Clone, Debug, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct Items<T: TS> {
+    pub items: Vec<T>,
+}
+
+/// `GET /api/settings`.
+#[derive(Clone, Debug, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct Settings {
+    pub retention_days: u32,
+    pub proxy_url: String,
+    pub require_budget: bool,
+    pub time_zone: String,
+}
+
+/// The body of every REST error: `{ "error": { "type": "...", "message": "..." } }`.
+#[derive(Clone, Debug, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct ErrorDetail {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub message: String,
+}

@@ -1,0 +1,21 @@
+//! agent-budget: a budget-enforcing proxy for the Anthropic Messages API.
+//!
+//! The headless core: proxy, exact ledger, SQLite store and REST API. The `agent-budget`
+//! binary serves it; the desktop app embeds the same `RunningServer`.
+
+pub mod api;
+pub mod budget;
+pub mod config;
+pub mod dto;
+pub mod error;
+pub mod guard;
+pub mod ledger;
+pub mod money;
+pub mod pricing;
+pub mod proxy;
+pub mod server;
+pub mod service;
+pub mod store;
+
+pub use config::{Config, Settings};
+pub use server::{RunningServer, ServeError};

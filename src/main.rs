@@ -1,0 +1,158 @@
+//! The `agent-budget` command line: `agent-budget serve`.
+
+use agent_budget::{RunningServer, Settings};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "agent-budget",
+    version,
+    about = "Budget-enforcing proxy for the Anthropic Messages API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy, REST API and dashboard without a GUI.
+    Serve(Serve),
+}
+
+#[derive(clap::Args)]
+struct Serve {
+    /// Address to listen on.
+    #[arg(long, env = "AGENT_BUDGET_HOST")]
+    host: Option<String>,
+    /// Port to listen on (also read from PORT).
+    #[arg(long, env = "AGENT_BUDGET_PORT")]
+    port: Option<u16>,
+    /// Where the database and logs live (default: the platform's app data dir).
+    #[arg(long, env = "AGENT_BUDGET_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The Anthropic API base URL.
+    #[arg(long, env = "AGENT_BUDGET_UPSTREAM")]
+    upstream: Option<String>,
+    /// Bearer token required on /api/* (mandatory when not bound to loopback).
+    #[arg(long, env = "AGENT_BUDGET_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Days of usage records to keep.
+    #[arg(long, env = "AGENT_BUDGET_RETENTION_DAYS")]
+    retention_days: Option<u32>,
+    /// Refuse /v1/messages requests that name no budget.
+    #[arg(long, env = "AGENT_BUDGET_REQUIRE_BUDGET")]
+    require_budget: bool,
+    /// Extra host name accepted in the Host header (repeatable).
+    #[arg(
+        long = "allowed-host",
+        env = "AGENT_BUDGET_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    allowed_hosts: Vec<String>,
+    /// Seconds to wait for the upstream.
+    #[arg(long = "upstream-timeout", env = "AGENT_BUDGET_UPSTREAM_TIMEOUT")]
+    upstream_timeout: Option<u64>,
+    /// IANA time zone for budget periods (default: the machine's).
+    #[arg(long, env = "AGENT_BUDGET_TIME_ZONE")]
+    time_zone: Option<String>,
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("agent-budget: error: {msg}");
+    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or("bad arguments")
+                .trim_start_matches("error: ");
+            return fail(format!("{first} (see 'agent-budget serve --help')"));
+        }
+    };
+    let Command::Serve(args) = cli.command;
+    let port = match (args.port, std::env::var("PORT").ok()) {
+        (Some(p), _) => Some(p),
+        (None, Some(p)) => match p.parse() {
+            Ok(p) => Some(p),
+            Err(_) => return fail(format!("PORT: '{p}' is not a port number (0-65535)")),
+        },
+        (None, None) => None,
+    };
+    let settings = Settings {
+        host: args.host,
+        port,
+        data_dir: args.data_dir,
+        upstream: args.upstream,
+        admin_token: args.admin_token,
+        retention_days: args.retention_days,
+        require_budget: args.require_budget,
+        allowed_hosts: args.allowed_hosts,
+        upstream_timeout_secs: args.upstream_timeout,
+        time_zone: args.time_zone,
+    };
+    let config = match settings.validate() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "agent_budget=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        let server = match RunningServer::bind(config).await {
+            Ok(s) => s,
+            Err(e) => return fail(e),
+        };
+        // Tests and scripts read the actual port from this line on stderr.
+        tracing::info!(port = server.port(), "ready");
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        server.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

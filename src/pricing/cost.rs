@@ -1,0 +1,501 @@
+//! Exact cost of a response from its `usage` block, and the worst-case cost of a request
+//! before it is sent. Rules and their sources: `ANTHROPIC.md` §1–2.
+
+use super::{Price, PriceBook, PricedAs};
+use crate::money::Money;
+use serde::Deserialize;
+
+/// $10 per 1,000 web searches.
+pub const WEB_SEARCH: Money = Money::from_picos(10_000_000_000);
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct CacheCreation {
+    pub ephemeral_5m_input_tokens: Option<u64>,
+    pub ephemeral_1h_input_tokens: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct ServerToolUse {
+    pub web_search_requests: Option<u64>,
+}
+
+/// One entry of `usage.iterations` (compaction, advisor, fallback…), billed at its own model's rate.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct Iteration {
+    pub model: Option<String>,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub cache_creation_input_tokens: Option<u64>,
+    pub cache_read_input_tokens: Option<u64>,
+    pub cache_creation: Option<CacheCreation>,
+}
+
+/// The API's `usage` object; every field may be absent or null. Unknown fields are ignored.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub cache_creation_input_tokens: Option<u64>,
+    pub cache_read_input_tokens: Option<u64>,
+    pub cache_creation: Option<CacheCreation>,
+    pub server_tool_use: Option<ServerToolUse>,
+    pub service_tier: Option<String>,
+    pub inference_geo: Option<String>,
+    pub speed: Option<String>,
+    pub iterations: Option<Vec<Iteration>>,
+}
+
+impl Usage {
+    /// Stream rule: fields present (non-null) in a later `message_delta` overwrite, never add.
+    pub fn overwrite_with(&mut self, later: Usage) {
+        fn take<T>(slot: &mut Option<T>, v: Option<T>) {
+            if v.is_some() {
+                *slot = v;
+            }
+        }
+        take(&mut self.input_tokens, later.input_tokens);
+        take(&mut self.output_tokens, later.output_tokens);
+        take(
+            &mut self.cache_creation_input_tokens,
+            later.cache_creation_input_tokens,
+        );
+        take(
+            &mut self.cache_read_input_tokens,
+            later.cache_read_input_tokens,
+        );
+        take(&mut self.cache_creation, later.cache_creation);
+        take(&mut self.server_tool_use, later.server_tool_use);
+        take(&mut self.service_tier, later.service_tier);
+        take(&mut self.inference_geo, later.inference_geo);
+        take(&mut self.speed, later.speed);
+        take(&mut self.iterations, later.iterations);
+    }
+
+    fn web_searches(&self) -> u64 {
+        self.server_tool_use
+            .as_ref()
+            .and_then(|s| s.web_search_requests)
+            .unwrap_or(0)
+    }
+}
+
+/// Billed token counts of one response.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tokens {
+    pub input: u64,
+    pub cache_write_5m: u64,
+    pub cache_write_1h: u64,
+    pub cache_read: u64,
+    pub output: u64,
+    pub web_search_requests: u64,
+}
+
+impl Tokens {
+    /// The size of the prompt, which decides a prompt-size band.
+    pub fn prompt(&self) -> u64 {
+        self.input + self.cache_write_5m + self.cache_write_1h + self.cache_read
+    }
+    /// Tokens as billed, for token caps: input + cache writes + cache reads + output.
+    pub fn total(&self) -> u64 {
+        self.prompt() + self.output
+    }
+    fn add(&mut self, o: Tokens) {
+        self.input += o.input;
+        self.cache_write_5m += o.cache_write_5m;
+        self.cache_write_1h += o.cache_write_1h;
+        self.cache_read += o.cache_read;
+        self.output += o.output;
+        self.web_search_requests += o.web_search_requests;
+    }
+}
+
+fn split(
+    input: Option<u64>,
+    output: Option<u64>,
+    created: Option<u64>,
+    read: Option<u64>,
+    detail: Option<&CacheCreation>,
+) -> Tokens {
+    // Without the 5m/1h breakdown, cache writes are priced at the 5-minute rate.
+    let (w5, w1) = match detail {
+        Some(d)
+            if d.ephemeral_5m_input_tokens.is_some() || d.ephemeral_1h_input_tokens.is_some() =>
+        {
+            (
+                d.ephemeral_5m_input_tokens.unwrap_or(0),
+                d.ephemeral_1h_input_tokens.unwrap_or(0),
+            )
+        }
+        _ => (created.unwrap_or(0), 0),
+    };
+    Tokens {
+        input: input.unwrap_or(0),
+        cache_write_5m: w5,
+        cache_write_1h: w1,
+        cache_read: read.unwrap_or(0),
+        output: output.unwrap_or(0),
+        web_search_requests: 0,
+    }
+}
+
+/// The cost of one response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Charge {
+    pub cost: Money,
+    pub tokens: Tokens,
+    pub priced_as: PricedAs,
+    /// A model the table had no price for (priced at the fallback rates).
+    pub unpriced_model: Option<String>,
+}
+
+fn token_cost(price: &Price, t: &Tokens) -> Money {
+    let r = price.rates_for(t.prompt());
+    r.input.per_token(t.input)
+        + r.cache_write_5m.per_token(t.cache_write_5m)
+        + r.cache_write_1h.per_token(t.cache_write_1h)
+        + r.cache_read.per_token(t.cache_read)
+        + r.output.per_token(t.output)
+}
+
+/// Modifiers the response reports, applied to token charges (not to per-search charges).
+fn modified(cost: Money, price: &Price, fast: bool, geo_us: bool, batch: bool) -> Money {
+    let mut c = cost;
+    if fast {
+        c = c.scale(i64::from(price.fast_multiplier), 1);
+    }
+    if geo_us {
+        c = c.scale(11, 10);
+    }
+    if batch {
+        c = c.scale(1, 2);
+    }
+    c
+}
+
+/// Prices a response. `model` is the model the response (or, failing that, the request) names.
+pub fn charge(book: &PriceBook, model: &str, usage: &Usage) -> Charge {
+    let fast = usage.speed.as_deref() == Some("fast");
+    let geo_us = usage.inference_geo.as_deref() == Some("us");
+    let batch = usage.service_tier.as_deref() == Some("batch");
+    let mut out = Charge {
+        cost: WEB_SEARCH.per_token(usage.web_searches()),
+        tokens: Tokens {
+            web_search_requests: usage.web_searches(),
+            ..Tokens::default()
+        },
+        priced_as: PricedAs::Table,
+        unpriced_model: None,
+    };
+    let top = split(
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_creation_input_tokens,
+        usage.cache_read_input_tokens,
+        usage.cache_creation.as_ref(),
+    );
+    let parts: Vec<(&str, Tokens)> = match usage.iterations.as_deref() {
+        Some(its) if !its.is_empty() => its
+            .iter()
+            .map(|i| {
+                let t = split(
+                    i.input_tokens,
+                    i.output_tokens,
+                    i.cache_creation_input_tokens,
+                    i.cache_read_input_tokens,
+                    i.cache_creation.as_ref(),
+                );
+                (i.model.as_deref().unwrap_or(model), t)
+            })
+            .collect(),
+        _ => vec![(model, top)],
+    };
+    for (m, t) in parts {
+        let (price, how) = book.lookup(m);
+        if how == PricedAs::Fallback {
+            out.priced_as = PricedAs::Fallback;
+            out.unpriced_model.get_or_insert_with(|| m.to_string());
+        }
+        out.cost += modified(token_cost(&price, &t), &price, fast, geo_us, batch);
+        out.tokens.add(t);
+    }
+    out
+}
+
+/// What a request could cost at most, from what is known before it is sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ask {
+    /// Upper estimate of the prompt's tokens.
+    pub input_tokens: u64,
+    pub max_tokens: u64,
+    pub cache_control: bool,
+    pub web_search_max_uses: u64,
+    pub geo_us: bool,
+    pub fast: bool,
+}
+
+/// Worst-case dollars: input at the dearest rate the request can incur, all of `max_tokens`
+/// as output, every allowed web search.
+pub fn worst_case(price: &Price, ask: &Ask) -> Money {
+    let r = price.rates_for(ask.input_tokens);
+    let input_rate = if ask.cache_control {
+        r.input.max(r.cache_write_5m).max(r.cache_write_1h)
+    } else {
+        r.input
+    };
+    let tokens = input_rate.per_token(ask.input_tokens) + r.output.per_token(ask.max_tokens);
+    modified(tokens, price, ask.fast, ask.geo_us, false)
+        + WEB_SEARCH.per_token(ask.web_search_max_uses)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn book() -> PriceBook {
+        PriceBook::seeded(vec![]).unwrap()
+    }
+    fn usage(json: &str) -> Usage {
+        serde_json::from_str(json).unwrap()
+    }
+    fn dollars(s: &str) -> Money {
+        Money::parse(s).unwrap()
+    }
+
+    /// Hand-worked examples, one per pricing rule. Rates in $/MTok from ANTHROPIC.md.
+    #[test]
+    fn every_pricing_rule_by_hand() {
+        let cases: &[(&str, &str, &str, &str)] = &[
+            // base: 1000 in × $3 + 500 out × $15 = 0.003 + 0.0075
+            (
+                "base",
+                "claude-sonnet-4-6",
+                r#"{"input_tokens":1000,"output_tokens":500}"#,
+                "0.0105",
+            ),
+            // cache writes without breakdown → 5m rate: 2000 × 3.75 = 0.0075; + 100 in × 3 = 0.0003
+            (
+                "cache write, no breakdown",
+                "claude-sonnet-4-6",
+                r#"{"input_tokens":100,"output_tokens":0,"cache_creation_input_tokens":2000}"#,
+                "0.0078",
+            ),
+            // 5m 148 × 6.25 + 1h 100 × 10 + read 1800 × 0.5 + in 2048 × 5 + out 503 × 25
+            // = 0.000925 + 0.001 + 0.0009 + 0.01024 + 0.012575 = 0.02564
+            (
+                "5m and 1h writes, reads",
+                "claude-opus-4-6",
+                r#"{"input_tokens":2048,"cache_creation_input_tokens":248,"cache_read_input_tokens":1800,
+                "cache_creation":{"ephemeral_5m_input_tokens":148,"ephemeral_1h_input_tokens":100},"output_tokens":503}"#,
+                "0.02564",
+            ),
+            // Haiku 3's listed (non-multiplier) prices: 1M read × 0.03 + 1M 5m write × 0.30
+            (
+                "haiku 3 table values",
+                "claude-3-haiku-20240307",
+                r#"{"input_tokens":0,"output_tokens":0,"cache_read_input_tokens":1000000,"cache_creation_input_tokens":1000000}"#,
+                "0.33",
+            ),
+            // web search: 1000 in × $1 + 2 searches × $0.01
+            (
+                "web search",
+                "claude-haiku-4-5",
+                r#"{"input_tokens":1000,"output_tokens":0,"server_tool_use":{"web_search_requests":2}}"#,
+                "0.021",
+            ),
+            // geo us ×1.1: (1000 × 5 + 1000 × 25) / 1e6 = 0.03 → 0.033
+            (
+                "inference_geo us",
+                "claude-opus-4-8",
+                r#"{"input_tokens":1000,"output_tokens":1000,"inference_geo":"us"}"#,
+                "0.033",
+            ),
+            (
+                "inference_geo global",
+                "claude-opus-4-8",
+                r#"{"input_tokens":1000,"output_tokens":1000,"inference_geo":"global"}"#,
+                "0.03",
+            ),
+            // fast ×2 on Opus 5: 0.03 → 0.06; with geo: 0.066
+            (
+                "fast mode",
+                "claude-opus-5",
+                r#"{"input_tokens":1000,"output_tokens":1000,"speed":"fast"}"#,
+                "0.06",
+            ),
+            (
+                "fast + geo stack",
+                "claude-opus-5",
+                r#"{"input_tokens":1000,"output_tokens":1000,"speed":"fast","inference_geo":"us"}"#,
+                "0.066",
+            ),
+            (
+                "standard speed",
+                "claude-opus-5",
+                r#"{"input_tokens":1000,"output_tokens":1000,"speed":"standard"}"#,
+                "0.03",
+            ),
+            // batch −50%: Sonnet 4.x $1.50/$7.50 → 1000 × 1.5 + 1000 × 7.5 = 0.009
+            (
+                "batch tier",
+                "claude-sonnet-4-5",
+                r#"{"input_tokens":1000,"output_tokens":1000,"service_tier":"batch"}"#,
+                "0.009",
+            ),
+            // Haiku 5.5 ≤100K: 100,000 in × 0.10 + 1000 out × 0.50 = 0.01 + 0.0005
+            (
+                "haiku 5.5 at the band edge",
+                "claude-haiku-5-5",
+                r#"{"input_tokens":100000,"output_tokens":1000}"#,
+                "0.0105",
+            ),
+            // >100K counts cache reads too, and bands every token: 90,000 in × 0.5 + 20,000 read × 0.05 + 1000 out × 2.5
+            (
+                "haiku 5.5 above the band",
+                "claude-haiku-5-5",
+                r#"{"input_tokens":90000,"cache_read_input_tokens":20000,"output_tokens":1000}"#,
+                "0.0485",
+            ),
+            // iterations: each at its own model — Opus 4.8 (1000 in, 100 out) + Haiku 4.5 advisor (2000 in, 200 out)
+            // = 0.005 + 0.0025 + 0.002 + 0.001; top-level totals ignored
+            (
+                "iterations",
+                "claude-opus-4-8",
+                r#"{"input_tokens":1,"output_tokens":1,"iterations":[
+                {"type":"message","input_tokens":1000,"output_tokens":100},
+                {"type":"advisor_message","model":"claude-haiku-4-5-20251001","input_tokens":2000,"output_tokens":200}]}"#,
+                "0.0105",
+            ),
+            // dated / Bedrock / Vertex ids resolve to the family
+            (
+                "bedrock id",
+                "anthropic.claude-sonnet-4-5-20250929-v1:0",
+                r#"{"input_tokens":1000,"output_tokens":500}"#,
+                "0.0105",
+            ),
+            (
+                "vertex id",
+                "claude-haiku-4-5@20251001",
+                r#"{"input_tokens":1000000,"output_tokens":0}"#,
+                "1",
+            ),
+            // unknown model at fallback rates: $15 in / $75 out
+            (
+                "fallback",
+                "claude-new-thing",
+                r#"{"input_tokens":1000,"output_tokens":1000}"#,
+                "0.09",
+            ),
+            // nulls are absent
+            (
+                "nulls",
+                "claude-sonnet-4-6",
+                r#"{"input_tokens":1000,"output_tokens":0,"cache_creation_input_tokens":null,"cache_creation":null,"server_tool_use":null}"#,
+                "0.003",
+            ),
+        ];
+        let book = book();
+        for (name, model, json, want) in cases {
+            let c = charge(&book, model, &usage(json));
+            assert_eq!(c.cost, dollars(want), "{name}: got {}", c.cost);
+        }
+    }
+
+    #[test]
+    fn fallback_and_tokens_are_reported() {
+        let c = charge(
+            &book(),
+            "claude-new-thing",
+            &usage(r#"{"input_tokens":10,"output_tokens":5,"cache_read_input_tokens":7}"#),
+        );
+        assert_eq!(c.priced_as, PricedAs::Fallback);
+        assert_eq!(c.unpriced_model.as_deref(), Some("claude-new-thing"));
+        assert_eq!(c.tokens.total(), 22);
+        let known = charge(
+            &book(),
+            "claude-sonnet-4-6",
+            &usage(r#"{"input_tokens":1,"output_tokens":1}"#),
+        );
+        assert_eq!(
+            (known.priced_as, known.unpriced_model),
+            (PricedAs::Table, None)
+        );
+    }
+
+    #[test]
+    fn stream_usage_overwrites_and_never_adds() {
+        let mut u =
+            usage(r#"{"input_tokens":2679,"output_tokens":3,"cache_read_input_tokens":10}"#);
+        u.overwrite_with(usage(r#"{"output_tokens":15}"#));
+        u.overwrite_with(usage(r#"{"input_tokens":10682,"output_tokens":510,"server_tool_use":{"web_search_requests":1},"cache_read_input_tokens":null}"#));
+        assert_eq!(u.input_tokens, Some(10682));
+        assert_eq!(u.output_tokens, Some(510));
+        assert_eq!(u.cache_read_input_tokens, Some(10));
+        assert_eq!(u.web_searches(), 1);
+    }
+
+    #[test]
+    fn worst_case_takes_the_dearest_rate_the_request_can_incur() {
+        let book = book();
+        let (sonnet, _) = book.lookup("claude-sonnet-4-6");
+        let ask = Ask {
+            input_tokens: 1000,
+            max_tokens: 32_000,
+            ..Ask::default()
+        };
+        // 1000 × 3 + 32,000 × 15 = 0.003 + 0.48
+        assert_eq!(worst_case(&sonnet, &ask), dollars("0.483"));
+        // cache_control → the 1h write rate ($6)
+        assert_eq!(
+            worst_case(
+                &sonnet,
+                &Ask {
+                    cache_control: true,
+                    ..ask
+                }
+            ),
+            dollars("0.486")
+        );
+        // web search max_uses 5 → + $0.05; geo → ×1.1 on tokens
+        assert_eq!(
+            worst_case(
+                &sonnet,
+                &Ask {
+                    web_search_max_uses: 5,
+                    ..ask
+                }
+            ),
+            dollars("0.533")
+        );
+        assert_eq!(
+            worst_case(
+                &sonnet,
+                &Ask {
+                    geo_us: true,
+                    ..ask
+                }
+            ),
+            dollars("0.5313")
+        );
+        // Haiku 5.5 over 100K: the band's rates for everything
+        let (haiku, _) = book.lookup("claude-haiku-5-5");
+        let big = Ask {
+            input_tokens: 150_000,
+            max_tokens: 1000,
+            ..Ask::default()
+        };
+        assert_eq!(worst_case(&haiku, &big), dollars("0.0775"));
+        // Claude Code's default Opus call: 128,000 output × $25 ≈ $3.2
+        let (opus, _) = book.lookup("claude-opus-4-8");
+        assert_eq!(
+            worst_case(
+                &opus,
+                &Ask {
+                    input_tokens: 0,
+                    max_tokens: 128_000,
+                    ..Ask::default()
+                }
+            ),
+            dollars("3.2")
+        );
+    }
+}

@@ -1,0 +1,330 @@
+//! The budget-enforcing proxy for `/v1/messages`, and plain forwarding for the free endpoints.
+
+pub mod admission;
+pub mod estimate;
+pub mod forward;
+pub mod request;
+pub mod settle;
+pub mod sse;
+
+use crate::budget::DEFAULT_BUDGET;
+use crate::dto::UsageStatus;
+use crate::error::HttpError;
+use crate::pricing::cost::Usage;
+use crate::service::Service;
+use crate::store::usage::UsageRow;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use chrono::Utc;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use settle::{Outcome, Relay, Settlement};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// Anthropic's own request limit for Messages and count_tokens.
+pub const BODY_LIMIT: usize = 32 * 1024 * 1024;
+
+async fn read_body(body: Body, headers: &HeaderMap) -> Result<Bytes, HttpError> {
+    let too_large = || {
+        HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!(
+                "agent-budget: the request body exceeds {BODY_LIMIT} bytes, the Messages API's limit"
+            ),
+        )
+    };
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|e| {
+        let mut src: Option<&dyn std::error::Error> = Some(&e);
+        while let Some(s) = src {
+            if s.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            src = s.source();
+        }
+        HttpError::invalid(format!(
+            "agent-budget: could not read the request body: {e}"
+        ))
+    })
+}
+
+fn path_and_query(req_uri: &axum::http::Uri, upstream_path: &str) -> String {
+    match req_uri.query() {
+        Some(q) => format!("{upstream_path}?{q}"),
+        None => upstream_path.to_string(),
+    }
+}
+
+/// `POST /agent-budget/v1/messages`: budget from `X-Budget-Id`, else `default`.
+pub async fn messages(State(app): State<Arc<Service>>, req: Request) -> Response {
+    let key = req
+        .headers()
+        .get("x-budget-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string());
+    enforce(app, key, req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /agent-budget/b/{budget}/v1/messages`.
+pub async fn messages_for(
+    State(app): State<Arc<Service>>,
+    Path(budget): Path<String>,
+    req: Request,
+) -> Response {
+    enforce(app, Some(budget), req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn enforce(
+    app: Arc<Service>,
+    key: Option<String>,
+    req: Request,
+) -> Result<Response, HttpError> {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let key = match key.filter(|k| !k.is_empty()) {
+        Some(k) => k,
+        None if app.config.require_budget => {
+            return Err(HttpError::invalid(
+                "agent-budget: this proxy requires a budget: add the header 'X-Budget-Id: <budget>' or use the base URL …/agent-budget/b/<budget>",
+            ));
+        }
+        None => DEFAULT_BUDGET.to_string(),
+    };
+    let slot = app
+        .ledger
+        .find(&key)
+        .ok_or_else(|| HttpError::not_found(format!("budget '{key}' does not exist")))?;
+    let body = read_body(body, &parts.headers).await?;
+    let parsed =
+        request::parse(&body).map_err(|e| HttpError::invalid(format!("agent-budget: {e}")))?;
+    let book = app.prices();
+    let (price, priced_as) = book.lookup(&parsed.model);
+    let status = slot.status(Utc::now());
+    let (budget_id, budget_name) = (status.budget.id, status.budget.name);
+
+    let reservation =
+        match admission::admit(&app, &slot, &price, &parsed, &body, &parts.headers).await {
+            Ok(r) => r,
+            Err(refusal) => {
+                let now = Utc::now();
+                slot.count_blocked(now);
+                let row = UsageRow {
+                    created_at: now,
+                    day: app.config.zone.day(now),
+                    budget_id,
+                    model: parsed.model.clone(),
+                    status: UsageStatus::Blocked,
+                    estimated: false,
+                    priced_as,
+                    http_status: 429,
+                    stream: parsed.stream,
+                    tokens: Default::default(),
+                    cost: Default::default(),
+                    duration_ms: started.elapsed().as_millis() as u64,
+                    upstream_request_id: None,
+                };
+                let _ = app.store.writer.record(row).await;
+                return Err(admission::blocked(&refusal, now, &app));
+            }
+        };
+    let mut budget_headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&budget_name) {
+        budget_headers.insert("x-agent-budget-id", v);
+    }
+    if let Some(rem) = reservation.remaining() {
+        if let Ok(v) = HeaderValue::from_str(&rem.max(Default::default()).to_string()) {
+            budget_headers.insert("x-agent-budget-remaining", v);
+        }
+    }
+    let settlement = Settlement {
+        reservation,
+        app: app.clone(),
+        book: book.clone(),
+        budget_id,
+        model: parsed.model,
+        stream: parsed.stream,
+        started,
+        http_status: 0,
+        upstream_request_id: None,
+    };
+    let exchange = Exchange {
+        path: path_and_query(&parts.uri, "/v1/messages"),
+        headers: forward::request_headers(&parts.headers),
+        body,
+        budget_headers,
+    };
+    // The exchange runs in its own tracked task so accounting completes even if the client
+    // hangs up (the handler's future is dropped) and shutdown waits for it.
+    let (tx, rx) = oneshot::channel();
+    app.tracker.spawn(exchange.run(settlement, tx));
+    rx.await.map_err(|_| {
+        HttpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "api_error",
+            "agent-budget: the request failed internally",
+        )
+    })
+}
+
+struct Exchange {
+    path: String,
+    headers: HeaderMap,
+    body: Bytes,
+    budget_headers: HeaderMap,
+}
+
+#[derive(Deserialize)]
+struct Reply {
+    model: Option<String>,
+    usage: Option<Usage>,
+}
+
+fn is_event_stream(h: &HeaderMap) -> bool {
+    h.get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+impl Exchange {
+    async fn run(self, mut s: Settlement, tx: oneshot::Sender<Response>) {
+        let app = s.app.clone();
+        let resp = match forward::send(
+            &app,
+            Method::POST,
+            &self.path,
+            self.headers,
+            Some(self.body),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                s.http_status = e.status.as_u16();
+                s.finish_durably(Outcome::Free(UsageStatus::UpstreamError))
+                    .await;
+                let _ = tx.send(e.into_response());
+                return;
+            }
+        };
+        let status = resp.status();
+        let mut headers = forward::response_headers(resp.headers());
+        headers.extend(self.budget_headers);
+        s.http_status = status.as_u16();
+        s.upstream_request_id = resp
+            .headers()
+            .get("request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let build = |body: Body| {
+            let mut r = Response::new(body);
+            *r.status_mut() = status;
+            *r.headers_mut() = headers;
+            r
+        };
+        if status.is_success() && is_event_stream(resp.headers()) {
+            let relay = Relay::new(resp.bytes_stream().boxed(), s);
+            // If the client is gone, the response (and the relay) drop here and settle as aborted.
+            let _ = tx.send(build(Body::from_stream(relay)));
+            return;
+        }
+        let timeout = app.config.upstream_timeout;
+        let body = match tokio::time::timeout(timeout, resp.bytes()).await {
+            Ok(Ok(b)) => b,
+            failed => {
+                let err = match failed {
+                    Ok(Err(e)) if !e.is_timeout() => forward::unreachable(&app.config.upstream, &e),
+                    _ => forward::timed_out(timeout),
+                };
+                s.http_status = err.status.as_u16();
+                let outcome = if status.is_success() {
+                    Outcome::WorstCase(UsageStatus::UpstreamError)
+                } else {
+                    Outcome::Free(UsageStatus::UpstreamError)
+                };
+                s.finish_durably(outcome).await;
+                let _ = tx.send(err.into_response());
+                return;
+            }
+        };
+        let outcome = if !status.is_success() {
+            Outcome::Free(UsageStatus::UpstreamError)
+        } else {
+            let finished = if tx.is_closed() {
+                UsageStatus::ClientAborted
+            } else {
+                UsageStatus::Ok
+            };
+            match serde_json::from_slice::<Reply>(&body) {
+                Ok(Reply {
+                    model,
+                    usage: Some(usage),
+                }) => Outcome::Usage {
+                    usage,
+                    model,
+                    status: finished,
+                    estimated: false,
+                },
+                _ => Outcome::WorstCase(finished),
+            }
+        };
+        s.finish_durably(outcome).await;
+        let _ = tx.send(build(Body::from(body)));
+    }
+}
+
+/// Free endpoints (`count_tokens`, `models`): forwarded as they are, never blocked, not recorded.
+pub async fn passthrough(State(app): State<Arc<Service>>, req: Request) -> Response {
+    forward_free(app, req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn forward_free(app: Arc<Service>, req: Request) -> Result<Response, HttpError> {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path();
+    let v1 = path.find("/v1/").map(|i| &path[i..]).unwrap_or(path);
+    let target = path_and_query(&parts.uri, v1);
+    let body = if parts.method == Method::GET {
+        None
+    } else {
+        Some(read_body(body, &parts.headers).await?)
+    };
+    let resp = forward::send(
+        &app,
+        parts.method.clone(),
+        &target,
+        forward::request_headers(&parts.headers),
+        body,
+    )
+    .await?;
+    let (status, headers) = (resp.status(), forward::response_headers(resp.headers()));
+    let mut r = Response::new(Body::from_stream(resp.bytes_stream().boxed()));
+    *r.status_mut() = status;
+    *r.headers_mut() = headers;
+    Ok(r)
+}
+
+/// Any other `/v1/*` path: not proxied, because it would bypass the budget.
+pub async fn not_proxied(req: Request) -> HttpError {
+    HttpError::not_found(format!(
+        "agent-budget: {} {} is not proxied; only /v1/messages, /v1/messages/count_tokens and /v1/models pass through (batches and other endpoints would bypass the budget)",
+        req.method(),
+        req.uri().path()
+    ))
+}

@@ -1,0 +1,267 @@
+//! Settlement: turns what a response revealed into a charge, swaps the reservation for it,
+//! and queues the usage record. `Relay` does this for a stream as its bytes pass through,
+//! holding back only the chunk that ends the message until its record is committed.
+
+use super::sse::Tap;
+use crate::dto::UsageStatus;
+use crate::ledger::Reservation;
+use crate::money::Money;
+use crate::pricing::cost::{self, Tokens, Usage};
+use crate::pricing::{PriceBook, PricedAs};
+use crate::service::Service;
+use crate::store::usage::UsageRow;
+use bytes::Bytes;
+use chrono::Utc;
+use futures_util::Stream;
+use futures_util::stream::BoxStream;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tokio::sync::oneshot;
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+/// How a request ended, as far as money is concerned.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "built once per request and consumed at once"
+)]
+pub enum Outcome {
+    /// The response reported usage (possibly partial, then `estimated`).
+    Usage {
+        usage: Usage,
+        model: Option<String>,
+        status: UsageStatus,
+        estimated: bool,
+    },
+    /// Nothing was generated: no charge.
+    Free(UsageStatus),
+    /// Output of unknown size: charge the whole reservation, flagged estimated.
+    WorstCase(UsageStatus),
+}
+
+/// Everything needed to settle one admitted request.
+pub struct Settlement {
+    pub reservation: Reservation,
+    pub app: Arc<Service>,
+    pub book: Arc<PriceBook>,
+    pub budget_id: i64,
+    pub model: String,
+    pub stream: bool,
+    pub started: Instant,
+    pub http_status: u16,
+    pub upstream_request_id: Option<String>,
+}
+
+impl Settlement {
+    fn row(self, outcome: Outcome) -> UsageRow {
+        let now = Utc::now();
+        let (cost, tokens, priced_as, status, estimated, model) = match outcome {
+            Outcome::Usage {
+                usage,
+                model,
+                status,
+                estimated,
+            } => {
+                let model = model.unwrap_or(self.model);
+                let c = cost::charge(&self.book, &model, &usage);
+                if let Some(m) = &c.unpriced_model {
+                    tracing::warn!(model = %m, "no price for this model; charged at the dearest known rates");
+                }
+                (c.cost, c.tokens, c.priced_as, status, estimated, model)
+            }
+            Outcome::Free(status) => (
+                Money::ZERO,
+                Tokens::default(),
+                PricedAs::Table,
+                status,
+                false,
+                self.model,
+            ),
+            Outcome::WorstCase(status) => {
+                let priced_as = self.book.lookup(&self.model).1;
+                (
+                    self.reservation.worst_case(),
+                    Tokens::default(),
+                    priced_as,
+                    status,
+                    true,
+                    self.model,
+                )
+            }
+        };
+        let _ = self.reservation.settle(cost, tokens.total(), now);
+        UsageRow {
+            created_at: now,
+            day: self.app.config.zone.day(now),
+            budget_id: self.budget_id,
+            model,
+            status,
+            estimated,
+            priced_as,
+            http_status: self.http_status,
+            stream: self.stream,
+            tokens,
+            cost,
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            upstream_request_id: self.upstream_request_id,
+        }
+    }
+
+    /// Settles and queues the record; the receiver says when it is committed.
+    pub fn finish(self, outcome: Outcome) -> oneshot::Receiver<bool> {
+        let writer = self.app.store.writer.clone();
+        writer.record(self.row(outcome))
+    }
+
+    /// Settles and waits for the record's commit.
+    pub async fn finish_durably(self, outcome: Outcome) {
+        if !self.finish(outcome).await.unwrap_or(false) {
+            tracing::error!("a usage record could not be committed");
+        }
+    }
+}
+
+const BROKEN: &[u8] = b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"agent-budget: the upstream stream broke off before the message finished\"}}\n\n";
+
+const SHUTTING_DOWN: &[u8] = b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"agent-budget: the proxy is shutting down\"}}\n\n";
+
+/// A streamed response body on its way to the client.
+pub struct Relay {
+    upstream: BoxStream<'static, reqwest::Result<Bytes>>,
+    tap: Tap,
+    settlement: Option<Settlement>,
+    ack: Option<oneshot::Receiver<bool>>,
+    held: Option<Bytes>,
+    finished: bool,
+    abort: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl Relay {
+    pub fn new(
+        upstream: BoxStream<'static, reqwest::Result<Bytes>>,
+        settlement: Settlement,
+    ) -> Relay {
+        let abort = Box::pin(settlement.app.abort.clone().cancelled_owned());
+        Relay {
+            upstream,
+            tap: Tap::default(),
+            settlement: Some(settlement),
+            ack: None,
+            held: None,
+            finished: false,
+            abort,
+        }
+    }
+
+    /// Usage seen so far, with output at least what was relayed.
+    fn partial(&mut self, status: UsageStatus) -> Outcome {
+        let out = self.tap.estimated_output();
+        match self.tap.usage.take() {
+            None if out == 0 => Outcome::Free(status),
+            usage => {
+                let mut usage = usage.unwrap_or_default();
+                usage.output_tokens = Some(out);
+                Outcome::Usage {
+                    usage,
+                    model: self.tap.model.take(),
+                    status,
+                    estimated: true,
+                }
+            }
+        }
+    }
+
+    /// Settles now and holds `chunk` back until the record is committed.
+    fn settle_then_send(&mut self, outcome: Outcome, chunk: Bytes) {
+        if let Some(s) = self.settlement.take() {
+            self.ack = Some(s.finish(outcome));
+        }
+        self.held = Some(chunk);
+    }
+}
+
+impl Stream for Relay {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(ack) = this.ack.as_mut() {
+                match Pin::new(ack).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(committed) => {
+                        if !committed.unwrap_or(false) {
+                            tracing::error!("a usage record could not be committed");
+                        }
+                        this.ack = None;
+                    }
+                }
+            }
+            if let Some(chunk) = this.held.take() {
+                return Poll::Ready(Some(Ok(chunk)));
+            }
+            if this.finished {
+                return Poll::Ready(None);
+            }
+            if this.abort.as_mut().poll(cx).is_ready() {
+                this.finished = true;
+                let outcome = this.partial(UsageStatus::ClientAborted);
+                this.settle_then_send(outcome, Bytes::from_static(SHUTTING_DOWN));
+                continue;
+            }
+            match this.upstream.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(chunk))) => {
+                    if this.tap.feed(&chunk) && this.settlement.is_some() {
+                        let usage = this.tap.usage.take().unwrap_or_default();
+                        let model = this.tap.model.take();
+                        this.settle_then_send(
+                            Outcome::Usage {
+                                usage,
+                                model,
+                                status: UsageStatus::Ok,
+                                estimated: false,
+                            },
+                            chunk,
+                        );
+                        continue;
+                    }
+                    return Poll::Ready(Some(Ok(chunk)));
+                }
+                Poll::Ready(end) => {
+                    this.finished = true;
+                    if this.settlement.is_none() {
+                        continue;
+                    }
+                    // Ended without message_stop: an upstream `event: error` already told the
+                    // client; otherwise the stream broke and the client is told so.
+                    let told = this.tap.error.is_some() && !matches!(end, Some(Err(_)));
+                    let outcome = this.partial(UsageStatus::UpstreamError);
+                    this.settle_then_send(
+                        outcome,
+                        if told {
+                            Bytes::new()
+                        } else {
+                            Bytes::from_static(BROKEN)
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Relay {
+    /// The client went away mid-stream: the upstream is dropped with us; charge what was seen.
+    fn drop(&mut self) {
+        if self.settlement.is_some() {
+            let outcome = self.partial(UsageStatus::ClientAborted);
+            if let Some(s) = self.settlement.take() {
+                let writer = s.app.store.writer.clone();
+                writer.record_detached(s.row(outcome));
+            }
+        }
+    }
+}

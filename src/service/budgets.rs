@@ -1,0 +1,140 @@
+//! Budget operations: list, show, create, change, delete, and a budget's usage records.
+
+use super::Service;
+use crate::budget::{BudgetPatch, DEFAULT_BUDGET, NewBudget};
+use crate::dto::{BudgetDetail, BudgetView, UsagePage};
+use crate::error::HttpError;
+use crate::ledger::{Slot, Status};
+use crate::money::Money;
+use crate::store;
+use chrono::Utc;
+use std::sync::Arc;
+
+pub const MAX_PAGE: u32 = 500;
+
+impl Service {
+    pub fn view(&self, s: &Status) -> BudgetView {
+        let zone = self.config.zone;
+        let b = &s.budget;
+        let percent_used = match b.max_dollars {
+            Some(cap) if cap.is_positive() => {
+                // Display only (the ledger itself is exact): two decimals.
+                let bp = (i128::from(s.period.dollars.picos()) * 10_000) / i128::from(cap.picos());
+                bp as f64 / 100.0
+            }
+            _ => 0.0,
+        };
+        BudgetView {
+            id: b.id,
+            name: b.name.clone(),
+            max_dollars: b.max_dollars,
+            max_tokens: b.max_tokens,
+            period: b.period,
+            webhook_url: b.webhook_url.clone(),
+            thresholds: b.thresholds.clone(),
+            created_at: zone.render(b.created_at),
+            spent_dollars: s.period.dollars,
+            spent_tokens: s.period.tokens,
+            reserved_dollars: s.reserved,
+            remaining_dollars: s.remaining().map(|r| r.max(Money::ZERO)),
+            percent_used,
+            requests: s.period.requests,
+            blocked: s.period.blocked,
+            period_start: zone.render(s.window.start),
+            resets_at: s.window.resets_at.map(|r| zone.render(r)),
+        }
+    }
+
+    fn slot(&self, key: &str) -> Result<Arc<Slot>, HttpError> {
+        self.ledger
+            .find(key)
+            .ok_or_else(|| HttpError::not_found(format!("budget '{key}' does not exist")))
+    }
+
+    pub fn list_budgets(&self) -> Vec<BudgetView> {
+        self.ledger
+            .statuses(Utc::now())
+            .iter()
+            .map(|s| self.view(s))
+            .collect()
+    }
+
+    pub async fn budget_detail(&self, key: &str) -> Result<BudgetDetail, HttpError> {
+        let status = self.slot(key)?.status(Utc::now());
+        let (id, since) = (status.budget.id, self.config.zone.day(status.window.start));
+        let breakdown = self
+            .store
+            .read(move |c| store::budgets::breakdown(c, id, since))
+            .await?;
+        Ok(BudgetDetail {
+            budget: self.view(&status),
+            breakdown,
+        })
+    }
+
+    pub async fn create_budget(&self, input: NewBudget) -> Result<BudgetView, HttpError> {
+        let now = Utc::now();
+        let budget = input.validate(now)?;
+        let stored = self
+            .store
+            .writer
+            .run(move |tx| store::budgets::insert(tx, &budget))
+            .await?;
+        self.ledger.insert(stored.clone(), Default::default(), now);
+        Ok(self.view(&self.slot(&stored.id.to_string())?.status(now)))
+    }
+
+    pub async fn patch_budget(
+        &self,
+        key: &str,
+        patch: BudgetPatch,
+    ) -> Result<BudgetView, HttpError> {
+        let now = Utc::now();
+        let next = patch.apply(&self.slot(key)?.status(now).budget)?;
+        let stored = next.clone();
+        self.store
+            .writer
+            .run(move |tx| store::budgets::update(tx, &stored))
+            .await?;
+        self.ledger.update(next.clone(), now);
+        Ok(self.view(&self.slot(&next.id.to_string())?.status(now)))
+    }
+
+    pub async fn delete_budget(&self, key: &str) -> Result<(), HttpError> {
+        let status = self.slot(key)?.status(Utc::now());
+        if status.budget.name == DEFAULT_BUDGET {
+            return Err(HttpError::invalid(
+                "the built-in 'default' budget cannot be deleted (untagged requests are charged to it); give it a cap with PATCH instead",
+            ));
+        }
+        let id = status.budget.id;
+        self.store
+            .writer
+            .run(move |tx| store::budgets::delete(tx, id))
+            .await?;
+        self.ledger.remove(id);
+        Ok(())
+    }
+
+    pub async fn usage_page(
+        &self,
+        key: &str,
+        limit: Option<u32>,
+        offset: Option<u64>,
+    ) -> Result<UsagePage, HttpError> {
+        let id = self.slot(key)?.status(Utc::now()).budget.id;
+        let limit = limit.unwrap_or(50).clamp(1, MAX_PAGE);
+        let offset = offset.unwrap_or(0);
+        let zone = self.config.zone;
+        let (items, total) = self
+            .store
+            .read(move |c| store::usage::page(c, id, limit, offset, zone))
+            .await?;
+        Ok(UsagePage {
+            items,
+            total,
+            limit,
+            offset,
+        })
+    }
+}

@@ -1,0 +1,112 @@
+//! The service layer: one set of operations over the ledger, the store and the price table,
+//! called by the REST API and the proxy (and later the desktop commands).
+
+pub mod budgets;
+pub mod pricing;
+pub mod stats;
+
+use crate::budget::{Budget, DEFAULT_BUDGET, DEFAULT_THRESHOLDS};
+use crate::config::Config;
+use crate::ledger::Ledger;
+use crate::pricing::{PriceBook, PricingError};
+use crate::store::{self, Store, StoreError};
+use chrono::Utc;
+use std::sync::{Arc, RwLock};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "cannot create the data directory {path}: {source}; choose a writable one with --data-dir"
+    )]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Pricing(#[from] PricingError),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+pub struct Service {
+    pub config: Config,
+    pub ledger: Ledger,
+    prices: RwLock<Arc<PriceBook>>,
+    pub store: Store,
+    pub client: reqwest::Client,
+    /// Owns every task that settles accounting, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// Cancelled when the shutdown grace period is over: open streams end and settle.
+    pub abort: CancellationToken,
+}
+
+impl Service {
+    /// Opens the store, creates the `default` budget on first start, rebuilds the ledger.
+    pub async fn start(config: Config) -> Result<(Arc<Service>, store::WriterHandle), StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let (store, handle) = Store::open(&config.data_dir)?;
+        let overrides = store.read(store::pricing::overrides).await?;
+        let book = PriceBook::seeded(overrides)?;
+        let now = Utc::now();
+        let mut budgets = store.read(store::budgets::load_all).await?;
+        if !budgets.iter().any(|b| b.name == DEFAULT_BUDGET) {
+            let default = Budget {
+                id: 0,
+                name: DEFAULT_BUDGET.into(),
+                max_dollars: None,
+                max_tokens: None,
+                period: Default::default(),
+                webhook_url: None,
+                thresholds: DEFAULT_THRESHOLDS.to_vec(),
+                created_at: now,
+            };
+            budgets.push(
+                store
+                    .writer
+                    .run(move |tx| store::budgets::insert(tx, &default))
+                    .await?,
+            );
+        }
+        let mut days = store.read(store::budgets::days).await?;
+        let ledger = Ledger::new(config.zone);
+        for b in budgets {
+            let d = days.remove(&b.id).unwrap_or_default();
+            ledger.insert(b, d, now);
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .read_timeout(config.upstream_timeout)
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .build()
+            .map_err(|e| StartError::Client(e.to_string()))?;
+        let service = Service {
+            config,
+            ledger,
+            prices: RwLock::new(Arc::new(book)),
+            store,
+            client,
+            tracker: TaskTracker::new(),
+            abort: CancellationToken::new(),
+        };
+        Ok((Arc::new(service), handle))
+    }
+
+    /// The price table in force now; a request keeps the snapshot it started with.
+    pub fn prices(&self) -> Arc<PriceBook> {
+        self.prices
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_prices(&self, book: PriceBook) {
+        *self.prices.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(book);
+    }
+}

@@ -1,0 +1,156 @@
+//! The `budgets` table, and per-budget reads of the daily roll-up.
+
+use super::StoreError;
+use crate::budget::Budget;
+use crate::budget::period::Period;
+use crate::dto::ModelBreakdown;
+use crate::ledger::Totals;
+use crate::money::Money;
+use chrono::{DateTime, NaiveDate};
+use rusqlite::{Connection, ErrorCode, Transaction, params};
+use std::collections::{BTreeMap, HashMap};
+
+fn thresholds_text(t: &[u8]) -> String {
+    t.iter().map(u8::to_string).collect::<Vec<_>>().join(",")
+}
+
+fn row_to_budget(r: &rusqlite::Row<'_>) -> rusqlite::Result<Budget> {
+    let period: String = r.get(4)?;
+    let thresholds: String = r.get(6)?;
+    Ok(Budget {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        max_dollars: r.get::<_, Option<i64>>(2)?.map(Money::from_picos),
+        max_tokens: r.get::<_, Option<i64>>(3)?.map(|t| t.max(0) as u64),
+        period: Period::parse(&period).unwrap_or_default(),
+        webhook_url: r.get(5)?,
+        thresholds: thresholds
+            .split(',')
+            .filter_map(|p| p.parse().ok())
+            .collect(),
+        created_at: DateTime::from_timestamp_millis(r.get(7)?).unwrap_or_default(),
+    })
+}
+
+pub fn load_all(conn: &Connection) -> Result<Vec<Budget>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT id, name, max_dollars, max_tokens, period, webhook_url, thresholds, created_at FROM budgets ORDER BY id",
+    )?;
+    let rows = stmt
+        .query_map([], row_to_budget)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Every budget's spend by local day (all models together), for rebuilding the ledger.
+pub fn days(conn: &Connection) -> Result<HashMap<i64, BTreeMap<NaiveDate, Totals>>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT budget_id, day, SUM(dollars), SUM(input_tokens + cache_write_tokens + cache_read_tokens + output_tokens),
+                SUM(requests), SUM(blocked)
+         FROM daily GROUP BY budget_id, day",
+    )?;
+    let mut out: HashMap<i64, BTreeMap<NaiveDate, Totals>> = HashMap::new();
+    let rows = stmt.query_map([], |r| {
+        let day: String = r.get(1)?;
+        Ok((
+            r.get::<_, i64>(0)?,
+            day,
+            Totals {
+                dollars: Money::from_picos(r.get(2)?),
+                tokens: r.get::<_, i64>(3)?.max(0) as u64,
+                requests: r.get::<_, i64>(4)?.max(0) as u64,
+                blocked: r.get::<_, i64>(5)?.max(0) as u64,
+            },
+        ))
+    })?;
+    for row in rows {
+        let (id, day, totals) = row?;
+        if let Ok(d) = day.parse::<NaiveDate>() {
+            out.entry(id).or_default().insert(d, totals);
+        }
+    }
+    Ok(out)
+}
+
+fn conflict(e: rusqlite::Error, name: &str) -> StoreError {
+    if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) {
+        StoreError::Conflict(format!(
+            "a budget named '{name}' already exists; choose another name or edit that budget"
+        ))
+    } else {
+        StoreError::Sql(e)
+    }
+}
+
+/// Inserts a budget and returns it with its new id.
+pub fn insert(tx: &Transaction<'_>, b: &Budget) -> Result<Budget, StoreError> {
+    tx.execute(
+        "INSERT INTO budgets (name, max_dollars, max_tokens, period, webhook_url, thresholds, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            b.name,
+            b.max_dollars.map(Money::picos),
+            b.max_tokens.map(|t| t as i64),
+            b.period.as_str(),
+            b.webhook_url,
+            thresholds_text(&b.thresholds),
+            b.created_at.timestamp_millis(),
+        ],
+    )
+    .map_err(|e| conflict(e, &b.name))?;
+    Ok(Budget {
+        id: tx.last_insert_rowid(),
+        ..b.clone()
+    })
+}
+
+pub fn update(tx: &Transaction<'_>, b: &Budget) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE budgets SET max_dollars = ?2, max_tokens = ?3, period = ?4, webhook_url = ?5, thresholds = ?6 WHERE id = ?1",
+        params![
+            b.id,
+            b.max_dollars.map(Money::picos),
+            b.max_tokens.map(|t| t as i64),
+            b.period.as_str(),
+            b.webhook_url,
+            thresholds_text(&b.thresholds),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Deletes a budget with its usage records and roll-ups.
+pub fn delete(tx: &Transaction<'_>, id: i64) -> Result<(), StoreError> {
+    tx.execute("DELETE FROM usage WHERE budget_id = ?1", [id])?;
+    tx.execute("DELETE FROM daily WHERE budget_id = ?1", [id])?;
+    tx.execute("DELETE FROM budgets WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+/// Spend by model since a local day (the start of the budget's current period).
+pub fn breakdown(
+    conn: &Connection,
+    id: i64,
+    since: NaiveDate,
+) -> Result<Vec<ModelBreakdown>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT model, SUM(requests), SUM(input_tokens), SUM(output_tokens), SUM(cache_write_tokens),
+                SUM(cache_read_tokens), SUM(dollars)
+         FROM daily WHERE budget_id = ?1 AND day >= ?2 GROUP BY model ORDER BY SUM(dollars) DESC, model",
+    )?;
+    let n = |v: i64| v.max(0) as u64;
+    let rows = stmt
+        .query_map(params![id, since.to_string()], |r| {
+            Ok(ModelBreakdown {
+                model: r.get(0)?,
+                requests: n(r.get(1)?),
+                input_tokens: n(r.get(2)?),
+                output_tokens: n(r.get(3)?),
+                cache_write_tokens: n(r.get(4)?),
+                cache_read_tokens: n(r.get(5)?),
+                dollars: Money::from_picos(r.get(6)?),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}

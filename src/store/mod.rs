@@ -1,0 +1,164 @@
+//! SQLite storage: WAL mode, embedded migrations, one batching writer thread, a few reader
+//! connections. Queries are grouped per table in the submodules.
+
+pub mod budgets;
+pub mod pricing;
+pub mod stats;
+pub mod usage;
+mod writer;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+pub use writer::{Handle as WriterHandle, Writer};
+
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+pub const FILE_NAME: &str = "agent-budget.db";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the database {path} is corrupt or not an agent-budget database; move it aside (or restore a backup) and start again"
+    )]
+    Corrupt { path: PathBuf },
+    #[error(
+        "cannot open the database {path}: {source}; check that the data directory is writable or choose another with --data-dir"
+    )]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "the database {path} was written by a newer agent-budget (schema {found}, this build knows {known}); upgrade agent-budget"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("the database writer has stopped")]
+    Closed,
+    #[error(
+        "the change could not be saved to the database (is the disk full or the data directory read-only?)"
+    )]
+    NotSaved,
+    #[error("{0}")]
+    Conflict(String),
+}
+
+fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
+            path: path.to_path_buf(),
+        },
+        _ => StoreError::Open {
+            path: path.to_path_buf(),
+            source: e,
+        },
+    }
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // WAL + NORMAL: a commit survives the process being killed (it is in the OS's cache);
+    // only a power cut can lose the last transactions.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
+}
+
+fn migrate(path: &Path, conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| classify(path, e))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            known,
+        });
+    }
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// The database: a writer for all changes, readers for queries.
+#[derive(Clone)]
+pub struct Store {
+    path: PathBuf,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    pub writer: Writer,
+}
+
+impl Store {
+    /// Opens (creating if needed) `<dir>/agent-budget.db`, migrates it, starts the writer thread.
+    pub fn open(dir: &Path) -> Result<(Store, writer::Handle), StoreError> {
+        let path = dir.join(FILE_NAME);
+        let mut conn = Connection::open(&path).map_err(|e| classify(&path, e))?;
+        configure(&conn).map_err(|e| classify(&path, e))?;
+        migrate(&path, &mut conn)?;
+        let (writer, handle) = writer::start(conn);
+        Ok((
+            Store {
+                path,
+                readers: Arc::new(Mutex::new(Vec::new())),
+                writer,
+            },
+            handle,
+        ))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs a read query on a pooled connection, off the async runtime.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.read_now(f))
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    /// The same, on the calling thread (start-up).
+    pub fn read_now<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(|e| classify(&self.path, e))?;
+                c.busy_timeout(std::time::Duration::from_secs(5))?;
+                c
+            }
+        };
+        let out = f(&conn);
+        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < 8 {
+            pool.push(conn);
+        }
+        out
+    }
+}

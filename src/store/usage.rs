@@ -1,0 +1,153 @@
+//! The `usage` table (one row per request) and its daily roll-up.
+
+use super::StoreError;
+use crate::budget::period::Zone;
+use crate::dto::{UsageRecord, UsageStatus};
+use crate::money::Money;
+use crate::pricing::PricedAs;
+use crate::pricing::cost::Tokens;
+use chrono::{DateTime, NaiveDate, Utc};
+use rusqlite::{Connection, Transaction, params};
+
+/// A usage record on its way to the database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageRow {
+    pub created_at: DateTime<Utc>,
+    /// The local day the spend counts towards (same zone as the ledger).
+    pub day: NaiveDate,
+    pub budget_id: i64,
+    pub model: String,
+    pub status: UsageStatus,
+    pub estimated: bool,
+    pub priced_as: PricedAs,
+    pub http_status: u16,
+    pub stream: bool,
+    pub tokens: Tokens,
+    pub cost: Money,
+    pub duration_ms: u64,
+    pub upstream_request_id: Option<String>,
+}
+
+fn as_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Inserts the row and adds it to the daily roll-up, unless its budget was deleted meanwhile.
+pub(super) fn insert(tx: &Transaction<'_>, r: &UsageRow) -> rusqlite::Result<()> {
+    let t = &r.tokens;
+    let priced = match r.priced_as {
+        PricedAs::Table => "table",
+        PricedAs::Fallback => "fallback",
+    };
+    tx.prepare_cached(
+        "INSERT INTO usage (created_at, budget_id, model, status, estimated, priced_as, http_status, stream,
+            input_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, output_tokens,
+            web_search_requests, cost, duration_ms, upstream_request_id)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17
+         WHERE EXISTS (SELECT 1 FROM budgets WHERE id = ?2)",
+    )?
+    .execute(params![
+        r.created_at.timestamp_millis(),
+        r.budget_id,
+        r.model,
+        r.status.as_str(),
+        r.estimated,
+        priced,
+        r.http_status,
+        r.stream,
+        as_i64(t.input),
+        as_i64(t.cache_write_5m),
+        as_i64(t.cache_write_1h),
+        as_i64(t.cache_read),
+        as_i64(t.output),
+        as_i64(t.web_search_requests),
+        r.cost.picos(),
+        as_i64(r.duration_ms),
+        r.upstream_request_id,
+    ])?;
+    let blocked = r.status == UsageStatus::Blocked;
+    tx.prepare_cached(
+        "INSERT INTO daily (budget_id, day, model, requests, blocked, input_tokens, cache_write_tokens,
+            cache_read_tokens, output_tokens, web_search_requests, dollars)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11 WHERE EXISTS (SELECT 1 FROM budgets WHERE id = ?1)
+         ON CONFLICT (budget_id, day, model) DO UPDATE SET
+            requests = requests + excluded.requests, blocked = blocked + excluded.blocked,
+            input_tokens = input_tokens + excluded.input_tokens,
+            cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
+            cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens,
+            output_tokens = output_tokens + excluded.output_tokens,
+            web_search_requests = web_search_requests + excluded.web_search_requests,
+            dollars = dollars + excluded.dollars",
+    )?
+    .execute(params![
+        r.budget_id,
+        r.day.to_string(),
+        r.model,
+        i64::from(!blocked),
+        i64::from(blocked),
+        as_i64(t.input),
+        as_i64(t.cache_write_5m + t.cache_write_1h),
+        as_i64(t.cache_read),
+        as_i64(t.output),
+        as_i64(t.web_search_requests),
+        r.cost.picos(),
+    ])?;
+    Ok(())
+}
+
+const COLUMNS: &str = "u.id, u.created_at, b.name, u.model, u.status, u.estimated, u.priced_as, u.http_status, u.stream,
+    u.input_tokens, u.cache_write_5m_tokens, u.cache_write_1h_tokens, u.cache_read_tokens, u.output_tokens,
+    u.web_search_requests, u.cost, u.duration_ms, u.upstream_request_id";
+
+fn record(row: &rusqlite::Row<'_>, zone: Zone) -> rusqlite::Result<UsageRecord> {
+    let n = |i: usize| -> rusqlite::Result<u64> { row.get::<_, i64>(i).map(|v| v.max(0) as u64) };
+    let at: i64 = row.get(1)?;
+    Ok(UsageRecord {
+        id: row.get(0)?,
+        created_at: zone.render(DateTime::from_timestamp_millis(at).unwrap_or_default()),
+        budget: row.get(2)?,
+        model: row.get(3)?,
+        status: UsageStatus::parse(&row.get::<_, String>(4)?),
+        estimated: row.get(5)?,
+        priced_as: if row.get::<_, String>(6)? == "fallback" {
+            PricedAs::Fallback
+        } else {
+            PricedAs::Table
+        },
+        http_status: row.get(7)?,
+        stream: row.get(8)?,
+        input_tokens: n(9)?,
+        cache_write_5m_tokens: n(10)?,
+        cache_write_1h_tokens: n(11)?,
+        cache_read_tokens: n(12)?,
+        output_tokens: n(13)?,
+        web_search_requests: n(14)?,
+        cost_dollars: Money::from_picos(row.get(15)?),
+        duration_ms: n(16)?,
+        upstream_request_id: row.get(17)?,
+    })
+}
+
+/// A budget's records, newest first, and how many it has in all.
+pub fn page(
+    conn: &Connection,
+    budget_id: i64,
+    limit: u32,
+    offset: u64,
+    zone: Zone,
+) -> Result<(Vec<UsageRecord>, u64), StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM usage u JOIN budgets b ON b.id = u.budget_id
+         WHERE u.budget_id = ?1 ORDER BY u.id DESC LIMIT ?2 OFFSET ?3"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let items = stmt
+        .query_map(params![budget_id, limit, as_i64(offset)], |r| {
+            record(r, zone)
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let total: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM usage WHERE budget_id = ?1")?
+        .query_row([budget_id], |r| r.get(0))?;
+    Ok((items, total.max(0) as u64))
+}
