@@ -113,6 +113,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "agent_budget=info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

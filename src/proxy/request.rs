@@ -18,10 +18,10 @@ struct Tool<'a> {
 
 #[derive(Deserialize)]
 struct Body<'a> {
-    #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
     #[serde(default)]
-    max_tokens: Option<serde_json::Number>,
+    model: Option<serde_json::Value>,
+    #[serde(default)]
+    max_tokens: Option<serde_json::Value>,
     #[serde(default)]
     stream: Option<bool>,
     #[serde(borrow, default)]
@@ -61,10 +61,14 @@ pub enum BodyError {
 
 pub fn parse(body: &[u8]) -> Result<MessagesRequest, BodyError> {
     let b: Body<'_> = serde_json::from_slice(body).map_err(|e| BodyError::Json(e.to_string()))?;
-    let model = b.model.filter(|m| !m.is_empty()).ok_or(BodyError::Model)?;
+    let model = match b.model {
+        Some(serde_json::Value::String(m)) if !m.is_empty() => m,
+        _ => return Err(BodyError::Model),
+    };
     let max_tokens = b
         .max_tokens
-        .and_then(|n| n.as_u64())
+        .as_ref()
+        .and_then(serde_json::Value::as_u64)
         .ok_or(BodyError::MaxTokens)?;
     let web_search_max_uses = b
         .tools
@@ -79,7 +83,7 @@ pub fn parse(body: &[u8]) -> Result<MessagesRequest, BodyError> {
         .sum();
     Ok(MessagesRequest {
         new_tokenizer: uses_new_tokenizer(&model),
-        model: model.into_owned(),
+        model,
         stream: b.stream.unwrap_or(false),
         ask: Ask {
             input_tokens: 0,

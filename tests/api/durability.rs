@@ -1,0 +1,198 @@
+//! Durability of the real binary: `kill -9` loses no record of a delivered response; a restart
+//! restores spend and holds no reservation; start-up failures are one clear line.
+
+use crate::helpers::*;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+struct Proc {
+    child: Child,
+    port: u16,
+}
+
+fn serve(args: &[&str]) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agent-budget"))
+        .arg("serve")
+        .args(args)
+        .env("RUST_LOG", "agent_budget=info")
+        .env_remove("PORT")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let port = loop {
+        let line = lines
+            .next()
+            .expect("the server exited before it was ready")
+            .unwrap();
+        if let Some(p) = line.split("ready port=").nth(1) {
+            break p.trim().parse().unwrap();
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Proc { child, port }
+}
+
+#[tokio::test]
+async fn kill_9_loses_no_delivered_response_and_restart_restores_spend() {
+    let mock = mock_upstream::start(0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--port",
+        "0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--upstream",
+        &mock.url(),
+    ];
+    let mut p = serve(&args);
+    let client = reqwest::Client::new();
+    let url = |port: u16, path: &str| format!("http://127.0.0.1:{port}/agent-budget{path}");
+    let created = client
+        .post(url(p.port, "/api/budgets"))
+        .json(&json!({"name": "team", "max_dollars": "100"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+
+    let mut delivered = 0u64;
+    for i in 0..400u64 {
+        let mut b = body("claude-sonnet-4-6", 100);
+        b["stream"] = json!(i % 2 == 1);
+        let script = json!({"usage": {"input_tokens": 1000 + i, "output_tokens": 10}});
+        let sent = client
+            .post(url(p.port, "/v1/messages"))
+            .header("x-budget-id", "team")
+            .header("x-mock", script.to_string())
+            .json(&b)
+            .send()
+            .await;
+        let complete = match sent {
+            Ok(r) if r.status() == 200 => r
+                .text()
+                .await
+                .map(|t| t.contains("end_turn") || t.contains("message_stop"))
+                .unwrap_or(false),
+            _ => false,
+        };
+        if complete {
+            delivered += 1;
+        }
+        if i == 25 {
+            // Kill while later requests keep coming: some die in flight.
+            let pid = p.child.id();
+            std::thread::spawn(move || {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            });
+        }
+        if i > 25 && !complete {
+            break;
+        }
+    }
+    let _ = p.child.wait();
+    assert!(delivered >= 26, "{delivered}");
+
+    let p2 = serve(&args);
+    let budget: Value = client
+        .get(url(p2.port, "/api/budgets/team"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let usage: Value = client
+        .get(url(p2.port, "/api/budgets/team/usage?limit=500"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let records = usage["total"].as_u64().unwrap();
+    assert!(
+        records >= delivered,
+        "{records} records for {delivered} delivered responses"
+    );
+    assert!(
+        records <= delivered + 1,
+        "at most the one in flight was recorded without being delivered"
+    );
+    let sum: agent_budget::money::Money = usage["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| dollars(&r["cost_dollars"]))
+        .sum();
+    assert_eq!(
+        dollars(&budget["spent_dollars"]),
+        sum,
+        "restart restores spend exactly"
+    );
+    assert_eq!(
+        budget["reserved_dollars"], "0",
+        "no reservation survives a restart"
+    );
+    assert_eq!(budget["requests"].as_u64(), Some(records));
+    let mut p2 = p2;
+    let _ = p2.child.kill();
+    let _ = p2.child.wait();
+}
+
+fn start_error(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_agent-budget"))
+        .arg("serve")
+        .args(args)
+        .env_remove("PORT")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    (out.status.code().unwrap_or(-1), err)
+}
+
+#[tokio::test]
+async fn start_up_failures_are_one_clear_line_and_a_non_zero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let (code, err) = start_error(&["--port", &port, "--data-dir", &d]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("already in use") && err.contains("--port"),
+        "{err}"
+    );
+
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let (code, err) = start_error(&["--port", "0", "--data-dir", file.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("data directory") && err.contains("--data-dir"),
+        "{err}"
+    );
+
+    let corrupt = dir.path().join("corrupt");
+    std::fs::create_dir(&corrupt).unwrap();
+    std::fs::write(corrupt.join("agent-budget.db"), vec![0x42u8; 8192]).unwrap();
+    let (code, err) = start_error(&["--port", "0", "--data-dir", corrupt.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("corrupt"), "{err}");
+
+    for (args, needle) in [
+        (vec!["--bogus"], "--bogus"),
+        (vec!["--port", "seventy"], "seventy"),
+        (vec!["--host", "0.0.0.0"], "--admin-token"),
+        (vec!["--upstream", "nope"], "--upstream"),
+    ] {
+        let (code, err) = start_error(&args);
+        assert_ne!(code, 0, "{args:?}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

@@ -1,0 +1,146 @@
+//! `spawn_app()`: a server on port 0 with its own data dir, against its own mock upstream.
+
+use agent_budget::{RunningServer, Settings};
+use mock_upstream::Mock;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+pub struct TestApp {
+    pub server: Option<RunningServer>,
+    pub mock: Mock,
+    pub port: u16,
+    pub client: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(|_| {}).await
+}
+
+pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let mock = mock_upstream::start(0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    start_on(mock, dir, adjust).await
+}
+
+pub async fn start_on(
+    mock: Mock,
+    dir: tempfile::TempDir,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let mut settings = Settings {
+        port: Some(0),
+        data_dir: Some(dir.path().to_path_buf()),
+        upstream: Some(mock.url()),
+        time_zone: Some("Europe/Berlin".into()),
+        ..Settings::default()
+    };
+    adjust(&mut settings);
+    let server = RunningServer::bind(settings.validate().unwrap())
+        .await
+        .unwrap();
+    let port = server.port();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    TestApp {
+        server: Some(server),
+        mock,
+        port,
+        client,
+        dir,
+    }
+}
+
+/// A small Messages request body.
+pub fn body(model: &str, max_tokens: u64) -> Value {
+    json!({"model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": "Hello"}]})
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/agent-budget{path}", self.port)
+    }
+
+    /// `POST /v1/messages` with an optional budget header and mock script.
+    pub async fn send(
+        &self,
+        budget: Option<&str>,
+        body: &Value,
+        script: Option<Value>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .client
+            .post(self.url("/v1/messages"))
+            .header("x-api-key", "sk-test")
+            .header("anthropic-version", "2023-06-01")
+            .json(body);
+        if let Some(b) = budget {
+            req = req.header("x-budget-id", b);
+        }
+        if let Some(s) = script {
+            req = req.header("x-mock", s.to_string());
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let r = self.client.get(self.url(path)).send().await.unwrap();
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    pub async fn create_budget(&self, spec: Value) -> Value {
+        let r = self
+            .client
+            .post(self.url("/api/budgets"))
+            .json(&spec)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        r.json().await.unwrap()
+    }
+
+    pub async fn budget(&self, key: &str) -> Value {
+        self.get(&format!("/api/budgets/{key}")).await
+    }
+
+    pub async fn usage(&self, key: &str) -> Vec<Value> {
+        self.get(&format!("/api/budgets/{key}/usage?limit=500"))
+            .await["items"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// Polls until `f` holds (for effects that complete after a response, like a client
+    /// hang-up being noticed); fails after 10 s.
+    pub async fn eventually<F, Fut>(&self, what: &str, mut f: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !f().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(mut self) -> (Mock, tempfile::TempDir) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+        (self.mock, self.dir)
+    }
+}
+
+pub fn dollars(v: &Value) -> agent_budget::money::Money {
+    agent_budget::money::Money::parse(
+        v.as_str()
+            .unwrap_or_else(|| panic!("not a decimal string: {v}")),
+    )
+    .unwrap()
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: the real server on a real socket (port 0) against the mock upstream.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod admission;
+mod budgets;
+mod durability;
+mod guards;
+mod helpers;
+mod proxy;
+mod streaming;
