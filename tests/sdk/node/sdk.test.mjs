@@ -1,0 +1,93 @@
+// The official TypeScript SDK through the proxy to the mock upstream.
+// Needs AGENT_BUDGET_URL and MOCK_URL (tests/sdk/run.sh sets them).
+import { test, beforeEach } from "node:test";
+import assert from "node:assert/strict";
+import Anthropic from "@anthropic-ai/sdk";
+
+const PROXY = process.env.AGENT_BUDGET_URL;
+const MOCK = process.env.MOCK_URL;
+
+async function call(method, url, body) {
+  const r = await fetch(url, {
+    method,
+    headers: { "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await r.text();
+  return text ? JSON.parse(text) : null;
+}
+
+beforeEach(() => call("POST", `${MOCK}/_mock/reset`));
+
+let n = 0;
+async function budget(cap = "5") {
+  const name = `ts-${process.pid}-${n++}`;
+  await call("POST", `${PROXY}/api/budgets`, { name, max_dollars: cap, period: "weekly" });
+  return name;
+}
+
+const client = (name, opts = {}) =>
+  new Anthropic({ baseURL: PROXY, apiKey: "sk-ant-test", defaultHeaders: { "X-Budget-Id": name }, ...opts });
+
+test("non-streaming message is forwarded and charged", async () => {
+  const name = await budget();
+  const msg = await client(name).messages.create(
+    { model: "claude-sonnet-4-6", max_tokens: 1024, messages: [{ role: "user", content: "Hello" }] },
+    { headers: { "x-mock": JSON.stringify({ usage: { input_tokens: 1000, output_tokens: 200 } }) } },
+  );
+  assert.equal(msg.content[0].text, "Hello from the mock upstream.");
+  const b = await call("GET", `${PROXY}/api/budgets/${name}`);
+  assert.equal(b.spent_dollars, "0.006");
+  const seen = (await call("GET", `${MOCK}/_mock/stats`)).seen[0];
+  assert.equal(seen.headers["x-budget-id"], undefined);
+  // Sent as x-api-key or as a bearer token, depending on the SDK version: unchanged either way.
+  assert.match(`${seen.headers["x-api-key"] ?? ""} ${seen.headers["authorization"] ?? ""}`, /sk-ant-test/);
+});
+
+test("streaming message arrives whole and is charged", async () => {
+  const name = await budget();
+  const usage = { input_tokens: 100, output_tokens: 40, cache_read_input_tokens: 1000 };
+  const stream = client(name).messages.stream(
+    { model: "claude-haiku-4-5", max_tokens: 512, messages: [{ role: "user", content: "Hello" }] },
+    { headers: { "x-mock": JSON.stringify({ usage, text: "streamed through the proxy" }) } },
+  );
+  let text = "";
+  stream.on("text", (t) => (text += t));
+  const final = await stream.finalMessage();
+  assert.equal(text, "streamed through the proxy");
+  assert.equal(final.usage.output_tokens, 40);
+  const rec = (await call("GET", `${PROXY}/api/budgets/${name}/usage`)).items[0];
+  assert.equal(rec.stream, true);
+  assert.equal(rec.cost_dollars, "0.0004");
+});
+
+test("blocked request raises RateLimitError without retry", async () => {
+  const name = await budget("0.01");
+  await assert.rejects(
+    client(name, { maxRetries: 2 }).messages.create({
+      model: "claude-sonnet-4-6",
+      max_tokens: 20000,
+      messages: [{ role: "user", content: "Hi" }],
+    }),
+    (err) => {
+      assert.ok(err instanceof Anthropic.RateLimitError, String(err));
+      assert.equal(err.status, 429);
+      assert.equal(err.error.error.type, "billing_error");
+      assert.match(err.error.error.message, /would exceed its weekly cap/);
+      return true;
+    },
+  );
+  assert.equal((await call("GET", `${MOCK}/_mock/stats`)).messages, 0);
+  assert.equal((await call("GET", `${PROXY}/api/budgets/${name}`)).blocked, 1);
+});
+
+test("streaming blocked request raises too", async () => {
+  const name = await budget("0.01");
+  const stream = client(name).messages.stream({
+    model: "claude-opus-4-8",
+    max_tokens: 64000,
+    messages: [{ role: "user", content: "Hi" }],
+  });
+  await assert.rejects(stream.finalMessage(), (err) => err instanceof Anthropic.RateLimitError);
+  assert.equal((await call("GET", `${PROXY}/api/budgets/${name}`)).blocked, 1);
+});
