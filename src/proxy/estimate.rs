@@ -13,91 +13,173 @@ pub struct Estimate {
     pub high: u64,
 }
 
+/// Character classes whose runs tokenizers split on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Lower,
+    Upper,
+    Digit,
+    Space,
+    Newline,
+    Punct,
+    Other,
+    Start,
+}
+
+fn class(b: u8) -> Class {
+    match b {
+        b'a'..=b'z' => Class::Lower,
+        b'A'..=b'Z' => Class::Upper,
+        b'0'..=b'9' => Class::Digit,
+        b' ' => Class::Space,
+        b'\n' | b'\r' | b'\t' => Class::Newline,
+        0x80.. => Class::Other,
+        _ => Class::Punct,
+    }
+}
+
+/// An upper bound on tokens built from runs of one character class: a tokenizer may merge
+/// characters within a run, rarely across classes. Each run costs at least one token;
+/// letters at most 6 to a token, digits 2, punctuation and non-ASCII characters 1 each, a
+/// single space nothing (it joins the next word).
 #[derive(Default)]
-struct Counts {
-    /// ASCII characters of text, keys and structure.
+struct Runs {
+    tokens: u64,
     ascii: u64,
-    /// Non-ASCII characters (each at most about one token).
     other: u64,
-    /// Upper and lower token counts of binary blobs.
-    blob_high: u64,
+    run: u64,
+    class: Option<Class>,
+}
+
+impl Runs {
+    fn close(&mut self) {
+        if let Some(c) = self.class.take() {
+            self.tokens += match c {
+                Class::Lower | Class::Upper => self.run.div_ceil(6),
+                Class::Digit => self.run.div_ceil(2),
+                Class::Space => u64::from(self.run > 1),
+                Class::Newline => 1,
+                Class::Punct | Class::Other => self.run,
+                Class::Start => 0,
+            };
+        }
+        self.run = 0;
+    }
+
+    fn push(&mut self, c: Class) {
+        let prev = self.class.unwrap_or(Class::Start);
+        // A capital starts a word ("Hello"); a capital after a small letter starts a new
+        // piece ("camelCase", random ids); lower after upper continues it.
+        let same = prev == c || (prev == Class::Upper && c == Class::Lower);
+        if !same {
+            self.close();
+            self.class = Some(c);
+        }
+        self.run += 1;
+        if c == Class::Other {
+            self.other += 1;
+        } else {
+            self.ascii += 1;
+        }
+    }
+
+    fn add(&mut self, o: Runs) {
+        self.tokens += o.tokens;
+        self.ascii += o.ascii;
+        self.other += o.other;
+    }
 }
 
 /// Estimates the prompt tokens of a Messages request body. `new_tokenizer` is true for models
 /// whose tokenizer yields up to 35 % more tokens (Opus 4.7 and later, the 5.x family).
 pub fn estimate(body: &[u8], new_tokenizer: bool) -> Estimate {
-    let c = scan(body);
-    // Calibrated against the reference tokenizer on the sample in docs/admission.md: dense
-    // ASCII (JSON, code, ids) runs down to ~2.3 characters a token, English prose ~4.3.
-    let high_text = c.ascii.div_ceil(2) + c.other + 8;
-    let low_text = c.ascii / 6 + c.other / 4;
+    let mut blob_high = 0;
+    let c = scan(body, &mut blob_high);
+    // A further 10 % covers what the sample in docs/admission.md did not show.
+    let high_text = c.tokens + c.tokens.div_ceil(10) + 8;
     let high = if new_tokenizer {
         high_text + high_text.div_ceil(100) * 35
     } else {
         high_text
     };
+    // No tokenizer packs more than about 8 ASCII characters (or 4 others) into a token on average.
+    let low = c.ascii / 8 + c.other / 4;
     Estimate {
-        low: low_text,
-        high: high + c.blob_high,
+        low,
+        high: high + blob_high,
     }
 }
 
-fn scan(b: &[u8]) -> Counts {
-    let mut c = Counts::default();
+fn scan(b: &[u8], blob_high: &mut u64) -> Runs {
+    let mut runs = Runs::default();
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'"' {
-            i = string(b, i + 1, &mut c);
+            runs.close();
+            runs.push(Class::Punct);
+            runs.close();
+            let (string, next) = string(b, i + 1, blob_high);
+            runs.add(string);
+            i = next;
         } else {
-            if !b[i].is_ascii_whitespace() {
-                c.ascii += 1;
+            let c = class(b[i]);
+            if !matches!(c, Class::Space | Class::Newline) {
+                runs.push(c);
             }
             i += 1;
         }
     }
-    c
+    runs.close();
+    runs
 }
 
-/// Counts one JSON string starting after its opening quote; returns the index after it.
-fn string(b: &[u8], start: usize, c: &mut Counts) -> usize {
-    let (mut ascii, mut other, mut base64ish) = (0u64, 0u64, true);
+/// Counts one JSON string starting after its opening quote; returns the counts and the
+/// index after its closing quote. Long base64 strings count as binary blobs instead.
+fn string(b: &[u8], start: usize, blob_high: &mut u64) -> (Runs, usize) {
+    let mut runs = Runs::default();
+    let mut base64ish = true;
     let mut i = start;
     while i < b.len() {
         let ch = b[i];
         match ch {
             b'"' => break,
             b'\\' => {
-                base64ish &= b.get(i + 1) == Some(&b'/');
-                if b.get(i + 1) == Some(&b'u') {
-                    other += 1;
-                    i += 6;
-                } else {
-                    ascii += 1;
-                    i += 2;
+                let esc = b.get(i + 1).copied().unwrap_or(b'\\');
+                base64ish &= esc == b'/';
+                match esc {
+                    b'u' => {
+                        runs.push(Class::Other);
+                        i += 6;
+                    }
+                    b'n' | b'r' | b't' => {
+                        runs.push(Class::Newline);
+                        i += 2;
+                    }
+                    _ => {
+                        runs.push(Class::Punct);
+                        i += 2;
+                    }
                 }
                 continue;
             }
-            0x80.. => {
-                base64ish = false;
-                if ch >= 0xC0 {
-                    other += 1;
-                }
-            }
             _ => {
+                let c = class(ch);
                 base64ish &= ch.is_ascii_alphanumeric() || ch == b'+' || ch == b'/' || ch == b'=';
-                ascii += 1;
+                // Continuation bytes of a UTF-8 character are part of the character already counted.
+                if !(0x80..0xC0).contains(&ch) {
+                    runs.push(c);
+                }
             }
         }
         i += 1;
     }
+    runs.close();
     let end = i.min(b.len());
     if base64ish && end - start >= BLOB_MIN {
-        c.blob_high += blob_tokens(&b[start..end]);
-    } else {
-        c.ascii += ascii;
-        c.other += other;
+        *blob_high += blob_tokens(&b[start..end]);
+        return (Runs::default(), end + 1);
     }
-    end + 1
+    (runs, end + 1)
 }
 
 /// Upper bound for a base64 blob: an image by its pixel size (⌈w/28⌉·⌈h/28⌉, at most the

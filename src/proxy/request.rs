@@ -60,6 +60,9 @@ pub enum BodyError {
 }
 
 pub fn parse(body: &[u8]) -> Result<MessagesRequest, BodyError> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(BodyError::Json("expected a JSON object".into()));
+    }
     let b: Body<'_> = serde_json::from_slice(body).map_err(|e| BodyError::Json(e.to_string()))?;
     let model = match b.model {
         Some(serde_json::Value::String(m)) if !m.is_empty() => m,

@@ -157,9 +157,9 @@ async fn concurrent_requests_never_push_spend_over_the_cap() {
     );
 }
 
-/// A 40 KB prompt: the estimate's range straddles the cap, so the proxy asks count_tokens.
+/// A 70 KB prompt: the estimate's range straddles the cap, so the proxy asks count_tokens.
 fn big_prompt() -> Value {
-    let text = "word ".repeat(8000);
+    let text = "word ".repeat(14_000);
     json!({"model": "claude-sonnet-4-6", "max_tokens": 100, "messages": [{"role": "user", "content": text}]})
 }
 

@@ -1,0 +1,453 @@
+//! The in-memory ledger: per-budget spend by local day, reservations in flight, and the
+//! atomic admission decision. The hot path touches only this; the store is written behind it.
+
+use crate::budget::Budget;
+use crate::budget::period::{self, Window, Zone};
+use crate::money::Money;
+use chrono::{DateTime, NaiveDate, Utc};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+/// Spend and counts over some span (a day, a period).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub dollars: Money,
+    pub tokens: u64,
+    pub requests: u64,
+    pub blocked: u64,
+}
+
+impl Totals {
+    fn add(&mut self, o: Totals) {
+        self.dollars += o.dollars;
+        self.tokens += o.tokens;
+        self.requests += o.requests;
+        self.blocked += o.blocked;
+    }
+}
+
+/// A budget's state as shown by the API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub budget: Budget,
+    pub window: Window,
+    pub period: Totals,
+    pub reserved: Money,
+    pub reserved_tokens: u64,
+}
+
+impl Status {
+    /// Dollars left before in-flight requests settle: cap − spent − reserved (None if uncapped).
+    pub fn remaining(&self) -> Option<Money> {
+        self.budget
+            .max_dollars
+            .map(|cap| cap - self.period.dollars - self.reserved)
+    }
+}
+
+#[derive(Debug)]
+struct Account {
+    budget: Budget,
+    days: BTreeMap<NaiveDate, Totals>,
+    window: Window,
+    current: Totals,
+    reserved: Money,
+    reserved_tokens: u64,
+}
+
+impl Account {
+    /// Moves to the period containing `now`, recomputing its totals from the daily figures.
+    fn roll(&mut self, now: DateTime<Utc>, zone: Zone) {
+        if self.window.contains(now) {
+            return;
+        }
+        self.window = period::window(self.budget.period, self.budget.created_at, now, zone);
+        self.recount(zone);
+    }
+
+    fn recount(&mut self, zone: Zone) {
+        let first = zone.day(self.window.start);
+        let mut t = Totals::default();
+        for d in self.days.range(first..).map(|(_, d)| d) {
+            t.add(*d);
+        }
+        self.current = t;
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            budget: self.budget.clone(),
+            window: self.window,
+            period: self.current,
+            reserved: self.reserved,
+            reserved_tokens: self.reserved_tokens,
+        }
+    }
+}
+
+/// One budget's live state. Admission and settlement lock only this budget.
+#[derive(Debug)]
+pub struct Slot {
+    zone: Zone,
+    account: Mutex<Account>,
+}
+
+/// Why a request was refused: enough to write the 429 message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: Status,
+    pub cost: Money,
+    pub tokens: u64,
+    /// True when the token cap, not the dollar cap, refused it.
+    pub by_tokens: bool,
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, Account> {
+        // A poisoned lock only means another task panicked mid-update of plain counters;
+        // the numbers are still the best we have, so keep serving.
+        self.account.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn name(&self) -> String {
+        self.lock().budget.name.clone()
+    }
+
+    pub fn status(&self, now: DateTime<Utc>) -> Status {
+        let mut a = self.lock();
+        a.roll(now, self.zone);
+        a.status()
+    }
+
+    /// Admits a request whose worst case is `cost` dollars and `tokens` tokens, atomically:
+    /// only if spent + reserved + this ≤ cap for dollars and (where set) tokens.
+    #[expect(
+        clippy::result_large_err,
+        reason = "refusals are rare and carry the status for the message"
+    )]
+    pub fn reserve(
+        self: &Arc<Self>,
+        cost: Money,
+        tokens: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Reservation, Refusal> {
+        let mut a = self.lock();
+        a.roll(now, self.zone);
+        let over_dollars = a
+            .budget
+            .max_dollars
+            .is_some_and(|cap| a.current.dollars + a.reserved + cost > cap);
+        let over_tokens = a.budget.max_tokens.is_some_and(|cap| {
+            a.current
+                .tokens
+                .saturating_add(a.reserved_tokens)
+                .saturating_add(tokens)
+                > cap
+        });
+        if over_dollars || over_tokens {
+            return Err(Refusal {
+                status: a.status(),
+                cost,
+                tokens,
+                by_tokens: !over_dollars,
+            });
+        }
+        let remaining = a
+            .budget
+            .max_dollars
+            .map(|cap| cap - a.current.dollars - a.reserved);
+        a.reserved += cost;
+        a.reserved_tokens += tokens;
+        Ok(Reservation {
+            slot: Some(self.clone()),
+            cost,
+            tokens,
+            remaining,
+        })
+    }
+
+    /// Counts a refused request in its period (after any retry with a better estimate failed too).
+    pub fn count_blocked(&self, now: DateTime<Utc>) {
+        let mut a = self.lock();
+        a.roll(now, self.zone);
+        a.days.entry(self.zone.day(now)).or_default().blocked += 1;
+        a.current.blocked += 1;
+    }
+
+    fn settle(&self, r: &Reservation, actual: Totals, now: DateTime<Utc>) -> (Money, Money) {
+        let mut a = self.lock();
+        a.reserved = a.reserved - r.cost;
+        a.reserved_tokens = a.reserved_tokens.saturating_sub(r.tokens);
+        a.roll(now, self.zone);
+        let before = a.current.dollars;
+        a.days.entry(self.zone.day(now)).or_default().add(actual);
+        a.current.add(actual);
+        (before, a.current.dollars)
+    }
+}
+
+/// An admitted request's hold on its budget. Settled or released exactly once: by `settle`,
+/// or on drop (a task that panicked or was cancelled frees its reservation).
+#[must_use = "a reservation must be settled"]
+#[derive(Debug)]
+pub struct Reservation {
+    slot: Option<Arc<Slot>>,
+    cost: Money,
+    tokens: u64,
+    remaining: Option<Money>,
+}
+
+/// The budget's spend just before and just after a settlement (for threshold alerts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settled {
+    pub before: Money,
+    pub after: Money,
+}
+
+impl Reservation {
+    /// Dollars left before this request (cap − spent − other in-flight), None if uncapped.
+    pub fn remaining(&self) -> Option<Money> {
+        self.remaining
+    }
+    pub fn worst_case(&self) -> Money {
+        self.cost
+    }
+
+    /// Replaces the reservation with the actual cost. `requests` is 1 for a forwarded request.
+    pub fn settle(mut self, cost: Money, tokens: u64, now: DateTime<Utc>) -> Settled {
+        let actual = Totals {
+            dollars: cost,
+            tokens,
+            requests: 1,
+            blocked: 0,
+        };
+        match self.slot.take() {
+            Some(slot) => {
+                let (before, after) = slot.settle(&self, actual, now);
+                Settled { before, after }
+            }
+            None => Settled {
+                before: Money::ZERO,
+                after: Money::ZERO,
+            },
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            slot.settle(self, Totals::default(), Utc::now());
+        }
+    }
+}
+
+/// All budgets' live state, by id and by name.
+#[derive(Debug)]
+pub struct Ledger {
+    zone: Zone,
+    index: RwLock<Index>,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    by_id: HashMap<i64, Arc<Slot>>,
+    by_name: HashMap<String, Arc<Slot>>,
+}
+
+impl Ledger {
+    pub fn new(zone: Zone) -> Ledger {
+        Ledger {
+            zone,
+            index: RwLock::new(Index::default()),
+        }
+    }
+
+    pub fn zone(&self) -> Zone {
+        self.zone
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A budget by name, or by numeric id (names start with a letter, so they never collide).
+    pub fn find(&self, key: &str) -> Option<Arc<Slot>> {
+        let idx = self.read();
+        match key.parse::<i64>() {
+            Ok(id) => idx.by_id.get(&id).cloned(),
+            Err(_) => idx.by_name.get(key).cloned(),
+        }
+    }
+
+    /// Adds a budget with its spend history by local day (from the store at start-up).
+    pub fn insert(&self, budget: Budget, days: BTreeMap<NaiveDate, Totals>, now: DateTime<Utc>) {
+        let window = period::window(budget.period, budget.created_at, now, self.zone);
+        let mut account = Account {
+            budget,
+            days,
+            window,
+            current: Totals::default(),
+            reserved: Money::ZERO,
+            reserved_tokens: 0,
+        };
+        account.recount(self.zone);
+        let (id, name) = (account.budget.id, account.budget.name.clone());
+        let slot = Arc::new(Slot {
+            zone: self.zone,
+            account: Mutex::new(account),
+        });
+        let mut idx = self.write();
+        idx.by_id.insert(id, slot.clone());
+        idx.by_name.insert(name, slot);
+    }
+
+    /// Replaces a budget's settings (cap, period…); spend history and reservations stay.
+    pub fn update(&self, budget: Budget, now: DateTime<Utc>) {
+        if let Some(slot) = self.find(&budget.id.to_string()) {
+            let mut a = slot.lock();
+            a.window = period::window(budget.period, budget.created_at, now, self.zone);
+            a.budget = budget;
+            a.recount(self.zone);
+        }
+    }
+
+    pub fn remove(&self, id: i64) {
+        let mut idx = self.write();
+        if let Some(slot) = idx.by_id.remove(&id) {
+            let name = slot.name();
+            idx.by_name.remove(&name);
+        }
+    }
+
+    /// Every budget's status, ordered by id.
+    pub fn statuses(&self, now: DateTime<Utc>) -> Vec<Status> {
+        let slots: Vec<Arc<Slot>> = self.read().by_id.values().cloned().collect();
+        let mut v: Vec<Status> = slots.iter().map(|s| s.status(now)).collect();
+        v.sort_by_key(|s| s.budget.id);
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::period::Period;
+
+    fn budget(cap: &str, max_tokens: Option<u64>) -> Budget {
+        Budget {
+            id: 1,
+            name: "a".into(),
+            max_dollars: Some(Money::parse(cap).unwrap()),
+            max_tokens,
+            period: Period::Daily,
+            webhook_url: None,
+            thresholds: vec![50, 80, 100],
+            created_at: Utc::now(),
+        }
+    }
+    fn m(s: &str) -> Money {
+        Money::parse(s).unwrap()
+    }
+
+    fn ledger(b: Budget) -> (Ledger, Arc<Slot>) {
+        let l = Ledger::new(Zone::parse("UTC").unwrap());
+        l.insert(b, BTreeMap::new(), Utc::now());
+        let s = l.find("a").unwrap();
+        (l, s)
+    }
+
+    #[test]
+    fn admits_while_spent_plus_reserved_fits_and_counts_refusals() {
+        let (_l, s) = ledger(budget("1", None));
+        let now = Utc::now();
+        let r1 = s.reserve(m("0.6"), 10, now).unwrap();
+        assert_eq!(r1.remaining(), Some(m("1")));
+        let refused = s.reserve(m("0.5"), 10, now).unwrap_err();
+        assert_eq!(
+            (refused.status.reserved, refused.by_tokens),
+            (m("0.6"), false)
+        );
+        s.count_blocked(now);
+        let r2 = s.reserve(m("0.4"), 10, now).unwrap();
+        assert_eq!(r2.remaining(), Some(m("0.4")));
+        r1.settle(m("0.1"), 5, now);
+        drop(r2); // released, not charged
+        let st = s.status(now);
+        assert_eq!(
+            (
+                st.period.dollars,
+                st.reserved,
+                st.period.requests,
+                st.period.blocked
+            ),
+            (m("0.1"), Money::ZERO, 1, 1)
+        );
+        assert_eq!(st.remaining(), Some(m("0.9")));
+    }
+
+    #[test]
+    fn token_caps_refuse_independently_of_dollars() {
+        let (_l, s) = ledger(budget("100", Some(1000)));
+        let now = Utc::now();
+        let r = s.reserve(m("0.01"), 900, now).unwrap();
+        assert!(s.reserve(m("0.01"), 101, now).unwrap_err().by_tokens);
+        r.settle(m("0.01"), 1000, now);
+        assert!(s.reserve(Money::ZERO, 1, now).is_err());
+    }
+
+    #[test]
+    fn concurrent_reservations_never_exceed_the_cap() {
+        let (_l, s) = ledger(budget("1", None));
+        let now = Utc::now();
+        let admitted: Vec<Reservation> = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..64)
+                .map(|_| sc.spawn(|| s.reserve(m("0.1"), 1, now).ok()))
+                .collect();
+            hs.into_iter().filter_map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(admitted.len(), 10);
+        for r in admitted {
+            r.settle(m("0.1"), 1, now);
+        }
+        assert_eq!(s.status(now).period.dollars, m("1"));
+    }
+
+    #[test]
+    fn a_new_period_starts_from_the_daily_history() {
+        let l = Ledger::new(Zone::parse("UTC").unwrap());
+        let now = Utc::now();
+        let today = Zone::parse("UTC").unwrap().day(now);
+        let mut days = BTreeMap::new();
+        days.insert(
+            today.pred_opt().unwrap(),
+            Totals {
+                dollars: m("5"),
+                tokens: 1,
+                requests: 1,
+                blocked: 0,
+            },
+        );
+        days.insert(
+            today,
+            Totals {
+                dollars: m("2"),
+                tokens: 1,
+                requests: 1,
+                blocked: 0,
+            },
+        );
+        let mut b = budget("10", None);
+        l.insert(b.clone(), days, now);
+        assert_eq!(l.find("1").unwrap().status(now).period.dollars, m("2"));
+        b.period = Period::Total;
+        b.created_at = now - chrono::Duration::days(3);
+        l.update(b, now);
+        assert_eq!(l.find("a").unwrap().status(now).period.dollars, m("7"));
+        l.remove(1);
+        assert!(l.find("a").is_none() && l.find("1").is_none());
+    }
+}
