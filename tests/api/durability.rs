@@ -196,3 +196,70 @@ async fn start_up_failures_are_one_clear_line_and_a_non_zero_exit() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[tokio::test]
+async fn sigterm_lets_an_open_stream_finish_and_commits_it() {
+    use futures_util::StreamExt;
+    let mock = mock_upstream::start(0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--port",
+        "0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--upstream",
+        &mock.url(),
+    ];
+    let mut p = serve(&args);
+    let client = reqwest::Client::new();
+    let url = |port: u16, path: &str| format!("http://127.0.0.1:{port}/agent-budget{path}");
+    let mut b = body("claude-sonnet-4-6", 100);
+    b["stream"] = json!(true);
+    let script = json!({"chunk_delay_ms": 100, "usage": {"input_tokens": 10, "output_tokens": 20}, "text": "a b c d e f g h"});
+    let resp = client
+        .post(url(p.port, "/v1/messages"))
+        .header("x-mock", script.to_string())
+        .json(&b)
+        .send()
+        .await
+        .unwrap();
+    let mut chunks = resp.bytes_stream();
+    let first = chunks.next().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("message_start"));
+
+    let term = Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let mut rest = Vec::new();
+    while let Some(c) = chunks.next().await {
+        rest.extend_from_slice(&c.unwrap());
+    }
+    assert!(
+        String::from_utf8_lossy(&rest).contains("message_stop"),
+        "the open stream finished"
+    );
+    let status = p.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    let mut p2 = serve(&args);
+    let usage: Value = client
+        .get(url(p2.port, "/api/budgets/default/usage"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(usage["total"], 1);
+    assert_eq!(
+        (
+            usage["items"][0]["status"].as_str(),
+            usage["items"][0]["estimated"].as_bool()
+        ),
+        (Some("ok"), Some(false))
+    );
+    let _ = p2.child.kill();
+    let _ = p2.child.wait();
+}
