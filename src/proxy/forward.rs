@@ -74,8 +74,16 @@ pub async fn send(
     headers: HeaderMap,
     body: Option<Bytes>,
 ) -> Result<reqwest::Response, HttpError> {
-    let url = format!("{}{}", app.config.upstream, path_and_query);
-    let mut req = app.client.request(method, &url).headers(headers);
+    let mut url = app.upstream_url.clone();
+    let (path, query) = path_and_query
+        .split_once('?')
+        .map_or((path_and_query, None), |(p, q)| (p, Some(q)));
+    url.set_path(&format!(
+        "{}{path}",
+        app.upstream_url.path().trim_end_matches('/')
+    ));
+    url.set_query(query);
+    let mut req = app.client.request(method, url).headers(headers);
     if let Some(b) = body {
         req = req.body(b);
     }

@@ -38,6 +38,8 @@ pub struct Service {
     prices: RwLock<Arc<PriceBook>>,
     pub store: Store,
     pub client: reqwest::Client,
+    /// `config.upstream` parsed once (parsing it per request showed in profiles).
+    pub upstream_url: reqwest::Url,
     /// Owns every task that settles accounting, so shutdown can wait for them.
     pub tracker: TaskTracker,
     /// Cancelled when the shutdown grace period is over: open streams end and settle.
@@ -86,12 +88,15 @@ impl Service {
             .pool_idle_timeout(std::time::Duration::from_secs(90))
             .build()
             .map_err(|e| StartError::Client(e.to_string()))?;
+        let upstream_url =
+            reqwest::Url::parse(&config.upstream).map_err(|e| StartError::Client(e.to_string()))?;
         let service = Service {
             config,
             ledger,
             prices: RwLock::new(Arc::new(book)),
             store,
             client,
+            upstream_url,
             tracker: TaskTracker::new(),
             abort: CancellationToken::new(),
         };

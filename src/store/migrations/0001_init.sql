@@ -32,7 +32,6 @@ CREATE TABLE usage (
     upstream_request_id   TEXT
 );
 CREATE INDEX usage_by_budget ON usage (budget_id, id);
-CREATE INDEX usage_by_time ON usage (created_at);
 
 -- Roll-up per budget, local day and model. Budget totals and stats come from here, so
 -- retention (which deletes usage rows) never changes them.

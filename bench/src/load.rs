@@ -1,0 +1,213 @@
+//! Load generation: open-loop at a fixed rate (requests are sent on schedule whatever the
+//! responses do), closed-loop saturation, and streaming timings.
+
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(4096)
+        .build()
+        .unwrap_or_default()
+}
+
+pub const BODY: &str = r#"{"model":"claude-sonnet-4-6","max_tokens":1024,"messages":[{"role":"user","content":"Write a haiku about budgets."}]}"#;
+pub const STREAM_BODY: &str = r#"{"model":"claude-sonnet-4-6","max_tokens":1024,"stream":true,"messages":[{"role":"user","content":"Write a haiku about budgets."}]}"#;
+
+async fn one(client: &reqwest::Client, url: &str, body: &'static str, script: &str) -> bool {
+    let sent = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-api-key", "sk-bench")
+        .header("anthropic-version", "2023-06-01")
+        .header("x-mock", script)
+        .body(body)
+        .send()
+        .await;
+    match sent {
+        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+        _ => false,
+    }
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+pub fn percentiles(mut v: Vec<f64>) -> Percentiles {
+    if v.is_empty() {
+        return Percentiles::default();
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)];
+    Percentiles {
+        p50: at(0.50),
+        p90: at(0.90),
+        p99: at(0.99),
+        max: v[v.len() - 1],
+    }
+}
+
+pub struct RateRun {
+    pub latency: Percentiles,
+    pub errors: usize,
+    pub achieved_rps: f64,
+}
+
+/// Sends `rate` requests per second for `secs` seconds, open loop.
+pub async fn at_rate(client: &reqwest::Client, url: &str, rate: u32, secs: f64) -> RateRun {
+    let n = (f64::from(rate) * secs) as usize;
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
+    let lat = Arc::new(Mutex::new(Vec::with_capacity(n)));
+    let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = tokio::time::Instant::now() + Duration::from_millis(20);
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let due = start + interval * i as u32;
+        tokio::time::sleep_until(due).await;
+        let (client, url, lat, errors) =
+            (client.clone(), url.to_string(), lat.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            // Timed from the actual send: the generator's 1 ms timer granularity would
+            // otherwise dominate. Open loop: no request waits for another's response.
+            let sent = Instant::now();
+            let ok = one(&client, &url, BODY, "{}").await;
+            let us = sent.elapsed().as_secs_f64() * 1e6;
+            if ok {
+                lat.lock().await.push(us);
+            } else {
+                errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let v = std::mem::take(&mut *lat.lock().await);
+    RateRun {
+        achieved_rps: v.len() as f64 / elapsed,
+        latency: percentiles(v),
+        errors: errors.load(std::sync::atomic::Ordering::Relaxed),
+    }
+}
+
+/// One request at a time for `n` requests.
+pub async fn sequential(client: &reqwest::Client, url: &str, n: usize) -> Percentiles {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        if one(client, url, BODY, "{}").await {
+            v.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    percentiles(v)
+}
+
+/// Requests per second with `concurrency` requests always in flight.
+pub async fn saturate(client: &reqwest::Client, url: &str, concurrency: usize, secs: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, url, done) = (client.clone(), url.to_string(), done.clone());
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    if one(&client, &url, BODY, "{}").await {
+                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.await;
+    }
+    done.load(std::sync::atomic::Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+pub struct StreamRun {
+    pub first_byte: Percentiles,
+    /// Mean gap between consecutive chunks, per stream.
+    pub gap: Percentiles,
+}
+
+/// `n` streams one after another; the mock spaces its events `chunk_ms` apart.
+pub async fn streams(client: &reqwest::Client, url: &str, n: usize, chunk_ms: u64) -> StreamRun {
+    let script = format!(
+        r#"{{"chunk_delay_ms":{chunk_ms},"text":"one two three four five six seven eight"}}"#
+    );
+    let (mut ttfb, mut gaps) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let t = Instant::now();
+        let Ok(r) = client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("x-mock", &script)
+            .body(STREAM_BODY)
+            .send()
+            .await
+        else {
+            continue;
+        };
+        let mut body = r.bytes_stream();
+        let mut arrivals = Vec::new();
+        while let Some(Ok(_)) = body.next().await {
+            arrivals.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        if let (Some(first), Some(last)) = (arrivals.first(), arrivals.last()) {
+            ttfb.push(*first);
+            if arrivals.len() > 1 {
+                gaps.push((last - first) / (arrivals.len() - 1) as f64);
+            }
+        }
+    }
+    StreamRun {
+        first_byte: percentiles(ttfb),
+        gap: percentiles(gaps),
+    }
+}
+
+/// Opens `n` streams at once that last about `secs`; each task says whether its stream completed.
+pub fn open_streams(
+    client: &reqwest::Client,
+    url: &str,
+    n: usize,
+    secs: u64,
+) -> Vec<tokio::task::JoinHandle<bool>> {
+    let events = 14u64;
+    let script = format!(
+        r#"{{"chunk_delay_ms":{},"text":"one two three four five six seven eight"}}"#,
+        secs * 1000 / events
+    );
+    (0..n)
+        .map(|_| {
+            let (client, url, script) = (client.clone(), url.to_string(), script.clone());
+            tokio::spawn(async move {
+                let Ok(r) = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("x-mock", &script)
+                    .body(STREAM_BODY)
+                    .send()
+                    .await
+                else {
+                    return false;
+                };
+                r.bytes()
+                    .await
+                    .map(|b| b.ends_with(b"\n\n"))
+                    .unwrap_or(false)
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,346 @@
+//! `agent-budget-bench`: the proxy's overhead, measured side by side with direct access to the
+//! mock upstream, and written to docs/PERFORMANCE.md. Run it through `scripts/bench.sh`.
+//!
+//! Flags: `--quick` (short runs, small databases), `--out <file>` (default docs/PERFORMANCE.md).
+#![expect(clippy::print_stdout, reason = "a command-line report")]
+
+mod db;
+mod load;
+mod procs;
+
+use anyhow::{Context, Result};
+use load::Percentiles;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+struct Plan {
+    secs: f64,
+    sequential: usize,
+    streams: usize,
+    open_streams: usize,
+    startup_rows: u64,
+    query_rows: u64,
+}
+
+fn added(p: Percentiles, d: Percentiles) -> Percentiles {
+    Percentiles {
+        p50: p.p50 - d.p50,
+        p90: p.p90 - d.p90,
+        p99: p.p99 - d.p99,
+        max: p.max - d.max,
+    }
+}
+
+fn ms(us: f64) -> String {
+    format!("{:.3}", us / 1000.0)
+}
+
+struct Report {
+    text: String,
+    targets: Vec<(String, String, bool)>,
+}
+
+impl Report {
+    fn line(&mut self, s: impl AsRef<str>) {
+        println!("{}", s.as_ref());
+        let _ = writeln!(self.text, "{}", s.as_ref());
+    }
+    fn target(&mut self, what: &str, got: String, ok: bool) {
+        self.targets.push((what.to_string(), got, ok));
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let out = args
+        .iter()
+        .position(|a| a == "--out")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| "docs/PERFORMANCE.md".into());
+    let plan = if quick {
+        Plan {
+            secs: 1.0,
+            sequential: 300,
+            streams: 20,
+            open_streams: 200,
+            startup_rows: 50_000,
+            query_rows: 200_000,
+        }
+    } else {
+        Plan {
+            secs: 5.0,
+            sequential: 3000,
+            streams: 100,
+            open_streams: 1000,
+            startup_rows: 1_000_000,
+            query_rows: 10_000_000,
+        }
+    };
+    let mut r = Report {
+        text: String::new(),
+        targets: Vec::new(),
+    };
+    let machine = procs::machine();
+    let client = load::client();
+    let work = std::env::temp_dir().join(format!("agent-budget-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+
+    let mock = procs::mock()?;
+    let (proxy, _) = procs::proxy(&work.join("live"), mock.port)?;
+    let direct = format!("http://127.0.0.1:{}/v1/messages", mock.port);
+    let proxied = format!("http://127.0.0.1:{}/agent-budget/v1/messages", proxy.port);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (idle_rss, _) = procs::rss(proxy.child.id());
+
+    r.line(format!("Machine: {machine}"));
+    r.line(format!(
+        "Run: {}{}",
+        if quick { "quick, " } else { "" },
+        chrono_free_date()
+    ));
+    r.line("");
+    r.line("## Non-streaming latency (ms): direct to the mock, through the proxy, added");
+    r.line("");
+    r.line("| load | direct p50 / p90 / p99 | proxy p50 / p90 / p99 | added p50 / p90 / p99 | proxy errors |");
+    r.line("|---|---|---|---|---|");
+    load::sequential(&client, &direct, 300).await;
+    load::sequential(&client, &proxied, 300).await;
+    let d = load::sequential(&client, &direct, plan.sequential).await;
+    let p = load::sequential(&client, &proxied, plan.sequential).await;
+    let a = added(p, d);
+    r.line(format!(
+        "| concurrency 1 | {} / {} / {} | {} / {} / {} | {} / {} / {} | 0 |",
+        ms(d.p50),
+        ms(d.p90),
+        ms(d.p99),
+        ms(p.p50),
+        ms(p.p90),
+        ms(p.p99),
+        ms(a.p50),
+        ms(a.p90),
+        ms(a.p99)
+    ));
+    for rate in [500u32, 2000, 5000] {
+        let d = load::at_rate(&client, &direct, rate, plan.secs).await;
+        let p = load::at_rate(&client, &proxied, rate, plan.secs).await;
+        let a = added(p.latency, d.latency);
+        r.line(format!(
+            "| {rate} req/s (achieved {:.0} / {:.0}) | {} / {} / {} | {} / {} / {} | {} / {} / {} | {} |",
+            d.achieved_rps, p.achieved_rps,
+            ms(d.latency.p50), ms(d.latency.p90), ms(d.latency.p99),
+            ms(p.latency.p50), ms(p.latency.p90), ms(p.latency.p99),
+            ms(a.p50), ms(a.p90), ms(a.p99), p.errors
+        ));
+        if rate == 2000 {
+            r.target(
+                "added p50 at 2,000 req/s ≤ 0.1 ms",
+                format!("{} ms", ms(a.p50)),
+                a.p50 <= 100.0,
+            );
+            r.target(
+                "added p99 at 2,000 req/s ≤ 0.5 ms",
+                format!("{} ms", ms(a.p99)),
+                a.p99 <= 500.0,
+            );
+        }
+    }
+    r.line("");
+    let sd = load::saturate(&client, &direct, 64, plan.secs).await;
+    let sp = load::saturate(&client, &proxied, 64, plan.secs).await;
+    r.line(format!(
+        "## Saturation (64 in flight): direct {sd:.0} req/s, proxy {sp:.0} req/s, ratio {:.2}",
+        sp / sd
+    ));
+    r.target(
+        "saturation throughput ≥ 50 % of direct",
+        format!("{:.0} %", 100.0 * sp / sd),
+        sp / sd >= 0.5,
+    );
+    r.line("");
+
+    let sd = load::streams(&client, &direct, plan.streams, 5).await;
+    let sp = load::streams(&client, &proxied, plan.streams, 5).await;
+    r.line("## Streaming (ms; events 5 ms apart)");
+    r.line("");
+    r.line("| | direct p50 / p99 | proxy p50 / p99 | added p50 / p99 |");
+    r.line("|---|---|---|---|");
+    let (af, ag) = (added(sp.first_byte, sd.first_byte), added(sp.gap, sd.gap));
+    r.line(format!(
+        "| first byte | {} / {} | {} / {} | {} / {} |",
+        ms(sd.first_byte.p50),
+        ms(sd.first_byte.p99),
+        ms(sp.first_byte.p50),
+        ms(sp.first_byte.p99),
+        ms(af.p50),
+        ms(af.p99)
+    ));
+    r.line(format!(
+        "| mean gap between chunks | {} / {} | {} / {} | {} / {} |",
+        ms(sd.gap.p50),
+        ms(sd.gap.p99),
+        ms(sp.gap.p50),
+        ms(sp.gap.p99),
+        ms(ag.p50),
+        ms(ag.p99)
+    ));
+    r.target(
+        "streaming first byte ≤ 0.2 ms later than direct (p50)",
+        format!("{} ms", ms(af.p50)),
+        af.p50 <= 200.0,
+    );
+    r.target(
+        "no extra delay per chunk (p50 gap within 0.1 ms)",
+        format!("{} ms", ms(ag.p50)),
+        ag.p50 <= 100.0,
+    );
+    r.line("");
+
+    let tasks = load::open_streams(&client, &proxied, plan.open_streams, 6);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (streams_rss, _) = procs::rss(proxy.child.id());
+    let mut completed = 0;
+    for t in tasks {
+        completed += usize::from(t.await.unwrap_or(false));
+    }
+    let (after_rss, peak_rss) = procs::rss(proxy.child.id());
+    r.line("## Memory of the proxy process (MiB)");
+    r.line("");
+    r.line(format!("- idle after start: {idle_rss:.1}"));
+    r.line(format!(
+        "- with {} streams open: {streams_rss:.1} ({completed} completed)",
+        plan.open_streams
+    ));
+    r.line(format!(
+        "- after the run: {after_rss:.1}; peak over the whole run: {peak_rss:.1}"
+    ));
+    r.target(
+        "RSS idle < 30 MB",
+        format!("{idle_rss:.1} MiB"),
+        idle_rss < 30.0,
+    );
+    r.target(
+        &format!("RSS with {} open streams < 150 MB", plan.open_streams),
+        format!("{streams_rss:.1} MiB"),
+        streams_rss < 150.0,
+    );
+    r.line("");
+    drop(proxy);
+
+    // Large databases.
+    let big = work.join("big");
+    let (p, _) = procs::proxy(&big, mock.port)?;
+    let created = client
+        .post(format!(
+            "http://127.0.0.1:{}/agent-budget/api/budgets",
+            p.port
+        ))
+        .body(r#"{"name":"bench","max_dollars":"1000000","period":"monthly"}"#)
+        .header("content-type", "application/json")
+        .send()
+        .await?;
+    let id = serde_json::from_slice::<serde_json::Value>(&created.bytes().await?)?["id"]
+        .as_i64()
+        .context("budget id")?;
+    drop(p);
+    r.line("## Large databases");
+    r.line("");
+    db::fill(&big.join("agent-budget.db"), id, plan.startup_rows)?;
+    let mut starts = Vec::new();
+    // Six starts; the first (cold page cache) is dropped.
+    for _ in 0..6 {
+        let started = std::time::Instant::now();
+        let (p, _) = procs::proxy(&big, mock.port)?;
+        let health = format!("http://127.0.0.1:{}/agent-budget/health", p.port);
+        while client
+            .get(&health)
+            .send()
+            .await
+            .map(|r| !r.status().is_success())
+            .unwrap_or(true)
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        starts.push(started.elapsed().as_secs_f64() * 1e3);
+        drop(p);
+    }
+    starts.remove(0);
+    starts.sort_by(f64::total_cmp);
+    let start_ms = starts[starts.len() / 2];
+    r.line(format!(
+        "- start-up to healthy with {} usage rows: {start_ms:.0} ms (median of 5)",
+        plan.startup_rows
+    ));
+    r.target(
+        &format!(
+            "start-up to healthy < 200 ms with {} rows",
+            plan.startup_rows
+        ),
+        format!("{start_ms:.0} ms"),
+        start_ms < 200.0,
+    );
+
+    db::fill(
+        &big.join("agent-budget.db"),
+        id,
+        plan.query_rows - plan.startup_rows,
+    )?;
+    let (p, _) = procs::proxy(&big, mock.port)?;
+    let base = format!("http://127.0.0.1:{}/agent-budget/api", p.port);
+    r.line(format!(
+        "- dashboard queries with {} usage rows (median / max of 5, ms):",
+        plan.query_rows
+    ));
+    let mut worst: f64 = 0.0;
+    for path in [
+        "/budgets",
+        "/budgets/bench",
+        "/budgets/bench/usage?limit=50",
+        "/budgets/bench/usage?limit=50&offset=1000000",
+        "/stats",
+        "/pricing",
+    ] {
+        let (median, max) = db::time_get(&client, &format!("{base}{path}"), 5).await?;
+        worst = worst.max(max);
+        r.line(format!("  - `GET /api{path}`: {median:.1} / {max:.1}"));
+    }
+    r.target(
+        &format!("every dashboard query < 50 ms on {} rows", plan.query_rows),
+        format!("slowest {worst:.1} ms"),
+        worst < 50.0,
+    );
+    drop(p);
+    drop(mock);
+    let _ = std::fs::remove_dir_all(&work);
+
+    r.line("");
+    r.line("## Targets");
+    r.line("");
+    r.line("| target | measured | met |");
+    r.line("|---|---|---|");
+    for (what, got, ok) in std::mem::take(&mut r.targets) {
+        r.line(format!(
+            "| {what} | {got} | {} |",
+            if ok { "yes" } else { "**no**" }
+        ));
+    }
+    let header = "# Performance\n\nGenerated by `scripts/bench.sh` (the `agent-budget-bench` binary): it starts the mock upstream and \
+`agent-budget serve` (release builds, separate processes) and drives both from one load generator, so load generator, mock \
+and proxy share the machine's cores. At a fixed rate the generator is open-loop (requests go out on schedule whatever the responses do); latency is timed from each request's send. \
+Through the proxy every request is admitted against the `default` budget, settled, and its usage record committed to SQLite \
+before the response is sent — durable accounting on.\n\n";
+    std::fs::write(&out, format!("{header}{}", r.text)).with_context(|| format!("write {out}"))?;
+    println!("\nwritten to {out}");
+    Ok(())
+}
+
+/// Today's date from the system clock (UTC), without a date library.
+fn chrono_free_date() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
