@@ -166,6 +166,8 @@ pub struct Items<T: TS> {
 #[derive(Clone, Debug, Serialize, Deserialize, TS)]
 #[ts(export)]
 pub struct Settings {
+    /// Signs webhook bodies (`X-Agent-Budget-Signature`); see docs/webhooks.md.
+    pub webhook_secret: String,
     pub retention_days: u32,
     pub proxy_url: String,
     pub require_budget: bool,

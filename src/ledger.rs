@@ -1,6 +1,7 @@
 //! The in-memory ledger: per-budget spend by local day, reservations in flight, and the
 //! atomic admission decision. The hot path touches only this; the store is written behind it.
 
+use crate::alerts;
 use crate::budget::Budget;
 use crate::budget::period::{self, Window, Zone};
 use crate::money::Money;
@@ -53,9 +54,21 @@ struct Account {
     current: Totals,
     reserved: Money,
     reserved_tokens: u64,
+    /// Alerts already raised: (period start in ms, threshold, or None for "blocked").
+    alerted: Vec<(i64, Option<u8>)>,
 }
 
 impl Account {
+    /// Marks an alert as raised in the current period; false if it already was.
+    fn first(&mut self, what: Option<u8>) -> bool {
+        let key = (self.window.start.timestamp_millis(), what);
+        if self.alerted.contains(&key) {
+            return false;
+        }
+        self.alerted.push(key);
+        true
+    }
+
     /// Moves to the period containing `now`, recomputing its totals from the daily figures.
     fn roll(&mut self, now: DateTime<Utc>, zone: Zone) {
         if self.window.contains(now) {
@@ -166,15 +179,17 @@ impl Slot {
         })
     }
 
-    /// Counts a refused request in its period (after any retry with a better estimate failed too).
-    pub fn count_blocked(&self, now: DateTime<Utc>) {
+    /// Counts a refused request in its period (after any retry with a better estimate failed
+    /// too). Returns the status if this is the period's first block (it raises an alert).
+    pub fn count_blocked(&self, now: DateTime<Utc>) -> Option<Status> {
         let mut a = self.lock();
         a.roll(now, self.zone);
         a.days.entry(self.zone.day(now)).or_default().blocked += 1;
         a.current.blocked += 1;
+        a.first(None).then(|| a.status())
     }
 
-    fn settle(&self, r: &Reservation, actual: Totals, now: DateTime<Utc>) -> (Money, Money) {
+    fn settle(&self, r: &Reservation, actual: Totals, now: DateTime<Utc>) -> Settled {
         let mut a = self.lock();
         a.reserved = a.reserved - r.cost;
         a.reserved_tokens = a.reserved_tokens.saturating_sub(r.tokens);
@@ -182,7 +197,30 @@ impl Slot {
         let before = a.current.dollars;
         a.days.entry(self.zone.day(now)).or_default().add(actual);
         a.current.add(actual);
-        (before, a.current.dollars)
+        // Decided under the lock: of concurrent settlements, exactly one reaches each threshold.
+        let start = a.window.start.timestamp_millis();
+        let done: Vec<u8> = a
+            .alerted
+            .iter()
+            .filter(|(s, _)| *s == start)
+            .filter_map(|(_, t)| *t)
+            .collect();
+        let reached = alerts::reached(
+            &a.budget.thresholds,
+            a.budget.max_dollars,
+            a.current.dollars,
+            &done,
+        );
+        for t in &reached {
+            a.first(Some(*t));
+        }
+        let status = (!reached.is_empty()).then(|| a.status());
+        Settled {
+            before,
+            after: a.current.dollars,
+            reached,
+            status,
+        }
     }
 }
 
@@ -197,11 +235,14 @@ pub struct Reservation {
     remaining: Option<Money>,
 }
 
-/// The budget's spend just before and just after a settlement (for threshold alerts).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The budget's spend just before and just after a settlement, and the alert thresholds it
+/// reached first (with the budget's status then, when there are any).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settled {
     pub before: Money,
     pub after: Money,
+    pub reached: Vec<u8>,
+    pub status: Option<Status>,
 }
 
 impl Reservation {
@@ -222,13 +263,12 @@ impl Reservation {
             blocked: 0,
         };
         match self.slot.take() {
-            Some(slot) => {
-                let (before, after) = slot.settle(&self, actual, now);
-                Settled { before, after }
-            }
+            Some(slot) => slot.settle(&self, actual, now),
             None => Settled {
                 before: Money::ZERO,
                 after: Money::ZERO,
+                reached: Vec::new(),
+                status: None,
             },
         }
     }
@@ -237,7 +277,7 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            slot.settle(self, Totals::default(), Utc::now());
+            let _ = slot.settle(self, Totals::default(), Utc::now());
         }
     }
 }
@@ -284,7 +324,13 @@ impl Ledger {
     }
 
     /// Adds a budget with its spend history by local day (from the store at start-up).
-    pub fn insert(&self, budget: Budget, days: BTreeMap<NaiveDate, Totals>, now: DateTime<Utc>) {
+    pub fn insert(
+        &self,
+        budget: Budget,
+        days: BTreeMap<NaiveDate, Totals>,
+        alerted: Vec<(i64, Option<u8>)>,
+        now: DateTime<Utc>,
+    ) {
         let window = period::window(budget.period, budget.created_at, now, self.zone);
         let mut account = Account {
             budget,
@@ -293,6 +339,7 @@ impl Ledger {
             current: Totals::default(),
             reserved: Money::ZERO,
             reserved_tokens: 0,
+            alerted,
         };
         account.recount(self.zone);
         let (id, name) = (account.budget.id, account.budget.name.clone());
@@ -355,7 +402,7 @@ mod tests {
 
     fn ledger(b: Budget) -> (Ledger, Arc<Slot>) {
         let l = Ledger::new(Zone::parse("UTC").unwrap());
-        l.insert(b, BTreeMap::new(), Utc::now());
+        l.insert(b, BTreeMap::new(), Vec::new(), Utc::now());
         let s = l.find("a").unwrap();
         (l, s)
     }
@@ -371,7 +418,11 @@ mod tests {
             (refused.status.reserved, refused.by_tokens),
             (m("0.6"), false)
         );
-        s.count_blocked(now);
+        assert!(
+            s.count_blocked(now).is_some(),
+            "the first block in a period raises an alert"
+        );
+        assert!(s.count_blocked(now).is_none());
         let r2 = s.reserve(m("0.4"), 10, now).unwrap();
         assert_eq!(r2.remaining(), Some(m("0.4")));
         r1.settle(m("0.1"), 5, now);
@@ -384,7 +435,7 @@ mod tests {
                 st.period.requests,
                 st.period.blocked
             ),
-            (m("0.1"), Money::ZERO, 1, 1)
+            (m("0.1"), Money::ZERO, 1, 2)
         );
         assert_eq!(st.remaining(), Some(m("0.9")));
     }
@@ -417,6 +468,25 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_settlements_reach_each_threshold_exactly_once() {
+        let (_l, s) = ledger(budget("10", None));
+        let now = Utc::now();
+        let reservations: Vec<Reservation> = (0..200)
+            .map(|_| s.reserve(m("0.01"), 1, now).unwrap())
+            .collect();
+        let reached: Vec<u8> = std::thread::scope(|sc| {
+            let hs: Vec<_> = reservations
+                .into_iter()
+                .map(|r| sc.spawn(move || r.settle(m("0.05"), 1, now).reached))
+                .collect();
+            hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        let mut sorted = reached.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, vec![50, 80, 100], "{reached:?}");
+    }
+
+    #[test]
     fn a_new_period_starts_from_the_daily_history() {
         let l = Ledger::new(Zone::parse("UTC").unwrap());
         let now = Utc::now();
@@ -441,7 +511,7 @@ mod tests {
             },
         );
         let mut b = budget("10", None);
-        l.insert(b.clone(), days, now);
+        l.insert(b.clone(), days, Vec::new(), now);
         assert_eq!(l.find("1").unwrap().status(now).period.dollars, m("2"));
         b.period = Period::Total;
         b.created_at = now - chrono::Duration::days(3);

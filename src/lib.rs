@@ -3,11 +3,13 @@
 //! The headless core: proxy, exact ledger, SQLite store and REST API. The `agent-budget`
 //! binary serves it; the desktop app embeds the same `RunningServer`.
 
+pub mod alerts;
 pub mod api;
 pub mod budget;
 pub mod config;
 pub mod dto;
 pub mod error;
+pub mod events;
 pub mod guard;
 pub mod ledger;
 pub mod money;

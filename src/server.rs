@@ -1,6 +1,7 @@
 //! The server: binds the listener, assembles the router, and shuts down gracefully
 //! (stop accepting, let requests finish within the grace period, flush accounting).
 
+use crate::alerts::webhook;
 use crate::api::{self, LocalPort};
 use crate::config::Config;
 use crate::guard::{self, Policy};
@@ -54,6 +55,12 @@ pub fn app(service: Arc<Service>, port: u16) -> Router {
                 .delete(api::delete_budget),
         )
         .route("/agent-budget/api/budgets/{id}/usage", get(api::usage))
+        .route("/agent-budget/api/budgets/{id}/badge", get(api::badge))
+        .route(
+            "/agent-budget/api/budgets/{id}/test-webhook",
+            post(api::test_webhook),
+        )
+        .route("/agent-budget/api/alerts", get(api::alerts))
         .route(
             "/agent-budget/api/pricing",
             get(api::get_pricing).put(api::put_pricing),
@@ -71,6 +78,26 @@ pub fn app(service: Arc<Service>, port: u16) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(proxy::BODY_LIMIT))
         .layer(middleware::from_fn_with_state(policy, guard::check))
         .with_state(service)
+}
+
+/// Deletes expired usage records at start and then every hour.
+async fn sweep_hourly(service: Arc<Service>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match service.sweep_retention().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                deleted = n,
+                days = service.config.retention_days,
+                "old usage records deleted"
+            ),
+            Err(e) => tracing::error!(error = %e.message, "retention sweep failed"),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +148,19 @@ impl RunningServer {
                 tracing::error!(error = %e, "server stopped with an error");
             }
         });
+        let host = match addr.ip() {
+            ip if ip.is_loopback() || ip.is_unspecified() => "localhost".to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        let _ = service.base_url.set(format!(
+            "http://{host}:{}{}",
+            addr.port(),
+            crate::config::BASE_PATH
+        ));
+        // Background work: webhook delivery and the hourly retention sweep. `stop` ends both.
+        tokio::spawn(webhook::run(service.clone(), stop.clone()));
+        tokio::spawn(sweep_hourly(service.clone(), stop.clone()));
         tracing::info!(%addr, upstream = %service.config.upstream, data_dir = %service.config.data_dir.display(), "agent-budget listening");
         Ok(RunningServer {
             addr,

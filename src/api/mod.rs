@@ -6,10 +6,13 @@ use crate::dto::{BudgetDetail, BudgetView, Items, Settings, Stats, UsagePage};
 use crate::error::HttpError;
 use crate::pricing::{PriceEntry, PricingTable};
 use crate::service::Service;
+use crate::service::alerts::WebhookTest;
+use crate::store::alerts::AlertView;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
@@ -127,4 +130,44 @@ pub struct LocalPort(pub u16);
 /// Claude Code's warm-up probe (`HEAD /api/hello`).
 pub async fn hello() -> StatusCode {
     StatusCode::OK
+}
+
+/// Reads `name=<text>` from a query string (no percent-decoding needed for names and styles).
+fn query_text<'a>(query: &'a Option<String>, name: &str) -> Option<&'a str> {
+    query
+        .as_deref()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+}
+
+pub async fn alerts(
+    State(app): App,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Items<AlertView>>, HttpError> {
+    let limit = query_number::<u64>(&q, "limit")?.map(|l| l.min(u64::from(u32::MAX)) as u32);
+    Ok(Json(Items {
+        items: app.alerts(limit, query_text(&q, "budget")).await?,
+    }))
+}
+
+pub async fn badge(
+    State(app): App,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<impl IntoResponse, HttpError> {
+    let svg = app.badge(&id, query_text(&q, "style"))?;
+    Ok((
+        [
+            ("content-type", "image/svg+xml; charset=utf-8"),
+            ("cache-control", "no-cache, max-age=0"),
+        ],
+        svg,
+    ))
+}
+
+pub async fn test_webhook(
+    State(app): App,
+    Path(id): Path<String>,
+) -> Result<Json<WebhookTest>, HttpError> {
+    Ok(Json(app.test_webhook(&id).await?))
 }

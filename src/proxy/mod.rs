@@ -7,6 +7,7 @@ pub mod request;
 pub mod settle;
 pub mod sse;
 
+use crate::alerts::{AlertKind, NewAlert};
 use crate::budget::DEFAULT_BUDGET;
 use crate::dto::UsageStatus;
 use crate::error::HttpError;
@@ -123,7 +124,11 @@ async fn enforce(
             Ok(r) => r,
             Err(refusal) => {
                 let now = Utc::now();
-                slot.count_blocked(now);
+                let first = slot.count_blocked(now);
+                let alerts = first
+                    .iter()
+                    .map(|st| NewAlert::about(AlertKind::Blocked, st, None, None, now))
+                    .collect();
                 let row = UsageRow {
                     created_at: now,
                     day: app.config.zone.day(now),
@@ -138,7 +143,9 @@ async fn enforce(
                     cost: Default::default(),
                     duration_ms: started.elapsed().as_millis() as u64,
                     upstream_request_id: None,
+                    alerts,
                 };
+                settle::publish(&app, &row);
                 let _ = app.store.writer.record(row).await;
                 return Err(admission::blocked(&refusal, now, &app));
             }

@@ -3,7 +3,9 @@
 //! holding back only the chunk that ends the message until its record is committed.
 
 use super::sse::Tap;
+use crate::alerts::{AlertKind, NewAlert};
 use crate::dto::UsageStatus;
+use crate::events::CoreEvent;
 use crate::ledger::Reservation;
 use crate::money::Money;
 use crate::pricing::cost::{self, Tokens, Usage};
@@ -91,7 +93,34 @@ impl Settlement {
                 )
             }
         };
-        let _ = self.reservation.settle(cost, tokens.total(), now);
+        let settled = self.reservation.settle(cost, tokens.total(), now);
+        let mut alerts = Vec::new();
+        if let Some(st) = &settled.status {
+            alerts.extend(
+                settled
+                    .reached
+                    .iter()
+                    .map(|t| NewAlert::about(AlertKind::Threshold, st, Some(*t), None, now)),
+            );
+        }
+        if priced_as == PricedAs::Fallback
+            && self
+                .app
+                .unpriced
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(model.clone())
+        {
+            if let Some(slot) = self.app.ledger.find(&self.budget_id.to_string()) {
+                alerts.push(NewAlert::about(
+                    AlertKind::UnpricedModel,
+                    &slot.status(now),
+                    None,
+                    Some(model.clone()),
+                    now,
+                ));
+            }
+        }
         UsageRow {
             created_at: now,
             day: self.app.config.zone.day(now),
@@ -106,13 +135,16 @@ impl Settlement {
             cost,
             duration_ms: self.started.elapsed().as_millis() as u64,
             upstream_request_id: self.upstream_request_id,
+            alerts,
         }
     }
 
     /// Settles and queues the record; the receiver says when it is committed.
     pub fn finish(self, outcome: Outcome) -> oneshot::Receiver<bool> {
-        let writer = self.app.store.writer.clone();
-        writer.record(self.row(outcome))
+        let app = self.app.clone();
+        let row = self.row(outcome);
+        publish(&app, &row);
+        app.store.writer.record(row)
     }
 
     /// Settles and waits for the record's commit.
@@ -120,6 +152,41 @@ impl Settlement {
         if !self.finish(outcome).await.unwrap_or(false) {
             tracing::error!("a usage record could not be committed");
         }
+    }
+}
+
+/// Tells listeners what a usage record says, and wakes webhook delivery if it raised alerts.
+pub fn publish(app: &Service, row: &UsageRow) {
+    let budget = || {
+        app.ledger
+            .find(&row.budget_id.to_string())
+            .map(|s| s.name())
+            .unwrap_or_default()
+    };
+    let name = budget();
+    if row.status == UsageStatus::Blocked {
+        app.events.emit(CoreEvent::RequestBlocked {
+            budget_id: row.budget_id,
+            budget: name.clone(),
+        });
+    } else {
+        app.events.emit(CoreEvent::UsageRecorded {
+            budget_id: row.budget_id,
+            budget: name.clone(),
+            status: row.status,
+            cost_dollars: row.cost,
+        });
+    }
+    for a in &row.alerts {
+        app.events.emit(CoreEvent::AlertRaised {
+            budget_id: a.budget_id,
+            budget: a.budget.clone(),
+            kind: a.kind,
+            threshold: a.threshold,
+        });
+    }
+    if !row.alerts.is_empty() {
+        app.alerts_raised.notify_one();
     }
 }
 
@@ -259,8 +326,10 @@ impl Drop for Relay {
         if self.settlement.is_some() {
             let outcome = self.partial(UsageStatus::ClientAborted);
             if let Some(s) = self.settlement.take() {
-                let writer = s.app.store.writer.clone();
-                writer.record_detached(s.row(outcome));
+                let app = s.app.clone();
+                let row = s.row(outcome);
+                publish(&app, &row);
+                app.store.writer.record_detached(row);
             }
         }
     }

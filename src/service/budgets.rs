@@ -4,6 +4,7 @@ use super::Service;
 use crate::budget::{BudgetPatch, DEFAULT_BUDGET, NewBudget};
 use crate::dto::{BudgetDetail, BudgetView, UsagePage};
 use crate::error::HttpError;
+use crate::events::CoreEvent;
 use crate::ledger::{Slot, Status};
 use crate::money::Money;
 use crate::store;
@@ -45,7 +46,7 @@ impl Service {
         }
     }
 
-    fn slot(&self, key: &str) -> Result<Arc<Slot>, HttpError> {
+    pub(super) fn slot(&self, key: &str) -> Result<Arc<Slot>, HttpError> {
         self.ledger
             .find(key)
             .ok_or_else(|| HttpError::not_found(format!("budget '{key}' does not exist")))
@@ -80,7 +81,12 @@ impl Service {
             .writer
             .run(move |tx| store::budgets::insert(tx, &budget))
             .await?;
-        self.ledger.insert(stored.clone(), Default::default(), now);
+        self.ledger
+            .insert(stored.clone(), Default::default(), Vec::new(), now);
+        self.events.emit(CoreEvent::BudgetCreated {
+            budget_id: stored.id,
+            budget: stored.name.clone(),
+        });
         Ok(self.view(&self.slot(&stored.id.to_string())?.status(now)))
     }
 
@@ -97,6 +103,10 @@ impl Service {
             .run(move |tx| store::budgets::update(tx, &stored))
             .await?;
         self.ledger.update(next.clone(), now);
+        self.events.emit(CoreEvent::BudgetChanged {
+            budget_id: next.id,
+            budget: next.name.clone(),
+        });
         Ok(self.view(&self.slot(&next.id.to_string())?.status(now)))
     }
 
@@ -113,6 +123,10 @@ impl Service {
             .run(move |tx| store::budgets::delete(tx, id))
             .await?;
         self.ledger.remove(id);
+        self.events.emit(CoreEvent::BudgetDeleted {
+            budget_id: id,
+            budget: status.budget.name,
+        });
         Ok(())
     }
 

@@ -1,17 +1,22 @@
 //! The service layer: one set of operations over the ledger, the store and the price table,
 //! called by the REST API and the proxy (and later the desktop commands).
 
+pub mod alerts;
 pub mod budgets;
 pub mod pricing;
 pub mod stats;
 
+use crate::alerts::webhook;
 use crate::budget::{Budget, DEFAULT_BUDGET, DEFAULT_THRESHOLDS};
 use crate::config::Config;
+use crate::events::Events;
 use crate::ledger::Ledger;
 use crate::pricing::{PriceBook, PricingError};
 use crate::store::{self, Store, StoreError};
 use chrono::Utc;
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -30,6 +35,13 @@ pub enum StartError {
     Pricing(#[from] PricingError),
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+    #[error(
+        "cannot create the webhook secret in {path}: {source}; check that the data directory is writable"
+    )]
+    Secret {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub struct Service {
@@ -44,6 +56,15 @@ pub struct Service {
     pub tracker: TaskTracker,
     /// Cancelled when the shutdown grace period is over: open streams end and settle.
     pub abort: CancellationToken,
+    pub events: Events,
+    /// Signs webhook bodies; kept in `<data-dir>/webhook-secret`.
+    pub webhook_secret: String,
+    /// Poked when alerts are raised, to wake the webhook delivery loop.
+    pub alerts_raised: Notify,
+    /// Models already reported as unpriced (one alert per model, ever).
+    pub unpriced: Mutex<HashSet<String>>,
+    /// `http://host:port/agent-budget`, known once the listener is bound.
+    pub base_url: OnceLock<String>,
 }
 
 impl Service {
@@ -77,11 +98,20 @@ impl Service {
             );
         }
         let mut days = store.read(store::budgets::days).await?;
+        let (mut alerted, unpriced) = alerted(store.read(store::alerts::once_keys).await?);
         let ledger = Ledger::new(config.zone);
         for b in budgets {
             let d = days.remove(&b.id).unwrap_or_default();
-            ledger.insert(b, d, now);
+            let a = alerted.remove(&b.id).unwrap_or_default();
+            ledger.insert(b, d, a, now);
         }
+        let webhook_secret =
+            webhook::load_or_create_secret(&config.data_dir).map_err(|source| {
+                StartError::Secret {
+                    path: config.data_dir.clone(),
+                    source,
+                }
+            })?;
         let client = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             .read_timeout(config.upstream_timeout)
@@ -99,6 +129,11 @@ impl Service {
             upstream_url,
             tracker: TaskTracker::new(),
             abort: CancellationToken::new(),
+            events: Events::default(),
+            webhook_secret,
+            alerts_raised: Notify::new(),
+            unpriced: Mutex::new(unpriced),
+            base_url: OnceLock::new(),
         };
         Ok((Arc::new(service), handle))
     }
@@ -111,7 +146,45 @@ impl Service {
             .clone()
     }
 
+    /// The dashboard's address, for links in chat messages.
+    pub fn dashboard_url(&self) -> String {
+        match self.base_url.get() {
+            Some(u) => format!("{u}/"),
+            None => format!(
+                "http://localhost:{}/agent-budget/",
+                crate::config::DEFAULT_PORT
+            ),
+        }
+    }
+
     fn set_prices(&self, book: PriceBook) {
         *self.prices.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(book);
     }
+}
+
+/// Splits stored once-keys into each budget's raised alerts (period start, threshold or None
+/// for "blocked") and the set of models already reported as unpriced.
+fn alerted(keys: Vec<String>) -> (HashMap<i64, Vec<(i64, Option<u8>)>>, HashSet<String>) {
+    let mut by_budget: HashMap<i64, Vec<(i64, Option<u8>)>> = HashMap::new();
+    let mut unpriced = HashSet::new();
+    for k in keys {
+        let parts: Vec<&str> = k.splitn(4, ':').collect();
+        match parts.as_slice() {
+            ["threshold", b, start, t] => {
+                if let (Ok(b), Ok(start), Ok(t)) = (b.parse(), start.parse(), t.parse()) {
+                    by_budget.entry(b).or_default().push((start, Some(t)));
+                }
+            }
+            ["blocked", b, start] => {
+                if let (Ok(b), Ok(start)) = (b.parse(), start.parse()) {
+                    by_budget.entry(b).or_default().push((start, None));
+                }
+            }
+            ["unpriced", ..] => {
+                unpriced.insert(k["unpriced:".len()..].to_string());
+            }
+            _ => {}
+        }
+    }
+    (by_budget, unpriced)
 }

@@ -19,6 +19,9 @@ impl Service {
             .await?;
         let book = self.prices().with(entry.clone(), price);
         self.set_prices(book);
+        self.events.emit(crate::events::CoreEvent::PricingChanged {
+            model: entry.model.clone(),
+        });
         Ok(entry)
     }
 }

@@ -27,6 +27,7 @@ impl Service {
             h => h.to_string(),
         };
         Settings {
+            webhook_secret: self.webhook_secret.clone(),
             retention_days: self.config.retention_days,
             proxy_url: format!("http://{host}:{port}{BASE_PATH}"),
             require_budget: self.config.require_budget,

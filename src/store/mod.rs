@@ -1,6 +1,7 @@
 //! SQLite storage: WAL mode, embedded migrations, one batching writer thread, a few reader
 //! connections. Queries are grouped per table in the submodules.
 
+pub mod alerts;
 pub mod budgets;
 pub mod pricing;
 pub mod stats;
@@ -12,7 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 pub use writer::{Handle as WriterHandle, Writer};
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_alerts.sql"),
+];
 pub const FILE_NAME: &str = "agent-budget.db";
 
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,7 @@
 //! The `usage` table (one row per request) and its daily roll-up.
 
 use super::StoreError;
+use crate::alerts::NewAlert;
 use crate::budget::period::Zone;
 use crate::dto::{UsageRecord, UsageStatus};
 use crate::money::Money;
@@ -26,6 +27,8 @@ pub struct UsageRow {
     pub cost: Money,
     pub duration_ms: u64,
     pub upstream_request_id: Option<String>,
+    /// Alerts this request raised, stored in the same transaction.
+    pub alerts: Vec<NewAlert>,
 }
 
 fn as_i64(v: u64) -> i64 {
@@ -39,7 +42,7 @@ pub(super) fn insert(tx: &Transaction<'_>, r: &UsageRow) -> rusqlite::Result<()>
         PricedAs::Table => "table",
         PricedAs::Fallback => "fallback",
     };
-    tx.prepare_cached(
+    let inserted = tx.prepare_cached(
         "INSERT INTO usage (created_at, budget_id, model, status, estimated, priced_as, http_status, stream,
             input_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, output_tokens,
             web_search_requests, cost, duration_ms, upstream_request_id)
@@ -65,11 +68,21 @@ pub(super) fn insert(tx: &Transaction<'_>, r: &UsageRow) -> rusqlite::Result<()>
         as_i64(r.duration_ms),
         r.upstream_request_id,
     ])?;
+    if inserted == 0 {
+        return Ok(()); // the budget was deleted meanwhile
+    }
+    tx.prepare_cached(
+        "INSERT INTO usage_counts (budget_id, n) VALUES (?1, 1) ON CONFLICT (budget_id) DO UPDATE SET n = n + 1",
+    )?
+    .execute([r.budget_id])?;
+    for a in &r.alerts {
+        super::alerts::insert(tx, a, r.created_at)?;
+    }
     let blocked = r.status == UsageStatus::Blocked;
     tx.prepare_cached(
         "INSERT INTO daily (budget_id, day, model, requests, blocked, input_tokens, cache_write_tokens,
             cache_read_tokens, output_tokens, web_search_requests, dollars)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11 WHERE EXISTS (SELECT 1 FROM budgets WHERE id = ?1)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT (budget_id, day, model) DO UPDATE SET
             requests = requests + excluded.requests, blocked = blocked + excluded.blocked,
             input_tokens = input_tokens + excluded.input_tokens,
@@ -147,7 +160,35 @@ pub fn page(
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let total: i64 = conn
-        .prepare_cached("SELECT COUNT(*) FROM usage WHERE budget_id = ?1")?
+        .prepare_cached("SELECT COALESCE((SELECT n FROM usage_counts WHERE budget_id = ?1), 0)")?
         .query_row([budget_id], |r| r.get(0))?;
     Ok((items, total.max(0) as u64))
+}
+
+/// Rows deleted per retention transaction, so no commit holds the writer for long.
+pub const SWEEP_BATCH: i64 = 10_000;
+
+/// Deletes up to `SWEEP_BATCH` usage records older than `cutoff`, oldest first, keeping the
+/// per-budget counts right. Returns how many went. Totals (the daily roll-ups) are untouched.
+pub fn sweep(tx: &Transaction<'_>, cutoff: DateTime<Utc>) -> Result<usize, StoreError> {
+    // Rows are written in time order, so the old ones come first by id: no index needed.
+    tx.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS swept (id INTEGER PRIMARY KEY, budget_id INTEGER NOT NULL)",
+        [],
+    )?;
+    tx.execute("DELETE FROM temp.swept", [])?;
+    tx.execute(
+        "INSERT INTO temp.swept SELECT id, budget_id FROM usage WHERE created_at < ?1 ORDER BY id LIMIT ?2",
+        params![cutoff.timestamp_millis(), SWEEP_BATCH],
+    )?;
+    tx.execute(
+        "UPDATE usage_counts SET n = n - (SELECT COUNT(*) FROM temp.swept s WHERE s.budget_id = usage_counts.budget_id)
+         WHERE budget_id IN (SELECT budget_id FROM temp.swept)",
+        [],
+    )?;
+    let n = tx.execute(
+        "DELETE FROM usage WHERE id IN (SELECT id FROM temp.swept)",
+        [],
+    )?;
+    Ok(n)
 }

@@ -3,4 +3,8 @@
 /**
  * `GET /api/settings`.
  */
-export type Settings = { retention_days: number, proxy_url: string, require_budget: boolean, time_zone: string, };
+export type Settings = { 
+/**
+ * Signs webhook bodies (`X-Agent-Budget-Signature`); see docs/webhooks.md.
+ */
+webhook_secret: string, retention_days: number, proxy_url: string, require_budget: boolean, time_zone: string, };

@@ -1,0 +1,127 @@
+//! Alert operations: the alert log, the badge, test webhooks, and retention.
+
+use super::Service;
+use crate::alerts::{AlertKind, NewAlert, badge, webhook};
+use crate::error::HttpError;
+use crate::store::alerts::{self as rows, AlertView, Delivery, DeliveryAttempt};
+use crate::store::{self, usage::SWEEP_BATCH};
+use chrono::{Duration, Utc};
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+
+/// `POST /api/budgets/:id/test-webhook`: what the receiver said.
+#[derive(Clone, Debug, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct WebhookTest {
+    pub delivered: bool,
+    /// The receiver's HTTP status, if it answered.
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    /// The test alert, as it now stands in the alert log.
+    pub alert: Option<AlertView>,
+}
+
+impl Service {
+    pub async fn alerts(
+        &self,
+        limit: Option<u32>,
+        budget: Option<&str>,
+    ) -> Result<Vec<AlertView>, HttpError> {
+        let limit = limit.unwrap_or(50).clamp(1, 500);
+        let budget_id = match budget {
+            Some(key) => Some(self.slot(key)?.status(Utc::now()).budget.id),
+            None => None,
+        };
+        let zone = self.config.zone;
+        Ok(self
+            .store
+            .read(move |c| rows::list(c, limit, budget_id, zone))
+            .await?)
+    }
+
+    pub fn badge(&self, key: &str, style: Option<&str>) -> Result<String, HttpError> {
+        let style = badge::Style::parse(style).ok_or_else(|| {
+            HttpError::invalid("query parameter 'style' must be 'flat' or 'flat-square'")
+        })?;
+        Ok(badge::render(&self.slot(key)?.status(Utc::now()), style))
+    }
+
+    /// Sends a `test` alert to the budget's webhook now and records it in the alert log.
+    pub async fn test_webhook(&self, key: &str) -> Result<WebhookTest, HttpError> {
+        let now = Utc::now();
+        let status = self.slot(key)?.status(now);
+        let Some(url) = status.budget.webhook_url.clone() else {
+            return Err(HttpError::invalid(format!(
+                "budget '{}' has no webhook_url; set one with PATCH /api/budgets/{} first",
+                status.budget.name, status.budget.name
+            )));
+        };
+        let alert = NewAlert::about(AlertKind::Test, &status, None, None, now);
+        let stored = alert.clone();
+        let id = self
+            .store
+            .writer
+            .run(move |tx| {
+                rows::insert(tx, &stored, now)?;
+                Ok(tx.last_insert_rowid())
+            })
+            .await?;
+        let payload = webhook::payload(
+            self,
+            id,
+            status.budget.period.as_str(),
+            status.window.start,
+            status.window.resets_at,
+            status.budget.id,
+        )
+        .await
+        .unwrap_or_default();
+        let text = format!("{} — {}", alert.message(), self.dashboard_url());
+        let body = webhook::body_for(&url, &payload, &text);
+        let attempt: DeliveryAttempt =
+            webhook::post(&self.client, &url, body, &self.webhook_secret, now).await;
+        let delivered = attempt.error.is_none();
+        let result = WebhookTest {
+            delivered,
+            status: attempt.status,
+            error: attempt.error.clone(),
+            alert: None,
+        };
+        let (delivery, json) = (
+            if delivered {
+                Delivery::Delivered
+            } else {
+                Delivery::Failed
+            },
+            payload.to_string(),
+        );
+        self.store
+            .writer
+            .run(move |tx| rows::attempted(tx, id, &[attempt], delivery, None, &json))
+            .await?;
+        let zone = self.config.zone;
+        let view = self.store.read(move |c| rows::get(c, id, zone)).await?;
+        Ok(WebhookTest {
+            alert: view,
+            ..result
+        })
+    }
+
+    /// Deletes usage records older than the retention period, in short transactions.
+    /// Budget totals live in the daily roll-ups and do not change. Returns how many went.
+    pub async fn sweep_retention(&self) -> Result<usize, HttpError> {
+        let cutoff = Utc::now() - Duration::days(i64::from(self.config.retention_days));
+        let mut total = 0;
+        loop {
+            let n = self
+                .store
+                .writer
+                .run(move |tx| store::usage::sweep(tx, cutoff))
+                .await?;
+            total += n;
+            if (n as i64) < SWEEP_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+}
