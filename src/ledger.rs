@@ -27,6 +27,9 @@ impl Totals {
     }
 }
 
+/// Alerts a budget has raised: (period start in ms, threshold — or None for "blocked").
+pub type Raised = Vec<(i64, Option<u8>)>;
+
 /// A budget's state as shown by the API.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
@@ -55,7 +58,7 @@ struct Account {
     reserved: Money,
     reserved_tokens: u64,
     /// Alerts already raised: (period start in ms, threshold, or None for "blocked").
-    alerted: Vec<(i64, Option<u8>)>,
+    alerted: Raised,
 }
 
 impl Account {
@@ -328,7 +331,7 @@ impl Ledger {
         &self,
         budget: Budget,
         days: BTreeMap<NaiveDate, Totals>,
-        alerted: Vec<(i64, Option<u8>)>,
+        alerted: Raised,
         now: DateTime<Utc>,
     ) {
         let window = period::window(budget.period, budget.created_at, now, self.zone);

@@ -10,7 +10,7 @@ use crate::alerts::webhook;
 use crate::budget::{Budget, DEFAULT_BUDGET, DEFAULT_THRESHOLDS};
 use crate::config::Config;
 use crate::events::Events;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, Raised};
 use crate::pricing::{PriceBook, PricingError};
 use crate::store::{self, Store, StoreError};
 use chrono::Utc;
@@ -164,8 +164,8 @@ impl Service {
 
 /// Splits stored once-keys into each budget's raised alerts (period start, threshold or None
 /// for "blocked") and the set of models already reported as unpriced.
-fn alerted(keys: Vec<String>) -> (HashMap<i64, Vec<(i64, Option<u8>)>>, HashSet<String>) {
-    let mut by_budget: HashMap<i64, Vec<(i64, Option<u8>)>> = HashMap::new();
+fn alerted(keys: Vec<String>) -> (HashMap<i64, Raised>, HashSet<String>) {
+    let mut by_budget: HashMap<i64, Raised> = HashMap::new();
     let mut unpriced = HashSet::new();
     for k in keys {
         let parts: Vec<&str> = k.splitn(4, ':').collect();
