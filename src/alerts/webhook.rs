@@ -19,6 +19,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// After the first attempt: about 5 s, 30 s, 2 min, 10 min, then hourly, for 24 hours.
 const BACKOFF: [i64; 4] = [5, 30, 120, 600];
 const GIVE_UP_AFTER_HOURS: i64 = 24;
+const POLL: Duration = Duration::from_secs(1);
 
 fn valid_secret(s: &str) -> bool {
     s.len() == 64
@@ -246,11 +247,13 @@ pub async fn run(app: Arc<Service>, stop: CancellationToken) {
             }
             Err(e) => tracing::error!(error = %e, "could not read the webhook outbox"),
         }
+        // The raise notification can arrive before its alert's commit, so never sleep long:
+        // at most a second, less when a retry is due sooner.
         let next = app.store.read(rows::next_due).await.ok().flatten();
         let wait = next
             .map(|n| (n - Utc::now()).to_std().unwrap_or(Duration::ZERO))
-            .unwrap_or(Duration::from_secs(60))
-            .min(Duration::from_secs(60));
+            .unwrap_or(POLL)
+            .min(POLL);
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = app.alerts_raised.notified() => {}

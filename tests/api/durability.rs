@@ -263,3 +263,83 @@ async fn sigterm_lets_an_open_stream_finish_and_commits_it() {
     let _ = p2.child.kill();
     let _ = p2.child.wait();
 }
+
+#[tokio::test]
+async fn an_alert_raised_before_kill_9_is_delivered_exactly_once_after_restart() {
+    use crate::receiver::{self, Mode};
+    let mock = mock_upstream::start(0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--port",
+        "0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--upstream",
+        &mock.url(),
+    ];
+    let hook_port = receiver::free_port();
+    let mut p = serve(&args);
+    let client = reqwest::Client::new();
+    let url = |port: u16, path: &str| format!("http://127.0.0.1:{port}/agent-budget{path}");
+    let spec = json!({"name": "team", "max_dollars": "1", "webhook_url": format!("http://127.0.0.1:{hook_port}/hook")});
+    client
+        .post(url(p.port, "/api/budgets"))
+        .json(&spec)
+        .send()
+        .await
+        .unwrap();
+    let r = client
+        .post(url(p.port, "/v1/messages"))
+        .header("x-budget-id", "team")
+        .header(
+            "x-mock",
+            json!({"usage": {"input_tokens": 0, "output_tokens": 120_000}}).to_string(),
+        )
+        .json(&body("claude-haiku-4-5", 10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let alerts = |port: u16| {
+        let client = client.clone();
+        async move {
+            let v: Value = client
+                .get(url(port, "/api/alerts"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["items"].as_array().unwrap().clone()
+        }
+    };
+    // The receiver is down: the first attempt fails and the alert waits for its retry.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while alerts(p.port)
+        .await
+        .first()
+        .is_none_or(|a| a["deliveries"].as_array().unwrap().is_empty())
+    {
+        assert!(std::time::Instant::now() < deadline, "no first attempt");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+
+    let hook = receiver::start_on(hook_port, Mode::Ok).await;
+    let mut p2 = serve(&args);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while alerts(p2.port).await[0]["delivery"] != "delivered" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not delivered after restart"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let all = alerts(p2.port).await;
+    assert_eq!(all.len(), 1, "raised once: {all:?}");
+    assert_eq!(hook.count(), 1, "delivered once");
+    let _ = p2.child.kill();
+    let _ = p2.child.wait();
+}

@@ -2,9 +2,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod admission;
+mod alerts;
 mod budgets;
 mod durability;
 mod guards;
 mod helpers;
 mod proxy;
+mod receiver;
 mod streaming;
