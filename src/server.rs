@@ -61,6 +61,11 @@ pub fn app(service: Arc<Service>, port: u16) -> Router {
             post(api::test_webhook),
         )
         .route("/agent-budget/api/alerts", get(api::alerts))
+        .route("/agent-budget/api/events", get(api::live::events))
+        .route(
+            "/agent-budget/api/budgets/{id}/usage.csv",
+            get(api::live::usage_csv),
+        )
         .route(
             "/agent-budget/api/pricing",
             get(api::get_pricing).put(api::put_pricing),

@@ -1,6 +1,8 @@
 //! The REST API under `/agent-budget/api`: thin handlers that parse input, call the service
 //! layer and serialise its result.
 
+pub mod live;
+
 use crate::budget::{BudgetPatch, NewBudget};
 use crate::dto::{BudgetDetail, BudgetView, Items, Settings, Stats, UsagePage};
 use crate::error::HttpError;

@@ -141,6 +141,25 @@ fn record(row: &rusqlite::Row<'_>, zone: Zone) -> rusqlite::Result<UsageRecord> 
     })
 }
 
+/// Up to `limit` of a budget's records with ids below `before`, newest first (keyset paging).
+pub fn before(
+    conn: &Connection,
+    budget_id: i64,
+    before: i64,
+    limit: u32,
+    zone: Zone,
+) -> Result<Vec<UsageRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM usage u JOIN budgets b ON b.id = u.budget_id
+         WHERE u.budget_id = ?1 AND u.id < ?2 ORDER BY u.id DESC LIMIT ?3"
+    );
+    let rows = conn
+        .prepare_cached(&sql)?
+        .query_map(params![budget_id, before, limit], |r| record(r, zone))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
 /// A budget's records, newest first, and how many it has in all.
 pub fn page(
     conn: &Connection,
@@ -149,9 +168,12 @@ pub fn page(
     offset: u64,
     zone: Zone,
 ) -> Result<(Vec<UsageRecord>, u64), StoreError> {
+    // The offset is skipped on the covering (budget_id, id) index alone; only the page's rows
+    // are read from the table.
     let sql = format!(
         "SELECT {COLUMNS} FROM usage u JOIN budgets b ON b.id = u.budget_id
-         WHERE u.budget_id = ?1 ORDER BY u.id DESC LIMIT ?2 OFFSET ?3"
+         WHERE u.id IN (SELECT id FROM usage WHERE budget_id = ?1 ORDER BY id DESC LIMIT ?2 OFFSET ?3)
+         ORDER BY u.id DESC"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let items = stmt

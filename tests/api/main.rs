@@ -7,6 +7,7 @@ mod budgets;
 mod durability;
 mod guards;
 mod helpers;
+mod live;
 mod proxy;
 mod receiver;
 mod streaming;
