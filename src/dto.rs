@@ -188,3 +188,22 @@ pub struct ErrorDetail {
     pub kind: String,
     pub message: String,
 }
+
+/// One line of a chart: a budget's or a model's spend per day.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct Series {
+    pub name: String,
+    /// Dollars per day, aligned with `SpendSeries::days`.
+    pub dollars: Vec<Money>,
+}
+
+/// `GET /api/spend?days=30`: spend per local day, by budget and by model.
+#[derive(Clone, Debug, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct SpendSeries {
+    /// `YYYY-MM-DD`, oldest first, ending today.
+    pub days: Vec<String>,
+    pub by_budget: Vec<Series>,
+    pub by_model: Vec<Series>,
+}

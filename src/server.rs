@@ -71,7 +71,11 @@ pub fn app(service: Arc<Service>, port: u16) -> Router {
             get(api::get_pricing).put(api::put_pricing),
         )
         .route("/agent-budget/api/stats", get(api::stats))
+        .route("/agent-budget/api/spend", get(api::spend))
         .route("/agent-budget/api/settings", get(api::settings))
+        .route("/agent-budget", get(api::assets::root))
+        .route("/agent-budget/", get(api::assets::index))
+        .route("/agent-budget/{*path}", get(api::assets::file))
         .fallback(|req: axum::extract::Request| async move {
             crate::error::HttpError::not_found(format!(
                 "agent-budget: no route for {} {}",

@@ -1,10 +1,11 @@
 //! The REST API under `/agent-budget/api`: thin handlers that parse input, call the service
 //! layer and serialise its result.
 
+pub mod assets;
 pub mod live;
 
 use crate::budget::{BudgetPatch, NewBudget};
-use crate::dto::{BudgetDetail, BudgetView, Items, Settings, Stats, UsagePage};
+use crate::dto::{BudgetDetail, BudgetView, Items, Settings, SpendSeries, Stats, UsagePage};
 use crate::error::HttpError;
 use crate::pricing::{PriceEntry, PricingTable};
 use crate::service::Service;
@@ -172,4 +173,9 @@ pub async fn test_webhook(
     Path(id): Path<String>,
 ) -> Result<Json<WebhookTest>, HttpError> {
     Ok(Json(app.test_webhook(&id).await?))
+}
+
+pub async fn spend(State(app): App, RawQuery(q): RawQuery) -> Result<Json<SpendSeries>, HttpError> {
+    let days = query_number::<u32>(&q, "days")?.unwrap_or(30);
+    Ok(Json(app.spend_series(days).await?))
 }

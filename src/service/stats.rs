@@ -3,10 +3,12 @@
 use super::Service;
 use crate::budget::period::{self, Period, Zone};
 use crate::config::BASE_PATH;
-use crate::dto::{Settings, Stats};
+use crate::dto::{Series, Settings, SpendSeries, Stats};
 use crate::error::HttpError;
+use crate::money::Money;
 use crate::store;
 use chrono::Utc;
+use std::collections::BTreeMap;
 
 impl Service {
     pub async fn stats(&self) -> Result<Stats, HttpError> {
@@ -18,6 +20,41 @@ impl Service {
             .store
             .read(move |c| store::stats::stats(c, today, month))
             .await?)
+    }
+
+    /// Spend per day over the last `days` days (today included), by budget and by model.
+    pub async fn spend_series(&self, days: u32) -> Result<SpendSeries, HttpError> {
+        let days = days.clamp(1, 366);
+        let today = self.config.zone.day(Utc::now());
+        let first = today - chrono::Duration::days(i64::from(days) - 1);
+        let labels: Vec<String> = (0..days)
+            .map(|i| (first + chrono::Duration::days(i64::from(i))).to_string())
+            .collect();
+        let rows = self
+            .store
+            .read(move |c| store::stats::daily_spend(c, first))
+            .await?;
+        let mut by_budget: BTreeMap<String, Vec<Money>> = BTreeMap::new();
+        let mut by_model: BTreeMap<String, Vec<Money>> = BTreeMap::new();
+        for (day, budget, model, dollars) in rows {
+            let Some(i) = labels.iter().position(|d| *d == day) else {
+                continue;
+            };
+            for (map, key) in [(&mut by_budget, budget), (&mut by_model, model)] {
+                map.entry(key)
+                    .or_insert_with(|| vec![Money::ZERO; labels.len()])[i] += dollars;
+            }
+        }
+        let series = |m: BTreeMap<String, Vec<Money>>| {
+            m.into_iter()
+                .map(|(name, dollars)| Series { name, dollars })
+                .collect()
+        };
+        Ok(SpendSeries {
+            days: labels,
+            by_budget: series(by_budget),
+            by_model: series(by_model),
+        })
     }
 
     pub fn settings(&self, port: u16) -> Settings {

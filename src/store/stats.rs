@@ -67,3 +67,18 @@ pub fn stats(
         by_budget,
     })
 }
+
+/// Spend per (day, budget name, model) since a local day.
+pub fn daily_spend(
+    conn: &Connection,
+    since: NaiveDate,
+) -> Result<Vec<(String, String, String, Money)>, StoreError> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT d.day, b.name, d.model, SUM(d.dollars) FROM daily d JOIN budgets b ON b.id = d.budget_id
+             WHERE d.day >= ?1 GROUP BY d.day, b.name, d.model ORDER BY d.day",
+        )?
+        .query_map(params![since.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, Money::from_picos(r.get(3)?))))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}

@@ -92,3 +92,124 @@ async fn usage_exports_as_csv_with_every_record() {
         404
     );
 }
+
+#[tokio::test]
+async fn spend_series_has_one_point_per_day_by_budget_and_model() {
+    let app = spawn_app().await;
+    app.create_budget(json!({"name": "team", "max_dollars": "5"}))
+        .await;
+    let usage = json!({"usage": {"input_tokens": 1000, "output_tokens": 0}});
+    app.send(
+        Some("team"),
+        &body("claude-sonnet-4-6", 10),
+        Some(usage.clone()),
+    )
+    .await;
+    app.send(None, &body("claude-haiku-4-5", 10), Some(usage))
+        .await;
+    let s = app.get("/api/spend?days=7").await;
+    assert_eq!(s["days"].as_array().unwrap().len(), 7);
+    let team = s["by_budget"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "team")
+        .unwrap();
+    assert_eq!(
+        team["dollars"].as_array().unwrap().last().unwrap(),
+        "0.003",
+        "today is the last point"
+    );
+    assert_eq!(team["dollars"][0], "0");
+    let haiku = s["by_model"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "claude-haiku-4-5")
+        .unwrap();
+    assert_eq!(haiku["dollars"][6], "0.001");
+}
+
+#[tokio::test]
+async fn the_dashboard_is_served_from_the_binary() {
+    let app = spawn_app().await;
+    let index = app.client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(index.status(), 200);
+    assert!(
+        index.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert_eq!(index.headers()["cache-control"], "no-cache");
+    let page = index.text().await.unwrap();
+    // Any page path of the app gets the same document (client-side routing).
+    let deep = app
+        .client
+        .get(app.url("/budgets/team"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(deep, page);
+    let redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = redirect
+        .get(format!("http://127.0.0.1:{}/agent-budget", app.port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            r.status().as_u16(),
+            r.headers()["location"].to_str().unwrap()
+        ),
+        (308, "/agent-budget/")
+    );
+    assert_eq!(
+        app.client
+            .get(app.url("/assets/nope.js"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        app.client
+            .get(app.url("/api/nope"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    // Hashed assets referenced by the page are served with a long cache lifetime.
+    if let Some(asset) = page
+        .split("src=\"/agent-budget/")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+    {
+        let a = app
+            .client
+            .get(app.url(&format!("/{asset}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(a.status(), 200);
+        assert!(
+            a.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/javascript")
+        );
+        assert_eq!(
+            a.headers()["cache-control"],
+            "public, max-age=31536000, immutable"
+        );
+    }
+}
