@@ -3,5 +3,6 @@
 # Extra arguments go to `agent-budget serve` (see --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v cargo >/dev/null || { echo "agent-budget: Rust (cargo) is required: https://rustup.rs" >&2; exit 1; }
+./scripts/setup.sh --no-browser
+(cd ui && npx vite build --logLevel warn)
 exec cargo run --release --quiet --bin agent-budget -- serve "$@"

@@ -4,6 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 
+echo "== dashboard: unit tests and build (embedded in the binary below)"
+(cd ui && npx vitest run && npx vite build --logLevel warn)
+
 echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
@@ -25,3 +28,6 @@ fi
 
 echo "== official SDKs through the proxy"
 ./tests/sdk/run.sh
+
+echo "== dashboard end to end in Chromium"
+node --test ui/e2e/run.mjs

@@ -1,0 +1,179 @@
+// The dashboard end to end in a real browser (Debian's Chromium driven by playwright-core)
+// against the real `agent-budget serve` and the mock upstream. Saves a screenshot of every
+// page in both themes to docs/screenshots/. Run by scripts/test.sh after the binaries are built.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, mkdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const bin = (name) => join(process.env.CARGO_TARGET_DIR ?? join(root, "target"), "debug", name);
+const shots = join(root, "docs", "screenshots");
+
+function start(cmd, args, stream, pattern) {
+  const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
+  return new Promise((resolve, reject) => {
+    let text = "";
+    child[stream].on("data", (d) => {
+      text += d;
+      const m = pattern.exec(text);
+      if (m) resolve({ child, port: Number(m[1]) });
+    });
+    child.on("exit", (code) => reject(new Error(`${cmd} exited with ${code}: ${text}`)));
+  });
+}
+
+test("dashboard end to end", { timeout: 180_000 }, async (t) => {
+  execFileSync("cargo", ["build", "--quiet", "--bin", "agent-budget", "--bin", "mock-upstream", "--workspace"], { cwd: root, stdio: "inherit" });
+  const mock = await start(bin("mock-upstream"), ["0"], "stdout", /listening (\d+)/);
+  const data = mkdtempSync(join(tmpdir(), "agent-budget-e2e-"));
+  const proxy = await start(bin("agent-budget"), ["serve", "--port", "0", "--data-dir", data, "--upstream", `http://127.0.0.1:${mock.port}`], "stderr", /ready port=(\d+)/);
+  const base = `http://127.0.0.1:${proxy.port}/agent-budget`;
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  t.after(async () => {
+    await browser.close();
+    proxy.child.kill();
+    mock.child.kill();
+  });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: `http://127.0.0.1:${proxy.port}` });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+
+  // A proxied request costing `dollars` (Haiku 4.5 output at the given $/MTok), tagged with `budget`.
+  async function spend(budget, dollars, outputPerMtok = 5) {
+    const tokens = Math.round((dollars * 1e6) / outputPerMtok);
+    const r = await fetch(`${base}/v1/messages`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-api-key": "sk-e2e", "x-budget-id": budget, "x-mock": JSON.stringify({ usage: { input_tokens: 0, output_tokens: tokens } }) },
+      body: JSON.stringify({ model: "claude-haiku-4-5", max_tokens: 10, messages: [{ role: "user", content: "hi" }] }),
+    });
+    assert.equal(r.status, 200);
+    await r.text();
+  }
+
+  await t.test("first run explains how to start", async () => {
+    await page.goto(`${base}/`);
+    await page.getByRole("heading", { name: "Get started in three steps" }).waitFor();
+  });
+
+  await t.test("keyboard-only create form with inline validation, client and server side", async () => {
+    await page.goto(`${base}/#/new`);
+    await page.getByRole("heading", { name: "New budget" }).waitFor();
+    await page.locator("body").focus();
+    // Tab from the top of the page to the first field.
+    for (let i = 0; i < 20 && !(await page.evaluate(() => document.activeElement?.getAttribute("name") === "name")); i++) await page.keyboard.press("Tab");
+    await page.keyboard.type("e2e-team");
+    await page.keyboard.press("Tab");
+    await page.keyboard.type("abc");
+    await page.keyboard.press("Enter");
+    await page.getByText("A dollar amount such as 25 or 12.50.").waitFor();
+    await page.keyboard.press("Shift+Tab");
+    await page.keyboard.press("Tab");
+    await page.keyboard.press("Control+A");
+    await page.keyboard.type("1");
+    for (let i = 0; i < 10 && !(await page.evaluate(() => document.activeElement?.getAttribute("name") === "thresholds")); i++) await page.keyboard.press("Tab");
+    await page.keyboard.press("Control+A");
+    await page.keyboard.type("50, 500");
+    await page.keyboard.press("Enter");
+    // The server's message for its field appears beside that field.
+    await page.locator("#thr-err").getByText("field 'thresholds'").waitFor();
+    await page.keyboard.press("Control+A");
+    await page.keyboard.type("50, 80, 100");
+    await page.keyboard.press("Enter");
+    await page.getByRole("heading", { name: "Budget e2e-team" }).waitFor();
+  });
+
+  await t.test("edit a budget", async () => {
+    await page.getByRole("link", { name: "Edit" }).click();
+    await page.getByLabel("Cap in dollars").fill("2");
+    await page.getByLabel("Period").selectOption("daily");
+    await page.getByRole("button", { name: "Save" }).click();
+    await page.getByTestId("spent").waitFor();
+    await page.getByText("of $2.00").waitFor();
+  });
+
+  await t.test("spend, chart and alerts update live without reload", async () => {
+    await page.goto(`${base}/`);
+    const card = page.getByTestId("budget-e2e-team");
+    await card.getByText("$0.00").waitFor();
+    await page.evaluate(() => (window.__marker = "no reload"));
+    await spend("e2e-team", 1.2);
+    await card.getByText("$1.20").waitFor();
+    await page.getByTestId("recent-alerts").getByText("reached 50%").waitFor();
+    await page.getByTestId("today").getByText("$1.20").waitFor();
+    assert.equal(await page.evaluate(() => window.__marker), "no reload");
+    assert.ok(await page.locator("canvas").count() > 0, "the chart is drawn");
+  });
+
+  await t.test("page through usage", async () => {
+    await Promise.all(Array.from({ length: 54 }, () => spend("e2e-team", 0.001)));
+    await page.goto(`${base}/#/budgets/e2e-team`);
+    await page.getByTestId("page").getByText("1–50 of 55").waitFor();
+    await page.getByRole("button", { name: "Older" }).click();
+    await page.getByTestId("page").getByText("51–55 of 55").waitFor();
+    assert.equal(await page.getByTestId("usage").locator("tbody tr").count(), 5);
+  });
+
+  await t.test("an edited price prices the next request", async () => {
+    await page.goto(`${base}/#/pricing`);
+    await page.getByRole("button", { name: "Edit claude-haiku-4-5" }).click();
+    await page.getByLabel("output", { exact: true }).fill("10");
+    await page.getByRole("button", { name: "Save prices" }).click();
+    await page.getByText("Saved claude-haiku-4-5").waitFor();
+    await spend("e2e-team", 0.5, 5); // 100,000 output tokens, now at $10/MTok
+    const usage = await (await fetch(`${base}/api/budgets/e2e-team/usage?limit=1`)).json();
+    assert.equal(usage.items[0].cost_dollars, "1");
+  });
+
+  await t.test("copy a setup snippet", async () => {
+    await page.goto(`${base}/#/setup`);
+    await page.getByLabel("Budget").selectOption("e2e-team");
+    await page.getByRole("button", { name: "Copy Python SDK snippet" }).click();
+    await page.getByRole("button", { name: "Copied" }).waitFor();
+    const clip = await page.evaluate(() => navigator.clipboard.readText());
+    assert.match(clip, /base_url="http:\/\/localhost:\d+\/agent-budget"/);
+    assert.match(clip, /"X-Budget-Id": "e2e-team"/);
+  });
+
+  await t.test("screenshots of every page in both themes", async () => {
+    mkdirSync(shots, { recursive: true });
+    const pages = [["overview", "#/"], ["budget", "#/budgets/e2e-team"], ["new-budget", "#/new"], ["alerts", "#/alerts"], ["pricing", "#/pricing"], ["setup", "#/setup"], ["settings", "#/settings"]];
+    for (const scheme of ["light", "dark"]) {
+      await page.emulateMedia({ colorScheme: scheme });
+      for (const [name, hash] of pages) {
+        await page.goto(`${base}/${hash}`);
+        await page.getByRole("heading", { level: 1 }).waitFor();
+        await page.waitForLoadState("networkidle").catch(() => {});
+        await page.screenshot({ path: join(shots, `${name}-${scheme}.png`), fullPage: true });
+      }
+    }
+    await page.emulateMedia({ colorScheme: "light" });
+    await page.setViewportSize({ width: 360, height: 800 });
+    await page.goto(`${base}/#/`);
+    await page.getByRole("heading", { level: 1 }).waitFor();
+    await page.screenshot({ path: join(shots, "overview-360px.png"), fullPage: true });
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
+    assert.equal(overflow, false, "no horizontal scrolling at 360 px");
+    await page.setViewportSize({ width: 1280, height: 900 });
+  });
+
+  await t.test("delete a budget", async () => {
+    await page.goto(`${base}/#/budgets/e2e-team`);
+    page.once("dialog", (d) => d.accept());
+    await page.getByRole("button", { name: "Delete" }).click();
+    await page.getByRole("heading", { name: "Overview" }).waitFor();
+    await page.getByTestId("budget-default").waitFor();
+    assert.equal(await page.getByTestId("budget-e2e-team").count(), 0);
+  });
+
+  assert.deepEqual(errors, [], "no errors in the page");
+});

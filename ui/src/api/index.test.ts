@@ -1,0 +1,53 @@
+import { describe, expect, test } from "vitest";
+import { ApiError, httpTransport, makeApi, tauriTransport } from "./index";
+
+function fakeFetch(status: number, body: unknown, seen: { url?: string; init?: RequestInit }) {
+  return (async (url: string, init?: RequestInit) => {
+    seen.url = url;
+    seen.init = init;
+    return new Response(body === null ? null : JSON.stringify(body), { status });
+  }) as unknown as typeof fetch;
+}
+
+describe("http transport", () => {
+  test("maps operations to REST calls", async () => {
+    const seen: { url?: string; init?: RequestInit } = {};
+    const api = makeApi(httpTransport("/agent-budget", fakeFetch(201, { id: 3, name: "team" }, seen)));
+    const b = await api.createBudget({ name: "team", max_dollars: "5" });
+    expect(b.name).toBe("team");
+    expect(seen.url).toBe("/agent-budget/api/budgets");
+    expect(seen.init?.method).toBe("POST");
+    expect(JSON.parse(String(seen.init?.body))).toEqual({ name: "team", max_dollars: "5" });
+    await api.usage("a b", 50, 100);
+    expect(seen.url).toBe("/agent-budget/api/budgets/a%20b/usage?limit=50&offset=100");
+  });
+  test("turns error bodies into typed errors naming the field", async () => {
+    const body = { type: "error", error: { type: "invalid_request_error", message: "field 'max_dollars' must be greater than 0" } };
+    const api = makeApi(httpTransport("", fakeFetch(400, body, {})));
+    const err = await api.createBudget({ name: "x", max_dollars: "0" }).catch((e) => e);
+    expect(err).toBeInstanceOf(ApiError);
+    expect([err.kind, err.status, err.field]).toEqual(["invalid_request_error", 400, "max_dollars"]);
+  });
+  test("DELETE's empty 204 is fine", async () => {
+    const api = makeApi(httpTransport("", fakeFetch(204, null, {})));
+    await expect(api.deleteBudget("x")).resolves.toBeNull();
+  });
+});
+
+describe("tauri transport", () => {
+  test("invokes one command per operation with its arguments", async () => {
+    const calls: [string, Record<string, unknown>][] = [];
+    const api = makeApi(tauriTransport(async (cmd, args) => {
+      calls.push([cmd, args]);
+      return cmd === "list_budgets" ? { items: [{ name: "default" }] } : null;
+    }));
+    expect((await api.budgets())[0].name).toBe("default");
+    await api.patchBudget("team", { period: "daily" });
+    expect(calls).toEqual([["list_budgets", {}], ["patch_budget", { id: "team", patch: { period: "daily" } }]]);
+  });
+  test("tagged command errors become ApiErrors", async () => {
+    const api = makeApi(tauriTransport(async () => { throw { type: "not_found_error", message: "budget 'x' does not exist" }; }));
+    const err = await api.budget("x").catch((e) => e);
+    expect([err.kind, err.message]).toEqual(["not_found_error", "budget 'x' does not exist"]);
+  });
+});

@@ -1,0 +1,136 @@
+// The one typed API of the dashboard, over two transports: HTTP (fetch, in a browser) and
+// Tauri commands (inside the desktop app). Pages call `api.*`; only transports know how.
+import type { AlertView } from "../bindings/AlertView";
+import type { BudgetDetail } from "../bindings/BudgetDetail";
+import type { BudgetPatch } from "../bindings/BudgetPatch";
+import type { BudgetView } from "../bindings/BudgetView";
+import type { Items } from "../bindings/Items";
+import type { NewBudget } from "../bindings/NewBudget";
+import type { PriceEntry } from "../bindings/PriceEntry";
+import type { PricingTable } from "../bindings/PricingTable";
+import type { Settings } from "../bindings/Settings";
+import type { SpendSeries } from "../bindings/SpendSeries";
+import type { Stats } from "../bindings/Stats";
+import type { UsagePage } from "../bindings/UsagePage";
+import type { WebhookTest } from "../bindings/WebhookTest";
+
+/** Every operation, with its arguments. Command names double as Tauri command names. */
+export type Op =
+  | { name: "list_budgets" }
+  | { name: "get_budget"; id: string }
+  | { name: "create_budget"; input: NewBudget }
+  | { name: "patch_budget"; id: string; patch: BudgetPatch }
+  | { name: "delete_budget"; id: string }
+  | { name: "usage"; id: string; limit: number; offset: number }
+  | { name: "alerts"; limit: number; budget?: string }
+  | { name: "pricing" }
+  | { name: "put_price"; entry: PriceEntry }
+  | { name: "stats" }
+  | { name: "spend"; days: number }
+  | { name: "settings" }
+  | { name: "test_webhook"; id: string };
+
+/** An error from either transport: `{ type, message }` plus the HTTP status where there is one. */
+export class ApiError extends Error {
+  constructor(public kind: string, message: string, public status = 0) {
+    super(message);
+  }
+  /** The field a validation message names (`field 'max_dollars' …`), for inline errors. */
+  get field(): string | null {
+    return /field '([a-z_.]+)/.exec(this.message)?.[1]?.split(".")[0] ?? null;
+  }
+}
+
+export interface Transport {
+  call<T>(op: Op): Promise<T>;
+}
+
+const enc = encodeURIComponent;
+
+/** Method, path and body of each operation on the REST API. */
+export function route(op: Op): [string, string, unknown?] {
+  switch (op.name) {
+    case "list_budgets": return ["GET", "/api/budgets"];
+    case "get_budget": return ["GET", `/api/budgets/${enc(op.id)}`];
+    case "create_budget": return ["POST", "/api/budgets", op.input];
+    case "patch_budget": return ["PATCH", `/api/budgets/${enc(op.id)}`, op.patch];
+    case "delete_budget": return ["DELETE", `/api/budgets/${enc(op.id)}`];
+    case "usage": return ["GET", `/api/budgets/${enc(op.id)}/usage?limit=${op.limit}&offset=${op.offset}`];
+    case "alerts": return ["GET", `/api/alerts?limit=${op.limit}${op.budget ? `&budget=${enc(op.budget)}` : ""}`];
+    case "pricing": return ["GET", "/api/pricing"];
+    case "put_price": return ["PUT", "/api/pricing", op.entry];
+    case "stats": return ["GET", "/api/stats"];
+    case "spend": return ["GET", `/api/spend?days=${op.days}`];
+    case "settings": return ["GET", "/api/settings"];
+    case "test_webhook": return ["POST", `/api/budgets/${enc(op.id)}/test-webhook`];
+  }
+}
+
+export function httpTransport(base: string, fetchFn: typeof fetch = fetch): Transport {
+  return {
+    async call<T>(op: Op): Promise<T> {
+      const [method, path, body] = route(op);
+      let r: Response;
+      try {
+        r = await fetchFn(base + path, {
+          method,
+          headers: body === undefined ? {} : { "content-type": "application/json" },
+          body: body === undefined ? undefined : JSON.stringify(body),
+        });
+      } catch (e) {
+        throw new ApiError("network_error", `agent-budget is not reachable (${String(e)})`);
+      }
+      const text = await r.text();
+      const json = text ? JSON.parse(text) : null;
+      if (!r.ok) throw new ApiError(json?.error?.type ?? "api_error", json?.error?.message ?? r.statusText, r.status);
+      return json as T;
+    },
+  };
+}
+
+/** Inside the desktop app: one Tauri command per operation; errors arrive as `{ type, message }`. */
+export function tauriTransport(invoke: (cmd: string, args: Record<string, unknown>) => Promise<unknown>): Transport {
+  return {
+    async call<T>(op: Op): Promise<T> {
+      const { name, ...args } = op;
+      try {
+        return (await invoke(name, args)) as T;
+      } catch (e) {
+        const err = e as { type?: string; message?: string };
+        throw new ApiError(err?.type ?? "api_error", err?.message ?? String(e));
+      }
+    },
+  };
+}
+
+export function makeApi(t: Transport) {
+  return {
+    budgets: () => t.call<Items<BudgetView>>({ name: "list_budgets" }).then((r) => r.items),
+    budget: (id: string) => t.call<BudgetDetail>({ name: "get_budget", id }),
+    createBudget: (input: NewBudget) => t.call<BudgetView>({ name: "create_budget", input }),
+    patchBudget: (id: string, patch: BudgetPatch) => t.call<BudgetView>({ name: "patch_budget", id, patch }),
+    deleteBudget: (id: string) => t.call<null>({ name: "delete_budget", id }),
+    usage: (id: string, limit: number, offset: number) => t.call<UsagePage>({ name: "usage", id, limit, offset }),
+    alerts: (limit = 50, budget?: string) => t.call<Items<AlertView>>({ name: "alerts", limit, budget }).then((r) => r.items),
+    pricing: () => t.call<PricingTable>({ name: "pricing" }),
+    putPrice: (entry: PriceEntry) => t.call<PriceEntry>({ name: "put_price", entry }),
+    stats: () => t.call<Stats>({ name: "stats" }),
+    spend: (days = 30) => t.call<SpendSeries>({ name: "spend", days }),
+    settings: () => t.call<Settings>({ name: "settings" }),
+    testWebhook: (id: string) => t.call<WebhookTest>({ name: "test_webhook", id }),
+  };
+}
+
+export type Api = ReturnType<typeof makeApi>;
+
+declare global {
+  interface Window {
+    __TAURI_INTERNALS__?: { invoke: (cmd: string, args: Record<string, unknown>) => Promise<unknown> };
+  }
+}
+
+/** The transport for where the page runs. */
+export function defaultApi(): Api {
+  const tauri = typeof window !== "undefined" ? window.__TAURI_INTERNALS__ : undefined;
+  return makeApi(tauri ? tauriTransport((c, a) => tauri.invoke(c, a)) : httpTransport("/agent-budget"));
+}

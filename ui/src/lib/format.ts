@@ -1,0 +1,51 @@
+// Money and time formatting, in one place. Money arrives as exact decimal strings and is
+// never turned into a binary float: rounding is done on the digits.
+
+const SCALE = 12n;
+
+/** Parses an exact decimal string ("24.9123", "-1.5", "25") into picodollars. */
+export function picos(s: string): bigint {
+  const neg = s.startsWith("-");
+  const [int, frac = ""] = (neg ? s.slice(1) : s).split(".");
+  const v = BigInt(int || "0") * 10n ** SCALE + BigInt((frac + "0".repeat(12)).slice(0, 12) || "0");
+  return neg ? -v : v;
+}
+
+/** Dollars for display: cents, rounded up like the server's messages, so spend is never
+ *  understated ("$24.92" for 24.911); amounts under a cent keep their significant digits
+ *  ("$0.0003"); null (no cap) is "—". */
+export function money(s: string | null | undefined): string {
+  if (s === null || s === undefined) return "—";
+  const v = picos(s);
+  const sign = v < 0n ? "-" : "";
+  const a = v < 0n ? -v : v;
+  const cent = 10n ** 10n;
+  if (a !== 0n && a < cent) {
+    const digits = (a + 10n ** SCALE).toString().slice(1).replace(/0+$/, "");
+    return `${sign}$0.${digits}`;
+  }
+  const cents = (a + cent - 1n) / cent;
+  const whole = (cents / 100n).toString().replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+  return `${sign}$${whole}.${(cents % 100n).toString().padStart(2, "0")}`;
+}
+
+/** Percent with at most one decimal ("79.9 %"). */
+export function percent(p: number): string {
+  return `${Math.round(p * 10) / 10} %`;
+}
+
+export function tokens(n: number): string {
+  return n.toLocaleString("en-US");
+}
+
+/** "2026-11-28T15:04:05+01:00" → "28 Nov 15:04". */
+export function when(rfc3339: string | null): string {
+  if (!rfc3339) return "—";
+  const d = new Date(rfc3339);
+  return d.toLocaleString("en-GB", { day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" });
+}
+
+/** A dollar amount for charts only (display, not accounting). */
+export function chartDollars(s: string): number {
+  return Number(picos(s)) / 1e12;
+}
