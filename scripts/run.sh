@@ -3,6 +3,6 @@
 # Extra arguments go to `agent-budget serve` (see --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh --no-browser
+./scripts/setup.sh --headless
 (cd ui && npx vite build --logLevel warn)
 exec cargo run --release --quiet --bin agent-budget -- serve "$@"

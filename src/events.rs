@@ -27,6 +27,7 @@ pub enum CoreEvent {
         budget: String,
         kind: AlertKind,
         threshold: Option<u8>,
+        message: String,
     },
     BudgetCreated {
         budget_id: i64,

@@ -1,6 +1,7 @@
 //! The dashboard's files, embedded in the binary and served under `/agent-budget/`.
-//! Hashed assets are cached for a year; everything else is revalidated. Unknown paths get
-//! `index.html`, so the single-page app can route them.
+//! Hashed assets are cached for a year; everything else is revalidated. The app routes with
+//! the URL fragment, so a path-style link (`/agent-budget/budgets/team`) is redirected to its
+//! fragment form (`/agent-budget/#/budgets/team`).
 
 use axum::extract::Path;
 use axum::http::{StatusCode, header};
@@ -61,5 +62,5 @@ pub async fn file(Path(path): Path<String>) -> Response {
         return crate::error::HttpError::not_found(format!("agent-budget: no file {path}"))
             .into_response();
     }
-    index().await
+    Redirect::to(&format!("/agent-budget/#/{path}")).into_response()
 }

@@ -183,6 +183,7 @@ pub fn publish(app: &Service, row: &UsageRow) {
             budget: a.budget.clone(),
             kind: a.kind,
             threshold: a.threshold,
+            message: a.message(),
         });
     }
     if !row.alerts.is_empty() {

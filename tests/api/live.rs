@@ -190,7 +190,7 @@ async fn the_dashboard_is_served_from_the_binary() {
     );
     // Hashed assets referenced by the page are served with a long cache lifetime.
     if let Some(asset) = page
-        .split("src=\"/agent-budget/")
+        .split("src=\"./")
         .nth(1)
         .and_then(|s| s.split('"').next())
     {

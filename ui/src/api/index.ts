@@ -129,8 +129,10 @@ declare global {
   }
 }
 
-/** The transport for where the page runs. */
+/** The transport for where the page runs: Tauri commands in the desktop app, else HTTP. */
 export function defaultApi(): Api {
-  const tauri = typeof window !== "undefined" ? window.__TAURI_INTERNALS__ : undefined;
-  return makeApi(tauri ? tauriTransport((c, a) => tauri.invoke(c, a)) : httpTransport("/agent-budget"));
+  const inTauri = typeof window !== "undefined" && !!window.__TAURI_INTERNALS__;
+  if (!inTauri) return makeApi(httpTransport("/agent-budget"));
+  const invoke = (c: string, a: Record<string, unknown>) => import("./tauri").then((t) => t.invoke(c, a));
+  return makeApi(tauriTransport(invoke));
 }

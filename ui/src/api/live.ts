@@ -6,8 +6,18 @@ export type LiveEvent = CoreEvent | { type: "lagged" };
 
 const KINDS = ["usage_recorded", "request_blocked", "alert_raised", "budget_created", "budget_changed", "budget_deleted", "pricing_changed", "lagged"];
 
-/** Subscribes to core events; returns the unsubscribe function. */
+/** Subscribes to core events (Tauri events in the app, SSE in a browser); returns the
+ *  unsubscribe function. */
 export function subscribe(onEvent: (e: LiveEvent) => void, url = "/agent-budget/api/events"): () => void {
+  if (typeof window !== "undefined" && window.__TAURI_INTERNALS__) {
+    let stop = () => {};
+    let stopped = false;
+    import("./tauri").then(({ onCoreEvent }) => onCoreEvent(onEvent)).then((s) => (stopped ? s() : (stop = s)));
+    return () => {
+      stopped = true;
+      stop();
+    };
+  }
   if (typeof EventSource === "undefined") return () => {};
   const source = new EventSource(url);
   for (const kind of KINDS) {

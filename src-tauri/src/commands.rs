@@ -1,0 +1,121 @@
+//! Typed Tauri commands: one per dashboard operation (`ui/src/api/index.ts` `Op`), each a thin
+//! call into the same service layer as the REST API. Errors arrive in the UI as `{type, message}`.
+
+use crate::Core;
+use agent_budget::budget::{BudgetPatch, NewBudget};
+use agent_budget::dto::{BudgetDetail, BudgetView, Items, Settings, SpendSeries, Stats, UsagePage};
+use agent_budget::error::HttpError;
+use agent_budget::pricing::{PriceEntry, PricingTable};
+use agent_budget::service::alerts::WebhookTest;
+use agent_budget::store::alerts::AlertView;
+use serde::Serialize;
+use tauri::State;
+use ts_rs::TS;
+
+/// A command's failure, tagged so the UI can branch on `type`.
+#[derive(Clone, Debug, Serialize, TS)]
+#[ts(export)]
+pub struct CommandError {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub message: String,
+}
+
+impl From<HttpError> for CommandError {
+    fn from(e: HttpError) -> CommandError {
+        CommandError {
+            kind: e.kind.to_string(),
+            message: e.message,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, CommandError>;
+
+#[tauri::command]
+pub async fn list_budgets(core: State<'_, Core>) -> Result<Items<BudgetView>> {
+    Ok(Items {
+        items: core.service()?.list_budgets(),
+    })
+}
+
+#[tauri::command]
+pub async fn get_budget(core: State<'_, Core>, id: String) -> Result<BudgetDetail> {
+    Ok(core.service()?.budget_detail(&id).await?)
+}
+
+#[tauri::command]
+pub async fn create_budget(core: State<'_, Core>, input: NewBudget) -> Result<BudgetView> {
+    Ok(core.service()?.create_budget(input).await?)
+}
+
+#[tauri::command]
+pub async fn patch_budget(
+    core: State<'_, Core>,
+    id: String,
+    patch: BudgetPatch,
+) -> Result<BudgetView> {
+    Ok(core.service()?.patch_budget(&id, patch).await?)
+}
+
+#[tauri::command]
+pub async fn delete_budget(core: State<'_, Core>, id: String) -> Result<()> {
+    Ok(core.service()?.delete_budget(&id).await?)
+}
+
+#[tauri::command]
+pub async fn usage(
+    core: State<'_, Core>,
+    id: String,
+    limit: u32,
+    offset: u64,
+) -> Result<UsagePage> {
+    Ok(core
+        .service()?
+        .usage_page(&id, Some(limit), Some(offset))
+        .await?)
+}
+
+#[tauri::command]
+pub async fn alerts(
+    core: State<'_, Core>,
+    limit: u32,
+    budget: Option<String>,
+) -> Result<Items<AlertView>> {
+    Ok(Items {
+        items: core
+            .service()?
+            .alerts(Some(limit), budget.as_deref())
+            .await?,
+    })
+}
+
+#[tauri::command]
+pub async fn pricing(core: State<'_, Core>) -> Result<PricingTable> {
+    Ok(core.service()?.pricing_table())
+}
+
+#[tauri::command]
+pub async fn put_price(core: State<'_, Core>, entry: PriceEntry) -> Result<PriceEntry> {
+    Ok(core.service()?.put_price(entry).await?)
+}
+
+#[tauri::command]
+pub async fn stats(core: State<'_, Core>) -> Result<Stats> {
+    Ok(core.service()?.stats().await?)
+}
+
+#[tauri::command]
+pub async fn spend(core: State<'_, Core>, days: u32) -> Result<SpendSeries> {
+    Ok(core.service()?.spend_series(days).await?)
+}
+
+#[tauri::command]
+pub async fn settings(core: State<'_, Core>) -> Result<Settings> {
+    Ok(core.service()?.settings(core.port()))
+}
+
+#[tauri::command]
+pub async fn test_webhook(core: State<'_, Core>, id: String) -> Result<WebhookTest> {
+    Ok(core.service()?.test_webhook(&id).await?)
+}

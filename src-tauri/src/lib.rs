@@ -1,0 +1,332 @@
+//! The desktop app: the headless core started inside Tauri, a tray that shows spend, native
+//! notifications for alerts, and the dashboard in a window over typed commands. Wiring only;
+//! the logic lives in the core and in the pure `tray` and `notify` modules.
+
+mod commands;
+pub mod notify;
+pub mod tray;
+
+use agent_budget::events::CoreEvent;
+use agent_budget::service::Service;
+use agent_budget::{RunningServer, Settings};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use tauri::image::Image;
+use tauri::menu::{CheckMenuItem, IsMenuItem, Menu, MenuItem, PredefinedMenuItem};
+use tauri::tray::TrayIconBuilder;
+use tauri::{AppHandle, Emitter, Manager, Wry};
+use tauri_plugin_autostart::ManagerExt as _;
+use tauri_plugin_clipboard_manager::ClipboardExt as _;
+use tray::{IconState, MenuId};
+
+/// The core as the app holds it: running, or why not.
+#[derive(Default)]
+pub struct Core {
+    service: Mutex<Option<Arc<Service>>>,
+    server: tokio::sync::Mutex<Option<RunningServer>>,
+    stopped: Mutex<Option<String>>,
+    port: AtomicU16,
+    muted: AtomicBool,
+    dirty: AtomicBool,
+}
+
+impl Core {
+    fn service(&self) -> Result<Arc<Service>, commands::CommandError> {
+        let s = self
+            .service
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        s.ok_or_else(|| commands::CommandError {
+            kind: "api_error".into(),
+            message: format!(
+                "the proxy is not running: {}",
+                self.stopped().unwrap_or_default()
+            ),
+        })
+    }
+    fn stopped(&self) -> Option<String> {
+        self.stopped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+    fn port(&self) -> u16 {
+        self.port.load(Ordering::Relaxed)
+    }
+}
+
+/// The server's settings from the same environment variables `agent-budget serve` reads.
+fn settings_from_env() -> Settings {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    Settings {
+        host: var("AGENT_BUDGET_HOST"),
+        port: var("AGENT_BUDGET_PORT")
+            .or_else(|| var("PORT"))
+            .and_then(|p| p.parse().ok()),
+        data_dir: var("AGENT_BUDGET_DATA_DIR").map(Into::into),
+        upstream: var("AGENT_BUDGET_UPSTREAM"),
+        admin_token: var("AGENT_BUDGET_ADMIN_TOKEN"),
+        time_zone: var("AGENT_BUDGET_TIME_ZONE"),
+        ..Settings::default()
+    }
+}
+
+fn icon(state: IconState) -> Option<Image<'static>> {
+    let bytes: &'static [u8] = match state {
+        IconState::Ok => include_bytes!("../../icons/tray-ok.png"),
+        IconState::Warning => include_bytes!("../../icons/tray-warning.png"),
+        IconState::Blocked => include_bytes!("../../icons/tray-blocked.png"),
+        IconState::Stopped => include_bytes!("../../icons/tray-stopped.png"),
+    };
+    Image::from_bytes(bytes).ok()
+}
+
+async fn snapshot(app: &AppHandle) -> tray::Snapshot {
+    let core = app.state::<Core>();
+    let autostart = app.autolaunch().is_enabled().unwrap_or(false);
+    let muted = core.muted.load(Ordering::Relaxed);
+    let service = core.service().ok();
+    let Some(service) = service else {
+        return tray::Snapshot {
+            stopped: Some(core.stopped().unwrap_or_default()),
+            today: Default::default(),
+            budgets: vec![],
+            muted,
+            autostart,
+        };
+    };
+    let today = service
+        .stats()
+        .await
+        .map(|s| s.today.dollars)
+        .unwrap_or_default();
+    let budgets = service
+        .list_budgets()
+        .into_iter()
+        .map(|b| tray::BudgetLine {
+            name: b.name,
+            spent: b.spent_dollars,
+            cap: b.max_dollars,
+            percent: b.percent_used,
+            blocked: b.blocked,
+        })
+        .collect();
+    tray::Snapshot {
+        stopped: None,
+        today,
+        budgets,
+        muted,
+        autostart,
+    }
+}
+
+fn menu(app: &AppHandle, view: &tray::TrayView) -> tauri::Result<Menu<Wry>> {
+    let mut items: Vec<Box<dyn IsMenuItem<Wry>>> = Vec::new();
+    for it in &view.items {
+        match it {
+            None => items.push(Box::new(PredefinedMenuItem::separator(app)?)),
+            Some(i) => match i.checked {
+                Some(c) => items.push(Box::new(CheckMenuItem::with_id(
+                    app,
+                    i.id.as_id(),
+                    &i.label,
+                    i.enabled,
+                    c,
+                    None::<&str>,
+                )?)),
+                None => items.push(Box::new(MenuItem::with_id(
+                    app,
+                    i.id.as_id(),
+                    &i.label,
+                    i.enabled,
+                    None::<&str>,
+                )?)),
+            },
+        }
+    }
+    let refs: Vec<&dyn IsMenuItem<Wry>> = items.iter().map(|b| b.as_ref()).collect();
+    Menu::with_items(app, &refs)
+}
+
+async fn refresh_tray(app: &AppHandle) {
+    let view = tray::tray_view(&snapshot(app).await);
+    let Some(tray) = app.tray_by_id("main") else {
+        return;
+    };
+    if let Ok(m) = menu(app, &view) {
+        let _ = tray.set_menu(Some(m));
+    }
+    let _ = tray.set_icon(icon(view.icon));
+    let _ = tray.set_tooltip(Some(&view.tooltip));
+}
+
+fn show_main(app: &AppHandle, hash: Option<&str>) {
+    if let Some(w) = app.get_webview_window("main") {
+        let _ = w.show();
+        let _ = w.unminimize();
+        let _ = w.set_focus();
+        if let Some(h) = hash {
+            let _ = w.eval(format!("location.hash = {}", serde_json::Value::from(h)));
+        }
+    }
+}
+
+fn on_menu(app: &AppHandle, id: &str) {
+    let core = app.state::<Core>();
+    match MenuId::parse(id) {
+        Some(MenuId::OpenDashboard) => show_main(app, None),
+        Some(MenuId::Budget(name)) => show_main(app, Some(&format!("#/budgets/{name}"))),
+        Some(MenuId::CopyUrl) => {
+            let url = format!("http://localhost:{}/agent-budget", core.port());
+            let _ = app.clipboard().write_text(url);
+        }
+        Some(MenuId::PauseNotifications) => {
+            core.muted.fetch_xor(true, Ordering::Relaxed);
+            core.dirty.store(true, Ordering::Relaxed);
+        }
+        Some(MenuId::LaunchAtLogin) => {
+            let a = app.autolaunch();
+            let _ = if a.is_enabled().unwrap_or(false) {
+                a.disable()
+            } else {
+                a.enable()
+            };
+            core.dirty.store(true, Ordering::Relaxed);
+        }
+        Some(MenuId::Quit) => {
+            let app = app.clone();
+            tauri::async_runtime::spawn(async move {
+                let server = app.state::<Core>().server.lock().await.take();
+                if let Some(s) = server {
+                    s.shutdown().await;
+                }
+                app.exit(0);
+            });
+        }
+        None => {}
+    }
+}
+
+/// Starts the core; on failure the app stays up, says why, and the tray shows it stopped.
+fn start_core(app: &AppHandle) {
+    let core = app.state::<Core>();
+    let bound = match settings_from_env().validate() {
+        Ok(config) => {
+            core.port.store(config.port, Ordering::Relaxed);
+            tauri::async_runtime::block_on(RunningServer::bind(config)).map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    match bound {
+        Ok(server) => {
+            core.port.store(server.port(), Ordering::Relaxed);
+            let service = server.service().clone();
+            *core.service.lock().unwrap_or_else(|p| p.into_inner()) = Some(service.clone());
+            *tauri::async_runtime::block_on(core.server.lock()) = Some(server);
+            forward_events(app.clone(), service);
+        }
+        Err(why) => {
+            tracing::error!(error = %why, "the proxy could not start");
+            notify::show("agent-budget: the proxy is not running", &why);
+            *core.stopped.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+        }
+    }
+}
+
+/// Core events → the webview (live updates), notifications, and a (coalesced) tray refresh.
+fn forward_events(app: AppHandle, service: Arc<Service>) {
+    let mut rx = service.events.subscribe();
+    tauri::async_runtime::spawn(async move {
+        loop {
+            let event: CoreEvent = match rx.recv().await {
+                Ok(e) => e,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return,
+            };
+            let _ = app.emit("core-event", &event);
+            let core = app.state::<Core>();
+            if let (Some((title, body)), false) =
+                (notify::text(&event), core.muted.load(Ordering::Relaxed))
+            {
+                notify::show(&title, &body);
+            }
+            core.dirty.store(true, Ordering::Relaxed);
+        }
+    });
+}
+
+pub fn run() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "agent_budget=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let app = tauri::Builder::default()
+        .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
+            show_main(app, None)
+        }))
+        .plugin(tauri_plugin_autostart::init(
+            tauri_plugin_autostart::MacosLauncher::LaunchAgent,
+            None,
+        ))
+        .plugin(tauri_plugin_clipboard_manager::init())
+        .manage(Core::default())
+        .invoke_handler(tauri::generate_handler![
+            commands::list_budgets,
+            commands::get_budget,
+            commands::create_budget,
+            commands::patch_budget,
+            commands::delete_budget,
+            commands::usage,
+            commands::alerts,
+            commands::pricing,
+            commands::put_price,
+            commands::stats,
+            commands::spend,
+            commands::settings,
+            commands::test_webhook,
+        ])
+        .setup(|app| {
+            let handle = app.handle().clone();
+            start_core(&handle);
+            let initial = tauri::async_runtime::block_on(snapshot(&handle));
+            let view = tray::tray_view(&initial);
+            let mut builder = TrayIconBuilder::with_id("main")
+                .tooltip(&view.tooltip)
+                .menu(&menu(&handle, &view)?)
+                .show_menu_on_left_click(true)
+                .on_menu_event(|app, e| on_menu(app, e.id().as_ref()));
+            if let Some(i) = icon(view.icon) {
+                builder = builder.icon(i);
+            }
+            builder.build(app)?;
+            // Redraw the tray at most twice a second, only when something changed.
+            tauri::async_runtime::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    if handle.state::<Core>().dirty.swap(false, Ordering::Relaxed) {
+                        refresh_tray(&handle).await;
+                    }
+                }
+            });
+            Ok(())
+        })
+        .on_window_event(|window, event| {
+            // Closing the window hides it; the proxy keeps running in the tray.
+            if let tauri::WindowEvent::CloseRequested { api, .. } = event {
+                api.prevent_close();
+                let _ = window.hide();
+            }
+        })
+        .build(tauri::generate_context!("../tauri.conf.json"));
+    match app {
+        Ok(app) => app.run(|_, _| {}),
+        Err(e) => {
+            eprintln!("agent-budget: error: the desktop app could not start: {e}");
+            std::process::exit(1);
+        }
+    }
+}

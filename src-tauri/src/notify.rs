@@ -1,0 +1,73 @@
+//! Desktop notifications: the text of each one, from one function, and sending it.
+
+use agent_budget::alerts::AlertKind;
+use agent_budget::events::CoreEvent;
+
+/// Title and body for an event worth a notification (alerts only).
+pub fn text(e: &CoreEvent) -> Option<(String, String)> {
+    let CoreEvent::AlertRaised {
+        budget,
+        kind,
+        threshold,
+        message,
+        ..
+    } = e
+    else {
+        return None;
+    };
+    let title = match kind {
+        AlertKind::Threshold => format!("Budget '{budget}' at {}%", threshold.unwrap_or(0)),
+        AlertKind::Blocked => format!("Budget '{budget}' blocked a request"),
+        AlertKind::UnpricedModel => "A model has no price".to_string(),
+        AlertKind::Test => return None,
+    };
+    Some((title, message.clone()))
+}
+
+/// Shows a notification; failures (no notification server) are logged, never fatal.
+pub fn show(title: &str, body: &str) {
+    let (title, body) = (title.to_string(), body.to_string());
+    std::thread::spawn(move || {
+        if let Err(e) = notify_rust::Notification::new()
+            .appname("agent-budget")
+            .summary(&title)
+            .body(&body)
+            .show()
+        {
+            tracing::warn!(error = %e, "could not show a desktop notification");
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(kind: AlertKind, threshold: Option<u8>) -> CoreEvent {
+        CoreEvent::AlertRaised {
+            budget_id: 1,
+            budget: "team".into(),
+            kind,
+            threshold,
+            message: "the message".into(),
+        }
+    }
+
+    #[test]
+    fn alerts_become_notifications_and_nothing_else_does() {
+        assert_eq!(
+            text(&alert(AlertKind::Threshold, Some(80))),
+            Some(("Budget 'team' at 80%".into(), "the message".into()))
+        );
+        assert_eq!(
+            text(&alert(AlertKind::Blocked, None)).map(|t| t.0),
+            Some("Budget 'team' blocked a request".into())
+        );
+        assert_eq!(
+            text(&alert(AlertKind::UnpricedModel, None)).map(|t| t.0),
+            Some("A model has no price".into())
+        );
+        assert_eq!(text(&alert(AlertKind::Test, None)), None);
+        assert_eq!(text(&CoreEvent::PricingChanged { model: "m".into() }), None);
+    }
+}

@@ -1,0 +1,252 @@
+//! The tray: a pure view of the core's state (`tray_view`), and the thin glue that turns it
+//! into Tauri's tray icon and menu.
+
+use agent_budget::money::Money;
+
+/// What the icon shows: the worst state of any budget, or that the proxy is not running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IconState {
+    Ok,
+    Warning,
+    Blocked,
+    Stopped,
+}
+
+/// Menu item ids, as an enum: never string matching in handlers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MenuId {
+    Budget(String),
+    OpenDashboard,
+    CopyUrl,
+    PauseNotifications,
+    LaunchAtLogin,
+    Quit,
+}
+
+impl MenuId {
+    pub fn as_id(&self) -> String {
+        match self {
+            MenuId::Budget(name) => format!("budget:{name}"),
+            MenuId::OpenDashboard => "open".into(),
+            MenuId::CopyUrl => "copy-url".into(),
+            MenuId::PauseNotifications => "pause".into(),
+            MenuId::LaunchAtLogin => "autostart".into(),
+            MenuId::Quit => "quit".into(),
+        }
+    }
+    pub fn parse(id: &str) -> Option<MenuId> {
+        Some(match id {
+            "open" => MenuId::OpenDashboard,
+            "copy-url" => MenuId::CopyUrl,
+            "pause" => MenuId::PauseNotifications,
+            "autostart" => MenuId::LaunchAtLogin,
+            "quit" => MenuId::Quit,
+            other => MenuId::Budget(other.strip_prefix("budget:")?.to_string()),
+        })
+    }
+}
+
+/// One budget as the tray needs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BudgetLine {
+    pub name: String,
+    pub spent: Money,
+    pub cap: Option<Money>,
+    pub percent: f64,
+    pub blocked: u64,
+}
+
+/// Everything the tray shows, gathered from the core.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    /// Why the proxy is not running, if it is not.
+    pub stopped: Option<String>,
+    pub today: Money,
+    pub budgets: Vec<BudgetLine>,
+    pub muted: bool,
+    pub autostart: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Item {
+    pub id: MenuId,
+    pub label: String,
+    pub enabled: bool,
+    /// Some for check items.
+    pub checked: Option<bool>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrayView {
+    pub icon: IconState,
+    pub tooltip: String,
+    /// Menu items in order; `None` is a separator.
+    pub items: Vec<Option<Item>>,
+}
+
+fn item(id: MenuId, label: impl Into<String>) -> Option<Item> {
+    Some(Item {
+        id,
+        label: label.into(),
+        enabled: true,
+        checked: None,
+    })
+}
+
+pub fn tray_view(s: &Snapshot) -> TrayView {
+    let icon = match &s.stopped {
+        Some(_) => IconState::Stopped,
+        None if s
+            .budgets
+            .iter()
+            .any(|b| b.blocked > 0 || b.percent >= 100.0) =>
+        {
+            IconState::Blocked
+        }
+        None if s.budgets.iter().any(|b| b.percent >= 80.0) => IconState::Warning,
+        None => IconState::Ok,
+    };
+    let tooltip = match &s.stopped {
+        Some(why) => format!("agent-budget: proxy not running — {why}"),
+        None => format!("agent-budget: {} spent today", s.today.display_cents()),
+    };
+    let mut items = Vec::new();
+    match &s.stopped {
+        Some(why) => items.push(Some(Item {
+            id: MenuId::OpenDashboard,
+            label: format!("Proxy not running: {why}"),
+            enabled: false,
+            checked: None,
+        })),
+        None => {
+            for b in &s.budgets {
+                let cap = b
+                    .cap
+                    .map(Money::display_cents)
+                    .unwrap_or_else(|| "no cap".into());
+                let label = format!(
+                    "{}  {} / {}  {}%",
+                    b.name,
+                    b.spent.display_cents(),
+                    cap,
+                    b.percent.floor()
+                );
+                items.push(item(MenuId::Budget(b.name.clone()), label));
+            }
+        }
+    }
+    items.push(None);
+    items.push(item(MenuId::OpenDashboard, "Open dashboard"));
+    items.push(item(MenuId::CopyUrl, "Copy proxy URL"));
+    items.push(Some(Item {
+        id: MenuId::PauseNotifications,
+        label: "Pause notifications".into(),
+        enabled: true,
+        checked: Some(s.muted),
+    }));
+    items.push(Some(Item {
+        id: MenuId::LaunchAtLogin,
+        label: "Launch at login".into(),
+        enabled: true,
+        checked: Some(s.autostart),
+    }));
+    items.push(None);
+    items.push(item(MenuId::Quit, "Quit agent-budget"));
+    TrayView {
+        icon,
+        tooltip,
+        items,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(name: &str, spent: &str, cap: Option<&str>, percent: f64, blocked: u64) -> BudgetLine {
+        BudgetLine {
+            name: name.into(),
+            spent: Money::parse(spent).unwrap(),
+            cap: cap.map(|c| Money::parse(c).unwrap()),
+            percent,
+            blocked,
+        }
+    }
+    fn snap(budgets: Vec<BudgetLine>) -> Snapshot {
+        Snapshot {
+            stopped: None,
+            today: Money::parse("3.5").unwrap(),
+            budgets,
+            muted: false,
+            autostart: true,
+        }
+    }
+
+    #[test]
+    fn the_icon_shows_the_worst_budget() {
+        let ok = snap(vec![line("a", "1", Some("10"), 10.0, 0)]);
+        assert_eq!(tray_view(&ok).icon, IconState::Ok);
+        let warn = snap(vec![
+            line("a", "1", Some("10"), 10.0, 0),
+            line("b", "8", Some("10"), 80.0, 0),
+        ]);
+        assert_eq!(tray_view(&warn).icon, IconState::Warning);
+        let blocked = snap(vec![line("a", "1", Some("10"), 10.0, 2)]);
+        assert_eq!(tray_view(&blocked).icon, IconState::Blocked);
+        let full = snap(vec![line("a", "10", Some("10"), 100.0, 0)]);
+        assert_eq!(tray_view(&full).icon, IconState::Blocked);
+        let stopped = Snapshot {
+            stopped: Some("port 4727 is in use".into()),
+            ..ok
+        };
+        let v = tray_view(&stopped);
+        assert_eq!(v.icon, IconState::Stopped);
+        assert!(v.tooltip.contains("not running") && v.tooltip.contains("4727"));
+        assert_eq!(v.items[0].as_ref().map(|i| i.enabled), Some(false));
+    }
+
+    #[test]
+    fn the_menu_lists_budgets_then_actions() {
+        let v = tray_view(&snap(vec![
+            line("team", "24.911", Some("25"), 99.6, 0),
+            line("default", "0", None, 0.0, 0),
+        ]));
+        assert_eq!(v.tooltip, "agent-budget: $3.50 spent today");
+        let labels: Vec<String> = v
+            .items
+            .iter()
+            .map(|i| i.as_ref().map(|i| i.label.clone()).unwrap_or_default())
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "team  $24.92 / $25.00  99%",
+                "default  $0.00 / no cap  0%",
+                "",
+                "Open dashboard",
+                "Copy proxy URL",
+                "Pause notifications",
+                "Launch at login",
+                "",
+                "Quit agent-budget"
+            ]
+        );
+        assert_eq!(v.items[6].as_ref().and_then(|i| i.checked), Some(true));
+        assert_eq!(v.items[5].as_ref().and_then(|i| i.checked), Some(false));
+    }
+
+    #[test]
+    fn menu_ids_round_trip() {
+        for id in [
+            MenuId::Budget("my-agents".into()),
+            MenuId::OpenDashboard,
+            MenuId::CopyUrl,
+            MenuId::PauseNotifications,
+            MenuId::LaunchAtLogin,
+            MenuId::Quit,
+        ] {
+            assert_eq!(MenuId::parse(&id.as_id()), Some(id));
+        }
+        assert_eq!(MenuId::parse("nonsense"), None);
+    }
+}
