@@ -1,0 +1,113 @@
+"""Drives the real desktop app's window through tauri-driver and WebKitWebDriver (W3C
+WebDriver over plain HTTP): create a budget in the window, watch spend update live as proxied
+requests arrive, close the window and check the proxy keeps answering.
+
+Usage: webdriver.py <app binary> <proxy base url> <notifications log>; the environment
+(DISPLAY, DBUS_SESSION_BUS_ADDRESS, AGENT_BUDGET_*) is the app's, via tauri-driver.
+"""
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+
+APP, API, NOTIFY = sys.argv[1], sys.argv[2], sys.argv[3]
+WD = os.environ.get("WEBDRIVER_URL", "http://127.0.0.1:4444")
+
+
+def call(method, url, body=None, headers=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json", **(headers or {})})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        text = r.read()
+        return json.loads(text) if text else None
+
+
+def until(what, fn, seconds=30):
+    deadline = time.time() + seconds
+    while True:
+        try:
+            v = fn()
+            if v:
+                return v
+        except Exception:  # the element may not exist yet
+            pass
+        if time.time() > deadline:
+            raise AssertionError(f"timed out waiting for: {what}")
+        time.sleep(0.2)
+
+
+caps = {"capabilities": {"alwaysMatch": {"browserName": "wry", "tauri:options": {"application": APP}}}}
+session = call("POST", f"{WD}/session", caps)["value"]["sessionId"]
+S = f"{WD}/session/{session}"
+ELEM = "element-6066-11e4-a52e-4f735466cecf"  # the W3C web element identifier
+
+
+def find(css):
+    return call("POST", f"{S}/element", {"using": "css selector", "value": css})["value"][ELEM]
+
+
+def text(css):
+    return call("GET", f"{S}/element/{find(css)}/text")["value"]
+
+
+def script(js):
+    return call("POST", f"{S}/execute/sync", {"script": js, "args": []})["value"]
+
+
+passed = failed = 0
+
+
+def check(name, fn):
+    global passed, failed
+    try:
+        fn()
+        passed += 1
+        print(f"ok - {name}")
+    except Exception as e:  # report and go on
+        failed += 1
+        print(f"not ok - {name}: {e}")
+
+
+def create_budget():
+    until("the overview", lambda: text("h1") == "Overview")
+    script("location.hash = '#/new'")
+    until("the form", lambda: text("h1") == "New budget")
+    # Each interaction is retried: the page may still be rendering when the driver first asks.
+    until("typing the name", lambda: call("POST", f"{S}/element/{find('input[name=name]')}/value", {"text": "window"}) or True)
+    until("typing the cap", lambda: call("POST", f"{S}/element/{find('input[name=max_dollars]')}/value", {"text": "1"}) or True)
+    until("submitting", lambda: call("POST", f"{S}/element/{find('button[type=submit]')}/click", {}) or True)
+    until("the new budget's page", lambda: text("h1") == "Budget window")
+    assert call("GET", f"{API}/api/budgets/window")["max_dollars"] == "1"
+
+
+def live_update():
+    script("location.hash = '#/'")
+    until("the budget card", lambda: "$0.00" in text("[data-testid=budget-window]"))
+    script("window.__marker = 'no reload'")
+    call("POST", f"{API}/v1/messages",
+         {"model": "claude-haiku-4-5", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]},
+         {"x-api-key": "sk-desk", "x-budget-id": "window", "x-mock": json.dumps({"usage": {"input_tokens": 0, "output_tokens": 120000}})})
+    until("the card to show the new spend", lambda: "$0.60" in text("[data-testid=budget-window]"))
+    assert script("return window.__marker") == "no reload"
+    until("the 50 % notification", lambda: "Budget 'window' at 50%" in open(NOTIFY).read())
+
+
+def close_keeps_proxy():
+    # What the window manager's close button does: ask the window to close (it hides instead).
+    script("window.__TAURI_INTERNALS__.invoke('plugin:window|close', {label: 'main'})")
+    time.sleep(1)
+    assert call("GET", f"{API}/health") == {"ok": True}
+    assert call("GET", f"{S}/title")["value"] == "agent-budget", "the app is still running"
+
+
+check("create a budget in the window", create_budget)
+check("spend and notifications update live as requests arrive", live_update)
+check("closing the window leaves the proxy running", close_keeps_proxy)
+try:
+    call("DELETE", S)
+except Exception:
+    pass
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
