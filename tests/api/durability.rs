@@ -35,8 +35,8 @@ fn serve(args: &[&str]) -> Proc {
     Proc { child, port }
 }
 
-#[tokio::test]
-async fn kill_9_loses_no_delivered_response_and_restart_restores_spend() {
+/// A mock upstream, a data directory, and the `serve` arguments that use them.
+async fn fixture() -> (mock_upstream::Mock, tempfile::TempDir, Vec<String>) {
     let mock = mock_upstream::start(0).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let args = [
@@ -46,10 +46,22 @@ async fn kill_9_loses_no_delivered_response_and_restart_restores_spend() {
         dir.path().to_str().unwrap(),
         "--upstream",
         &mock.url(),
-    ];
+    ]
+    .map(String::from)
+    .to_vec();
+    (mock, dir, args)
+}
+
+fn url(port: u16, path: &str) -> String {
+    format!("http://127.0.0.1:{port}/agent-budget{path}")
+}
+
+#[tokio::test]
+async fn kill_9_loses_no_delivered_response_and_restart_restores_spend() {
+    let (_mock, _dir, args) = fixture().await;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut p = serve(&args);
     let client = reqwest::Client::new();
-    let url = |port: u16, path: &str| format!("http://127.0.0.1:{port}/agent-budget{path}");
     let created = client
         .post(url(p.port, "/api/budgets"))
         .json(&json!({"name": "team", "max_dollars": "100"}))
@@ -200,19 +212,10 @@ async fn start_up_failures_are_one_clear_line_and_a_non_zero_exit() {
 #[tokio::test]
 async fn sigterm_lets_an_open_stream_finish_and_commits_it() {
     use futures_util::StreamExt;
-    let mock = mock_upstream::start(0).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let args = [
-        "--port",
-        "0",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--upstream",
-        &mock.url(),
-    ];
+    let (_mock, _dir, args) = fixture().await;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut p = serve(&args);
     let client = reqwest::Client::new();
-    let url = |port: u16, path: &str| format!("http://127.0.0.1:{port}/agent-budget{path}");
     let mut b = body("claude-sonnet-4-6", 100);
     b["stream"] = json!(true);
     let script = json!({"chunk_delay_ms": 100, "usage": {"input_tokens": 10, "output_tokens": 20}, "text": "a b c d e f g h"});
@@ -267,20 +270,11 @@ async fn sigterm_lets_an_open_stream_finish_and_commits_it() {
 #[tokio::test]
 async fn an_alert_raised_before_kill_9_is_delivered_exactly_once_after_restart() {
     use crate::receiver::{self, Mode};
-    let mock = mock_upstream::start(0).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let args = [
-        "--port",
-        "0",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--upstream",
-        &mock.url(),
-    ];
+    let (_mock, _dir, args) = fixture().await;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let hook_port = receiver::free_port();
     let mut p = serve(&args);
     let client = reqwest::Client::new();
-    let url = |port: u16, path: &str| format!("http://127.0.0.1:{port}/agent-budget{path}");
     let spec = json!({"name": "team", "max_dollars": "1", "webhook_url": format!("http://127.0.0.1:{hook_port}/hook")});
     client
         .post(url(p.port, "/api/budgets"))
