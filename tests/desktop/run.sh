@@ -22,6 +22,10 @@ wait_for() { # seconds, command...
 }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# tauri-driver (prebuilt, from npm); `npm install` because npm's lock file omits the other
+# platforms' optional packages, which makes `npm ci` refuse it.
+(cd "$root/tests/desktop" && { [ -x node_modules/.bin/tauri-driver ] || npm install --no-audit --no-fund --silent; })
+
 export RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}" CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}"
 export HOME="$T/home" XDG_RUNTIME_DIR="$T/run" NO_AT_BRIDGE=1
 mkdir -p "$HOME" "$XDG_RUNTIME_DIR"; chmod 700 "$XDG_RUNTIME_DIR"
@@ -92,7 +96,7 @@ DBUS_SESSION_BUS_ADDRESS="$wbus" dunst >/dev/null 2>&1 & pids+=($!)
 wport="$(free_port)"; dport="$(free_port)"
 DBUS_SESSION_BUS_ADDRESS="$wbus" AGENT_BUDGET_PORT="$wport" AGENT_BUDGET_DATA_DIR="$T/wd-data" \
   AGENT_BUDGET_UPSTREAM="http://127.0.0.1:$mock_port" \
-  "$root/ui/node_modules/.bin/tauri-driver" --port "$dport" --native-driver /usr/bin/WebKitWebDriver >"$T/driver.log" 2>&1 & pids+=($!)
+  "$root/tests/desktop/node_modules/.bin/tauri-driver" --port "$dport" --native-driver /usr/bin/WebKitWebDriver >"$T/driver.log" 2>&1 & pids+=($!)
 driver_up() { curl -sf "http://127.0.0.1:$dport/status" >/dev/null; }
 check "tauri-driver is up" wait_for 20 driver_up
 if WEBDRIVER_URL="http://127.0.0.1:$dport" python3 "$root/tests/desktop/webdriver.py" "$target/agent-budget-desktop" \
