@@ -9,7 +9,7 @@ use agent_budget::pricing::{PriceEntry, PricingTable};
 use agent_budget::service::alerts::WebhookTest;
 use agent_budget::store::alerts::AlertView;
 use serde::Serialize;
-use tauri::State;
+use tauri::{AppHandle, Manager, State};
 use ts_rs::TS;
 
 /// A command's failure, tagged so the UI can branch on `type`.
@@ -118,4 +118,56 @@ pub async fn settings(core: State<'_, Core>) -> Result<Settings> {
 #[tauri::command]
 pub async fn test_webhook(core: State<'_, Core>, id: String) -> Result<WebhookTest> {
     Ok(core.service()?.test_webhook(&id).await?)
+}
+
+/// The desktop app's own state, for its settings page.
+#[derive(Clone, Debug, Serialize, TS)]
+#[ts(export)]
+pub struct DesktopStatus {
+    pub running: bool,
+    /// Why the proxy is not running, if it is not.
+    pub error: Option<String>,
+    pub port: u16,
+    pub autostart: bool,
+    pub notifications_muted: bool,
+}
+
+#[tauri::command]
+pub async fn desktop_status(app: AppHandle) -> Result<DesktopStatus> {
+    Ok(crate::status(&app))
+}
+
+/// Starts the proxy on `port` after it failed to start (e.g. the port was taken).
+#[tauri::command]
+pub async fn restart_proxy(app: AppHandle, port: u16) -> Result<DesktopStatus> {
+    if app.state::<Core>().service().is_ok() {
+        return Err(CommandError {
+            kind: "invalid_request_error".into(),
+            message: "the proxy is already running".into(),
+        });
+    }
+    crate::start_core(&app, Some(port)).await;
+    let s = crate::status(&app);
+    match &s.error {
+        Some(why) => Err(CommandError {
+            kind: "api_error".into(),
+            message: why.clone(),
+        }),
+        None => Ok(s),
+    }
+}
+
+#[tauri::command]
+pub async fn set_autostart(app: AppHandle, enabled: bool) -> Result<DesktopStatus> {
+    crate::set_autostart(&app, enabled).map_err(|message| CommandError {
+        kind: "api_error".into(),
+        message,
+    })?;
+    Ok(crate::status(&app))
+}
+
+#[tauri::command]
+pub async fn set_notifications_muted(app: AppHandle, muted: bool) -> Result<DesktopStatus> {
+    app.state::<Core>().set_muted(muted);
+    Ok(crate::status(&app))
 }

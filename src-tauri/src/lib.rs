@@ -54,6 +54,38 @@ impl Core {
     fn port(&self) -> u16 {
         self.port.load(Ordering::Relaxed)
     }
+    fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+    fn set_muted(&self, muted: bool) {
+        self.muted.store(muted, Ordering::Relaxed);
+        self.mark_dirty();
+    }
+}
+
+/// Turns launch at login on or off.
+fn set_autostart(app: &AppHandle, enabled: bool) -> Result<(), String> {
+    // The autostart plugin writes ~/.config/autostart/<app>.desktop but does not create the
+    // folder, which a fresh profile lacks.
+    if let (true, Some(dir)) = (enabled && cfg!(target_os = "linux"), dirs::config_dir()) {
+        let _ = std::fs::create_dir_all(dir.join("autostart"));
+    }
+    let a = app.autolaunch();
+    let done = if enabled { a.enable() } else { a.disable() };
+    done.map_err(|e| format!("could not change launch at login: {e}"))?;
+    app.state::<Core>().mark_dirty();
+    Ok(())
+}
+
+fn status(app: &AppHandle) -> commands::DesktopStatus {
+    let core = app.state::<Core>();
+    commands::DesktopStatus {
+        running: core.service().is_ok(),
+        error: core.stopped(),
+        port: core.port(),
+        autostart: app.autolaunch().is_enabled().unwrap_or(false),
+        notifications_muted: core.muted.load(Ordering::Relaxed),
+    }
 }
 
 /// The server's settings from the same environment variables `agent-budget serve` reads.
@@ -182,8 +214,7 @@ fn on_menu(app: &AppHandle, id: &str) {
             let _ = app.clipboard().write_text(url);
         }
         Some(MenuId::PauseNotifications) => {
-            core.muted.fetch_xor(true, Ordering::Relaxed);
-            core.dirty.store(true, Ordering::Relaxed);
+            core.set_muted(!core.muted.load(Ordering::Relaxed));
         }
         Some(MenuId::LaunchAtLogin) => {
             let a = app.autolaunch();
@@ -208,13 +239,18 @@ fn on_menu(app: &AppHandle, id: &str) {
     }
 }
 
-/// Starts the core; on failure the app stays up, says why, and the tray shows it stopped.
-fn start_core(app: &AppHandle) {
+/// Starts the core (on `port` if given); on failure the app stays up, says why, and the tray
+/// shows the proxy stopped.
+async fn start_core(app: &AppHandle, port: Option<u16>) {
     let core = app.state::<Core>();
-    let bound = match settings_from_env().validate() {
+    let mut settings = settings_from_env();
+    if port.is_some() {
+        settings.port = port;
+    }
+    let bound = match settings.validate() {
         Ok(config) => {
             core.port.store(config.port, Ordering::Relaxed);
-            tauri::async_runtime::block_on(RunningServer::bind(config)).map_err(|e| e.to_string())
+            RunningServer::bind(config).await.map_err(|e| e.to_string())
         }
         Err(e) => Err(e.to_string()),
     };
@@ -223,7 +259,8 @@ fn start_core(app: &AppHandle) {
             core.port.store(server.port(), Ordering::Relaxed);
             let service = server.service().clone();
             *core.service.lock().unwrap_or_else(|p| p.into_inner()) = Some(service.clone());
-            *tauri::async_runtime::block_on(core.server.lock()) = Some(server);
+            *core.server.lock().await = Some(server);
+            *core.stopped.lock().unwrap_or_else(|p| p.into_inner()) = None;
             forward_events(app.clone(), service);
         }
         Err(why) => {
@@ -232,6 +269,7 @@ fn start_core(app: &AppHandle) {
             *core.stopped.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
         }
     }
+    core.mark_dirty();
 }
 
 /// Core events → the webview (live updates), notifications, and a (coalesced) tray refresh.
@@ -251,7 +289,7 @@ fn forward_events(app: AppHandle, service: Arc<Service>) {
             {
                 notify::show(&title, &body);
             }
-            core.dirty.store(true, Ordering::Relaxed);
+            core.mark_dirty();
         }
     });
 }
@@ -288,10 +326,14 @@ pub fn run() {
             commands::spend,
             commands::settings,
             commands::test_webhook,
+            commands::desktop_status,
+            commands::restart_proxy,
+            commands::set_autostart,
+            commands::set_notifications_muted,
         ])
         .setup(|app| {
             let handle = app.handle().clone();
-            start_core(&handle);
+            tauri::async_runtime::block_on(start_core(&handle, None));
             let initial = tauri::async_runtime::block_on(snapshot(&handle));
             let view = tray::tray_view(&initial);
             let mut builder = TrayIconBuilder::with_id("main")

@@ -93,14 +93,15 @@ out="$(dbus-daemon --session --fork --print-address=1 --print-pid=1)"
 wbus="$(sed -n 1p <<<"$out")"; pids+=("$(sed -n 2p <<<"$out")")
 DBUS_SESSION_BUS_ADDRESS="$wbus" dbus-monitor "interface='org.freedesktop.Notifications'" >"$T/wd.notify" 2>/dev/null & pids+=($!)
 DBUS_SESSION_BUS_ADDRESS="$wbus" dunst >/dev/null 2>&1 & pids+=($!)
-wport="$(free_port)"; dport="$(free_port)"
-DBUS_SESSION_BUS_ADDRESS="$wbus" AGENT_BUDGET_PORT="$wport" AGENT_BUDGET_DATA_DIR="$T/wd-data" \
+wport="$(free_port)"; dport="$(free_port)"; nport="$(free_port)"
+# It starts on the taken port, so the run begins by picking another one in its settings page.
+DBUS_SESSION_BUS_ADDRESS="$wbus" AGENT_BUDGET_PORT="$taken" AGENT_BUDGET_DATA_DIR="$T/wd-data" \
   AGENT_BUDGET_UPSTREAM="http://127.0.0.1:$mock_port" \
-  "$root/tests/desktop/node_modules/.bin/tauri-driver" --port "$dport" --native-driver /usr/bin/WebKitWebDriver >"$T/driver.log" 2>&1 & pids+=($!)
+  "$root/tests/desktop/node_modules/.bin/tauri-driver" --port "$dport" --native-port "$nport" --native-driver /usr/bin/WebKitWebDriver >"$T/driver.log" 2>&1 & pids+=($!)
 driver_up() { curl -sf "http://127.0.0.1:$dport/status" >/dev/null; }
 check "tauri-driver is up" wait_for 20 driver_up
 if WEBDRIVER_URL="http://127.0.0.1:$dport" python3 "$root/tests/desktop/webdriver.py" "$target/agent-budget-desktop" \
-    "http://127.0.0.1:$wport/agent-budget" "$T/wd.notify" >"$T/wd.out" 2>&1; then wd=0; else wd=1; fi
+    "$wport" "$T/wd.notify" >"$T/wd.out" 2>&1; then wd=0; else wd=1; fi
 cat "$T/wd.out"; cp "$T/driver.log" /tmp/driver.log
 passed=$((passed + $(grep -c '^ok - ' "$T/wd.out" || true)))
 failed=$((failed + $(grep -c '^not ok - ' "$T/wd.out" || true)))

@@ -2,7 +2,10 @@
 WebDriver over plain HTTP): create a budget in the window, watch spend update live as proxied
 requests arrive, close the window and check the proxy keeps answering.
 
-Usage: webdriver.py <app binary> <proxy base url> <notifications log>; the environment
+The app starts on a port that is already taken: the run first starts its proxy on <port> from
+the settings page.
+
+Usage: webdriver.py <app binary> <port> <notifications log>; the environment
 (DISPLAY, DBUS_SESSION_BUS_ADDRESS, AGENT_BUDGET_*) is the app's, via tauri-driver.
 """
 import json
@@ -12,7 +15,8 @@ import time
 import urllib.error
 import urllib.request
 
-APP, API, NOTIFY = sys.argv[1], sys.argv[2], sys.argv[3]
+APP, PORT, NOTIFY = sys.argv[1], sys.argv[2], sys.argv[3]
+API = f"http://127.0.0.1:{PORT}/agent-budget"
 WD = os.environ.get("WEBDRIVER_URL", "http://127.0.0.1:4444")
 
 
@@ -53,7 +57,8 @@ def text(css):
 
 
 def script(js):
-    return call("POST", f"{S}/execute/sync", {"script": js, "args": []})["value"]
+    # Scripts here are idempotent; retried because the driver answers 500 while a page settles.
+    return until(f"script {js[:30]}", lambda: [call("POST", f"{S}/execute/sync", {"script": js, "args": []})["value"]])[0]
 
 
 passed = failed = 0
@@ -70,7 +75,28 @@ def check(name, fn):
         print(f"not ok - {name}: {e}")
 
 
+def retry_on_another_port():
+    script("location.hash = '#/settings'")
+    until("the settings page to say why the proxy is not running", lambda: "already in use" in text("[role=alert]"))
+    until("clearing the port", lambda: call("POST", f"{S}/element/{find('input[name=port]')}/clear", {}) or True)
+    until("typing the port", lambda: call("POST", f"{S}/element/{find('input[name=port]')}/value", {"text": PORT}) or True)
+    until("starting the proxy", lambda: call("POST", f"{S}/element/{find('button[type=submit]')}/click", {}) or True)
+    until("the proxy on the new port", lambda: call("GET", f"{API}/health") == {"ok": True})
+    until("the settings page to say it runs", lambda: f"running on port {PORT}" in text("section"))
+
+
+def launch_at_login():
+    import glob
+    script("location.hash = '#/settings'")
+    assert not glob.glob(os.path.expanduser("~/.config/autostart/*.desktop"))
+    until("ticking the box", lambda: call("POST", f"{S}/element/{find('section input[type=checkbox]')}/click", {}) or True)
+    until("the autostart entry", lambda: glob.glob(os.path.expanduser("~/.config/autostart/*.desktop")))
+    until("unticking the box", lambda: call("POST", f"{S}/element/{find('section input[type=checkbox]')}/click", {}) or True)
+    until("the entry to go", lambda: not glob.glob(os.path.expanduser("~/.config/autostart/*.desktop")))
+
+
 def create_budget():
+    script("location.hash = '#/'")
     until("the overview", lambda: text("h1") == "Overview")
     script("location.hash = '#/new'")
     until("the form", lambda: text("h1") == "New budget")
@@ -102,6 +128,8 @@ def close_keeps_proxy():
     assert call("GET", f"{S}/title")["value"] == "agent-budget", "the app is still running"
 
 
+check("a taken port: start the proxy on another one from the settings page", retry_on_another_port)
+check("launch at login from the settings page writes and removes the autostart entry", launch_at_login)
 check("create a budget in the window", create_budget)
 check("spend and notifications update live as requests arrive", live_update)
 check("closing the window leaves the proxy running", close_keeps_proxy)

@@ -4,6 +4,7 @@ import type { AlertView } from "../bindings/AlertView";
 import type { BudgetDetail } from "../bindings/BudgetDetail";
 import type { BudgetPatch } from "../bindings/BudgetPatch";
 import type { BudgetView } from "../bindings/BudgetView";
+import type { DesktopStatus } from "../bindings/DesktopStatus";
 import type { Items } from "../bindings/Items";
 import type { NewBudget } from "../bindings/NewBudget";
 import type { PriceEntry } from "../bindings/PriceEntry";
@@ -127,6 +128,19 @@ declare global {
   interface Window {
     __TAURI_INTERNALS__?: { invoke: (cmd: string, args: Record<string, unknown>) => Promise<unknown> };
   }
+}
+
+/** The desktop app's own settings (proxy start, launch at login, notifications); null in a browser. */
+export function desktopApi() {
+  if (typeof window === "undefined" || !window.__TAURI_INTERNALS__) return null;
+  const t = tauriTransport((c, a) => import("./tauri").then((m) => m.invoke(c, a)));
+  const call = (name: string, args: Record<string, unknown> = {}) => t.call<DesktopStatus>({ name, ...args } as unknown as Op);
+  return {
+    status: () => call("desktop_status"),
+    restartProxy: (port: number) => call("restart_proxy", { port }),
+    setAutostart: (enabled: boolean) => call("set_autostart", { enabled }),
+    setNotificationsMuted: (muted: boolean) => call("set_notifications_muted", { muted }),
+  };
 }
 
 /** The transport for where the page runs: Tauri commands in the desktop app, else HTTP. */
