@@ -197,7 +197,6 @@ impl Slot {
         a.reserved = a.reserved - r.cost;
         a.reserved_tokens = a.reserved_tokens.saturating_sub(r.tokens);
         a.roll(now, self.zone);
-        let before = a.current.dollars;
         a.days.entry(self.zone.day(now)).or_default().add(actual);
         a.current.add(actual);
         // Decided under the lock: of concurrent settlements, exactly one reaches each threshold.
@@ -218,12 +217,7 @@ impl Slot {
             a.first(Some(*t));
         }
         let status = (!reached.is_empty()).then(|| a.status());
-        Settled {
-            before,
-            after: a.current.dollars,
-            reached,
-            status,
-        }
+        Settled { reached, status }
     }
 }
 
@@ -238,12 +232,10 @@ pub struct Reservation {
     remaining: Option<Money>,
 }
 
-/// The budget's spend just before and just after a settlement, and the alert thresholds it
-/// reached first (with the budget's status then, when there are any).
+/// The alert thresholds a settlement reached first, with the budget's status then (when
+/// there are any).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settled {
-    pub before: Money,
-    pub after: Money,
     pub reached: Vec<u8>,
     pub status: Option<Status>,
 }
@@ -268,8 +260,6 @@ impl Reservation {
         match self.slot.take() {
             Some(slot) => slot.settle(&self, actual, now),
             None => Settled {
-                before: Money::ZERO,
-                after: Money::ZERO,
                 reached: Vec::new(),
                 status: None,
             },

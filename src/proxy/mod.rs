@@ -145,7 +145,7 @@ async fn enforce(
                     upstream_request_id: None,
                     alerts,
                 };
-                settle::publish(&app, &row);
+                settle::publish(&app, budget_name, &row);
                 let _ = app.store.writer.record(row).await;
                 return Err(admission::blocked(&refusal, now, &app));
             }
@@ -164,6 +164,7 @@ async fn enforce(
         app: app.clone(),
         book: book.clone(),
         budget_id,
+        budget: budget_name,
         model: parsed.model,
         stream: parsed.stream,
         started,

@@ -49,6 +49,8 @@ pub struct Settlement {
     pub app: Arc<Service>,
     pub book: Arc<PriceBook>,
     pub budget_id: i64,
+    /// The budget's name, for the events this request publishes.
+    pub budget: String,
     pub model: String,
     pub stream: bool,
     pub started: Instant,
@@ -140,10 +142,10 @@ impl Settlement {
     }
 
     /// Settles and queues the record; the receiver says when it is committed.
-    pub fn finish(self, outcome: Outcome) -> oneshot::Receiver<bool> {
-        let app = self.app.clone();
+    pub fn finish(mut self, outcome: Outcome) -> oneshot::Receiver<bool> {
+        let (app, budget) = (self.app.clone(), std::mem::take(&mut self.budget));
         let row = self.row(outcome);
-        publish(&app, &row);
+        publish(&app, budget, &row);
         app.store.writer.record(row)
     }
 
@@ -155,24 +157,18 @@ impl Settlement {
     }
 }
 
-/// Tells listeners what a usage record says, and wakes webhook delivery if it raised alerts.
-pub fn publish(app: &Service, row: &UsageRow) {
-    let budget = || {
-        app.ledger
-            .find(&row.budget_id.to_string())
-            .map(|s| s.name())
-            .unwrap_or_default()
-    };
-    let name = budget();
+/// Tells listeners what a usage record says (under the budget's `name`, known to the caller,
+/// so the hot path looks nothing up), and wakes webhook delivery if it raised alerts.
+pub fn publish(app: &Service, name: String, row: &UsageRow) {
     if row.status == UsageStatus::Blocked {
         app.events.emit(CoreEvent::RequestBlocked {
             budget_id: row.budget_id,
-            budget: name.clone(),
+            budget: name,
         });
     } else {
         app.events.emit(CoreEvent::UsageRecorded {
             budget_id: row.budget_id,
-            budget: name.clone(),
+            budget: name,
             status: row.status,
             cost_dollars: row.cost,
         });
@@ -326,10 +322,10 @@ impl Drop for Relay {
     fn drop(&mut self) {
         if self.settlement.is_some() {
             let outcome = self.partial(UsageStatus::ClientAborted);
-            if let Some(s) = self.settlement.take() {
-                let app = s.app.clone();
+            if let Some(mut s) = self.settlement.take() {
+                let (app, budget) = (s.app.clone(), std::mem::take(&mut s.budget));
                 let row = s.row(outcome);
-                publish(&app, &row);
+                publish(&app, budget, &row);
                 app.store.writer.record_detached(row);
             }
         }
