@@ -151,6 +151,11 @@ impl RunningServer {
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         let served = tokio::spawn(async move {
+            use axum::serve::ListenerExt;
+            // Each SSE event goes out as written, not held back waiting for an ACK (Nagle).
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let serve =
                 axum::serve(listener, router).with_graceful_shutdown(stopped.cancelled_owned());
             if let Err(e) = serve.await {

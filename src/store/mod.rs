@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod budgets;
+mod checkpoint;
 pub mod pricing;
 pub mod stats;
 pub mod usage;
@@ -113,7 +114,8 @@ impl Store {
         let mut conn = Connection::open(&path).map_err(|e| classify(&path, e))?;
         configure(&conn).map_err(|e| classify(&path, e))?;
         migrate(&path, &mut conn)?;
-        let (writer, handle) = writer::start(conn);
+        let checkpointer = checkpoint::Checkpointer::start(&path, &conn);
+        let (writer, handle) = writer::start(conn, checkpointer);
         Ok((
             Store {
                 path,

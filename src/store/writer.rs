@@ -2,6 +2,7 @@
 //! queued up in one transaction, then tells each waiter its change is durable.
 
 use super::StoreError;
+use super::checkpoint::Checkpointer;
 use super::usage::{self, UsageRow};
 use rusqlite::{Connection, Transaction};
 use tokio::sync::{mpsc, oneshot};
@@ -36,11 +37,11 @@ impl Handle {
     }
 }
 
-pub(super) fn start(conn: Connection) -> (Writer, Handle) {
+pub(super) fn start(conn: Connection, checkpointer: Checkpointer) -> (Writer, Handle) {
     let (tx, rx) = mpsc::unbounded_channel();
     let thread = std::thread::Builder::new()
         .name("agent-budget-writer".into())
-        .spawn(move || run(conn, rx))
+        .spawn(move || run(conn, rx, checkpointer))
         .ok();
     (Writer { tx }, Handle(thread))
 }
@@ -62,7 +63,7 @@ fn next(rx: &mut mpsc::UnboundedReceiver<Message>) -> Option<Message> {
     rx.blocking_recv()
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Message>) {
+fn run(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Message>, checkpointer: Checkpointer) {
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(first) = next(&mut rx) {
         batch.push(first);
@@ -72,11 +73,15 @@ fn run(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Message>) {
                 Err(_) => break,
             }
         }
-        commit(&mut conn, &mut batch);
+        if commit(&mut conn, &mut batch) {
+            checkpointer.wal_grew();
+            checkpointer.restart_if_due(&conn);
+        }
     }
 }
 
-fn commit(conn: &mut Connection, batch: &mut Vec<Message>) {
+/// Commits the batch and answers its waiters; returns whether it committed.
+fn commit(conn: &mut Connection, batch: &mut Vec<Message>) -> bool {
     let mut acks: Vec<oneshot::Sender<bool>> = Vec::new();
     let mut dones: Vec<Done> = Vec::new();
     let committed = match conn.transaction() {
@@ -112,6 +117,7 @@ fn commit(conn: &mut Connection, batch: &mut Vec<Message>) {
     for d in dones {
         d(committed);
     }
+    committed
 }
 
 /// Runs one job inside a savepoint so its failure rolls back only its own changes.
