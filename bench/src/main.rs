@@ -35,6 +35,18 @@ fn ms(us: f64) -> String {
     format!("{:.3}", us / 1000.0)
 }
 
+/// One row of the latency table: direct, through the proxy, and the difference.
+fn latency_row(load: &str, d: Percentiles, p: Percentiles, errors: usize) -> String {
+    let a = added(p, d);
+    let three = |x: Percentiles| format!("{} / {} / {}", ms(x.p50), ms(x.p90), ms(x.p99));
+    format!(
+        "| {load} | {} | {} | {} | {errors} |",
+        three(d),
+        three(p),
+        three(a)
+    )
+}
+
 struct Report {
     text: String,
     targets: Vec<(String, String, bool)>,
@@ -110,29 +122,34 @@ async fn main() -> Result<()> {
     load::sequential(&client, &proxied, 300).await;
     let d = load::sequential(&client, &direct, plan.sequential).await;
     let p = load::sequential(&client, &proxied, plan.sequential).await;
-    let a = added(p, d);
-    r.line(format!(
-        "| concurrency 1 | {} / {} / {} | {} / {} / {} | {} / {} / {} | 0 |",
-        ms(d.p50),
-        ms(d.p90),
-        ms(d.p99),
-        ms(p.p50),
-        ms(p.p90),
-        ms(p.p99),
-        ms(a.p50),
-        ms(a.p90),
-        ms(a.p99)
+    r.line(latency_row("concurrency 1", d, p, 0));
+    // Reference: the same hop for a free endpoint (no admission, no accounting), which shows
+    // how much of the overhead is plain forwarding.
+    let (dc, pc) = (
+        direct.replace("/messages", "/messages/count_tokens"),
+        proxied.replace("/messages", "/messages/count_tokens"),
+    );
+    load::sequential(&client, &pc, 300).await;
+    let d = load::sequential(&client, &dc, plan.sequential).await;
+    let p = load::sequential(&client, &pc, plan.sequential).await;
+    r.line(latency_row(
+        "concurrency 1, forwarding only (`count_tokens`: not admitted, not recorded)",
+        d,
+        p,
+        0,
     ));
     for rate in [500u32, 2000, 5000] {
         let d = load::at_rate(&client, &direct, rate, plan.secs).await;
         let p = load::at_rate(&client, &proxied, rate, plan.secs).await;
         let a = added(p.latency, d.latency);
-        r.line(format!(
-            "| {rate} req/s (achieved {:.0} / {:.0}) | {} / {} / {} | {} / {} / {} | {} / {} / {} | {} |",
-            d.achieved_rps, p.achieved_rps,
-            ms(d.latency.p50), ms(d.latency.p90), ms(d.latency.p99),
-            ms(p.latency.p50), ms(p.latency.p90), ms(p.latency.p99),
-            ms(a.p50), ms(a.p90), ms(a.p99), p.errors
+        r.line(latency_row(
+            &format!(
+                "{rate} req/s (achieved {:.0} / {:.0})",
+                d.achieved_rps, p.achieved_rps
+            ),
+            d.latency,
+            p.latency,
+            p.errors,
         ));
         if rate == 2000 {
             r.target(

@@ -246,7 +246,11 @@ impl Exchange {
             r
         };
         if status.is_success() && is_event_stream(resp.headers()) {
-            let relay = Relay::new(resp.bytes_stream().boxed(), s);
+            // Wait for the first event so the headers leave with it in one write: the client
+            // then wakes once for both, as it does talking to the API directly.
+            let mut upstream = resp.bytes_stream();
+            let first = upstream.next().await;
+            let relay = Relay::new(futures_util::stream::iter(first).chain(upstream).boxed(), s);
             // If the client is gone, the response (and the relay) drop here and settle as aborted.
             let _ = tx.send(build(Body::from_stream(relay)));
             return;
