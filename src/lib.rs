@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod money;
 pub mod pricing;
 pub mod proxy;
+pub mod runtime;
 pub mod server;
 pub mod service;
 pub mod store;

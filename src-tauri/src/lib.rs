@@ -302,6 +302,13 @@ pub fn run() {
         )
         .with_writer(std::io::stderr)
         .try_init();
+    // The core's runtime, sized as for `serve` (agent_budget::runtime). It lives until the
+    // process exits; if it cannot be built, Tauri's default runtime is used.
+    let runtime = agent_budget::runtime::build();
+    match &runtime {
+        Ok(rt) => tauri::async_runtime::set(rt.handle().clone()),
+        Err(e) => tracing::warn!(error = %e, "using Tauri's default async runtime"),
+    }
     let app = tauri::Builder::default()
         .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
             show_main(app, None)
