@@ -8,6 +8,11 @@ use serde::Deserialize;
 /// Envelope bytes of a `content_block_delta` data line that are not generated text.
 const DELTA_ENVELOPE: u64 = 70;
 
+/// The longest line, and event data, the tap keeps. Real events are a few KB; longer lines
+/// still pass through to the client untouched but are not read, so the tap's memory stays
+/// bounded whatever the upstream sends.
+pub const LINE_LIMIT: usize = 1 << 20;
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 enum Kind {
     #[default]
@@ -73,6 +78,8 @@ struct ErrorEvent {
 #[derive(Debug, Default)]
 pub struct Tap {
     partial: Vec<u8>,
+    /// Inside a line longer than `LINE_LIMIT`, skipped up to its end.
+    overlong: bool,
     kind: Kind,
     data: Vec<u8>,
     /// Usage as of the latest event.
@@ -93,8 +100,14 @@ impl Tap {
         let mut rest = chunk;
         while let Some(nl) = memchr::memchr(b'\n', rest) {
             let (line, tail) = (&rest[..nl], &rest[nl + 1..]);
-            if self.partial.is_empty() {
+            if self.overlong {
+                self.skip(line.len());
+                self.overlong = false;
+            } else if self.partial.is_empty() {
                 self.line(line);
+            } else if self.partial.len() + line.len() > LINE_LIMIT {
+                self.skip(self.partial.len() + line.len());
+                self.partial = Vec::new();
             } else {
                 let mut whole = std::mem::take(&mut self.partial);
                 whole.extend_from_slice(line);
@@ -104,8 +117,28 @@ impl Tap {
             }
             rest = tail;
         }
-        self.partial.extend_from_slice(rest);
+        if self.overlong {
+            self.skip(rest.len());
+        } else if self.partial.len() + rest.len() > LINE_LIMIT {
+            self.skip(self.partial.len() + rest.len());
+            self.partial = Vec::new();
+            self.overlong = true;
+        } else {
+            self.partial.extend_from_slice(rest);
+        }
         self.stopped && !was_stopped
+    }
+
+    /// Passes over `n` bytes of an overlong line; if it is generated text, counts it.
+    fn skip(&mut self, n: usize) {
+        if self.kind == Kind::ContentDelta {
+            self.content_bytes += n as u64;
+        }
+    }
+
+    /// Bytes held for lines and events not yet complete (at most `2 * LINE_LIMIT`).
+    pub fn buffered(&self) -> usize {
+        self.partial.capacity() + self.data.capacity()
     }
 
     fn line(&mut self, line: &[u8]) {
@@ -126,6 +159,10 @@ impl Tap {
             b"data" => {
                 if self.kind == Kind::ContentDelta {
                     self.content_bytes += (value.len() as u64).saturating_sub(DELTA_ENVELOPE);
+                } else if self.data.len() + value.len() >= LINE_LIMIT {
+                    // Too big to be an event we read: drop it.
+                    self.data = Vec::new();
+                    self.kind = Kind::Other;
                 } else if self.kind.wants_data() {
                     if !self.data.is_empty() {
                         self.data.push(b'\n');
