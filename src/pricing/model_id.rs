@@ -2,7 +2,20 @@
 //! table is keyed by (`anthropic.claude-sonnet-4-5-20250929-v1:0` → `claude-sonnet-4-5`).
 
 /// Returns the family id for a model id as sent by a client or echoed by the API.
+/// Idempotent: a normalised id (the price table's key) normalises to itself.
 pub fn normalise(id: &str) -> String {
+    let mut s = strip(id);
+    loop {
+        let next = strip(&s);
+        if next == s {
+            return s;
+        }
+        s = next;
+    }
+}
+
+/// One pass of the rules below; each pass only shortens the id.
+fn strip(id: &str) -> String {
     let mut s = id.trim().to_ascii_lowercase();
     // Bedrock cross-region inference profiles: `us.anthropic.…`, `global.anthropic.…`.
     if let Some(pos) = s.find("anthropic.") {
@@ -39,6 +52,20 @@ pub fn normalise(id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::normalise;
+
+    #[test]
+    fn normalising_twice_changes_nothing() {
+        // Found by tests/properties: single passes left `::` as `:` and `x-v1-v2` as `x-v1`.
+        for id in [
+            "::",
+            "x-v1-v2",
+            "anthropic.anthropic.claude-opus-4-1",
+            "a-20250101-20250102",
+        ] {
+            let once = normalise(id);
+            assert_eq!(normalise(&once), once, "{id}");
+        }
+    }
 
     #[test]
     fn resolves_every_platform_spelling_to_its_family() {
