@@ -20,6 +20,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     pub retention_days: u32,
     pub require_budget: bool,
+    /// Forward requests even while usage records cannot be saved (docs/RELIABILITY.md).
+    pub fail_open: bool,
     /// Host names accepted in the `Host` header besides loopback ones.
     pub allowed_hosts: Vec<String>,
     pub upstream_timeout: Duration,
@@ -71,6 +73,7 @@ pub struct Settings {
     pub admin_token: Option<String>,
     pub retention_days: Option<u32>,
     pub require_budget: bool,
+    pub fail_open: bool,
     pub allowed_hosts: Vec<String>,
     pub upstream_timeout_secs: Option<u64>,
     pub time_zone: Option<String>,
@@ -142,6 +145,7 @@ impl Settings {
             admin_token,
             retention_days,
             require_budget: self.require_budget,
+            fail_open: self.fail_open,
             allowed_hosts: self
                 .allowed_hosts
                 .into_iter()

@@ -50,6 +50,10 @@ struct Serve {
     /// Refuse /v1/messages requests that name no budget.
     #[arg(long, env = "AGENT_BUDGET_REQUIRE_BUDGET")]
     require_budget: bool,
+    /// Keep forwarding requests while usage records cannot be saved to the database
+    /// (by default such requests are refused with 503 until saving works again).
+    #[arg(long, env = "AGENT_BUDGET_FAIL_OPEN")]
+    fail_open: bool,
     /// Extra host name accepted in the Host header (repeatable).
     #[arg(
         long = "allowed-host",
@@ -104,6 +108,7 @@ fn main() -> ExitCode {
         admin_token: args.admin_token,
         retention_days: args.retention_days,
         require_budget: args.require_budget,
+        fail_open: args.fail_open,
         allowed_hosts: args.allowed_hosts,
         upstream_timeout_secs: args.upstream_timeout,
         time_zone: args.time_zone,

@@ -100,6 +100,7 @@ fn settings_from_env() -> Settings {
         upstream: var("AGENT_BUDGET_UPSTREAM"),
         admin_token: var("AGENT_BUDGET_ADMIN_TOKEN"),
         time_zone: var("AGENT_BUDGET_TIME_ZONE"),
+        fail_open: var("AGENT_BUDGET_FAIL_OPEN").is_some_and(|v| v == "true" || v == "1"),
         ..Settings::default()
     }
 }

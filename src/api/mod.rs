@@ -15,7 +15,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
@@ -35,8 +35,16 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, HttpError> {
     })
 }
 
-pub async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "ok": true }))
+/// `GET /health`: 200 `{"ok":true}`, or 503 with the reason while usage cannot be saved.
+pub async fn health(State(app): App) -> Response {
+    match app.store.health.failure() {
+        None => Json(serde_json::json!({ "ok": true })).into_response(),
+        Some(f) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "ok": false, "database": f })),
+        )
+            .into_response(),
+    }
 }
 
 pub async fn list_budgets(State(app): App) -> Json<Items<BudgetView>> {

@@ -107,6 +107,17 @@ async fn enforce(
         }
         None => DEFAULT_BUDGET.to_string(),
     };
+    if let Some(failure) = app.store.health.failure() {
+        if !app.config.fail_open {
+            return Err(HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                format!(
+                    "agent-budget: usage records cannot be saved to the database ({failure}); requests are refused until they can, so that none goes unaccounted. Free disk space or fix the data directory's permissions, or start with --fail-open to forward anyway"
+                ),
+            ));
+        }
+    }
     let slot = app
         .ledger
         .find(&key)

@@ -99,12 +99,33 @@ fn migrate(path: &Path, conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Whether usage records are being saved: set by the writer after each commit of usage.
+#[derive(Default)]
+pub struct Health {
+    failing: Mutex<Option<String>>,
+}
+
+impl Health {
+    fn set(&self, failure: Option<String>) {
+        *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = failure;
+    }
+
+    /// Why the last commit failed, while records are waiting to be saved.
+    pub fn failure(&self) -> Option<String> {
+        self.failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
 /// The database: a writer for all changes, readers for queries.
 #[derive(Clone)]
 pub struct Store {
     path: PathBuf,
     readers: Arc<Mutex<Vec<Connection>>>,
     pub writer: Writer,
+    pub health: Arc<Health>,
 }
 
 impl Store {
@@ -115,12 +136,14 @@ impl Store {
         configure(&conn).map_err(|e| classify(&path, e))?;
         migrate(&path, &mut conn)?;
         let checkpointer = checkpoint::Checkpointer::start(&path, &conn);
-        let (writer, handle) = writer::start(conn, checkpointer);
+        let health = Arc::new(Health::default());
+        let (writer, handle) = writer::start(conn, checkpointer, health.clone());
         Ok((
             Store {
                 path,
                 readers: Arc::new(Mutex::new(Vec::new())),
                 writer,
+                health,
             },
             handle,
         ))

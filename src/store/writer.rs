@@ -1,10 +1,11 @@
 //! The single writer: a thread that owns the write connection and commits whatever has
 //! queued up in one transaction, then tells each waiter its change is durable.
 
-use super::StoreError;
 use super::checkpoint::Checkpointer;
 use super::usage::{self, UsageRow};
+use super::{Health, StoreError};
 use rusqlite::{Connection, Transaction};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// Called after the batch's commit with whether it committed.
@@ -37,11 +38,15 @@ impl Handle {
     }
 }
 
-pub(super) fn start(conn: Connection, checkpointer: Checkpointer) -> (Writer, Handle) {
+pub(super) fn start(
+    conn: Connection,
+    checkpointer: Checkpointer,
+    health: Arc<Health>,
+) -> (Writer, Handle) {
     let (tx, rx) = mpsc::unbounded_channel();
     let thread = std::thread::Builder::new()
         .name("agent-budget-writer".into())
-        .spawn(move || run(conn, rx, checkpointer))
+        .spawn(move || run(conn, rx, checkpointer, health))
         .ok();
     (Writer { tx }, Handle(thread))
 }
@@ -63,61 +68,157 @@ fn next(rx: &mut mpsc::UnboundedReceiver<Message>) -> Option<Message> {
     rx.blocking_recv()
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Message>, checkpointer: Checkpointer) {
+/// How long the writer waits between attempts while the database is failing.
+const RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Most failed usage records kept for another attempt (about 30 MB); the oldest go first.
+const MAX_PENDING: usize = 100_000;
+
+fn run(
+    mut conn: Connection,
+    mut rx: mpsc::UnboundedReceiver<Message>,
+    checkpointer: Checkpointer,
+    health: Arc<Health>,
+) {
     let mut batch = Vec::with_capacity(BATCH);
-    while let Some(first) = next(&mut rx) {
-        batch.push(first);
+    // Usage records whose commit failed. The ledger already counts them, so they are written
+    // again until they are in: dropping them would make the database disagree with the ledger.
+    let mut pending: Vec<UsageRow> = Vec::new();
+    loop {
+        let closed = if pending.is_empty() {
+            match next(&mut rx) {
+                Some(m) => {
+                    batch.push(m);
+                    false
+                }
+                None => true,
+            }
+        } else {
+            // Failing: back off, then try again with whatever has come in.
+            std::thread::sleep(RETRY);
+            matches!(
+                rx.try_recv().map(|m| batch.push(m)),
+                Err(mpsc::error::TryRecvError::Disconnected)
+            )
+        };
+        if closed && pending.is_empty() {
+            return;
+        }
         while batch.len() < BATCH {
             match rx.try_recv() {
                 Ok(m) => batch.push(m),
                 Err(_) => break,
             }
         }
-        if commit(&mut conn, &mut batch) {
-            checkpointer.wal_grew();
-            checkpointer.restart_if_due(&conn);
+        match commit(&mut conn, &mut batch, &mut pending) {
+            Ok(()) => {
+                health.set(None);
+                checkpointer.wal_grew();
+                checkpointer.restart_if_due(&conn);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, pending = pending.len(), "could not commit usage records; will retry");
+                if pending.len() > MAX_PENDING {
+                    let dropped = pending.len() - MAX_PENDING;
+                    pending.drain(..dropped);
+                    tracing::error!(
+                        dropped,
+                        "usage records dropped: the database has been failing too long"
+                    );
+                }
+                health.set(Some(e.to_string()));
+                if closed {
+                    tracing::error!(
+                        lost = pending.len(),
+                        "shutting down with usage records that could not be saved"
+                    );
+                    return;
+                }
+            }
         }
     }
 }
 
-/// Commits the batch and answers its waiters; returns whether it committed.
-fn commit(conn: &mut Connection, batch: &mut Vec<Message>) -> bool {
+/// Whether an error is the database's (disk full, read-only, locked, I/O) rather than this
+/// record's: then the whole batch is kept for another attempt.
+fn is_storage_failure(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode as C;
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            C::DiskFull
+                | C::ReadOnly
+                | C::DatabaseBusy
+                | C::DatabaseLocked
+                | C::SystemIoFailure
+                | C::CannotOpen
+                | C::OutOfMemory
+        )
+    )
+}
+
+/// Commits the pending records and the batch, and answers the batch's waiters. On failure
+/// the batch's usage records join `pending`.
+fn commit(
+    conn: &mut Connection,
+    batch: &mut Vec<Message>,
+    pending: &mut Vec<UsageRow>,
+) -> Result<(), rusqlite::Error> {
     let mut acks: Vec<oneshot::Sender<bool>> = Vec::new();
     let mut dones: Vec<Done> = Vec::new();
-    let committed = match conn.transaction() {
-        Ok(tx) => {
-            for m in batch.drain(..) {
-                match m {
-                    Message::Usage(row, ack) => {
-                        if let Err(e) = usage::insert(&tx, &row) {
-                            tracing::error!(error = %e, "could not store a usage record");
-                        }
-                        acks.extend(ack);
-                    }
-                    Message::Run(job) => dones.push(isolated(&tx, job)),
-                }
+    let mut rows = Vec::new();
+    let result = (|| {
+        let tx = conn.transaction()?;
+        let mut failure = None;
+        let insert = |row: &UsageRow, failure: &mut Option<rusqlite::Error>| {
+            if failure.is_some() {
+                return;
             }
-            match tx.commit() {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::error!(error = %e, "could not commit to the database");
-                    false
+            match usage::insert(&tx, row) {
+                Err(e) if is_storage_failure(&e) => *failure = Some(e),
+                Err(e) => tracing::error!(error = %e, "could not store a usage record"),
+                Ok(()) => {}
+            }
+        };
+        for row in pending.iter() {
+            insert(row, &mut failure);
+        }
+        for m in batch.drain(..) {
+            match m {
+                Message::Usage(row, ack) => {
+                    acks.extend(ack);
+                    insert(&row, &mut failure);
+                    rows.push(row);
                 }
+                // After a failure the job still runs, and is told it was not saved.
+                Message::Run(job) => dones.push(isolated(&tx, job)),
             }
         }
-        Err(e) => {
-            tracing::error!(error = %e, "could not start a database transaction");
-            batch.clear();
-            false
+        match failure {
+            Some(e) => Err(e), // dropping `tx` rolls back
+            None => tx.commit(),
         }
-    };
+    })();
+    let committed = result.is_ok();
+    if committed {
+        pending.clear();
+    } else {
+        // If the transaction could not even begin, the batch is still here.
+        for m in batch.drain(..) {
+            if let Message::Usage(row, ack) = m {
+                acks.extend(ack);
+                rows.push(row);
+            }
+        }
+        pending.append(&mut rows);
+    }
     for a in acks {
         let _ = a.send(committed);
     }
     for d in dones {
         d(committed);
     }
-    committed
+    result
 }
 
 /// Runs one job inside a savepoint so its failure rolls back only its own changes.

@@ -5,6 +5,7 @@ mod admission;
 mod alerts;
 mod budgets;
 mod durability;
+mod faults;
 mod guards;
 mod helpers;
 mod live;

@@ -1,0 +1,125 @@
+//! When the database cannot be written: requests already forwarded are answered and their
+//! records kept and written later; new requests are refused (fail closed) until saving works
+//! again, unless the user chose `--fail-open`. Nothing is lost either way.
+
+use crate::helpers::*;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+
+/// Another process holding the database's write lock until it is dropped.
+struct Lock(Child);
+
+impl Lock {
+    fn take(db: &std::path::Path) -> Lock {
+        let mut child = Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3, sys\n\
+                 c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+                 c.execute('BEGIN EXCLUSIVE')\n\
+                 print('locked', flush=True)\n\
+                 sys.stdin.read()",
+            ])
+            .arg(db)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+        Lock(child)
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = self.0.stdin.take().map(|mut s| s.flush());
+        let _ = self.0.wait();
+    }
+}
+
+async fn health(app: &TestApp) -> (u16, Value) {
+    let r = app.client.get(app.url("/health")).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn spent(app: &TestApp) -> String {
+    app.budget("default").await["spent_dollars"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_locked_database_fails_closed_and_loses_no_record() {
+    let app = spawn_app().await;
+    let db = app.dir.path().join("agent-budget.db");
+    let lock = Lock::take(&db);
+
+    // Forwarded before anyone knew: answered once its commit gave up (busy timeout, 5 s).
+    let a = app.send(None, &body("claude-sonnet-4-6", 100), None).await;
+    assert_eq!(a.status(), 200);
+    app.eventually("health reports the failure", || async {
+        health(&app).await.0 == 503
+    })
+    .await;
+    let (_, h) = health(&app).await;
+    assert!(h["database"].as_str().unwrap().contains("locked"), "{h}");
+
+    // Now refused before reaching the upstream, with a reason and the way out.
+    let b = app.send(None, &body("claude-sonnet-4-6", 100), None).await;
+    assert_eq!(b.status(), 503);
+    let err: Value = b.json().await.unwrap();
+    assert_eq!(err["error"]["type"], "api_error");
+    let msg = err["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("cannot be saved") && msg.contains("--fail-open"),
+        "{msg}"
+    );
+    assert_eq!(app.mock.state.messages(), 1);
+
+    drop(lock);
+    app.eventually("saving works again", || async {
+        health(&app).await.0 == 200
+    })
+    .await;
+    let c = app.send(None, &body("claude-sonnet-4-6", 100), None).await;
+    assert_eq!(c.status(), 200);
+    // The record of A was kept and written once the lock was gone.
+    let usage = app.usage("default").await;
+    assert_eq!(usage.len(), 2, "{usage:?}");
+    assert!(usage.iter().all(|u| u["status"] == "ok"));
+    let total: f64 = usage.len() as f64
+        * usage[0]["cost_dollars"]
+            .as_str()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap();
+    assert_eq!(spent(&app).await.parse::<f64>().unwrap(), total);
+}
+
+#[tokio::test]
+async fn with_fail_open_requests_keep_flowing_and_are_saved_later() {
+    let app = spawn_with(|s| s.fail_open = true).await;
+    let db = app.dir.path().join("agent-budget.db");
+    let lock = Lock::take(&db);
+    let a = app.send(None, &body("claude-sonnet-4-6", 100), None).await;
+    assert_eq!(a.status(), 200);
+    app.eventually("health reports the failure", || async {
+        health(&app).await.0 == 503
+    })
+    .await;
+    let b = app.send(None, &body("claude-sonnet-4-6", 100), None).await;
+    assert_eq!(b.status(), 200);
+    assert_eq!(app.mock.state.messages(), 2);
+    drop(lock);
+    app.eventually("saving works again", || async {
+        health(&app).await.0 == 200
+    })
+    .await;
+    assert_eq!(app.usage("default").await.len(), 2);
+}
