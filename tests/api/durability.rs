@@ -6,15 +6,20 @@ use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-struct Proc {
-    child: Child,
-    port: u16,
+pub struct Proc {
+    pub child: Child,
+    pub port: u16,
 }
 
 fn serve(args: &[&str]) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_agent-budget"))
-        .arg("serve")
-        .args(args)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent-budget"));
+    cmd.arg("serve").args(args);
+    serve_with(cmd)
+}
+
+/// Starts a command that ends up running `agent-budget serve` and waits until it is ready.
+pub fn serve_with(mut cmd: Command) -> Proc {
+    let mut child = cmd
         .env("RUST_LOG", "agent_budget=info")
         .env_remove("PORT")
         .stderr(Stdio::piped())
@@ -36,7 +41,7 @@ fn serve(args: &[&str]) -> Proc {
 }
 
 /// A mock upstream, a data directory, and the `serve` arguments that use them.
-async fn fixture() -> (mock_upstream::Mock, tempfile::TempDir, Vec<String>) {
+pub async fn fixture() -> (mock_upstream::Mock, tempfile::TempDir, Vec<String>) {
     let mock = mock_upstream::start(0).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let args = [
@@ -52,7 +57,7 @@ async fn fixture() -> (mock_upstream::Mock, tempfile::TempDir, Vec<String>) {
     (mock, dir, args)
 }
 
-fn url(port: u16, path: &str) -> String {
+pub fn url(port: u16, path: &str) -> String {
     format!("http://127.0.0.1:{port}/agent-budget{path}")
 }
 

@@ -123,3 +123,116 @@ async fn with_fail_open_requests_keep_flowing_and_are_saved_later() {
     .await;
     assert_eq!(app.usage("default").await.len(), 2);
 }
+
+/// Polls for a file another process creates (bounded).
+async fn appears(path: &std::path::Path) {
+    for _ in 0..500 {
+        if path.exists() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{} never appeared", path.display());
+}
+
+/// The real binary on a 1 MB file system of its own (tmpfs in a private mount namespace),
+/// which a helper fills up and later frees on cue.
+#[tokio::test]
+async fn a_full_disk_fails_closed_and_loses_no_record() {
+    use crate::durability::{fixture, serve_with, url};
+    let (mock, dir, args) = fixture().await;
+    let cues = tempfile::tempdir().unwrap();
+    let script = r#"set -e
+D=$1; T=$2; shift 2
+mount -t tmpfs -o size=1m tmpfs "$D"
+(
+  while [ ! -e "$T/fill" ]; do sleep 0.02; done
+  dd if=/dev/zero of="$D/filler" bs=4k 2>/dev/null || true
+  touch "$T/filled"
+  while [ ! -e "$T/free" ]; do sleep 0.02; done
+  rm -f "$D/filler"
+  touch "$T/freed"
+) &
+exec "$@""#;
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--user",
+        "--map-root-user",
+        "--mount",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ])
+    .arg(dir.path())
+    .arg(cues.path())
+    .arg(env!("CARGO_BIN_EXE_agent-budget"))
+    .arg("serve")
+    .args(&args);
+    let mut p = serve_with(cmd);
+    let client = reqwest::Client::new();
+    let send = || {
+        client
+            .post(url(p.port, "/v1/messages"))
+            .header("x-api-key", "sk-test")
+            .json(&body("claude-sonnet-4-6", 100))
+            .send()
+    };
+    let mut answered = 0;
+    for _ in 0..5 {
+        assert_eq!(send().await.unwrap().status(), 200);
+        answered += 1;
+    }
+
+    std::fs::write(cues.path().join("fill"), "").unwrap();
+    appears(&cues.path().join("filled")).await;
+    // The WAL reuses its space for a while; it must grow (and fail) within a few hundred.
+    let mut refused = None;
+    for _ in 0..3000 {
+        let r = send().await.unwrap();
+        match r.status().as_u16() {
+            200 => answered += 1,
+            503 => {
+                refused = Some(r.json::<Value>().await.unwrap());
+                break;
+            }
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    let refused = refused.expect("the full disk was never noticed");
+    let msg = refused["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("full") || msg.contains("disk"), "{msg}");
+    assert_eq!(
+        mock.state.messages(),
+        answered,
+        "a refused request reached the upstream"
+    );
+
+    std::fs::write(cues.path().join("free"), "").unwrap();
+    appears(&cues.path().join("freed")).await;
+    let mut healthy = false;
+    for _ in 0..500 {
+        let h = client.get(url(p.port, "/health")).send().await.unwrap();
+        if h.status() == 200 {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(healthy, "saving never resumed after space was freed");
+    assert_eq!(send().await.unwrap().status(), 200);
+    answered += 1;
+
+    // Every answered request has its record, and the totals agree.
+    let page: Value = client
+        .get(url(p.port, "/api/budgets/default/usage?limit=1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["total"], answered, "{page}");
+    let _ = p.child.kill();
+    let _ = p.child.wait();
+}
