@@ -223,9 +223,13 @@ impl Relay {
     fn partial(&mut self, status: UsageStatus) -> Outcome {
         let out = self.tap.estimated_output();
         match self.tap.usage.take() {
-            None if out == 0 => Outcome::Free(status),
-            usage => {
-                let mut usage = usage.unwrap_or_default();
+            // Nothing relayed, or only an error event: nothing was generated.
+            None if out == 0 && (self.tap.bytes == 0 || self.tap.error.is_some()) => {
+                Outcome::Free(status)
+            }
+            // Bytes that could not be read as a message: the cost is unknown.
+            None => Outcome::WorstCase(status),
+            Some(mut usage) => {
                 usage.output_tokens = Some(out);
                 Outcome::Usage {
                     usage,

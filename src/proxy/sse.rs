@@ -89,6 +89,8 @@ pub struct Tap {
     /// Bytes of generated content relayed so far (for estimating output of a broken stream).
     pub content_bytes: u64,
     pub stopped: bool,
+    /// Bytes read in all.
+    pub bytes: u64,
     /// `error.type` of an `event: error` the upstream sent mid-stream.
     pub error: Option<String>,
 }
@@ -97,6 +99,7 @@ impl Tap {
     /// Reads one chunk. Returns true if it completed the `message_stop` event.
     pub fn feed(&mut self, chunk: &[u8]) -> bool {
         let was_stopped = self.stopped;
+        self.bytes += chunk.len() as u64;
         let mut rest = chunk;
         while let Some(nl) = memchr::memchr(b'\n', rest) {
             let (line, tail) = (&rest[..nl], &rest[nl + 1..]);

@@ -236,3 +236,100 @@ exec "$@""#;
     let _ = p.child.kill();
     let _ = p.child.wait();
 }
+
+/// Upstream faults the client cannot see coming: each is relayed as it is, charged as
+/// `estimated` from what was seen (or the whole reservation when nothing can be read), and
+/// leaves no reservation behind.
+async fn last_record(app: &TestApp) -> Value {
+    app.usage("default").await[0].clone()
+}
+
+async fn reserved(app: &TestApp) -> String {
+    app.budget("default").await["reserved_dollars"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_stream_that_stalls_ends_with_an_error_event_after_the_timeout() {
+    let app = spawn_with(|s| s.upstream_timeout_secs = Some(1)).await;
+    let mut b = body("claude-sonnet-4-6", 1000);
+    b["stream"] = serde_json::json!(true);
+    let started = std::time::Instant::now();
+    let r = app
+        .send(
+            None,
+            &b,
+            Some(serde_json::json!({"hang_after": 3, "text": "one two three"})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_secs(1) && waited < std::time::Duration::from_secs(5),
+        "{waited:?}"
+    );
+    assert!(text.starts_with("event: message_start"), "{text}");
+    assert!(
+        text.trim_end().ends_with("before the message finished\"}}"),
+        "{text}"
+    );
+    let rec = last_record(&app).await;
+    assert_eq!(
+        (rec["status"].as_str(), rec["estimated"].as_bool()),
+        (Some("upstream_error"), Some(true)),
+        "{rec}"
+    );
+    assert_eq!(reserved(&app).await, "0");
+}
+
+#[tokio::test]
+async fn invalid_json_in_a_200_is_relayed_and_charged_the_whole_reservation() {
+    let app = spawn_app().await;
+    let raw = "{\"id\": \"msg_1\", \"usage\": {\"input_tokens\": 5, ";
+    let r = app
+        .send(
+            None,
+            &body("claude-sonnet-4-6", 1000),
+            Some(serde_json::json!({"raw": raw})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), raw);
+    let rec = last_record(&app).await;
+    assert_eq!(rec["estimated"], true, "{rec}");
+    let cost: f64 = rec["cost_dollars"].as_str().unwrap().parse().unwrap();
+    // 1,000 output tokens at $15/MTok alone are $0.015; the reservation covers more.
+    assert!(cost >= 0.015, "{rec}");
+    assert_eq!(reserved(&app).await, "0");
+}
+
+#[tokio::test]
+async fn invalid_sse_is_relayed_verbatim_then_told_broken_and_charged_the_whole_reservation() {
+    let app = spawn_app().await;
+    let mut b = body("claude-sonnet-4-6", 1000);
+    b["stream"] = serde_json::json!(true);
+    let raw = "event: message_start\ndata: {not json\n\n\u{0}\u{1}garbage without a newline";
+    let r = app
+        .send(
+            None,
+            &b,
+            Some(serde_json::json!({"raw": raw, "content_type": "text/event-stream"})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.starts_with(raw), "{text}");
+    assert!(text.contains("event: error"), "{text}");
+    let rec = last_record(&app).await;
+    assert_eq!(
+        (rec["status"].as_str(), rec["estimated"].as_bool()),
+        (Some("upstream_error"), Some(true)),
+        "{rec}"
+    );
+    let cost: f64 = rec["cost_dollars"].as_str().unwrap().parse().unwrap();
+    assert!(cost >= 0.015, "{rec}");
+    assert_eq!(reserved(&app).await, "0");
+}

@@ -40,6 +40,11 @@ pub struct Script {
     pub text: Option<String>,
     /// Never answer.
     pub hang: bool,
+    /// Streams: after this many events, send nothing more but keep the connection open.
+    pub hang_after: Option<usize>,
+    /// Answer 200 with this body verbatim (and `content_type`): invalid JSON, invalid SSE.
+    pub raw: Option<String>,
+    pub content_type: Option<String>,
     /// `count_tokens` answer (default: the request body's length / 4).
     pub count: Option<u64>,
 }
@@ -64,6 +69,9 @@ impl Script {
             error_event_after: u("error_event_after").map(|x| x as usize),
             text: s("text"),
             hang: v.get("hang").and_then(Value::as_bool).unwrap_or(false),
+            hang_after: u("hang_after").map(|x| x as usize),
+            raw: s("raw"),
+            content_type: s("content_type"),
             count: u("count"),
         }
     }
@@ -194,6 +202,12 @@ pub async fn respond(script: Script, body: &Bytes) -> Response {
     if script.delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(script.delay_ms)).await;
     }
+    if let Some(raw) = script.raw {
+        let ct = script
+            .content_type
+            .unwrap_or_else(|| "application/json".into());
+        return ([("content-type", ct), ("request-id", request_id())], raw).into_response();
+    }
     let req: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(_) => {
@@ -292,11 +306,19 @@ fn sse(script: Script, model: String, usage: Value, text: String, id: String) ->
     } else if let Some(n) = script.break_after {
         ev.truncate(n);
         fail_at = Some(n);
+    } else if let Some(n) = script.hang_after {
+        ev.truncate(n);
     }
+    let hang = script.hang_after.is_some();
     let delay = Duration::from_millis(script.chunk_delay_ms);
     let items = ev.into_iter().map(Some).chain(fail_at.map(|_| None));
     let body = stream::unfold((items, 0usize), move |(mut items, i)| async move {
-        let next = items.next()?;
+        let Some(next) = items.next() else {
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            return None;
+        };
         if i > 0 && !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
