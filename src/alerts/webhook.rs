@@ -224,6 +224,10 @@ async fn deliver(app: &Service, due: Due) {
         (false, None) => Delivery::Failed,
     };
     let id = due.id;
+    if let Some(error) = attempts.last().and_then(|a| a.error.as_deref()) {
+        // The URL stays out of the log: chat webhooks carry their token in it.
+        tracing::warn!(alert = id, attempt = attempts.len(), %error, retry = next.is_some(), "webhook delivery failed");
+    }
     let stored = app
         .store
         .writer

@@ -70,7 +70,7 @@ pub struct Service {
 impl Service {
     /// Opens the store, creates the `default` budget on first start, rebuilds the ledger.
     pub async fn start(config: Config) -> Result<(Arc<Service>, store::WriterHandle), StartError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        store::create_private_dir(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.clone(),
             source,
         })?;

@@ -99,6 +99,33 @@ fn migrate(path: &Path, conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Creates the data directory (and its parents) readable by the user only; an existing
+/// directory is left as it is (it may be one the user chose and shares).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Makes the database file readable and writable by the user only (it holds webhook URLs,
+/// whose tokens are secrets); SQLite gives its `-wal` and `-shm` files the same mode.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(path)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    #[cfg(not(unix))]
+    options.open(path)?;
+    Ok(())
+}
+
 /// Whether usage records are being saved: set by the writer after each commit of usage.
 #[derive(Default)]
 pub struct Health {
@@ -132,6 +159,9 @@ impl Store {
     /// Opens (creating if needed) `<dir>/agent-budget.db`, migrates it, starts the writer thread.
     pub fn open(dir: &Path) -> Result<(Store, writer::Handle), StoreError> {
         let path = dir.join(FILE_NAME);
+        if let Err(e) = make_private(&path) {
+            tracing::warn!(error = %e, path = %path.display(), "could not make the database private to this user");
+        }
         let mut conn = Connection::open(&path).map_err(|e| classify(&path, e))?;
         configure(&conn).map_err(|e| classify(&path, e))?;
         migrate(&path, &mut conn)?;

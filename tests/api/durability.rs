@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 pub struct Proc {
     pub child: Child,
     pub port: u16,
+    /// Everything the server wrote to stderr so far.
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 fn serve(args: &[&str]) -> Proc {
@@ -17,27 +19,44 @@ fn serve(args: &[&str]) -> Proc {
     serve_with(cmd)
 }
 
+impl Drop for Proc {
+    /// A failed test must not leave its server running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts a command that ends up running `agent-budget serve` and waits until it is ready.
 pub fn serve_with(mut cmd: Command) -> Proc {
+    if !cmd.get_envs().any(|(k, _)| k == "RUST_LOG") {
+        cmd.env("RUST_LOG", "agent_budget=info");
+    }
     let mut child = cmd
-        .env("RUST_LOG", "agent_budget=info")
         .env_remove("PORT")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let port = loop {
         let line = lines
             .next()
             .expect("the server exited before it was ready")
             .unwrap();
+        log.lock().unwrap().push_str(&(line.clone() + "\n"));
         if let Some(p) = line.split("ready port=").nth(1) {
             break p.trim().parse().unwrap();
         }
     };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Proc { child, port }
+    // Keep reading stderr so the server never blocks on a full pipe.
+    let kept = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            kept.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    Proc { child, port, log }
 }
 
 /// A mock upstream, a data directory, and the `serve` arguments that use them.

@@ -11,4 +11,5 @@ mod helpers;
 mod live;
 mod proxy;
 mod receiver;
+mod secrets;
 mod streaming;
