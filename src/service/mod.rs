@@ -113,6 +113,9 @@ impl Service {
                 }
             })?;
         let client = reqwest::Client::builder()
+            // A proxy relays redirects, it does not follow them: following one would send the
+            // client's API key to a host nobody configured. Webhooks are not redirected either.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(std::time::Duration::from_secs(10))
             .read_timeout(config.upstream_timeout)
             .pool_idle_timeout(std::time::Duration::from_secs(90))

@@ -333,3 +333,33 @@ async fn invalid_sse_is_relayed_verbatim_then_told_broken_and_charged_the_whole_
     assert!(cost >= 0.015, "{rec}");
     assert_eq!(reserved(&app).await, "0");
 }
+
+#[tokio::test]
+async fn an_upstream_redirect_is_relayed_not_followed() {
+    let app = spawn_app().await;
+    let elsewhere = mock_upstream::start(0).await.unwrap();
+    let location = format!("{}/v1/messages", elsewhere.url());
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = client
+        .post(app.url("/v1/messages"))
+        .header("x-api-key", "sk-ant-must-stay-here")
+        .header(
+            "x-mock",
+            serde_json::json!({"status": 307, "location": location}).to_string(),
+        )
+        .json(&body("claude-sonnet-4-6", 100))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 307);
+    assert_eq!(r.headers()["location"], location.as_str());
+    assert_eq!(
+        elsewhere.state.messages(),
+        0,
+        "the proxy followed the redirect"
+    );
+    assert_eq!(reserved(&app).await, "0");
+}

@@ -45,6 +45,8 @@ pub struct Script {
     /// Answer 200 with this body verbatim (and `content_type`): invalid JSON, invalid SSE.
     pub raw: Option<String>,
     pub content_type: Option<String>,
+    /// With `status`: a `Location` header (redirects).
+    pub location: Option<String>,
     /// `count_tokens` answer (default: the request body's length / 4).
     pub count: Option<u64>,
 }
@@ -72,6 +74,7 @@ impl Script {
             hang_after: u("hang_after").map(|x| x as usize),
             raw: s("raw"),
             content_type: s("content_type"),
+            location: s("location"),
             count: u("count"),
         }
     }
@@ -224,7 +227,11 @@ pub async fn respond(script: Script, body: &Bytes) -> Response {
             .error_type
             .clone()
             .unwrap_or_else(|| "api_error".into());
-        return error(status, &kind, "scripted error");
+        let mut r = error(status, &kind, "scripted error");
+        if let Some(l) = script.location.and_then(|l| l.parse().ok()) {
+            r.headers_mut().insert("location", l);
+        }
+        return r;
     }
     let model = script
         .model
