@@ -51,6 +51,8 @@ pub enum ConfigError {
     Retention,
     #[error("--upstream-timeout must be between 1 and 86400 seconds")]
     Timeout,
+    #[error("--shutdown-grace must be between 0 and 3600 seconds")]
+    Grace,
     #[error(
         "--time-zone / AGENT_BUDGET_TIME_ZONE: '{0}' is not an IANA time zone name (e.g. Europe/Berlin)"
     )]
@@ -76,6 +78,7 @@ pub struct Settings {
     pub fail_open: bool,
     pub allowed_hosts: Vec<String>,
     pub upstream_timeout_secs: Option<u64>,
+    pub shutdown_grace_secs: Option<u64>,
     pub time_zone: Option<String>,
 }
 
@@ -121,6 +124,10 @@ impl Settings {
         if !(1..=86400).contains(&timeout) {
             return Err(ConfigError::Timeout);
         }
+        let grace = self.shutdown_grace_secs.unwrap_or(30);
+        if grace > 3600 {
+            return Err(ConfigError::Grace);
+        }
         let zone = match self.time_zone.filter(|z| !z.is_empty()) {
             None => Zone::Local,
             Some(z) => Zone::parse(&z).ok_or(ConfigError::Zone(z))?,
@@ -152,7 +159,7 @@ impl Settings {
                 .map(|h| h.to_ascii_lowercase())
                 .collect(),
             upstream_timeout: Duration::from_secs(timeout),
-            shutdown_grace: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(grace),
             zone,
         })
     }
@@ -223,6 +230,13 @@ mod tests {
                     ..s()
                 },
                 "--retention-days",
+            ),
+            (
+                Settings {
+                    shutdown_grace_secs: Some(3601),
+                    ..s()
+                },
+                "--shutdown-grace",
             ),
             (
                 Settings {

@@ -64,6 +64,9 @@ struct Serve {
     /// Seconds to wait for the upstream.
     #[arg(long = "upstream-timeout", env = "AGENT_BUDGET_UPSTREAM_TIMEOUT")]
     upstream_timeout: Option<u64>,
+    /// Seconds open requests get to finish on SIGTERM before they are ended and charged.
+    #[arg(long = "shutdown-grace", env = "AGENT_BUDGET_SHUTDOWN_GRACE")]
+    shutdown_grace: Option<u64>,
     /// IANA time zone for budget periods (default: the machine's).
     #[arg(long, env = "AGENT_BUDGET_TIME_ZONE")]
     time_zone: Option<String>,
@@ -111,6 +114,7 @@ fn main() -> ExitCode {
         fail_open: args.fail_open,
         allowed_hosts: args.allowed_hosts,
         upstream_timeout_secs: args.upstream_timeout,
+        shutdown_grace_secs: args.shutdown_grace,
         time_zone: args.time_zone,
     };
     let config = match settings.validate() {

@@ -13,7 +13,7 @@ pub struct Proc {
     pub log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
-fn serve(args: &[&str]) -> Proc {
+pub fn serve(args: &[&str]) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent-budget"));
     cmd.arg("serve").args(args);
     serve_with(cmd)

@@ -9,6 +9,7 @@ mod faults;
 mod guards;
 mod helpers;
 mod live;
+mod load;
 mod proxy;
 mod receiver;
 mod secrets;

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures_util::stream;
+use futures_util::{StreamExt, stream};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -194,7 +194,29 @@ async fn messages(State(st): State<Arc<MockState>>, req: Request) -> Response {
     let (req, body) = read(req).await;
     st.messages.fetch_add(1, Ordering::SeqCst);
     st.remember(&req, &body);
-    respond(Script::from_headers(req.headers()), &body).await
+    let r = respond(Script::from_headers(req.headers()), &body).await;
+    let streamed = r
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if !streamed {
+        return r;
+    }
+    // Counted open until the body is dropped (sent, or the connection gone).
+    struct Open(Arc<MockState>);
+    impl Drop for Open {
+        fn drop(&mut self) {
+            self.0.open_streams.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    st.open_streams.fetch_add(1, Ordering::SeqCst);
+    let open = Open(st.clone());
+    let (parts, body) = r.into_parts();
+    let body = body.into_data_stream().map(move |chunk| {
+        let _counted = &open;
+        chunk
+    });
+    Response::from_parts(parts, Body::from_stream(body))
 }
 
 /// Builds the reply for a Messages request (public so benchmarks can use the same logic).
