@@ -25,5 +25,10 @@ if [ ${#need[@]} -gt 0 ]; then
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# The dependency policy check (deny.toml) in the test command.
+if [ "$mode" = all ] && ! command -v cargo-deny >/dev/null; then
+  cargo install cargo-deny --version 0.20.2 --locked --quiet
+fi
+
 cd "$(dirname "$0")/../ui"
 [ -d node_modules/.bin ] && [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund --silent

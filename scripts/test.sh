@@ -11,6 +11,9 @@ echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+echo "== dependencies: licenses, bans and sources (deny.toml; advisories need the internet)"
+cargo deny --log-level error check licenses bans sources
+
 echo "== the headless core links no GUI libraries"
 if cargo tree -p agent-budget -e normal --prefix none | grep -E '^(tauri|wry|tao|webkit2gtk|gtk) ' ; then
   echo "agent-budget (the core) must not depend on tauri/webkit/gtk" >&2; exit 1
