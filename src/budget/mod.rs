@@ -258,6 +258,18 @@ mod tests {
                 "webhook_url",
             ),
             (
+                r#"{"name":"a","max_dollars":1,"webhook_url":"file:///etc/passwd"}"#,
+                "webhook_url",
+            ),
+            (
+                r#"{"name":"a","max_dollars":1,"webhook_url":"javascript:alert(1)"}"#,
+                "webhook_url",
+            ),
+            (
+                r#"{"name":"a","max_dollars":1,"webhook_url":"data:text/plain,x"}"#,
+                "webhook_url",
+            ),
+            (
                 r#"{"name":"a","max_dollars":1,"thresholds":[]}"#,
                 "thresholds",
             ),

@@ -135,25 +135,37 @@ async fn appears(path: &std::path::Path) {
     panic!("{} never appeared", path.display());
 }
 
-/// The real binary on a 1 MB file system of its own (tmpfs in a private mount namespace),
-/// which a helper fills up and later frees on cue.
 #[tokio::test]
 async fn a_full_disk_fails_closed_and_loses_no_record() {
+    file_system_fault(
+        r#"dd if=/dev/zero of="$D/filler" bs=4k 2>/dev/null || true"#,
+        r#"rm -f "$D/filler""#,
+        "full",
+    )
+    .await;
+}
+
+/// The real binary on a 1 MB file system of its own (tmpfs in a private mount namespace);
+/// on cue a helper inside the namespace runs `fault` (with `$D` the data directory), and
+/// later `undo`. The refusal's message must contain `expect`.
+async fn file_system_fault(fault: &str, undo: &str, expect: &str) {
     use crate::durability::{fixture, serve_with, url};
     let (mock, dir, args) = fixture().await;
     let cues = tempfile::tempdir().unwrap();
-    let script = r#"set -e
+    let script = format!(
+        r#"set -e
 D=$1; T=$2; shift 2
 mount -t tmpfs -o size=1m tmpfs "$D"
 (
   while [ ! -e "$T/fill" ]; do sleep 0.02; done
-  dd if=/dev/zero of="$D/filler" bs=4k 2>/dev/null || true
+  {fault}
   touch "$T/filled"
   while [ ! -e "$T/free" ]; do sleep 0.02; done
-  rm -f "$D/filler"
+  {undo}
   touch "$T/freed"
 ) &
-exec "$@""#;
+exec "$@""#
+    );
     let mut cmd = Command::new("unshare");
     cmd.args([
         "--user",
@@ -161,7 +173,7 @@ exec "$@""#;
         "--mount",
         "sh",
         "-c",
-        script,
+        &script,
         "sh",
     ])
     .arg(dir.path())
@@ -201,7 +213,7 @@ exec "$@""#;
     }
     let refused = refused.expect("the full disk was never noticed");
     let msg = refused["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("full") || msg.contains("disk"), "{msg}");
+    assert!(msg.contains(expect), "{msg}");
     assert_eq!(
         mock.state.messages(),
         answered,
