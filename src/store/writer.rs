@@ -126,7 +126,11 @@ fn run(
                         "usage records dropped: the database has been failing too long"
                     );
                 }
-                health.set(Some(e.to_string()));
+                // Only lost usage makes the proxy fail closed (and is retried until saved); a
+                // failed job has told its caller, and nothing would clear the state after it.
+                if !pending.is_empty() {
+                    health.set(Some(e.to_string()));
+                }
                 if closed {
                     tracing::error!(
                         lost = pending.len(),
