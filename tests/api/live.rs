@@ -142,7 +142,22 @@ async fn the_dashboard_is_served_from_the_binary() {
             .starts_with("text/html")
     );
     assert_eq!(index.headers()["cache-control"], "no-cache");
+    // Not frameable (clickjacking past the Origin check), no foreign or inline scripts.
+    let csp = index.headers()["content-security-policy"].to_str().unwrap();
+    for rule in [
+        "frame-ancestors 'none'",
+        "script-src 'self'",
+        "connect-src 'self'",
+    ] {
+        assert!(csp.contains(rule), "{csp}");
+    }
+    assert_eq!(index.headers()["x-frame-options"], "DENY");
+    assert_eq!(index.headers()["x-content-type-options"], "nosniff");
     let page = index.text().await.unwrap();
+    assert!(
+        !page.contains("<script>"),
+        "an inline script would be blocked by the CSP"
+    );
     // Any page path of the app gets the same document (client-side routing).
     let deep = app
         .client

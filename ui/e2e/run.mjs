@@ -47,6 +47,8 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
   const page = await context.newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
+  // Anything the server's Content-Security-Policy blocked (scripts, styles, images).
+  page.on("console", (m) => { if (m.type() === "error" && /Content Security Policy/.test(m.text())) errors.push(m.text()); });
 
   // A proxied request costing `dollars` (Haiku 4.5 output at the given $/MTok), tagged with `budget`.
   async function spend(budget, dollars, outputPerMtok = 5) {
