@@ -123,6 +123,7 @@ async fn snapshot(app: &AppHandle) -> tray::Snapshot {
     let Some(service) = service else {
         return tray::Snapshot {
             stopped: Some(core.stopped().unwrap_or_default()),
+            storage: None,
             today: Default::default(),
             budgets: vec![],
             muted,
@@ -147,6 +148,7 @@ async fn snapshot(app: &AppHandle) -> tray::Snapshot {
         .collect();
     tray::Snapshot {
         stopped: None,
+        storage: service.store.health.failure(),
         today,
         budgets,
         muted,
@@ -353,11 +355,23 @@ pub fn run() {
                 builder = builder.icon(i);
             }
             builder.build(app)?;
-            // Redraw the tray at most twice a second, only when something changed.
+            // Redraw the tray at most twice a second, only when something changed. The
+            // database's health has no event (the writer is a plain thread), so it is compared.
             tauri::async_runtime::spawn(async move {
+                let mut storage = None;
                 loop {
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                    if handle.state::<Core>().dirty.swap(false, Ordering::Relaxed) {
+                    let core = handle.state::<Core>();
+                    let now = core.service().ok().and_then(|s| s.store.health.failure());
+                    let changed = now != storage;
+                    if let (None, Some(why)) = (&storage, &now) {
+                        notify::show(
+                            "agent-budget: usage cannot be saved",
+                            &format!("Requests are refused until it can: {why}"),
+                        );
+                    }
+                    storage = now;
+                    if core.dirty.swap(false, Ordering::Relaxed) || changed {
                         refresh_tray(&handle).await;
                     }
                 }

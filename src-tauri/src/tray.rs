@@ -61,6 +61,8 @@ pub struct BudgetLine {
 pub struct Snapshot {
     /// Why the proxy is not running, if it is not.
     pub stopped: Option<String>,
+    /// Why usage records cannot be saved, while they cannot (requests are refused then).
+    pub storage: Option<String>,
     pub today: Money,
     pub budgets: Vec<BudgetLine>,
     pub muted: bool,
@@ -96,6 +98,7 @@ fn item(id: MenuId, label: impl Into<String>) -> Option<Item> {
 pub fn tray_view(s: &Snapshot) -> TrayView {
     let icon = match &s.stopped {
         Some(_) => IconState::Stopped,
+        None if s.storage.is_some() => IconState::Blocked,
         None if s
             .budgets
             .iter()
@@ -106,11 +109,20 @@ pub fn tray_view(s: &Snapshot) -> TrayView {
         None if s.budgets.iter().any(|b| b.percent >= 80.0) => IconState::Warning,
         None => IconState::Ok,
     };
-    let tooltip = match &s.stopped {
-        Some(why) => format!("agent-budget: proxy not running — {why}"),
-        None => format!("agent-budget: {} spent today", s.today.display_cents()),
+    let tooltip = match (&s.stopped, &s.storage) {
+        (Some(why), _) => format!("agent-budget: proxy not running — {why}"),
+        (None, Some(why)) => format!("agent-budget: usage cannot be saved — {why}"),
+        (None, None) => format!("agent-budget: {} spent today", s.today.display_cents()),
     };
     let mut items = Vec::new();
+    if let (None, Some(why)) = (&s.stopped, &s.storage) {
+        items.push(Some(Item {
+            id: MenuId::OpenDashboard,
+            label: format!("Usage cannot be saved: {why}"),
+            enabled: false,
+            checked: None,
+        }));
+    }
     match &s.stopped {
         Some(why) => items.push(Some(Item {
             id: MenuId::OpenDashboard,
@@ -175,6 +187,7 @@ mod tests {
     fn snap(budgets: Vec<BudgetLine>) -> Snapshot {
         Snapshot {
             stopped: None,
+            storage: None,
             today: Money::parse("3.5").unwrap(),
             budgets,
             muted: false,
@@ -233,6 +246,25 @@ mod tests {
         );
         assert_eq!(v.items[6].as_ref().and_then(|i| i.checked), Some(true));
         assert_eq!(v.items[5].as_ref().and_then(|i| i.checked), Some(false));
+    }
+
+    #[test]
+    fn a_database_that_cannot_be_written_shows_as_blocked_with_the_reason() {
+        let mut s = snap(vec![line("a", "1", Some("10"), 10.0, 0)]);
+        s.storage = Some("database or disk is full".into());
+        let v = tray_view(&s);
+        assert_eq!(v.icon, IconState::Blocked);
+        assert_eq!(
+            v.tooltip,
+            "agent-budget: usage cannot be saved — database or disk is full"
+        );
+        let first = v.items[0].as_ref().unwrap();
+        assert_eq!(
+            (first.label.as_str(), first.enabled),
+            ("Usage cannot be saved: database or disk is full", false)
+        );
+        // The budgets are still listed below it.
+        assert!(v.items[1].as_ref().unwrap().label.starts_with("a  "));
     }
 
     #[test]

@@ -78,6 +78,21 @@ import -window "$(window_id)" "$T/window.png" 2>/dev/null || true
 cp "$T/window.png" "$root/docs/screenshots/desktop.png" 2>/dev/null || true
 check "the app is still running" kill -0 "$app_pid"
 
+# The database locked by another program: the tray and a notification say usage cannot be
+# saved, requests are refused (fail closed), and all is well again once the lock is gone.
+python3 -c "import sqlite3, sys, os, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('BEGIN EXCLUSIVE')
+open(sys.argv[2], 'w').close()
+while not os.path.exists(sys.argv[3]): time.sleep(0.05)" "$T/main-data/agent-budget.db" "$T/locked" "$T/unlock" & pids+=($!)
+wait_for 10 test -e "$T/locked"
+spend 1000 || true # answered once its commit gives up (5 s); its record is kept for later
+check "a database that cannot be written raises a notification" wait_for 15 grep -q "usage cannot be saved" "$T/main.notify"
+refused() { [ "$(curl -s -o /dev/null -w '%{http_code}' "$api/v1/messages" -H 'content-type: application/json' -H 'x-api-key: sk-desk' \
+  -d '{"model":"claude-haiku-4-5","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}')" = 503 ]; }
+check "and requests are refused meanwhile" refused
+touch "$T/unlock"
+check "saving resumes when the lock is gone" wait_for 15 healthy
+
 # A port already taken before launch: the app stays up and says why.
 taken="$(free_port)"
 python3 -c "import socket,time; s=socket.socket(); s.bind(('127.0.0.1',$taken)); s.listen(); time.sleep(120)" & pids+=($!)
