@@ -152,7 +152,7 @@ impl Settlement {
     /// Settles and waits for the record's commit.
     pub async fn finish_durably(self, outcome: Outcome) {
         if !self.finish(outcome).await.unwrap_or(false) {
-            tracing::error!("a usage record could not be committed");
+            tracing::warn!("a usage record is not saved yet; the writer keeps it and retries");
         }
     }
 }
@@ -261,7 +261,9 @@ impl Stream for Relay {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(committed) => {
                         if !committed.unwrap_or(false) {
-                            tracing::error!("a usage record could not be committed");
+                            tracing::warn!(
+                                "a usage record is not saved yet; the writer keeps it and retries"
+                            );
                         }
                         this.ack = None;
                     }
