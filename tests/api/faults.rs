@@ -3,6 +3,7 @@
 //! again, unless the user chose `--fail-open`. Nothing is lost either way.
 
 use crate::helpers::*;
+use agent_budget::money::Money;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -40,6 +41,10 @@ impl Drop for Lock {
         let _ = self.0.stdin.take().map(|mut s| s.flush());
         let _ = self.0.wait();
     }
+}
+
+fn dollars(s: &str) -> Money {
+    Money::parse(s).unwrap()
 }
 
 async fn health(app: &TestApp) -> (u16, Value) {
@@ -93,13 +98,11 @@ async fn a_locked_database_fails_closed_and_loses_no_record() {
     let usage = app.usage("default").await;
     assert_eq!(usage.len(), 2, "{usage:?}");
     assert!(usage.iter().all(|u| u["status"] == "ok"));
-    let total: f64 = usage.len() as f64
-        * usage[0]["cost_dollars"]
-            .as_str()
-            .unwrap()
-            .parse::<f64>()
-            .unwrap();
-    assert_eq!(spent(&app).await.parse::<f64>().unwrap(), total);
+    let total = usage
+        .iter()
+        .map(|u| dollars(u["cost_dollars"].as_str().unwrap()))
+        .fold(Money::ZERO, Money::saturating_add);
+    assert_eq!(dollars(&spent(&app).await), total);
 }
 
 #[tokio::test]
@@ -312,9 +315,9 @@ async fn invalid_json_in_a_200_is_relayed_and_charged_the_whole_reservation() {
     assert_eq!(r.text().await.unwrap(), raw);
     let rec = last_record(&app).await;
     assert_eq!(rec["estimated"], true, "{rec}");
-    let cost: f64 = rec["cost_dollars"].as_str().unwrap().parse().unwrap();
+    let cost = dollars(rec["cost_dollars"].as_str().unwrap());
     // 1,000 output tokens at $15/MTok alone are $0.015; the reservation covers more.
-    assert!(cost >= 0.015, "{rec}");
+    assert!(cost >= dollars("0.015"), "{rec}");
     assert_eq!(reserved(&app).await, "0");
 }
 
@@ -341,8 +344,8 @@ async fn invalid_sse_is_relayed_verbatim_then_told_broken_and_charged_the_whole_
         (Some("upstream_error"), Some(true)),
         "{rec}"
     );
-    let cost: f64 = rec["cost_dollars"].as_str().unwrap().parse().unwrap();
-    assert!(cost >= 0.015, "{rec}");
+    let cost = dollars(rec["cost_dollars"].as_str().unwrap());
+    assert!(cost >= dollars("0.015"), "{rec}");
     assert_eq!(reserved(&app).await, "0");
 }
 
