@@ -108,8 +108,10 @@ mod tests {
             .unwrap();
         let wal = dir.path().join(format!("{}-wal", super::super::FILE_NAME));
         let first = wal_generation(&wal);
-        // Eight writers keep the writer thread busy, so a passive checkpoint never catches up
-        // by itself. Without restarts 20,000 commits make a WAL of ~200 MB.
+        // Eight writers keep the writer thread busy. Whether a passive checkpoint catches up
+        // by itself depends on timing (under the proxy's load it did not, docs/PERFORMANCE.md),
+        // so this checks the outcome: the WAL starts over, stays short, and loses nothing.
+        // Without restarts 20,000 commits make a WAL of ~200 MB.
         let tasks: Vec<_> = (0..8)
             .map(|_| {
                 let (w, wal) = (w.clone(), wal.clone());
