@@ -4,6 +4,7 @@
 
 mod commands;
 pub mod notify;
+mod prefs;
 pub mod tray;
 
 use agent_budget::events::CoreEvent;
@@ -28,6 +29,8 @@ pub struct Core {
     port: AtomicU16,
     muted: AtomicBool,
     dirty: AtomicBool,
+    /// Where preferences are saved (the app's config dir), once known.
+    prefs_dir: Mutex<Option<std::path::PathBuf>>,
 }
 
 impl Core {
@@ -60,6 +63,22 @@ impl Core {
     fn set_muted(&self, muted: bool) {
         self.muted.store(muted, Ordering::Relaxed);
         self.mark_dirty();
+        let dir = self
+            .prefs_dir
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(dir) = dir {
+            let saved = prefs::save(
+                &dir,
+                &prefs::Prefs {
+                    notifications_muted: muted,
+                },
+            );
+            if let Err(e) = saved {
+                tracing::warn!(error = %e, "could not save preferences; the setting lasts until quit");
+            }
+        }
     }
 }
 
@@ -343,6 +362,13 @@ pub fn run() {
         ])
         .setup(|app| {
             let handle = app.handle().clone();
+            if let Ok(dir) = handle.path().app_config_dir() {
+                let core = handle.state::<Core>();
+                let saved = prefs::load(&dir);
+                core.muted
+                    .store(saved.notifications_muted, Ordering::Relaxed);
+                *core.prefs_dir.lock().unwrap_or_else(|p| p.into_inner()) = Some(dir);
+            }
             tauri::async_runtime::block_on(start_core(&handle, None));
             let initial = tauri::async_runtime::block_on(snapshot(&handle));
             let view = tray::tray_view(&initial);

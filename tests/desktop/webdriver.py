@@ -95,6 +95,17 @@ def launch_at_login():
     until("the entry to go", lambda: not glob.glob(os.path.expanduser("~/.config/autostart/*.desktop")))
 
 
+def pause_is_saved():
+    prefs = os.path.expanduser("~/.config/dev.agent-budget.desktop/preferences.json")
+    saved = lambda: json.load(open(prefs))["notifications_muted"] if os.path.exists(prefs) else None
+    script("location.hash = '#/settings'")
+    box = "section > label:nth-of-type(2) > input[type=checkbox]"
+    until("pausing notifications", lambda: call("POST", f"{S}/element/{find(box)}/click", {}) or True)
+    until("the pause to be saved", lambda: saved() is True)
+    until("resuming notifications", lambda: call("POST", f"{S}/element/{find(box)}/click", {}) or True)
+    until("the resume to be saved", lambda: saved() is False)
+
+
 def create_budget():
     script("location.hash = '#/'")
     until("the overview", lambda: text("h1") == "Overview")
@@ -130,6 +141,7 @@ def close_keeps_proxy():
 
 check("a taken port: start the proxy on another one from the settings page", retry_on_another_port)
 check("launch at login from the settings page writes and removes the autostart entry", launch_at_login)
+check("pausing notifications is saved for the next start", pause_is_saved)
 check("create a budget in the window", create_budget)
 check("spend and notifications update live as requests arrive", live_update)
 check("closing the window leaves the proxy running", close_keeps_proxy)
