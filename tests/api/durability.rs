@@ -80,6 +80,18 @@ pub fn url(port: u16, path: &str) -> String {
     format!("http://127.0.0.1:{port}/agent-budget{path}")
 }
 
+/// `GET` a JSON document from a server started with `serve`.
+pub async fn get_json(client: &reqwest::Client, port: u16, path: &str) -> Value {
+    client
+        .get(url(port, path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn kill_9_loses_no_delivered_response_and_restart_restores_spend() {
     let (_mock, _dir, args) = fixture().await;

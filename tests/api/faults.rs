@@ -152,7 +152,7 @@ async fn a_full_disk_fails_closed_and_loses_no_record() {
 /// on cue a helper inside the namespace runs `fault` (with `$D` the data directory), and
 /// later `undo`. The refusal's message must contain `expect`.
 async fn file_system_fault(fault: &str, undo: &str, expect: &str) {
-    use crate::durability::{fixture, serve_with, url};
+    use crate::durability::{fixture, get_json, serve_with, url};
     let (mock, dir, args) = fixture().await;
     let cues = tempfile::tempdir().unwrap();
     let script = format!(
@@ -184,7 +184,7 @@ exec "$@""#
     .arg(env!("CARGO_BIN_EXE_agent-budget"))
     .arg("serve")
     .args(&args);
-    let mut p = serve_with(cmd);
+    let p = serve_with(cmd);
     let client = reqwest::Client::new();
     let send = || {
         client
@@ -239,17 +239,8 @@ exec "$@""#
     answered += 1;
 
     // Every answered request has its record, and the totals agree.
-    let page: Value = client
-        .get(url(p.port, "/api/budgets/default/usage?limit=1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = get_json(&client, p.port, "/api/budgets/default/usage?limit=1").await;
     assert_eq!(page["total"], answered, "{page}");
-    let _ = p.child.kill();
-    let _ = p.child.wait();
 }
 
 /// Upstream faults the client cannot see coming: each is relayed as it is, charged as

@@ -4,7 +4,7 @@
 //! The soak runs briefly in CI; `SOAK_STREAMS=1000 SOAK_SECS=60` makes it the long run
 //! recorded in docs/RELIABILITY.md (see there for the command).
 
-use crate::durability::{Proc, fixture, serve};
+use crate::durability::{fixture, get_json, serve};
 use crate::helpers::body;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -49,17 +49,6 @@ async fn finish(r: reqwest::Response) -> (bool, String) {
     }
     let text = String::from_utf8_lossy(&text).into_owned();
     (text.contains("event: message_stop"), text)
-}
-
-async fn get(client: &reqwest::Client, p: &Proc, path: &str) -> Value {
-    client
-        .get(crate::durability::url(p.port, path))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,9 +115,9 @@ async fn a_soak_of_concurrent_streams_leaks_nothing() {
     assert_eq!(broken, 0);
     assert!(completed >= streams, "{completed} streams in {secs} s");
     // Every stream has its record, nothing is held, the upstream saw each request once.
-    let budget = get(&client, &p, "/api/budgets/default").await;
+    let budget = get_json(&client, p.port, "/api/budgets/default").await;
     assert_eq!(budget["reserved_dollars"], "0");
-    let usage = get(&client, &p, "/api/budgets/default/usage?limit=1").await;
+    let usage = get_json(&client, p.port, "/api/budgets/default/usage?limit=1").await;
     assert_eq!(usage["total"], completed);
     assert_eq!(mock.state.messages(), completed);
     // Memory is flat: the second half of the run holds no more than the first (with some
@@ -221,7 +210,7 @@ async fn sigterm_with_200_streams_open_loses_nothing() {
 
     // After a restart: one record per stream, the cut ones charged as aborted estimates.
     let p2 = serve(&args);
-    let usage = get(&client, &p2, "/api/budgets/default/usage?limit=500").await;
+    let usage = get_json(&client, p2.port, "/api/budgets/default/usage?limit=500").await;
     assert_eq!(usage["total"], 200);
     let items = usage["items"].as_array().unwrap();
     let ok = items.iter().filter(|u| u["status"] == "ok").count();
@@ -231,7 +220,7 @@ async fn sigterm_with_200_streams_open_loses_nothing() {
         .collect();
     assert_eq!((ok, cut.len()), (finished, told));
     assert!(cut.iter().all(|u| u["estimated"] == true));
-    let budget = get(&client, &p2, "/api/budgets/default").await;
+    let budget = get_json(&client, p2.port, "/api/budgets/default").await;
     assert_eq!(budget["reserved_dollars"], "0");
     assert_eq!(mock.state.messages(), 200);
 }
