@@ -59,19 +59,24 @@ async fn spent(app: &TestApp) -> String {
         .to_string()
 }
 
-#[tokio::test]
-async fn a_locked_database_fails_closed_and_loses_no_record() {
-    let app = spawn_app().await;
-    let db = app.dir.path().join("agent-budget.db");
-    let lock = Lock::take(&db);
-
-    // Forwarded before anyone knew: answered once its commit gave up (busy timeout, 5 s).
+/// Locks the app's database from another process and sends one request, which was forwarded
+/// before anyone knew: it is answered once its commit gives up (busy timeout, 5 s). Returns
+/// the lock once `/health` reports the failure.
+async fn lock_and_send(app: &TestApp) -> Lock {
+    let lock = Lock::take(&app.dir.path().join("agent-budget.db"));
     let a = app.send(None, &body("claude-sonnet-4-6", 100), None).await;
     assert_eq!(a.status(), 200);
     app.eventually("health reports the failure", || async {
-        health(&app).await.0 == 503
+        health(app).await.0 == 503
     })
     .await;
+    lock
+}
+
+#[tokio::test]
+async fn a_locked_database_fails_closed_and_loses_no_record() {
+    let app = spawn_app().await;
+    let lock = lock_and_send(&app).await;
     let (_, h) = health(&app).await;
     assert!(h["database"].as_str().unwrap().contains("locked"), "{h}");
 
@@ -108,14 +113,7 @@ async fn a_locked_database_fails_closed_and_loses_no_record() {
 #[tokio::test]
 async fn with_fail_open_requests_keep_flowing_and_are_saved_later() {
     let app = spawn_with(|s| s.fail_open = true).await;
-    let db = app.dir.path().join("agent-budget.db");
-    let lock = Lock::take(&db);
-    let a = app.send(None, &body("claude-sonnet-4-6", 100), None).await;
-    assert_eq!(a.status(), 200);
-    app.eventually("health reports the failure", || async {
-        health(&app).await.0 == 503
-    })
-    .await;
+    let lock = lock_and_send(&app).await;
     let b = app.send(None, &body("claude-sonnet-4-6", 100), None).await;
     assert_eq!(b.status(), 200);
     assert_eq!(app.mock.state.messages(), 2);
