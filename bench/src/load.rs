@@ -62,33 +62,40 @@ pub struct RateRun {
     pub achieved_rps: f64,
 }
 
-/// Sends `rate` requests per second for `secs` seconds, open loop.
+/// Sends `rate` requests per second for `secs` seconds, open loop, evenly spaced. A thread of
+/// its own paces them: the runtime's timer ticks once a millisecond, so pacing with it would
+/// send 2,000 req/s as pairs every millisecond, and 5,000 as bursts of five.
 pub async fn at_rate(client: &reqwest::Client, url: &str, rate: u32, secs: f64) -> RateRun {
     let n = (f64::from(rate) * secs) as usize;
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
     let lat = Arc::new(Mutex::new(Vec::with_capacity(n)));
     let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let start = tokio::time::Instant::now() + Duration::from_millis(20);
-    let mut tasks = Vec::with_capacity(n);
-    for i in 0..n {
-        let due = start + interval * i as u32;
-        tokio::time::sleep_until(due).await;
-        let (client, url, lat, errors) =
-            (client.clone(), url.to_string(), lat.clone(), errors.clone());
-        tasks.push(tokio::spawn(async move {
-            // Timed from the actual send: the generator's 1 ms timer granularity would
-            // otherwise dominate. Open loop: no request waits for another's response.
-            let sent = Instant::now();
-            let ok = one(&client, &url, BODY, "{}").await;
-            let us = sent.elapsed().as_secs_f64() * 1e6;
-            if ok {
-                lat.lock().await.push(us);
-            } else {
-                errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }));
-    }
-    for t in tasks {
+    let start = Instant::now() + Duration::from_millis(20);
+    let runtime = tokio::runtime::Handle::current();
+    let (client, url) = (client.clone(), url.to_string());
+    let (l, e) = (lat.clone(), errors.clone());
+    let pacer = tokio::task::spawn_blocking(move || {
+        let mut tasks = Vec::with_capacity(n);
+        for i in 0..n {
+            let due = start + interval * i as u32;
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            let (client, url, lat, errors) = (client.clone(), url.clone(), l.clone(), e.clone());
+            tasks.push(runtime.spawn(async move {
+                // Timed from the actual send, so the pacer's own wake-up is not counted.
+                // Open loop: no request waits for another's response.
+                let sent = Instant::now();
+                let ok = one(&client, &url, BODY, "{}").await;
+                let us = sent.elapsed().as_secs_f64() * 1e6;
+                if ok {
+                    lat.lock().await.push(us);
+                } else {
+                    errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }));
+        }
+        tasks
+    });
+    for t in pacer.await.unwrap_or_default() {
         let _ = t.await;
     }
     let elapsed = start.elapsed().as_secs_f64();

@@ -1,7 +1,9 @@
 //! `agent-budget-bench`: the proxy's overhead, measured side by side with direct access to the
 //! mock upstream, and written to docs/PERFORMANCE.md. Run it through `scripts/bench.sh`.
 //!
-//! Flags: `--quick` (short runs, small databases), `--out <file>` (default docs/PERFORMANCE.md).
+//! Flags: `--quick` (short runs, small databases), `--out <file>` (default docs/PERFORMANCE.md),
+//! `--latency` (only the non-streaming tables, printed, nothing written: for A/B runs),
+//! `--rate <n>` (only direct and proxy at n req/s, printed).
 #![expect(clippy::print_stdout, reason = "a command-line report")]
 
 mod db;
@@ -66,6 +68,12 @@ impl Report {
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
+    let latency_only = args.iter().any(|a| a == "--latency");
+    let only_rate: Option<u32> = args
+        .iter()
+        .position(|a| a == "--rate")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|r| r.parse().ok());
     let out = args
         .iter()
         .position(|a| a == "--out")
@@ -104,6 +112,8 @@ async fn main() -> Result<()> {
     let (proxy, _) = procs::proxy(&work.join("live"), mock.port)?;
     let direct = format!("http://127.0.0.1:{}/v1/messages", mock.port);
     let proxied = format!("http://127.0.0.1:{}/agent-budget/v1/messages", proxy.port);
+    let relay = procs::bare_relay(mock.port)?;
+    let relayed = format!("http://127.0.0.1:{}/v1/messages", relay.port);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (idle_rss, _) = procs::rss(proxy.child.id());
 
@@ -113,6 +123,18 @@ async fn main() -> Result<()> {
         if quick { "quick, " } else { "" },
         chrono_free_date()
     ));
+    if let Some(rate) = only_rate {
+        load::at_rate(&client, &proxied, rate, 1.0).await;
+        let d = load::at_rate(&client, &direct, rate, plan.secs).await;
+        let p = load::at_rate(&client, &proxied, rate, plan.secs).await;
+        r.line(latency_row(
+            &format!("{rate} req/s"),
+            d.latency,
+            p.latency,
+            p.errors,
+        ));
+        return Ok(());
+    }
     r.line("");
     r.line("## Non-streaming latency (ms): direct to the mock, through the proxy, added");
     r.line("");
@@ -138,6 +160,15 @@ async fn main() -> Result<()> {
         p,
         0,
     ));
+    load::sequential(&client, &relayed, 300).await;
+    let d = load::sequential(&client, &direct, plan.sequential).await;
+    let p = load::sequential(&client, &relayed, plan.sequential).await;
+    r.line(latency_row(
+        "concurrency 1, bare hyper relay (reference, not agent-budget: `bench/src/bin/bare-relay.rs`)",
+        d,
+        p,
+        0,
+    ));
     for rate in [500u32, 2000, 5000] {
         let d = load::at_rate(&client, &direct, rate, plan.secs).await;
         let p = load::at_rate(&client, &proxied, rate, plan.secs).await;
@@ -152,6 +183,24 @@ async fn main() -> Result<()> {
             p.errors,
         ));
         if rate == 2000 {
+            // References at the rate the targets name: the same hop without admission and
+            // accounting, and through the simplest relay hyper allows.
+            let d = load::at_rate(&client, &dc, rate, plan.secs).await;
+            let p = load::at_rate(&client, &pc, rate, plan.secs).await;
+            r.line(latency_row(
+                &format!("{rate} req/s, forwarding only"),
+                d.latency,
+                p.latency,
+                p.errors,
+            ));
+            let d = load::at_rate(&client, &direct, rate, plan.secs).await;
+            let p = load::at_rate(&client, &relayed, rate, plan.secs).await;
+            r.line(latency_row(
+                &format!("{rate} req/s, bare hyper relay (reference, not agent-budget)"),
+                d.latency,
+                p.latency,
+                p.errors,
+            ));
             r.target(
                 "added p50 at 2,000 req/s ≤ 0.1 ms",
                 format!("{} ms", ms(a.p50)),
@@ -177,6 +226,9 @@ async fn main() -> Result<()> {
         sp / sd >= 0.5,
     );
     r.line("");
+    if latency_only {
+        return Ok(());
+    }
 
     let sd = load::streams(&client, &direct, plan.streams, 5).await;
     let sp = load::streams(&client, &proxied, plan.streams, 5).await;

@@ -44,12 +44,22 @@ fn port_from(
 }
 
 pub fn mock() -> Result<Proc> {
-    let mut child = Command::new(binary("mock-upstream"))
-        .args(["0", "--no-record"])
+    listening("mock-upstream", &["0", "--no-record"])
+}
+
+/// The reference relay (`bench/src/bin/bare-relay.rs`) in front of the mock.
+pub fn bare_relay(upstream_port: u16) -> Result<Proc> {
+    listening("bare-relay", &[&upstream_port.to_string()])
+}
+
+/// Starts one of our release binaries that prints `listening <port>` when ready.
+fn listening(name: &str, args: &[&str]) -> Result<Proc> {
+    let mut child = Command::new(binary(name))
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
-        .context("start mock-upstream (build it with --release)")?;
-    let out = child.stdout.take().context("mock stdout")?;
+        .with_context(|| format!("start {name} (build it with --release)"))?;
+    let out = child.stdout.take().context("child stdout")?;
     let port = port_from(out, |l| {
         l.strip_prefix("listening ")
             .and_then(|p| p.trim().parse().ok())

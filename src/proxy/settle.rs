@@ -141,17 +141,26 @@ impl Settlement {
         }
     }
 
-    /// Settles and queues the record; the receiver says when it is committed.
-    pub fn finish(mut self, outcome: Outcome) -> oneshot::Receiver<bool> {
+    /// Settles and makes the record; says who should be told of it.
+    fn settle(mut self, outcome: Outcome) -> (Arc<Service>, UsageRow) {
         let (app, budget) = (self.app.clone(), std::mem::take(&mut self.budget));
         let row = self.row(outcome);
         publish(&app, budget, &row);
+        (app, row)
+    }
+
+    /// Settles and queues the record; the receiver says when it is committed.
+    pub fn finish(self, outcome: Outcome) -> oneshot::Receiver<bool> {
+        let (app, row) = self.settle(outcome);
         app.store.writer.record(row)
     }
 
-    /// Settles and waits for the record's commit.
+    /// Settles and waits for the record's commit. Called from the exchange's tracked task, so
+    /// the request is alone when that is the only task tracked.
     pub async fn finish_durably(self, outcome: Outcome) {
-        if !self.finish(outcome).await.unwrap_or(false) {
+        let (app, row) = self.settle(outcome);
+        let alone = app.tracker.len() <= 1;
+        if !app.store.writer.save(row, alone).await {
             tracing::warn!("a usage record is not saved yet; the writer keeps it and retries");
         }
     }

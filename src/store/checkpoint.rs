@@ -5,8 +5,15 @@
 //! checkpoint racing a busy writer never quite catches up, and only a checkpoint that catches
 //! up lets the WAL start over; so once the WAL is long, the writer finishes the job itself,
 //! after answering its waiters, with only the last few pages left to copy.
+//!
+//! Checkpoints start only once the WAL is long. A checkpoint that catches up makes the next
+//! commit start the WAL over, and that commit fsyncs the new WAL header: checkpointing after
+//! every commit made nearly every commit at low load wait for an fsync.
 
 use rusqlite::Connection;
+use rusqlite::hooks::Wal;
+use std::cell::Cell;
+use std::ffi::c_int;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,22 +23,37 @@ use std::time::Duration;
 /// At most one checkpoint per interval, so the disk is not kept busy with tiny ones.
 const INTERVAL: Duration = Duration::from_millis(250);
 
-/// WAL length (pages) at which the writer is asked to let the WAL start over; SQLite's default.
-const RESTART_PAGES: i64 = 1000;
+/// WAL length (pages) at which checkpoints start and the writer is asked to let the WAL start
+/// over; SQLite's default (4 MB).
+const LONG_WAL: i32 = 1000;
 
-/// Used by the writer thread; never blocks it.
+thread_local! {
+    /// The WAL's length after the last commit on this thread, as SQLite's WAL hook reports it.
+    static WAL_PAGES: Cell<i32> = const { Cell::new(0) };
+}
+
+fn note_wal_pages(_: &Wal, pages: c_int) -> rusqlite::Result<()> {
+    WAL_PAGES.set(pages);
+    Ok(())
+}
+
+/// Used by whoever commits; never blocks them.
 pub struct Checkpointer {
     wake: Option<mpsc::SyncSender<()>>,
     restart: Arc<AtomicBool>,
+    /// A checkpoint has copied the whole WAL back: the next commit starts it over, and fsyncs.
+    caught_up: Arc<AtomicBool>,
 }
 
 impl Checkpointer {
     /// Starts the thread. If it cannot, SQLite's automatic checkpoints stay on.
     pub fn start(path: &Path, writer: &Connection) -> Checkpointer {
         let restart = Arc::new(AtomicBool::new(false));
+        let caught_up = Arc::new(AtomicBool::new(false));
         let inert = Checkpointer {
             wake: None,
             restart: restart.clone(),
+            caught_up: caught_up.clone(),
         };
         let conn = match Connection::open(path) {
             Ok(c) => c,
@@ -41,47 +63,64 @@ impl Checkpointer {
             }
         };
         let (tx, rx) = mpsc::sync_channel(1);
-        let flag = restart.clone();
+        let flags = (restart.clone(), caught_up.clone());
         let started = std::thread::Builder::new()
             .name("agent-budget-checkpoint".into())
-            .spawn(move || run(&conn, &rx, &flag));
+            .spawn(move || run(&conn, &rx, &flags.0, &flags.1));
         if started.is_err() || writer.pragma_update(None, "wal_autocheckpoint", 0).is_err() {
             return inert;
         }
+        // Replaces SQLite's own hook, which is what ran the automatic checkpoints.
+        writer.wal_hook(Some(note_wal_pages));
         Checkpointer {
             wake: Some(tx),
             restart,
+            caught_up,
         }
     }
 
-    /// Notes that a commit made the WAL longer.
-    pub fn wal_grew(&self) {
+    /// After a commit, on the thread that made it: starts a checkpoint if the WAL is long.
+    pub fn committed(&self) {
+        self.caught_up.store(false, Ordering::Relaxed);
         if let Some(tx) = &self.wake {
-            let _ = tx.try_send(());
+            if WAL_PAGES.get() >= LONG_WAL {
+                let _ = tx.try_send(());
+            }
         }
+    }
+
+    /// Whether the next commit may start the WAL over (and so fsync): the writer thread's.
+    pub fn wal_restarts_next(&self) -> bool {
+        self.caught_up.load(Ordering::Relaxed) || self.restart.load(Ordering::Relaxed)
     }
 
     /// After a commit: lets the WAL start over if it has grown long (on the writer's thread).
     pub fn restart_if_due(&self, writer: &Connection) {
         if self.restart.swap(false, Ordering::Relaxed) {
-            if let Err(e) = checkpoint(writer) {
-                tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+            match checkpoint(writer) {
+                Ok(all) => self.caught_up.store(all, Ordering::Relaxed),
+                Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; will retry"),
             }
         }
     }
 }
 
-/// A passive checkpoint; returns the WAL's length in pages.
-fn checkpoint(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+/// A passive checkpoint; says whether it copied the whole WAL back.
+fn checkpoint(conn: &Connection) -> rusqlite::Result<bool> {
+    let (pages, copied): (i64, i64) =
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get(1)?, r.get(2)?))
+        })?;
+    Ok(pages > 0 && copied == pages)
 }
 
-fn run(conn: &Connection, rx: &mpsc::Receiver<()>, restart: &AtomicBool) {
+fn run(conn: &Connection, rx: &mpsc::Receiver<()>, restart: &AtomicBool, caught_up: &AtomicBool) {
     // Ends when the writer, the only sender, is gone.
     while rx.recv().is_ok() {
         match checkpoint(conn) {
-            Ok(pages) if pages >= RESTART_PAGES => restart.store(true, Ordering::Relaxed),
-            Ok(_) => {}
+            Ok(true) => caught_up.store(true, Ordering::Relaxed),
+            // Racing commits kept it from finishing: the writer finishes it between them.
+            Ok(false) => restart.store(true, Ordering::Relaxed),
             Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; will retry"),
         }
         std::thread::sleep(INTERVAL);
@@ -96,6 +135,33 @@ mod tests {
     fn wal_generation(path: &std::path::Path) -> u32 {
         let b = std::fs::read(path).unwrap();
         u32::from_be_bytes([b[12], b[13], b[14], b[15]])
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_short_wal_is_not_checkpointed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let w = store.writer.clone();
+        let db = dir.path().join(super::super::FILE_NAME);
+        let size = || std::fs::metadata(&db).unwrap().len();
+        let before = size();
+        // Low load: commits a few milliseconds apart. A checkpoint after each one copied them
+        // into the database file (and fsynced it), and made the next commit start the WAL
+        // over with another fsync.
+        w.run(|tx| Ok(tx.execute_batch("CREATE TABLE scratch(n)")?))
+            .await
+            .unwrap();
+        for n in 0..40 {
+            w.run(move |tx| Ok(tx.execute("INSERT INTO scratch VALUES (?1)", [n])?))
+                .await
+                .unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            size(),
+            before,
+            "the database file was written: a checkpoint ran"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,12 +65,15 @@ fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// How long a connection waits for another process's lock before it reports the database busy.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // WAL + NORMAL: a commit survives the process being killed (it is in the OS's cache);
     // only a power cut can lose the last transactions.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     Ok(())
 }
 
@@ -205,7 +208,7 @@ impl Store {
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )
                 .map_err(|e| classify(&self.path, e))?;
-                c.busy_timeout(std::time::Duration::from_secs(5))?;
+                c.busy_timeout(BUSY_TIMEOUT)?;
                 c
             }
         };
