@@ -393,6 +393,8 @@ mod tests {
             })
             .await
             .unwrap();
+        // The job's caller is answered before the writer thread lets go of the connection.
+        drop(store.writer.shared.lock());
         (dir, store)
     }
 
