@@ -107,6 +107,37 @@ pub async fn at_rate(client: &reqwest::Client, url: &str, rate: u32, secs: f64) 
     }
 }
 
+/// Both URLs at `rate` for `secs`, for a side-by-side row; with `warm`, a second at the rate
+/// first on each, so both client pools hold the connections the rate needs.
+pub async fn rate_pair(
+    client: &reqwest::Client,
+    direct: &str,
+    via: &str,
+    rate: u32,
+    secs: f64,
+    warm: bool,
+) -> (RateRun, RateRun) {
+    if warm {
+        at_rate(client, direct, rate, 1.0).await;
+        at_rate(client, via, rate, 1.0).await;
+    }
+    let d = at_rate(client, direct, rate, secs).await;
+    (d, at_rate(client, via, rate, secs).await)
+}
+
+/// Both URLs one request at a time, `n` each after 300 to warm up, for a side-by-side row.
+pub async fn sequential_pair(
+    client: &reqwest::Client,
+    direct: &str,
+    via: &str,
+    n: usize,
+) -> (Percentiles, Percentiles) {
+    sequential(client, direct, 300).await;
+    sequential(client, via, 300).await;
+    let d = sequential(client, direct, n).await;
+    (d, sequential(client, via, n).await)
+}
+
 /// One request at a time for `n` requests.
 pub async fn sequential(client: &reqwest::Client, url: &str, n: usize) -> Percentiles {
     let mut v = Vec::with_capacity(n);

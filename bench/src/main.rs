@@ -125,11 +125,7 @@ async fn main() -> Result<()> {
         chrono_free_date()
     ));
     if let Some(rate) = only_rate {
-        if !cold {
-            load::at_rate(&client, &proxied, rate, 1.0).await;
-        }
-        let d = load::at_rate(&client, &direct, rate, plan.secs).await;
-        let p = load::at_rate(&client, &proxied, rate, plan.secs).await;
+        let (d, p) = load::rate_pair(&client, &direct, &proxied, rate, plan.secs, !cold).await;
         r.line(latency_row(
             &format!("{rate} req/s"),
             d.latency,
@@ -143,29 +139,22 @@ async fn main() -> Result<()> {
     r.line("");
     r.line("| load | direct p50 / p90 / p99 | proxy p50 / p90 / p99 | added p50 / p90 / p99 | proxy errors |");
     r.line("|---|---|---|---|---|");
-    load::sequential(&client, &direct, 300).await;
-    load::sequential(&client, &proxied, 300).await;
-    let d = load::sequential(&client, &direct, plan.sequential).await;
-    let p = load::sequential(&client, &proxied, plan.sequential).await;
+    let (d, p) = load::sequential_pair(&client, &direct, &proxied, plan.sequential).await;
     r.line(latency_row("concurrency 1", d, p, 0));
-    // Reference: the same hop for a free endpoint (no admission, no accounting), which shows
-    // how much of the overhead is plain forwarding.
+    // References: the same hop for a free endpoint (no admission, no accounting), which shows
+    // how much of the overhead is plain forwarding, and the simplest relay hyper allows.
     let (dc, pc) = (
         direct.replace("/messages", "/messages/count_tokens"),
         proxied.replace("/messages", "/messages/count_tokens"),
     );
-    load::sequential(&client, &pc, 300).await;
-    let d = load::sequential(&client, &dc, plan.sequential).await;
-    let p = load::sequential(&client, &pc, plan.sequential).await;
+    let (d, p) = load::sequential_pair(&client, &dc, &pc, plan.sequential).await;
     r.line(latency_row(
         "concurrency 1, forwarding only (`count_tokens`: not admitted, not recorded)",
         d,
         p,
         0,
     ));
-    load::sequential(&client, &relayed, 300).await;
-    let d = load::sequential(&client, &direct, plan.sequential).await;
-    let p = load::sequential(&client, &relayed, plan.sequential).await;
+    let (d, p) = load::sequential_pair(&client, &direct, &relayed, plan.sequential).await;
     r.line(latency_row(
         "concurrency 1, bare hyper relay (reference, not agent-budget: `bench/src/bin/bare-relay.rs`)",
         d,
@@ -173,12 +162,8 @@ async fn main() -> Result<()> {
         0,
     ));
     for rate in [500u32, 2000, 5000] {
-        // A second at the rate first, so both client pools hold the connections it needs:
-        // this table is the steady state (PERFORMANCE.md has what a cold start looks like).
-        load::at_rate(&client, &direct, rate, 1.0).await;
-        load::at_rate(&client, &proxied, rate, 1.0).await;
-        let d = load::at_rate(&client, &direct, rate, plan.secs).await;
-        let p = load::at_rate(&client, &proxied, rate, plan.secs).await;
+        // Warmed up, so this table is the steady state (PERFORMANCE.md has a cold start).
+        let (d, p) = load::rate_pair(&client, &direct, &proxied, rate, plan.secs, true).await;
         let a = added(p.latency, d.latency);
         r.line(latency_row(
             &format!(
@@ -190,18 +175,15 @@ async fn main() -> Result<()> {
             p.errors,
         ));
         if rate == 2000 {
-            // References at the rate the targets name: the same hop without admission and
-            // accounting, and through the simplest relay hyper allows.
-            let d = load::at_rate(&client, &dc, rate, plan.secs).await;
-            let p = load::at_rate(&client, &pc, rate, plan.secs).await;
+            // The references again, at the rate the targets name.
+            let (d, p) = load::rate_pair(&client, &dc, &pc, rate, plan.secs, true).await;
             r.line(latency_row(
                 &format!("{rate} req/s, forwarding only"),
                 d.latency,
                 p.latency,
                 p.errors,
             ));
-            let d = load::at_rate(&client, &direct, rate, plan.secs).await;
-            let p = load::at_rate(&client, &relayed, rate, plan.secs).await;
+            let (d, p) = load::rate_pair(&client, &direct, &relayed, rate, plan.secs, true).await;
             r.line(latency_row(
                 &format!("{rate} req/s, bare hyper relay (reference, not agent-budget)"),
                 d.latency,

@@ -89,7 +89,8 @@ impl Checkpointer {
         }
     }
 
-    /// Whether the next commit may start the WAL over (and so fsync): the writer thread's.
+    /// Whether the next commit may start the WAL over, and so fsync: a commit for the writer
+    /// thread, not a runtime thread.
     pub fn wal_restarts_next(&self) -> bool {
         self.caught_up.load(Ordering::Relaxed) || self.restart.load(Ordering::Relaxed)
     }

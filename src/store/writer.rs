@@ -435,6 +435,34 @@ mod tests {
         assert_eq!(models(&store).await, ["locked"]);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_record_steps_aside_when_the_wal_is_about_to_start_over() {
+        let (_dir, store) = store().await;
+        let w = &store.writer;
+        // One commit of ~1,100 pages: the WAL is long, so the checkpoint thread copies it back.
+        w.run(|tx| {
+            Ok(tx.execute_batch(
+                "CREATE TABLE scratch(b BLOB);
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1100)
+                 INSERT INTO scratch SELECT zeroblob(4000) FROM n;",
+            )?)
+        })
+        .await
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !w.shared.checkpointer.wal_restarts_next() {
+            assert!(Instant::now() < deadline, "no checkpoint caught up");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // The next commit starts the WAL over and fsyncs: that is the writer thread's to pay.
+        assert!(!w.commit_here(&row("after checkpoint")));
+        assert!(w.save(row("after checkpoint"), true).await);
+        drop(w.shared.lock());
+        assert!(!w.shared.checkpointer.wal_restarts_next());
+        assert!(w.commit_here(&row("then here")));
+        assert_eq!(models(&store).await, ["after checkpoint", "then here"]);
+    }
+
     #[tokio::test]
     async fn a_failing_database_is_left_to_the_writer_thread() {
         let (_dir, store) = store().await;
