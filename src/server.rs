@@ -156,8 +156,10 @@ impl RunningServer {
             let listener = listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            let serve =
-                axum::serve(listener, router).with_graceful_shutdown(stopped.cancelled_owned());
+            // `into_make_service` resolves the routes once; serving the `Router` itself rebuilds
+            // them for every connection (18 KiB each, docs/PERFORMANCE.md).
+            let serve = axum::serve(listener, router.into_make_service())
+                .with_graceful_shutdown(stopped.cancelled_owned());
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "server stopped with an error");
             }

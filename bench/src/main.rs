@@ -3,7 +3,8 @@
 //!
 //! Flags: `--quick` (short runs, small databases), `--out <file>` (default docs/PERFORMANCE.md),
 //! `--latency` (only the non-streaming tables, printed, nothing written: for A/B runs),
-//! `--rate <n>` (only direct and proxy at n req/s, printed; `--cold` skips the warm-up second).
+//! `--rate <n>` (only direct and proxy at n req/s, printed; `--cold` skips the warm-up second),
+//! `--memory` (only memory: on a fresh proxy, then again after a load burst; printed).
 #![expect(clippy::print_stdout, reason = "a command-line report")]
 
 mod db;
@@ -70,6 +71,7 @@ async fn main() -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     let latency_only = args.iter().any(|a| a == "--latency");
     let cold = args.iter().any(|a| a == "--cold");
+    let memory_only = args.iter().any(|a| a == "--memory");
     let only_rate: Option<u32> = args
         .iter()
         .position(|a| a == "--rate")
@@ -132,6 +134,49 @@ async fn main() -> Result<()> {
             p.latency,
             p.errors,
         ));
+        return Ok(());
+    }
+    if memory_only {
+        r.line("## Memory (MiB)");
+        let relay_idle = procs::rss(relay.child.id()).0;
+        memory(
+            &mut r,
+            "bare hyper relay",
+            &client,
+            &relayed,
+            &relay,
+            relay_idle,
+            plan.open_streams,
+        )
+        .await;
+        memory(
+            &mut r,
+            "proxy, fresh",
+            &client,
+            &proxied,
+            &proxy,
+            idle_rss,
+            plan.open_streams,
+        )
+        .await;
+        let sp = load::saturate(&client, &proxied, 64, plan.secs).await;
+        let burst = load::at_rate(&client, &proxied, 5000, plan.secs).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let loaded_rss = procs::rss(proxy.child.id()).0;
+        let label = format!(
+            "proxy after saturation ({sp:.0} req/s) and a cold 5,000 req/s burst ({:.0} achieved)",
+            burst.achieved_rps
+        );
+        memory(
+            &mut r,
+            &label,
+            &client,
+            &proxied,
+            &proxy,
+            loaded_rss,
+            plan.open_streams,
+        )
+        .await;
         return Ok(());
     }
     r.line("");
@@ -221,29 +266,28 @@ async fn main() -> Result<()> {
 
     let sd = load::streams(&client, &direct, plan.streams, 5).await;
     let sp = load::streams(&client, &proxied, plan.streams, 5).await;
+    let sr = load::streams(&client, &relayed, plan.streams, 5).await;
     r.line("## Streaming (ms; events 5 ms apart)");
     r.line("");
-    r.line("| | direct p50 / p99 | proxy p50 / p99 | added p50 / p99 |");
+    r.line("| | direct p50 / p99 | through p50 / p99 | added p50 / p99 |");
     r.line("|---|---|---|---|");
+    let pair = |x: Percentiles| format!("{} / {}", ms(x.p50), ms(x.p99));
+    let row = |what: &str, d: Percentiles, p: Percentiles| {
+        format!(
+            "| {what} | {} | {} | {} |",
+            pair(d),
+            pair(p),
+            pair(added(p, d))
+        )
+    };
+    r.line(row("first byte, proxy", sd.first_byte, sp.first_byte));
+    r.line(row("mean gap between chunks, proxy", sd.gap, sp.gap));
+    r.line(row(
+        "first byte, bare hyper relay (reference)",
+        sd.first_byte,
+        sr.first_byte,
+    ));
     let (af, ag) = (added(sp.first_byte, sd.first_byte), added(sp.gap, sd.gap));
-    r.line(format!(
-        "| first byte | {} / {} | {} / {} | {} / {} |",
-        ms(sd.first_byte.p50),
-        ms(sd.first_byte.p99),
-        ms(sp.first_byte.p50),
-        ms(sp.first_byte.p99),
-        ms(af.p50),
-        ms(af.p99)
-    ));
-    r.line(format!(
-        "| mean gap between chunks | {} / {} | {} / {} | {} / {} |",
-        ms(sd.gap.p50),
-        ms(sd.gap.p99),
-        ms(sp.gap.p50),
-        ms(sp.gap.p99),
-        ms(ag.p50),
-        ms(ag.p99)
-    ));
     r.target(
         "streaming first byte ≤ 0.2 ms later than direct (p50)",
         format!("{} ms", ms(af.p50)),
@@ -256,24 +300,29 @@ async fn main() -> Result<()> {
     );
     r.line("");
 
-    let tasks = load::open_streams(&client, &proxied, plan.open_streams, 6);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let (streams_rss, _) = procs::rss(proxy.child.id());
-    let mut completed = 0;
-    for t in tasks {
-        completed += usize::from(t.await.unwrap_or(false));
-    }
-    let (after_rss, peak_rss) = procs::rss(proxy.child.id());
-    r.line("## Memory of the proxy process (MiB)");
+    r.line("## Memory (MiB)");
     r.line("");
-    r.line(format!("- idle after start: {idle_rss:.1}"));
-    r.line(format!(
-        "- with {} streams open: {streams_rss:.1} ({completed} completed)",
-        plan.open_streams
-    ));
-    r.line(format!(
-        "- after the run: {after_rss:.1}; peak over the whole run: {peak_rss:.1}"
-    ));
+    let relay_idle = procs::rss(relay.child.id()).0;
+    memory(
+        &mut r,
+        "bare hyper relay (reference)",
+        &client,
+        &relayed,
+        &relay,
+        relay_idle,
+        plan.open_streams,
+    )
+    .await;
+    let streams_rss = memory(
+        &mut r,
+        "proxy",
+        &client,
+        &proxied,
+        &proxy,
+        idle_rss,
+        plan.open_streams,
+    )
+    .await;
     r.target(
         "RSS idle < 30 MB",
         format!("{idle_rss:.1} MiB"),
@@ -400,6 +449,32 @@ budget, settled, and its usage record committed to SQLite before the response is
         .with_context(|| format!("write {out}"))?;
     println!("\nwritten to {out}");
     Ok(())
+}
+
+/// One process's memory: before, with `n` streams open, and after they finish. Returns the
+/// figure with the streams open.
+async fn memory(
+    r: &mut Report,
+    label: &str,
+    client: &reqwest::Client,
+    url: &str,
+    process: &procs::Proc,
+    before: f64,
+    n: usize,
+) -> f64 {
+    let tasks = load::open_streams(client, url, n, 6);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (open, _) = procs::rss(process.child.id());
+    let mut completed = 0;
+    for t in tasks {
+        completed += usize::from(t.await.unwrap_or(false));
+    }
+    let (after, peak) = procs::rss(process.child.id());
+    r.line(format!(
+        "- {label}: {before:.1} before, {open:.1} with {n} streams open ({completed} completed), \
+{after:.1} after; peak over its life {peak:.1}"
+    ));
+    open
 }
 
 /// Today's date from the system clock (UTC), without a date library.

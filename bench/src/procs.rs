@@ -70,7 +70,18 @@ fn listening(name: &str, args: &[&str]) -> Result<Proc> {
 /// Starts `agent-budget serve` and returns once it accepts requests, with the time that took.
 pub fn proxy(data_dir: &Path, upstream_port: u16) -> Result<(Proc, Duration)> {
     let started = Instant::now();
-    let mut child = Command::new(binary("agent-budget"))
+    // BENCH_PROXY: another build to compare; BENCH_WRAP: a profiler to run it under.
+    let mut words: Vec<String> = std::env::var("BENCH_WRAP")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    words.push(
+        std::env::var("BENCH_PROXY")
+            .unwrap_or_else(|_| binary("agent-budget").display().to_string()),
+    );
+    let mut child = Command::new(&words[0])
+        .args(&words[1..])
         .args(["serve", "--port", "0", "--data-dir"])
         .arg(data_dir)
         .args(["--upstream", &format!("http://127.0.0.1:{upstream_port}")])
