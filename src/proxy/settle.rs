@@ -23,6 +23,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio::sync::oneshot;
 use tokio_util::sync::WaitForCancellationFutureOwned;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 /// How a request ended, as far as money is concerned.
 #[expect(
@@ -149,10 +150,12 @@ impl Settlement {
         (app, row)
     }
 
-    /// Settles and queues the record; the receiver says when it is committed.
-    pub fn finish(self, outcome: Outcome) -> oneshot::Receiver<bool> {
+    /// Settles and saves the record; the receiver, if any, says when it is committed. Called
+    /// from a stream's relay, which counts as in flight.
+    pub fn finish(self, outcome: Outcome) -> Option<oneshot::Receiver<bool>> {
         let (app, row) = self.settle(outcome);
-        app.store.writer.record(row)
+        let alone = app.tracker.len() <= 1;
+        app.store.writer.start_save(row, alone)
     }
 
     /// Settles and waits for the record's commit. Called from the exchange's tracked task, so
@@ -209,6 +212,8 @@ pub struct Relay {
     held: Option<Bytes>,
     finished: bool,
     abort: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Counts the stream as in flight, so a record knows whether its request is alone.
+    _in_flight: TaskTrackerToken,
 }
 
 impl Relay {
@@ -217,6 +222,7 @@ impl Relay {
         settlement: Settlement,
     ) -> Relay {
         let abort = Box::pin(settlement.app.abort.clone().cancelled_owned());
+        let _in_flight = settlement.app.tracker.token();
         Relay {
             upstream,
             tap: Tap::default(),
@@ -225,6 +231,7 @@ impl Relay {
             held: None,
             finished: false,
             abort,
+            _in_flight,
         }
     }
 
@@ -253,7 +260,7 @@ impl Relay {
     /// Settles now and holds `chunk` back until the record is committed.
     fn settle_then_send(&mut self, outcome: Outcome, chunk: Bytes) {
         if let Some(s) = self.settlement.take() {
-            self.ack = Some(s.finish(outcome));
+            self.ack = s.finish(outcome);
         }
         self.held = Some(chunk);
     }

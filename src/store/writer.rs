@@ -293,10 +293,19 @@ impl Writer {
     /// the caller's thread. Otherwise, or if that fails, it joins the writer's next batch, so
     /// that under load records share commits and a failing database is handled in one place.
     pub async fn save(&self, row: UsageRow, alone: bool) -> bool {
-        if alone && self.commit_here(&row) {
-            return true;
+        match self.start_save(row, alone) {
+            None => true,
+            Some(ack) => ack.await.unwrap_or(false),
         }
-        self.record(row).await.unwrap_or(false)
+    }
+
+    /// `save` for callers that cannot wait here: `None` when the record is already committed,
+    /// else the writer's answer to come.
+    pub fn start_save(&self, row: UsageRow, alone: bool) -> Option<oneshot::Receiver<bool>> {
+        if alone && self.commit_here(&row) {
+            return None;
+        }
+        Some(self.record(row))
     }
 
     fn commit_here(&self, row: &UsageRow) -> bool {
@@ -414,6 +423,18 @@ mod tests {
         let (_dir, store) = store().await;
         assert!(store.writer.commit_here(&row("here")));
         assert_eq!(models(&store).await, ["here"]);
+    }
+
+    #[tokio::test]
+    async fn only_a_lone_record_skips_the_writer_thread() {
+        let (_dir, store) = store().await;
+        // A stream's relay cannot wait where it settles: alone, its record is already in.
+        assert!(store.writer.start_save(row("alone"), true).is_none());
+        assert_eq!(models(&store).await, ["alone"]);
+        // With other requests in flight it joins the writer's batch, and hears when it is in.
+        let ack = store.writer.start_save(row("crowded"), false).unwrap();
+        assert!(ack.await.unwrap());
+        assert_eq!(models(&store).await, ["alone", "crowded"]);
     }
 
     #[tokio::test]
