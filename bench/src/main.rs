@@ -138,45 +138,16 @@ async fn main() -> Result<()> {
     }
     if memory_only {
         r.line("## Memory (MiB)");
-        let relay_idle = procs::rss(relay.child.id()).0;
-        memory(
-            &mut r,
-            "bare hyper relay",
-            &client,
-            &relayed,
-            &relay,
-            relay_idle,
-            plan.open_streams,
-        )
-        .await;
-        memory(
-            &mut r,
-            "proxy, fresh",
-            &client,
-            &proxied,
-            &proxy,
-            idle_rss,
-            plan.open_streams,
-        )
-        .await;
+        let targets = ((relayed.as_str(), &relay), (proxied.as_str(), &proxy));
+        memory_beside_relay(&mut r, &client, targets, "proxy, fresh", plan.open_streams).await;
         let sp = load::saturate(&client, &proxied, 64, plan.secs).await;
         let burst = load::at_rate(&client, &proxied, 5000, plan.secs).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let loaded_rss = procs::rss(proxy.child.id()).0;
         let label = format!(
             "proxy after saturation ({sp:.0} req/s) and a cold 5,000 req/s burst ({:.0} achieved)",
             burst.achieved_rps
         );
-        memory(
-            &mut r,
-            &label,
-            &client,
-            &proxied,
-            &proxy,
-            loaded_rss,
-            plan.open_streams,
-        )
-        .await;
+        memory(&mut r, &label, &client, &proxied, &proxy, plan.open_streams).await;
         return Ok(());
     }
     r.line("");
@@ -302,27 +273,9 @@ async fn main() -> Result<()> {
 
     r.line("## Memory (MiB)");
     r.line("");
-    let relay_idle = procs::rss(relay.child.id()).0;
-    memory(
-        &mut r,
-        "bare hyper relay (reference)",
-        &client,
-        &relayed,
-        &relay,
-        relay_idle,
-        plan.open_streams,
-    )
-    .await;
-    let streams_rss = memory(
-        &mut r,
-        "proxy",
-        &client,
-        &proxied,
-        &proxy,
-        idle_rss,
-        plan.open_streams,
-    )
-    .await;
+    let targets = ((relayed.as_str(), &relay), (proxied.as_str(), &proxy));
+    let streams_rss =
+        memory_beside_relay(&mut r, &client, targets, "proxy", plan.open_streams).await;
     r.target(
         "RSS idle < 30 MB",
         format!("{idle_rss:.1} MiB"),
@@ -459,9 +412,9 @@ async fn memory(
     client: &reqwest::Client,
     url: &str,
     process: &procs::Proc,
-    before: f64,
     n: usize,
 ) -> f64 {
+    let (before, _) = procs::rss(process.child.id());
     let tasks = load::open_streams(client, url, n, 6);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (open, _) = procs::rss(process.child.id());
@@ -475,6 +428,19 @@ async fn memory(
 {after:.1} after; peak over its life {peak:.1}"
     ));
     open
+}
+
+/// The bare relay's memory (the reference), then the proxy's; returns the proxy's with the
+/// streams open.
+async fn memory_beside_relay(
+    r: &mut Report,
+    client: &reqwest::Client,
+    ((relayed, relay), (proxied, proxy)): ((&str, &procs::Proc), (&str, &procs::Proc)),
+    label: &str,
+    n: usize,
+) -> f64 {
+    memory(r, "bare hyper relay (reference)", client, relayed, relay, n).await;
+    memory(r, label, client, proxied, proxy, n).await
 }
 
 /// Today's date from the system clock (UTC), without a date library.
