@@ -151,19 +151,21 @@ impl Settlement {
     }
 
     /// Settles and saves the record; the receiver, if any, says when it is committed. Called
-    /// from a stream's relay, which counts as in flight.
+    /// from the exchange's tracked task or a stream's relay (which holds a tracker token), so
+    /// the request is alone when it is the only one tracked.
     pub fn finish(self, outcome: Outcome) -> Option<oneshot::Receiver<bool>> {
         let (app, row) = self.settle(outcome);
         let alone = app.tracker.len() <= 1;
         app.store.writer.start_save(row, alone)
     }
 
-    /// Settles and waits for the record's commit. Called from the exchange's tracked task, so
-    /// the request is alone when that is the only task tracked.
+    /// Settles and waits for the record's commit.
     pub async fn finish_durably(self, outcome: Outcome) {
-        let (app, row) = self.settle(outcome);
-        let alone = app.tracker.len() <= 1;
-        if !app.store.writer.save(row, alone).await {
+        let committed = match self.finish(outcome) {
+            None => true,
+            Some(ack) => ack.await.unwrap_or(false),
+        };
+        if !committed {
             tracing::warn!("a usage record is not saved yet; the writer keeps it and retries");
         }
     }

@@ -288,19 +288,11 @@ impl Writer {
         rx
     }
 
-    /// Saves a usage record and says whether it is committed. `alone` says no other request
-    /// is in flight: then, if the writer has nothing to do, the record is committed here, on
-    /// the caller's thread. Otherwise, or if that fails, it joins the writer's next batch, so
-    /// that under load records share commits and a failing database is handled in one place.
-    pub async fn save(&self, row: UsageRow, alone: bool) -> bool {
-        match self.start_save(row, alone) {
-            None => true,
-            Some(ack) => ack.await.unwrap_or(false),
-        }
-    }
-
-    /// `save` for callers that cannot wait here: `None` when the record is already committed,
-    /// else the writer's answer to come.
+    /// Saves a usage record: `None` when it is already committed, else the writer's answer to
+    /// come. `alone` says no other request is in flight: then, if the writer has nothing to
+    /// do, the record is committed here, on the caller's thread. Otherwise, or if that fails,
+    /// it joins the writer's next batch, so that under load records share commits and a
+    /// failing database is handled in one place.
     pub fn start_save(&self, row: UsageRow, alone: bool) -> Option<oneshot::Receiver<bool>> {
         if alone && self.commit_here(&row) {
             return None;
@@ -447,12 +439,10 @@ mod tests {
         // The writer's connection waits up to 5 s for a lock; the caller's thread must not.
         assert!(started.elapsed() < Duration::from_secs(1));
         // Declined, the record goes to the writer thread, which waits for the lock.
-        let saved = tokio::spawn({
-            let w = store.writer.clone();
-            async move { w.save(row("locked"), true).await }
-        });
+        let ack = store.writer.start_save(row("locked"), true).unwrap();
+        let saved = tokio::spawn(ack);
         other.execute_batch("COMMIT").unwrap();
-        assert!(saved.await.unwrap());
+        assert!(saved.await.unwrap().unwrap());
         assert_eq!(models(&store).await, ["locked"]);
     }
 
@@ -476,8 +466,8 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         // The next commit starts the WAL over and fsyncs: that is the writer thread's to pay.
-        assert!(!w.commit_here(&row("after checkpoint")));
-        assert!(w.save(row("after checkpoint"), true).await);
+        let ack = w.start_save(row("after checkpoint"), true).unwrap();
+        assert!(ack.await.unwrap());
         drop(w.shared.lock());
         assert!(!w.shared.checkpointer.wal_restarts_next());
         assert!(w.commit_here(&row("then here")));
