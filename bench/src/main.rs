@@ -225,6 +225,16 @@ async fn main() -> Result<()> {
         "## Saturation (64 in flight): direct {sd:.0} req/s, proxy {sp:.0} req/s, ratio {:.2}",
         sp / sd
     ));
+    // The references again: what plain forwarding and the simplest relay reach here.
+    let sc = load::saturate(&client, &dc, 64, plan.secs).await;
+    let sdc = load::saturate(&client, &pc, 64, plan.secs).await;
+    let sr = load::saturate(&client, &relayed, 64, plan.secs).await;
+    r.line("");
+    r.line(format!(
+        "References: forwarding only (`count_tokens`) {sdc:.0} req/s against {sc:.0} direct, ratio {:.2}; bare hyper relay {sr:.0} req/s, ratio {:.2}",
+        sdc / sc,
+        sr / sd
+    ));
     r.target(
         "saturation throughput ≥ 50 % of direct",
         format!("{:.0} %", 100.0 * sp / sd),

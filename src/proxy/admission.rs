@@ -113,7 +113,7 @@ async fn count_tokens(app: &Service, headers: &HeaderMap, body: &Bytes) -> Optio
         tracing::info!(status = %resp.status(), "count_tokens refused; keeping the conservative estimate");
         return None;
     }
-    let bytes = tokio::time::timeout(COUNT_TIMEOUT, resp.bytes())
+    let bytes = tokio::time::timeout(COUNT_TIMEOUT, forward::read_all(app, resp.into_body()))
         .await
         .ok()?
         .ok()?;

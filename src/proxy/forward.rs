@@ -3,8 +3,11 @@
 
 use crate::error::HttpError;
 use crate::service::Service;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use super::upstream::SendError;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
@@ -73,27 +76,41 @@ pub async fn send(
     path_and_query: &str,
     headers: HeaderMap,
     body: Option<Bytes>,
-) -> Result<reqwest::Response, HttpError> {
-    let mut url = app.upstream_url.clone();
-    let (path, query) = path_and_query
-        .split_once('?')
-        .map_or((path_and_query, None), |(p, q)| (p, Some(q)));
-    url.set_path(&format!(
-        "{}{path}",
-        app.upstream_url.path().trim_end_matches('/')
-    ));
-    url.set_query(query);
-    let mut req = app.client.request(method, url).headers(headers);
-    if let Some(b) = body {
-        req = req.body(b);
-    }
+) -> Result<Response<Incoming>, HttpError> {
+    let mut req = Request::new(Full::new(body.unwrap_or_default()));
+    *req.method_mut() = method;
+    *req.headers_mut() = headers;
     let timeout = app.config.upstream_timeout;
-    match tokio::time::timeout(timeout, req.send()).await {
+    match tokio::time::timeout(timeout, app.upstream.send(req, path_and_query)).await {
         Err(_) => Err(timed_out(timeout)),
-        Ok(Err(e)) if e.is_timeout() => Err(timed_out(timeout)),
+        Ok(Err(SendError::Path(e))) => Err(HttpError::invalid(format!("agent-budget: {e}"))),
+        Ok(Err(e)) if is_timeout(&e) => Err(timed_out(timeout)),
         Ok(Err(e)) => Err(unreachable(&app.config.upstream, &e)),
         Ok(Ok(r)) => Ok(r),
     }
+}
+
+/// Reads a whole response body within the upstream timeout.
+pub async fn read_all(app: &Service, body: Incoming) -> Result<Bytes, HttpError> {
+    let timeout = app.config.upstream_timeout;
+    match tokio::time::timeout(timeout, body.collect()).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) => Err(unreachable(&app.config.upstream, &e)),
+        Err(_) => Err(timed_out(timeout)),
+    }
+}
+
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut src = Some(e);
+    while let Some(s) = src {
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        src = s.source();
+    }
+    false
 }
 
 pub fn timed_out(t: std::time::Duration) -> HttpError {
@@ -107,9 +124,10 @@ pub fn timed_out(t: std::time::Duration) -> HttpError {
     )
 }
 
-pub fn unreachable(upstream: &str, e: &reqwest::Error) -> HttpError {
+/// `502`, naming the innermost cause (say, "Connection refused").
+pub fn unreachable(upstream: &str, e: &(dyn std::error::Error + 'static)) -> HttpError {
     let mut cause = String::new();
-    let mut src: Option<&dyn std::error::Error> = Some(e);
+    let mut src = Some(e);
     while let Some(s) = src {
         cause = s.to_string();
         src = s.source();

@@ -6,6 +6,7 @@ pub mod forward;
 pub mod request;
 pub mod settle;
 pub mod sse;
+pub mod upstream;
 
 use crate::alerts::{AlertKind, NewAlert};
 use crate::budget::DEFAULT_BUDGET;
@@ -23,6 +24,7 @@ use chrono::Utc;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use settle::{Outcome, Relay, Settlement};
+use upstream::Chunks;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::oneshot;
@@ -241,12 +243,13 @@ impl Exchange {
                 return;
             }
         };
-        let status = resp.status();
-        let mut headers = forward::response_headers(resp.headers());
+        let (parts, incoming) = resp.into_parts();
+        let status = parts.status;
+        let mut headers = forward::response_headers(&parts.headers);
         headers.extend(self.budget_headers);
         s.http_status = status.as_u16();
-        s.upstream_request_id = resp
-            .headers()
+        s.upstream_request_id = parts
+            .headers
             .get("request-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
@@ -256,24 +259,19 @@ impl Exchange {
             *r.headers_mut() = headers;
             r
         };
-        if status.is_success() && is_event_stream(resp.headers()) {
+        if status.is_success() && is_event_stream(&parts.headers) {
             // Wait for the first event so the headers leave with it in one write: the client
             // then wakes once for both, as it does talking to the API directly.
-            let mut upstream = resp.bytes_stream();
+            let mut upstream = Chunks::new(incoming, app.config.upstream_timeout);
             let first = upstream.next().await;
             let relay = Relay::new(futures_util::stream::iter(first).chain(upstream).boxed(), s);
             // If the client is gone, the response (and the relay) drop here and settle as aborted.
             let _ = tx.send(build(Body::from_stream(relay)));
             return;
         }
-        let timeout = app.config.upstream_timeout;
-        let body = match tokio::time::timeout(timeout, resp.bytes()).await {
-            Ok(Ok(b)) => b,
-            failed => {
-                let err = match failed {
-                    Ok(Err(e)) if !e.is_timeout() => forward::unreachable(&app.config.upstream, &e),
-                    _ => forward::timed_out(timeout),
-                };
+        let body = match forward::read_all(&app, incoming).await {
+            Ok(b) => b,
+            Err(err) => {
                 s.http_status = err.status.as_u16();
                 let outcome = if status.is_success() {
                     Outcome::WorstCase(UsageStatus::UpstreamError)
@@ -336,10 +334,11 @@ async fn forward_free(app: Arc<Service>, req: Request) -> Result<Response, HttpE
         body,
     )
     .await?;
-    let (status, headers) = (resp.status(), forward::response_headers(resp.headers()));
-    let mut r = Response::new(Body::from_stream(resp.bytes_stream().boxed()));
-    *r.status_mut() = status;
-    *r.headers_mut() = headers;
+    let (parts, incoming) = resp.into_parts();
+    let body = forward::read_all(&app, incoming).await?;
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = parts.status;
+    *r.headers_mut() = forward::response_headers(&parts.headers);
     Ok(r)
 }
 

@@ -207,7 +207,7 @@ const SHUTTING_DOWN: &[u8] = b"event: error\ndata: {\"type\":\"error\",\"error\"
 
 /// A streamed response body on its way to the client.
 pub struct Relay {
-    upstream: BoxStream<'static, reqwest::Result<Bytes>>,
+    upstream: BoxStream<'static, std::io::Result<Bytes>>,
     tap: Tap,
     settlement: Option<Settlement>,
     ack: Option<oneshot::Receiver<bool>>,
@@ -220,7 +220,7 @@ pub struct Relay {
 
 impl Relay {
     pub fn new(
-        upstream: BoxStream<'static, reqwest::Result<Bytes>>,
+        upstream: BoxStream<'static, std::io::Result<Bytes>>,
         settlement: Settlement,
     ) -> Relay {
         let abort = Box::pin(settlement.app.abort.clone().cancelled_owned());

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::events::Events;
 use crate::ledger::{Ledger, Raised};
 use crate::pricing::{PriceBook, PricingError};
+use crate::proxy::upstream::Upstream;
 use crate::store::{self, Store, StoreError};
 use chrono::Utc;
 use std::collections::{HashMap, HashSet};
@@ -49,9 +50,9 @@ pub struct Service {
     pub ledger: Ledger,
     prices: RwLock<Arc<PriceBook>>,
     pub store: Store,
+    /// For webhooks; the proxy's own traffic goes through `upstream`.
     pub client: reqwest::Client,
-    /// `config.upstream` parsed once (parsing it per request showed in profiles).
-    pub upstream_url: reqwest::Url,
+    pub upstream: Upstream,
     /// Owns every task that settles accounting, so shutdown can wait for them.
     pub tracker: TaskTracker,
     /// Cancelled when the shutdown grace period is over: open streams end and settle.
@@ -113,23 +114,21 @@ impl Service {
                 }
             })?;
         let client = reqwest::Client::builder()
-            // A proxy relays redirects, it does not follow them: following one would send the
-            // client's API key to a host nobody configured. Webhooks are not redirected either.
+            // Webhooks are not redirected, like the proxy's own requests (see `Upstream`).
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(std::time::Duration::from_secs(10))
             .read_timeout(config.upstream_timeout)
             .pool_idle_timeout(std::time::Duration::from_secs(90))
             .build()
             .map_err(|e| StartError::Client(e.to_string()))?;
-        let upstream_url =
-            reqwest::Url::parse(&config.upstream).map_err(|e| StartError::Client(e.to_string()))?;
+        let upstream = Upstream::new(&config.upstream).map_err(StartError::Client)?;
         let service = Service {
             config,
             ledger,
             prices: RwLock::new(Arc::new(book)),
             store,
             client,
-            upstream_url,
+            upstream,
             tracker: TaskTracker::new(),
             abort: CancellationToken::new(),
             events: Events::default(),
