@@ -99,7 +99,7 @@ impl Tokens {
     pub fn total(&self) -> u64 {
         self.prompt() + self.output
     }
-    fn add(&mut self, o: Tokens) {
+    pub fn add(&mut self, o: Tokens) {
         self.input += o.input;
         self.cache_write_5m += o.cache_write_5m;
         self.cache_write_1h += o.cache_write_1h;

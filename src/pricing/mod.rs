@@ -281,6 +281,11 @@ impl PriceBook {
 
     /// The price for a model id as the client or the API wrote it.
     pub fn lookup(&self, model: &str) -> (Arc<Price>, PricedAs) {
+        // Keys are normal forms and normalising is idempotent, so an exact hit (what SDKs
+        // usually send) is the same answer without the string work, which showed in profiles.
+        if let Some((_, p)) = self.entries.get(model) {
+            return (p.clone(), PricedAs::Table);
+        }
         let family = model_id::normalise(model);
         let found = self
             .entries
@@ -344,6 +349,23 @@ mod tests {
             assert_eq!(book.lookup(id).1, PricedAs::Table, "{id}");
         }
         assert_eq!(book.table().as_of, "2026-08-21");
+    }
+
+    #[test]
+    fn an_exact_id_and_its_variants_find_the_same_price() {
+        let book = PriceBook::seeded(vec![]).unwrap();
+        for key in book.entries.keys() {
+            let (exact, how) = book.lookup(key);
+            assert_eq!(how, PricedAs::Table, "{key}");
+            for variant in [
+                key.to_uppercase(),
+                format!("us.anthropic.{key}-v1:0"),
+                format!(" {key}@20250101"),
+            ] {
+                let (p, _) = book.lookup(&variant);
+                assert!(Arc::ptr_eq(&p, &exact), "{variant} priced unlike {key}");
+            }
+        }
     }
 
     #[test]

@@ -35,8 +35,13 @@ fn as_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Inserts the row and adds it to the daily roll-up, unless its budget was deleted meanwhile.
-pub(super) fn insert(tx: &Transaction<'_>, r: &UsageRow) -> rusqlite::Result<()> {
+/// Inserts the row and its alerts, unless its budget was deleted meanwhile; then it is left
+/// out of `rollup` too.
+pub(super) fn insert(
+    tx: &Transaction<'_>,
+    r: &UsageRow,
+    rollup: &mut RollUp,
+) -> rusqlite::Result<()> {
     let t = &r.tokens;
     let priced = match r.priced_as {
         PricedAs::Table => "table",
@@ -71,41 +76,107 @@ pub(super) fn insert(tx: &Transaction<'_>, r: &UsageRow) -> rusqlite::Result<()>
     if inserted == 0 {
         return Ok(()); // the budget was deleted meanwhile
     }
-    tx.prepare_cached(
-        "INSERT INTO usage_counts (budget_id, n) VALUES (?1, 1) ON CONFLICT (budget_id) DO UPDATE SET n = n + 1",
-    )?
-    .execute([r.budget_id])?;
     for a in &r.alerts {
         super::alerts::insert(tx, a, r.created_at)?;
     }
-    let blocked = r.status == UsageStatus::Blocked;
-    tx.prepare_cached(
-        "INSERT INTO daily (budget_id, day, model, requests, blocked, input_tokens, cache_write_tokens,
-            cache_read_tokens, output_tokens, web_search_requests, dollars)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-         ON CONFLICT (budget_id, day, model) DO UPDATE SET
-            requests = requests + excluded.requests, blocked = blocked + excluded.blocked,
-            input_tokens = input_tokens + excluded.input_tokens,
-            cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
-            cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens,
-            output_tokens = output_tokens + excluded.output_tokens,
-            web_search_requests = web_search_requests + excluded.web_search_requests,
-            dollars = dollars + excluded.dollars",
-    )?
-    .execute(params![
-        r.budget_id,
-        r.day.to_string(),
-        r.model,
-        i64::from(!blocked),
-        i64::from(blocked),
-        as_i64(t.input),
-        as_i64(t.cache_write_5m + t.cache_write_1h),
-        as_i64(t.cache_read),
-        as_i64(t.output),
-        as_i64(t.web_search_requests),
-        r.cost.picos(),
-    ])?;
+    rollup.add(r);
     Ok(())
+}
+
+/// What a transaction's usage rows add to `daily` and `usage_counts`, written once per key
+/// at its end: a batch of rows then updates each roll-up row once, not once per usage row.
+#[derive(Default)]
+pub(super) struct RollUp {
+    /// Rows added per budget.
+    counts: Vec<(i64, i64)>,
+    days: Vec<DayTotals>,
+}
+
+struct DayTotals {
+    budget_id: i64,
+    day: NaiveDate,
+    model: String,
+    requests: i64,
+    blocked: i64,
+    tokens: Tokens,
+    dollars: Money,
+}
+
+impl RollUp {
+    fn add(&mut self, r: &UsageRow) {
+        // A batch holds few budgets and models: a scan beats hashing here.
+        match self.counts.iter_mut().find(|(b, _)| *b == r.budget_id) {
+            Some((_, n)) => *n += 1,
+            None => self.counts.push((r.budget_id, 1)),
+        }
+        let i = match self
+            .days
+            .iter()
+            .position(|d| d.budget_id == r.budget_id && d.day == r.day && d.model == r.model)
+        {
+            Some(i) => i,
+            None => {
+                self.days.push(DayTotals {
+                    budget_id: r.budget_id,
+                    day: r.day,
+                    model: r.model.clone(),
+                    requests: 0,
+                    blocked: 0,
+                    tokens: Tokens::default(),
+                    dollars: Money::ZERO,
+                });
+                self.days.len() - 1
+            }
+        };
+        let d = &mut self.days[i];
+        if r.status == UsageStatus::Blocked {
+            d.blocked += 1;
+        } else {
+            d.requests += 1;
+        }
+        d.tokens.add(r.tokens);
+        d.dollars += r.cost;
+    }
+
+    /// Adds the totals to the roll-up tables.
+    pub(super) fn write(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        let mut count = tx.prepare_cached(
+            "INSERT INTO usage_counts (budget_id, n) VALUES (?1, ?2) ON CONFLICT (budget_id) DO UPDATE SET n = n + excluded.n",
+        )?;
+        for (budget_id, n) in &self.counts {
+            count.execute(params![budget_id, n])?;
+        }
+        let mut daily = tx.prepare_cached(
+            "INSERT INTO daily (budget_id, day, model, requests, blocked, input_tokens, cache_write_tokens,
+                cache_read_tokens, output_tokens, web_search_requests, dollars)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (budget_id, day, model) DO UPDATE SET
+                requests = requests + excluded.requests, blocked = blocked + excluded.blocked,
+                input_tokens = input_tokens + excluded.input_tokens,
+                cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
+                cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens,
+                output_tokens = output_tokens + excluded.output_tokens,
+                web_search_requests = web_search_requests + excluded.web_search_requests,
+                dollars = dollars + excluded.dollars",
+        )?;
+        for d in &self.days {
+            let t = &d.tokens;
+            daily.execute(params![
+                d.budget_id,
+                d.day.to_string(),
+                d.model,
+                d.requests,
+                d.blocked,
+                as_i64(t.input),
+                as_i64(t.cache_write_5m + t.cache_write_1h),
+                as_i64(t.cache_read),
+                as_i64(t.output),
+                as_i64(t.web_search_requests),
+                d.dollars.picos(),
+            ])?;
+        }
+        Ok(())
+    }
 }
 
 const COLUMNS: &str = "u.id, u.created_at, b.name, u.model, u.status, u.estimated, u.priced_as, u.http_status, u.stream,

@@ -200,11 +200,12 @@ fn commit(
     let result = (|| {
         let tx = conn.transaction()?;
         let mut failure = None;
-        let insert = |row: &UsageRow, failure: &mut Option<rusqlite::Error>| {
+        let mut rollup = usage::RollUp::default();
+        let mut insert = |row: &UsageRow, failure: &mut Option<rusqlite::Error>| {
             if failure.is_some() {
                 return;
             }
-            match usage::insert(&tx, row) {
+            match usage::insert(&tx, row, &mut rollup) {
                 Err(e) if is_storage_failure(&e) => *failure = Some(e),
                 Err(e) => tracing::error!(error = %e, "could not store a usage record"),
                 Ok(()) => {}
@@ -224,10 +225,15 @@ fn commit(
                 Message::Run(job) => dones.push(isolated(&tx, job)),
             }
         }
-        match failure {
-            Some(e) => Err(e), // dropping `tx` rolls back
-            None => tx.commit(),
+        if let Some(e) = failure {
+            return Err(e); // dropping `tx` rolls back
         }
+        match rollup.write(&tx) {
+            Err(e) if is_storage_failure(&e) => return Err(e),
+            Err(e) => tracing::error!(error = %e, "could not add usage records to the daily totals"),
+            Ok(()) => {}
+        }
+        tx.commit()
     })();
     let committed = result.is_ok();
     if committed {
@@ -267,7 +273,9 @@ fn isolated(tx: &Transaction<'_>, job: Job) -> Done {
 fn commit_one(conn: &mut Connection, row: &UsageRow) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::ZERO)?;
     let result = conn.transaction().and_then(|tx| {
-        usage::insert(&tx, row)?;
+        let mut rollup = usage::RollUp::default();
+        usage::insert(&tx, row, &mut rollup)?;
+        rollup.write(&tx)?;
         tx.commit()
     });
     conn.busy_timeout(super::BUSY_TIMEOUT)?;
@@ -397,6 +405,69 @@ mod tests {
         // The job's caller is answered before the writer thread lets go of the connection.
         drop(store.writer.shared.lock());
         (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_batch_adds_each_row_to_the_daily_totals_and_counts_once() {
+        let (_dir, store) = store().await;
+        let mut rows = Vec::new();
+        for (model, cost, output, blocked, days_ago, budget) in [
+            ("a", 5, 10, false, 0, 1),
+            ("a", 7, 20, false, 0, 1),
+            ("a", 11, 30, false, 1, 1),
+            ("b", 0, 0, true, 0, 1),
+            ("a", 13, 40, false, 0, 99), // no such budget: left out of everything
+        ] {
+            let mut r = row(model);
+            r.cost = crate::money::Money::from_picos(cost);
+            r.tokens.output = output;
+            r.day = r.day - chrono::Days::new(days_ago);
+            r.budget_id = budget;
+            if blocked {
+                r.status = crate::dto::UsageStatus::Blocked;
+            }
+            rows.push(r);
+        }
+        // Queued while the connection is held, so the writer takes them as one batch.
+        let acks: Vec<_> = {
+            let _held = store.writer.shared.lock();
+            rows.into_iter().map(|r| store.writer.record(r)).collect()
+        };
+        for a in acks {
+            assert!(a.await.unwrap());
+        }
+        let today = chrono::Utc::now().date_naive();
+        let (daily, count) = store
+            .read(|c| {
+                let mut st = c.prepare(
+                    "SELECT budget_id, day, model, requests, blocked, output_tokens, dollars FROM daily ORDER BY day, model",
+                )?;
+                let daily: Vec<(i64, String, String, i64, i64, i64, i64)> = st
+                    .query_map([], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+                    })?
+                    .collect::<Result<_, _>>()?;
+                let count: i64 = c.query_row(
+                    "SELECT (SELECT n FROM usage_counts WHERE budget_id = 1) * 100 + (SELECT COUNT(*) FROM usage_counts)",
+                    [],
+                    |r| r.get(0),
+                )?;
+                Ok((daily, count))
+            })
+            .await
+            .unwrap();
+        let yesterday = (today - chrono::Days::new(1)).to_string();
+        let today = today.to_string();
+        assert_eq!(
+            daily,
+            vec![
+                (1, yesterday, "a".into(), 1, 0, 30, 11),
+                (1, today.clone(), "a".into(), 2, 0, 30, 12),
+                (1, today, "b".into(), 0, 1, 0, 0),
+            ]
+        );
+        assert_eq!(count, 4 * 100 + 1, "budget 1 has 4 rows, and no other budget has a count");
+        assert_eq!(models(&store).await, ["a", "a", "a", "b"]);
     }
 
     async fn models(store: &Store) -> Vec<String> {
