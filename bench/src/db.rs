@@ -59,10 +59,6 @@ pub fn fill(db: &Path, budget_id: i64, rows: u64) -> Result<()> {
          ON CONFLICT (budget_id, day, model) DO UPDATE SET requests = excluded.requests, dollars = excluded.dollars",
         [budget_id],
     )?;
-    tx.execute(
-        "INSERT OR REPLACE INTO usage_counts (budget_id, n) SELECT budget_id, COUNT(*) FROM usage WHERE budget_id = ?1",
-        [budget_id],
-    )?;
     tx.commit()?;
     conn.pragma_update(None, "wal_checkpoint", "TRUNCATE")?;
     Ok(())

@@ -17,6 +17,7 @@ pub use writer::{Handle as WriterHandle, Writer};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_alerts.sql"),
+    include_str!("migrations/0003_derived_counts.sql"),
 ];
 pub const FILE_NAME: &str = "agent-budget.db";
 
@@ -218,5 +219,51 @@ impl Store {
             pool.push(conn);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn upgrading_keeps_each_budgets_usage_count() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // A version-2 database: budget 1 had 6 rows written and 4 swept by retention,
+            // budget 2 had 1 row and none swept.
+            let conn = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(MIGRATIONS[1]).unwrap();
+            conn.execute_batch(
+                "PRAGMA user_version = 2;
+                 INSERT INTO budgets (id, name, period, thresholds, created_at)
+                     VALUES (1, 'a', 'monthly', '[]', 0), (2, 'b', 'monthly', '[]', 0);
+                 INSERT INTO usage (created_at, budget_id, model, status, estimated, priced_as, http_status,
+                     stream, input_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens,
+                     output_tokens, web_search_requests, cost, duration_ms)
+                     VALUES (0, 1, 'm', 'ok', 0, 'table', 200, 0, 1, 0, 0, 0, 1, 0, 1, 1),
+                            (0, 1, 'm', 'ok', 0, 'table', 200, 0, 1, 0, 0, 0, 1, 0, 1, 1),
+                            (0, 2, 'm', 'ok', 0, 'table', 200, 0, 1, 0, 0, 0, 1, 0, 1, 1);
+                 INSERT INTO daily (budget_id, day, model, requests, blocked)
+                     VALUES (1, '2026-01-01', 'm', 3, 1), (1, '2026-01-02', 'n', 2, 0),
+                            (2, '2026-01-02', 'm', 1, 0);
+                 DELETE FROM usage_counts;
+                 INSERT INTO usage_counts (budget_id, n) VALUES (1, 2), (2, 1);",
+            )
+            .unwrap();
+        }
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let zone = crate::budget::period::Zone::parse("UTC").unwrap();
+        let totals = store
+            .read(move |c| {
+                Ok((
+                    usage::page(c, 1, 1, 0, zone)?.1,
+                    usage::page(c, 2, 1, 0, zone)?.1,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!(totals, (2, 1));
     }
 }

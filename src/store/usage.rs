@@ -83,12 +83,10 @@ pub(super) fn insert(
     Ok(())
 }
 
-/// What a transaction's usage rows add to `daily` and `usage_counts`, written once per key
-/// at its end: a batch of rows then updates each roll-up row once, not once per usage row.
+/// What a transaction's usage rows add to `daily`, written once per key at its end: a batch
+/// of rows then updates each roll-up row once, not once per usage row.
 #[derive(Default)]
 pub(super) struct RollUp {
-    /// Rows added per budget.
-    counts: Vec<(i64, i64)>,
     days: Vec<DayTotals>,
 }
 
@@ -105,10 +103,6 @@ struct DayTotals {
 impl RollUp {
     fn add(&mut self, r: &UsageRow) {
         // A batch holds few budgets and models: a scan beats hashing here.
-        match self.counts.iter_mut().find(|(b, _)| *b == r.budget_id) {
-            Some((_, n)) => *n += 1,
-            None => self.counts.push((r.budget_id, 1)),
-        }
         let i = match self
             .days
             .iter()
@@ -138,14 +132,8 @@ impl RollUp {
         d.dollars += r.cost;
     }
 
-    /// Adds the totals to the roll-up tables.
+    /// Adds the totals to the roll-up.
     pub(super) fn write(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
-        let mut count = tx.prepare_cached(
-            "INSERT INTO usage_counts (budget_id, n) VALUES (?1, ?2) ON CONFLICT (budget_id) DO UPDATE SET n = n + excluded.n",
-        )?;
-        for (budget_id, n) in &self.counts {
-            count.execute(params![budget_id, n])?;
-        }
         let mut daily = tx.prepare_cached(
             "INSERT INTO daily (budget_id, day, model, requests, blocked, input_tokens, cache_write_tokens,
                 cache_read_tokens, output_tokens, web_search_requests, dollars)
@@ -252,8 +240,12 @@ pub fn page(
             record(r, zone)
         })?
         .collect::<Result<Vec<_>, _>>()?;
+    // Every row ever written is in the daily roll-up; retention's deletions are counted apart.
     let total: i64 = conn
-        .prepare_cached("SELECT COALESCE((SELECT n FROM usage_counts WHERE budget_id = ?1), 0)")?
+        .prepare_cached(
+            "SELECT (SELECT COALESCE(SUM(requests + blocked), 0) FROM daily WHERE budget_id = ?1)
+                  - COALESCE((SELECT n FROM usage_swept WHERE budget_id = ?1), 0)",
+        )?
         .query_row([budget_id], |r| r.get(0))?;
     Ok((items, total.max(0) as u64))
 }
@@ -275,8 +267,8 @@ pub fn sweep(tx: &Transaction<'_>, cutoff: DateTime<Utc>) -> Result<usize, Store
         params![cutoff.timestamp_millis(), SWEEP_BATCH],
     )?;
     tx.execute(
-        "UPDATE usage_counts SET n = n - (SELECT COUNT(*) FROM temp.swept s WHERE s.budget_id = usage_counts.budget_id)
-         WHERE budget_id IN (SELECT budget_id FROM temp.swept)",
+        "INSERT INTO usage_swept (budget_id, n) SELECT budget_id, COUNT(*) FROM temp.swept WHERE true GROUP BY budget_id
+         ON CONFLICT (budget_id) DO UPDATE SET n = n + excluded.n",
         [],
     )?;
     let n = tx.execute(
