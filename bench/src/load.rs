@@ -150,6 +150,23 @@ pub async fn sequential(client: &reqwest::Client, url: &str, n: usize) -> Percen
     percentiles(v)
 }
 
+/// Saturation throughput of both URLs, 64 in flight, in one-second turns (at least three
+/// each, `secs` in all per URL): the medians. Taking turns keeps a shared VM's slow spells
+/// from landing on one side only, which made single back-to-back runs differ by ±30 %.
+pub async fn saturate_pair(client: &reqwest::Client, direct: &str, via: &str, secs: f64) -> (f64, f64) {
+    let turns = (secs.round() as usize).max(3);
+    let (mut d, mut v) = (Vec::new(), Vec::new());
+    for _ in 0..turns {
+        d.push(saturate(client, direct, 64, 1.0).await);
+        v.push(saturate(client, via, 64, 1.0).await);
+    }
+    let median = |mut x: Vec<f64>| {
+        x.sort_by(f64::total_cmp);
+        x[x.len() / 2]
+    };
+    (median(d), median(v))
+}
+
 /// Requests per second with `concurrency` requests always in flight.
 pub async fn saturate(client: &reqwest::Client, url: &str, concurrency: usize, secs: f64) -> f64 {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);

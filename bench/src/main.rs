@@ -219,21 +219,19 @@ async fn main() -> Result<()> {
         }
     }
     r.line("");
-    let sd = load::saturate(&client, &direct, 64, plan.secs).await;
-    let sp = load::saturate(&client, &proxied, 64, plan.secs).await;
+    let (sd, sp) = load::saturate_pair(&client, &direct, &proxied, plan.secs).await;
     r.line(format!(
-        "## Saturation (64 in flight): direct {sd:.0} req/s, proxy {sp:.0} req/s, ratio {:.2}",
+        "## Saturation (64 in flight, medians of one-second turns): direct {sd:.0} req/s, proxy {sp:.0} req/s, ratio {:.2}",
         sp / sd
     ));
     // The references again: what plain forwarding and the simplest relay reach here.
-    let sc = load::saturate(&client, &dc, 64, plan.secs).await;
-    let sdc = load::saturate(&client, &pc, 64, plan.secs).await;
-    let sr = load::saturate(&client, &relayed, 64, plan.secs).await;
+    let (sc, sdc) = load::saturate_pair(&client, &dc, &pc, plan.secs).await;
+    let (sd2, sr) = load::saturate_pair(&client, &direct, &relayed, plan.secs).await;
     r.line("");
     r.line(format!(
-        "References: forwarding only (`count_tokens`) {sdc:.0} req/s against {sc:.0} direct, ratio {:.2}; bare hyper relay {sr:.0} req/s, ratio {:.2}",
+        "References: forwarding only (`count_tokens`) {sdc:.0} req/s against {sc:.0} direct, ratio {:.2}; bare hyper relay {sr:.0} req/s against {sd2:.0} direct, ratio {:.2}",
         sdc / sc,
-        sr / sd
+        sr / sd2
     ));
     r.target(
         "saturation throughput ≥ 50 % of direct",
