@@ -153,7 +153,12 @@ pub async fn sequential(client: &reqwest::Client, url: &str, n: usize) -> Percen
 /// Saturation throughput of both URLs, 64 in flight, in one-second turns (at least three
 /// each, `secs` in all per URL): the medians. Taking turns keeps a shared VM's slow spells
 /// from landing on one side only, which made single back-to-back runs differ by ±30 %.
-pub async fn saturate_pair(client: &reqwest::Client, direct: &str, via: &str, secs: f64) -> (f64, f64) {
+pub async fn saturate_pair(
+    client: &reqwest::Client,
+    direct: &str,
+    via: &str,
+    secs: f64,
+) -> (f64, f64) {
     let turns = (secs.round() as usize).max(3);
     let (mut d, mut v) = (Vec::new(), Vec::new());
     for _ in 0..turns {

@@ -24,10 +24,10 @@ use chrono::Utc;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use settle::{Outcome, Relay, Settlement};
-use upstream::Chunks;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::oneshot;
+use upstream::Chunks;
 
 /// Anthropic's own request limit for Messages and count_tokens.
 pub const BODY_LIMIT: usize = 32 * 1024 * 1024;

@@ -230,7 +230,9 @@ fn commit(
         }
         match rollup.write(&tx) {
             Err(e) if is_storage_failure(&e) => return Err(e),
-            Err(e) => tracing::error!(error = %e, "could not add usage records to the daily totals"),
+            Err(e) => {
+                tracing::error!(error = %e, "could not add usage records to the daily totals")
+            }
             Ok(()) => {}
         }
         tx.commit()
