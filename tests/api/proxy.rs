@@ -291,6 +291,51 @@ async fn upstream_errors_pass_through_uncharged() {
     );
 }
 
+/// A TLS server on 127.0.0.1 with a self-signed certificate for `localhost`; the flag says
+/// whether any client completed a handshake with it.
+async fn untrusted_tls_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(
+        rustls::crypto::aws_lc_rs::default_provider().into(),
+    )
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let shook = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = shook.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            if acceptor.accept(socket).await.is_ok() {
+                flag.store(true, Ordering::SeqCst);
+            }
+        }
+    });
+    (port, shook)
+}
+
+#[tokio::test]
+async fn an_upstream_whose_certificate_is_not_trusted_is_refused() {
+    let (port, shook) = untrusted_tls_server().await;
+    let app = spawn_with(|s| s.upstream = Some(format!("https://localhost:{port}"))).await;
+    let r = app.send(None, &body("claude-sonnet-4-6", 10), None).await;
+    assert_eq!(r.status(), 502);
+    let e: Value = r.json().await.unwrap();
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.contains("certificate"), "{message}");
+    assert!(
+        !shook.load(std::sync::atomic::Ordering::SeqCst),
+        "the proxy completed a TLS handshake with an untrusted server"
+    );
+    assert_eq!(app.budget("default").await["reserved_dollars"], "0");
+}
+
 #[tokio::test]
 async fn unreachable_and_slow_upstreams_become_502_and_504() {
     let app = spawn_with(|s| s.upstream = Some("http://127.0.0.1:9".into())).await;
