@@ -290,6 +290,33 @@ async fn a_stream_that_stalls_ends_with_an_error_event_after_the_timeout() {
 }
 
 #[tokio::test]
+async fn a_stream_longer_than_the_timeout_is_not_cut_while_events_keep_coming() {
+    let app = spawn_with(|s| s.upstream_timeout_secs = Some(1)).await;
+    let mut b = body("claude-sonnet-4-6", 1000);
+    b["stream"] = serde_json::json!(true);
+    let started = std::time::Instant::now();
+    // Events 400 ms apart: the stream lasts about 4 s, each silence is under the 1 s timeout.
+    let r = app
+        .send(
+            None,
+            &b,
+            Some(serde_json::json!({"chunk_delay_ms": 400, "text": "one two three four five"})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(started.elapsed() > std::time::Duration::from_secs(2));
+    assert!(text.contains("event: message_stop"), "{text}");
+    assert!(!text.contains("before the message finished"), "{text}");
+    let rec = last_record(&app).await;
+    assert_eq!(
+        (rec["status"].as_str(), rec["estimated"].as_bool()),
+        (Some("ok"), Some(false)),
+        "{rec}"
+    );
+}
+
+#[tokio::test]
 async fn invalid_json_in_a_200_is_relayed_and_charged_the_whole_reservation() {
     let app = spawn_app().await;
     let raw = "{\"id\": \"msg_1\", \"usage\": {\"input_tokens\": 5, ";
