@@ -201,39 +201,38 @@ fn commit(
         let tx = conn.transaction()?;
         let mut failure = None;
         let mut rollup = usage::RollUp::default();
-        let mut insert = |row: &UsageRow, failure: &mut Option<rusqlite::Error>| {
+        let insert = |row: &UsageRow, rollup: &mut usage::RollUp, failure: &mut Option<_>| {
             if failure.is_some() {
                 return;
             }
-            match usage::insert(&tx, row, &mut rollup) {
+            match usage::insert(&tx, row, rollup) {
                 Err(e) if is_storage_failure(&e) => *failure = Some(e),
                 Err(e) => tracing::error!(error = %e, "could not store a usage record"),
                 Ok(()) => {}
             }
         };
         for row in pending.iter() {
-            insert(row, &mut failure);
+            insert(row, &mut rollup, &mut failure);
         }
         for m in batch.drain(..) {
             match m {
                 Message::Usage(row, ack) => {
                     acks.extend(ack);
-                    insert(&row, &mut failure);
+                    insert(&row, &mut rollup, &mut failure);
                     rows.push(row);
                 }
+                // A job sees the totals of the rows before it (it may delete their budget).
                 // After a failure the job still runs, and is told it was not saved.
-                Message::Run(job) => dones.push(isolated(&tx, job)),
+                Message::Run(job) => {
+                    if failure.is_none() {
+                        failure = roll_up(&tx, &mut rollup).err();
+                    }
+                    dones.push(isolated(&tx, job));
+                }
             }
         }
-        if let Some(e) = failure {
+        if let Some(e) = failure.map_or_else(|| roll_up(&tx, &mut rollup).err(), Some) {
             return Err(e); // dropping `tx` rolls back
-        }
-        match rollup.write(&tx) {
-            Err(e) if is_storage_failure(&e) => return Err(e),
-            Err(e) => {
-                tracing::error!(error = %e, "could not add usage records to the daily totals")
-            }
-            Ok(()) => {}
         }
         tx.commit()
     })();
@@ -257,6 +256,18 @@ fn commit(
         d(committed);
     }
     result
+}
+
+/// Adds the rows so far to the daily totals; only a storage failure fails the batch.
+fn roll_up(tx: &Transaction<'_>, rollup: &mut usage::RollUp) -> Result<(), rusqlite::Error> {
+    match std::mem::take(rollup).write(tx) {
+        Err(e) if is_storage_failure(&e) => Err(e),
+        Err(e) => {
+            tracing::error!(error = %e, "could not add usage records to the daily totals");
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
 }
 
 /// Runs one job inside a savepoint so its failure rolls back only its own changes.
@@ -467,6 +478,28 @@ mod tests {
         );
         assert_eq!(count, 4, "budget 1's usage page counts its rows");
         assert_eq!(models(&store).await, ["a", "a", "a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn a_job_that_deletes_a_budget_leaves_no_totals_for_it() {
+        use futures_util::FutureExt;
+        let (_dir, store) = store().await;
+        let ack = {
+            let _held = store.writer.shared.lock();
+            let ack = store.writer.record(row("a"));
+            // Queued in the same batch, after the row (the first poll sends it).
+            let _ = store
+                .writer
+                .run(|tx| super::super::budgets::delete(tx, 1))
+                .now_or_never();
+            ack
+        };
+        assert!(ack.await.unwrap());
+        let daily: i64 = store
+            .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM daily", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(daily, 0, "the deleted budget's totals came back");
     }
 
     async fn models(store: &Store) -> Vec<String> {
