@@ -35,8 +35,8 @@ fn as_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Inserts the row and its alerts, unless its budget was deleted meanwhile; then it is left
-/// out of `rollup` too.
+/// Inserts the row, adds it to `rollup`, and inserts its alerts, unless its budget was deleted
+/// meanwhile.
 pub(super) fn insert(
     tx: &Transaction<'_>,
     r: &UsageRow,
@@ -76,10 +76,11 @@ pub(super) fn insert(
     if inserted == 0 {
         return Ok(()); // the budget was deleted meanwhile
     }
+    // Counted before the alerts, so a failed alert never leaves the row out of the totals.
+    rollup.add(r);
     for a in &r.alerts {
         super::alerts::insert(tx, a, r.created_at)?;
     }
-    rollup.add(r);
     Ok(())
 }
 
