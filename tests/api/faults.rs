@@ -255,22 +255,24 @@ async fn reserved(app: &TestApp) -> String {
         .to_string()
 }
 
-#[tokio::test]
-async fn a_stream_that_stalls_ends_with_an_error_event_after_the_timeout() {
+/// A stream through a proxy whose upstream timeout is 1 s, the mock following `script`: the
+/// app, the text the client received, and how long it took.
+async fn stream_with_a_1s_timeout(script: Value) -> (TestApp, String, std::time::Duration) {
     let app = spawn_with(|s| s.upstream_timeout_secs = Some(1)).await;
     let mut b = body("claude-sonnet-4-6", 1000);
     b["stream"] = serde_json::json!(true);
     let started = std::time::Instant::now();
-    let r = app
-        .send(
-            None,
-            &b,
-            Some(serde_json::json!({"hang_after": 3, "text": "one two three"})),
-        )
-        .await;
+    let r = app.send(None, &b, Some(script)).await;
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
-    let waited = started.elapsed();
+    (app, text, started.elapsed())
+}
+
+#[tokio::test]
+async fn a_stream_that_stalls_ends_with_an_error_event_after_the_timeout() {
+    let (app, text, waited) =
+        stream_with_a_1s_timeout(serde_json::json!({"hang_after": 3, "text": "one two three"}))
+            .await;
     assert!(
         waited >= std::time::Duration::from_secs(1) && waited < std::time::Duration::from_secs(5),
         "{waited:?}"
@@ -291,21 +293,12 @@ async fn a_stream_that_stalls_ends_with_an_error_event_after_the_timeout() {
 
 #[tokio::test]
 async fn a_stream_longer_than_the_timeout_is_not_cut_while_events_keep_coming() {
-    let app = spawn_with(|s| s.upstream_timeout_secs = Some(1)).await;
-    let mut b = body("claude-sonnet-4-6", 1000);
-    b["stream"] = serde_json::json!(true);
-    let started = std::time::Instant::now();
     // Events 400 ms apart: the stream lasts about 4 s, each silence is under the 1 s timeout.
-    let r = app
-        .send(
-            None,
-            &b,
-            Some(serde_json::json!({"chunk_delay_ms": 400, "text": "one two three four five"})),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
-    let text = r.text().await.unwrap();
-    assert!(started.elapsed() > std::time::Duration::from_secs(2));
+    let (app, text, took) = stream_with_a_1s_timeout(
+        serde_json::json!({"chunk_delay_ms": 400, "text": "one two three four five"}),
+    )
+    .await;
+    assert!(took > std::time::Duration::from_secs(2), "{took:?}");
     assert!(text.contains("event: message_stop"), "{text}");
     assert!(!text.contains("before the message finished"), "{text}");
     let rec = last_record(&app).await;
