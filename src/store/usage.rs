@@ -135,6 +135,9 @@ impl RollUp {
 
     /// Adds the totals to the roll-up.
     pub(super) fn write(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        if self.days.is_empty() {
+            return Ok(());
+        }
         let mut daily = tx.prepare_cached(
             "INSERT INTO daily (budget_id, day, model, requests, blocked, input_tokens, cache_write_tokens,
                 cache_read_tokens, output_tokens, web_search_requests, dollars)

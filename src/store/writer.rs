@@ -231,7 +231,10 @@ fn commit(
                 }
             }
         }
-        if let Some(e) = failure.map_or_else(|| roll_up(&tx, &mut rollup).err(), Some) {
+        if failure.is_none() {
+            failure = roll_up(&tx, &mut rollup).err();
+        }
+        if let Some(e) = failure {
             return Err(e); // dropping `tx` rolls back
         }
         tx.commit()
