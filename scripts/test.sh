@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+# A CI run builds once from scratch: incremental caches would only take disk (gigabytes).
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
 
 echo "== dashboard: unit tests and build (embedded in the binary below)"
 (cd ui && npx vitest run && npx vite build --logLevel warn)

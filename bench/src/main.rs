@@ -108,8 +108,12 @@ async fn main() -> Result<()> {
     };
     let machine = procs::machine();
     let client = load::client();
-    let work = std::env::temp_dir().join(format!("agent-budget-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&work)?;
+    // Removed when dropped, on every way out (errors and the single-measurement modes too): a
+    // full run leaves gigabytes of databases behind otherwise.
+    let dir = tempfile::Builder::new()
+        .prefix("agent-budget-bench-")
+        .tempdir()?;
+    let work = dir.path();
 
     let mock = procs::mock()?;
     let (proxy, _) = procs::proxy(&work.join("live"), mock.port)?;
@@ -381,7 +385,6 @@ async fn main() -> Result<()> {
     );
     drop(p);
     drop(mock);
-    let _ = std::fs::remove_dir_all(&work);
 
     r.line("");
     r.line("## Targets");
