@@ -157,23 +157,47 @@ pub async fn saturate_pair(
     client: &reqwest::Client,
     direct: &str,
     via: &str,
+    via_pid: u32,
     secs: f64,
-) -> (f64, f64) {
+) -> Saturation {
     let turns = (secs.round() as usize).max(3);
     let (mut d, mut v) = (Vec::new(), Vec::new());
+    let (mut ticks, mut requests) = (0, 0);
     for _ in 0..turns {
-        d.push(saturate(client, direct, 64, 1.0).await);
-        v.push(saturate(client, via, 64, 1.0).await);
+        d.push(saturate(client, direct, 64, 1.0).await.per_sec);
+        let before = crate::procs::cpu_ticks(via_pid);
+        let turn = saturate(client, via, 64, 1.0).await;
+        ticks += crate::procs::cpu_ticks(via_pid).saturating_sub(before);
+        requests += turn.requests;
+        v.push(turn.per_sec);
     }
     let median = |mut x: Vec<f64>| {
         x.sort_by(f64::total_cmp);
         x[x.len() / 2]
     };
-    (median(d), median(v))
+    Saturation {
+        direct: median(d),
+        via: median(v),
+        via_cpu_us: ticks as f64 * 1e6 / crate::procs::TICKS_PER_SEC / requests.max(1) as f64,
+    }
+}
+
+/// Interleaved saturation turns, direct and through a hop.
+pub struct Saturation {
+    /// Medians of the turns, requests per second.
+    pub direct: f64,
+    pub via: f64,
+    /// CPU time the hop's process spent per request (all its threads, user and system).
+    pub via_cpu_us: f64,
+}
+
+pub struct Turn {
+    pub per_sec: f64,
+    pub requests: u64,
 }
 
 /// Requests per second with `concurrency` requests always in flight.
-pub async fn saturate(client: &reqwest::Client, url: &str, concurrency: usize, secs: f64) -> f64 {
+pub async fn saturate(client: &reqwest::Client, url: &str, concurrency: usize, secs: f64) -> Turn {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let start = Instant::now();
@@ -192,7 +216,11 @@ pub async fn saturate(client: &reqwest::Client, url: &str, concurrency: usize, s
     for w in workers {
         let _ = w.await;
     }
-    done.load(std::sync::atomic::Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    let requests = done.load(std::sync::atomic::Ordering::Relaxed);
+    Turn {
+        per_sec: requests as f64 / start.elapsed().as_secs_f64(),
+        requests,
+    }
 }
 
 pub struct StreamRun {

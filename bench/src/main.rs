@@ -144,7 +144,9 @@ async fn main() -> Result<()> {
         r.line("## Memory (MiB)");
         let targets = ((relayed.as_str(), &relay), (proxied.as_str(), &proxy));
         memory_beside_relay(&mut r, &client, targets, "proxy, fresh", plan.open_streams).await;
-        let sp = load::saturate(&client, &proxied, 64, plan.secs).await;
+        let sp = load::saturate(&client, &proxied, 64, plan.secs)
+            .await
+            .per_sec;
         let burst = load::at_rate(&client, &proxied, 5000, plan.secs).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let label = format!(
@@ -223,24 +225,36 @@ async fn main() -> Result<()> {
         }
     }
     r.line("");
-    let (sd, sp) = load::saturate_pair(&client, &direct, &proxied, plan.secs).await;
+    let pid = proxy.child.id();
+    let s = load::saturate_pair(&client, &direct, &proxied, pid, plan.secs).await;
     r.line(format!(
-        "## Saturation (64 in flight, medians of one-second turns): direct {sd:.0} req/s, proxy {sp:.0} req/s, ratio {:.2}",
-        sp / sd
+        "## Saturation (64 in flight, medians of one-second turns): direct {:.0} req/s, proxy {:.0} req/s, ratio {:.2}",
+        s.direct,
+        s.via,
+        s.via / s.direct
     ));
     // The references again: what plain forwarding and the simplest relay reach here.
-    let (sc, sdc) = load::saturate_pair(&client, &dc, &pc, plan.secs).await;
-    let (sd2, sr) = load::saturate_pair(&client, &direct, &relayed, plan.secs).await;
+    let f = load::saturate_pair(&client, &dc, &pc, pid, plan.secs).await;
+    let b = load::saturate_pair(&client, &direct, &relayed, relay.child.id(), plan.secs).await;
     r.line("");
     r.line(format!(
-        "References: forwarding only (`count_tokens`) {sdc:.0} req/s against {sc:.0} direct, ratio {:.2}; bare hyper relay {sr:.0} req/s against {sd2:.0} direct, ratio {:.2}",
-        sdc / sc,
-        sr / sd2
+        "References: forwarding only (`count_tokens`) {:.0} req/s against {:.0} direct, ratio {:.2}; bare hyper relay {:.0} req/s against {:.0} direct, ratio {:.2}",
+        f.via,
+        f.direct,
+        f.via / f.direct,
+        b.via,
+        b.direct,
+        b.via / b.direct
+    ));
+    r.line("");
+    r.line(format!(
+        "CPU time per request in the hop during those turns (all its threads, user and system): proxy {:.1} µs, forwarding only {:.1} µs, bare relay {:.1} µs",
+        s.via_cpu_us, f.via_cpu_us, b.via_cpu_us
     ));
     r.target(
         "saturation throughput ≥ 50 % of direct",
-        format!("{:.0} %", 100.0 * sp / sd),
-        sp / sd >= 0.5,
+        format!("{:.0} %", 100.0 * s.via / s.direct),
+        s.via / s.direct >= 0.5,
     );
     r.line("");
     if latency_only {
