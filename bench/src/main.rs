@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 use load::Percentiles;
 use std::fmt::Write as _;
 use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
 
 struct Plan {
     secs: f64,
@@ -67,6 +68,17 @@ impl Report {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // Interrupted (Ctrl-C, or `timeout`'s SIGTERM), the run is dropped, so its processes are
+    // killed and its data removed rather than left running and on disk.
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        done = run() => done,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+        _ = terminate.recv() => anyhow::bail!("terminated"),
+    }
+}
+
+async fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let latency_only = args.iter().any(|a| a == "--latency");
