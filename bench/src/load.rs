@@ -191,6 +191,7 @@ pub struct Saturation {
     pub via_cpu_us: f64,
 }
 
+/// One closed-loop run: its rate, and the requests it completed.
 pub struct Turn {
     pub per_sec: f64,
     pub requests: u64,
