@@ -386,6 +386,17 @@ async fn run() -> Result<()> {
         plan.query_rows - plan.startup_rows,
     )?;
     let (p, _) = procs::proxy(&big, mock.port)?;
+    // Right after start-up, while retention's first sweep of the big table runs.
+    let first = db::time_message(
+        &client,
+        &format!("http://127.0.0.1:{}/agent-budget/v1/messages", p.port),
+        "bench",
+    )
+    .await?;
+    r.line(format!(
+        "- the first Messages request after start-up with {} usage rows (retention's first sweep running): {first:.1} ms",
+        plan.query_rows
+    ));
     let base = format!("http://127.0.0.1:{}/agent-budget/api", p.port);
     r.line(format!(
         "- dashboard queries with {} usage rows (median / max of 5, ms):",

@@ -259,25 +259,41 @@ pub const SWEEP_BATCH: i64 = 10_000;
 
 /// Deletes up to `SWEEP_BATCH` usage records older than `cutoff`, oldest first, keeping the
 /// per-budget counts right. Returns how many went. Totals (the daily roll-ups) are untouched.
+///
+/// Records are written in time order, so the expired ones are the first ids: the sweep reads
+/// from the oldest and stops at the first record to keep. Filtering the whole table instead
+/// read every row in the writer's transaction each time (0.5 s on 10 million rows, with every
+/// commit waiting). A record whose request started before an older one finished can sit just
+/// behind a kept record; it goes in a later sweep.
 pub fn sweep(tx: &Transaction<'_>, cutoff: DateTime<Utc>) -> Result<usize, StoreError> {
-    // Rows are written in time order, so the old ones come first by id: no index needed.
+    let cutoff = cutoff.timestamp_millis();
+    let mut last = None;
+    {
+        let mut oldest =
+            tx.prepare_cached("SELECT id, created_at FROM usage ORDER BY id LIMIT ?1")?;
+        let mut rows = oldest.query([SWEEP_BATCH])?;
+        while let Some(r) = rows.next()? {
+            if r.get::<_, i64>(1)? >= cutoff {
+                break;
+            }
+            last = Some(r.get::<_, i64>(0)?);
+        }
+    }
+    let Some(last) = last else { return Ok(0) };
     tx.execute(
         "CREATE TEMP TABLE IF NOT EXISTS swept (id INTEGER PRIMARY KEY, budget_id INTEGER NOT NULL)",
         [],
     )?;
     tx.execute("DELETE FROM temp.swept", [])?;
     tx.execute(
-        "INSERT INTO temp.swept SELECT id, budget_id FROM usage WHERE created_at < ?1 ORDER BY id LIMIT ?2",
-        params![cutoff.timestamp_millis(), SWEEP_BATCH],
+        "INSERT INTO temp.swept SELECT id, budget_id FROM usage WHERE id <= ?1",
+        [last],
     )?;
     tx.execute(
         "INSERT INTO usage_swept (budget_id, n) SELECT budget_id, COUNT(*) FROM temp.swept WHERE true GROUP BY budget_id
          ON CONFLICT (budget_id) DO UPDATE SET n = n + excluded.n",
         [],
     )?;
-    let n = tx.execute(
-        "DELETE FROM usage WHERE id IN (SELECT id FROM temp.swept)",
-        [],
-    )?;
+    let n = tx.execute("DELETE FROM usage WHERE id <= ?1", [last])?;
     Ok(n)
 }

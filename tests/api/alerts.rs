@@ -473,6 +473,41 @@ async fn retention_deletes_old_records_and_never_changes_totals() {
 }
 
 #[tokio::test]
+async fn a_sweep_stops_at_the_first_record_to_keep() {
+    // A sweep reads from the oldest record and stops at the first one to keep, so it never
+    // reads the whole table. An expired record behind it (its request started before an
+    // older one finished) goes once the record in front of it has expired too.
+    let app = spawn_with(|s| s.retention_days = Some(30)).await;
+    for _ in 0..3 {
+        app.send(None, &body("claude-sonnet-4-6", 10), None).await;
+    }
+    let db = rusqlite::Connection::open(app.dir.path().join("agent-budget.db")).unwrap();
+    let age = |ids: &str| {
+        db.execute(
+            &format!(
+                "UPDATE usage SET created_at = created_at - 31 * 86400000 WHERE id IN ({ids})"
+            ),
+            [],
+        )
+        .unwrap()
+    };
+    let ids: Vec<i64> = db
+        .prepare("SELECT id FROM usage ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(age(&format!("{}, {}", ids[0], ids[2])), 2);
+    let service = app.server.as_ref().unwrap().service();
+    assert_eq!(service.sweep_retention().await.unwrap(), 1);
+    assert_eq!(app.get("/api/budgets/default/usage").await["total"], 2);
+    assert_eq!(age(&ids[1].to_string()), 1);
+    assert_eq!(service.sweep_retention().await.unwrap(), 2);
+    assert_eq!(app.get("/api/budgets/default/usage").await["total"], 0);
+}
+
+#[tokio::test]
 async fn core_events_are_published() {
     use agent_budget::events::CoreEvent;
     let app = spawn_app().await;
