@@ -281,18 +281,9 @@ pub fn sweep(tx: &Transaction<'_>, cutoff: DateTime<Utc>) -> Result<usize, Store
     }
     let Some(last) = last else { return Ok(0) };
     tx.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS swept (id INTEGER PRIMARY KEY, budget_id INTEGER NOT NULL)",
-        [],
-    )?;
-    tx.execute("DELETE FROM temp.swept", [])?;
-    tx.execute(
-        "INSERT INTO temp.swept SELECT id, budget_id FROM usage WHERE id <= ?1",
-        [last],
-    )?;
-    tx.execute(
-        "INSERT INTO usage_swept (budget_id, n) SELECT budget_id, COUNT(*) FROM temp.swept WHERE true GROUP BY budget_id
+        "INSERT INTO usage_swept (budget_id, n) SELECT budget_id, COUNT(*) FROM usage WHERE id <= ?1 GROUP BY budget_id
          ON CONFLICT (budget_id) DO UPDATE SET n = n + excluded.n",
-        [],
+        [last],
     )?;
     let n = tx.execute("DELETE FROM usage WHERE id <= ?1", [last])?;
     Ok(n)
