@@ -78,19 +78,12 @@ pub async fn time_get(client: &reqwest::Client, url: &str, n: usize) -> Result<(
     Ok((v[v.len() / 2], v[v.len() - 1]))
 }
 
-/// Milliseconds of one Messages request through the proxy at `url`, charged to `budget`.
-pub async fn time_message(client: &reqwest::Client, url: &str, budget: &str) -> Result<f64> {
+/// Milliseconds of one Messages request to `url`.
+pub async fn time_message(client: &reqwest::Client, url: &str) -> Result<f64> {
     let t = Instant::now();
-    let r = client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("x-api-key", "sk-bench")
-        .header("anthropic-version", "2023-06-01")
-        .header("x-budget-id", budget)
-        .body(crate::load::BODY)
-        .send()
-        .await?;
-    anyhow::ensure!(r.status().is_success(), "POST {url}: {}", r.status());
-    r.bytes().await?;
+    anyhow::ensure!(
+        crate::load::one(client, url, crate::load::BODY, "{}").await,
+        "POST {url} failed"
+    );
     Ok(t.elapsed().as_secs_f64() * 1e3)
 }

@@ -17,7 +17,8 @@ pub fn client() -> reqwest::Client {
 pub const BODY: &str = r#"{"model":"claude-sonnet-4-6","max_tokens":1024,"messages":[{"role":"user","content":"Write a haiku about budgets."}]}"#;
 pub const STREAM_BODY: &str = r#"{"model":"claude-sonnet-4-6","max_tokens":1024,"stream":true,"messages":[{"role":"user","content":"Write a haiku about budgets."}]}"#;
 
-async fn one(client: &reqwest::Client, url: &str, body: &'static str, script: &str) -> bool {
+/// One request; whether it succeeded and its body arrived whole.
+pub async fn one(client: &reqwest::Client, url: &str, body: &'static str, script: &str) -> bool {
     let sent = client
         .post(url)
         .header("content-type", "application/json")

@@ -389,8 +389,10 @@ async fn run() -> Result<()> {
     // Right after start-up, while retention's first sweep of the big table runs.
     let first = db::time_message(
         &client,
-        &format!("http://127.0.0.1:{}/agent-budget/v1/messages", p.port),
-        "bench",
+        &format!(
+            "http://127.0.0.1:{}/agent-budget/b/bench/v1/messages",
+            p.port
+        ),
     )
     .await?;
     r.line(format!(
