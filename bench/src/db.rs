@@ -21,12 +21,17 @@ pub fn fill(db: &Path, budget_id: i64, rows: u64) -> Result<()> {
         .as_millis() as i64;
     let span_ms = 90 * 86_400_000i64;
     let tx = conn.transaction()?;
+    let first: i64 = tx.query_row(
+        "SELECT COALESCE(max(seq), 0) + 1 FROM usage WHERE budget_id = ?1",
+        [budget_id],
+        |r| r.get(0),
+    )?;
     {
         let mut ins = tx.prepare(
             "INSERT INTO usage (created_at, budget_id, model, status, estimated, priced_as, http_status, stream,
                 input_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, output_tokens,
-                web_search_requests, cost, duration_ms, upstream_request_id)
-             VALUES (?1, ?2, ?3, 'ok', 0, 'table', 200, ?4, ?5, 0, 0, ?6, ?7, 0, ?8, ?9, ?10)",
+                web_search_requests, cost, duration_ms, upstream_request_id, seq)
+             VALUES (?1, ?2, ?3, 'ok', 0, 'table', 200, ?4, ?5, 0, 0, ?6, ?7, 0, ?8, ?9, ?10, ?11)",
         )?;
         for i in 0..rows {
             let at = now_ms - span_ms + (i as i64 * span_ms) / rows.max(1) as i64;
@@ -46,7 +51,8 @@ pub fn fill(db: &Path, budget_id: i64, rows: u64) -> Result<()> {
                 output,
                 cost,
                 800 + (i % 900) as i64,
-                format!("req_{i:016}")
+                format!("req_{i:016}"),
+                first + i as i64
             ])?;
         }
     }

@@ -64,8 +64,8 @@ pub async fn usage_csv(
                 .store
                 .read(move |c| crate::store::usage::before(c, budget_id, before, 1000, zone))
                 .await;
-            let rows = match page {
-                Ok(rows) => rows,
+            let (rows, last) = match page {
+                Ok(page) => page,
                 Err(e) => {
                     return Some((
                         Err(std::io::Error::other(e.to_string())),
@@ -76,9 +76,7 @@ pub async fn usage_csv(
             if rows.is_empty() && !first {
                 return None;
             }
-            let next = (rows.len() == 1000)
-                .then(|| rows.last().map(|r| r.id))
-                .flatten();
+            let next = (rows.len() == 1000).then_some(last).flatten();
             let mut out = String::new();
             if first {
                 out.push_str(CSV_HEADER);

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_alerts.sql"),
     include_str!("migrations/0003_derived_counts.sql"),
+    include_str!("migrations/0004_usage_seq.sql"),
 ];
 pub const FILE_NAME: &str = "agent-budget.db";
 
@@ -89,6 +90,13 @@ fn migrate(path: &Path, conn: &mut Connection) -> Result<(), StoreError> {
             found: version,
             known,
         });
+    }
+    if version > 0 && version < known {
+        tracing::info!(
+            from = version,
+            to = known,
+            "upgrading the database (once; a few seconds per million usage records)"
+        );
     }
     for (i, sql) in MIGRATIONS
         .iter()
@@ -225,6 +233,54 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn upgrading_numbers_each_budgets_records_after_those_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // A version-3 database: budget 1 has had 4 records swept by retention.
+            let conn = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+            for m in &MIGRATIONS[..3] {
+                conn.execute_batch(m).unwrap();
+            }
+            conn.execute_batch(
+                "PRAGMA user_version = 3;
+                 INSERT INTO budgets (id, name, period, thresholds, created_at)
+                     VALUES (1, 'a', 'monthly', '[]', 0), (2, 'b', 'monthly', '[]', 0);
+                 INSERT INTO usage_swept (budget_id, n) VALUES (1, 4);",
+            )
+            .unwrap();
+            for budget in [1, 2, 1, 1, 2, 1] {
+                conn.execute(
+                    "INSERT INTO usage (created_at, budget_id, model, status, estimated, priced_as, http_status,
+                         stream, input_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens,
+                         output_tokens, web_search_requests, cost, duration_ms)
+                     VALUES (0, ?1, 'm', 'ok', 0, 'table', 200, 0, 1, 0, 0, 0, 1, 0, 1, 1)",
+                    [budget],
+                )
+                .unwrap();
+            }
+        }
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let zone = crate::budget::period::Zone::parse("UTC").unwrap();
+        let (numbers, page) = store
+            .read(move |c| {
+                let numbers = c
+                    .prepare("SELECT budget_id, seq FROM usage ORDER BY id")?
+                    .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let page = usage::page(c, 1, 2, 1, zone)?.0;
+                Ok((numbers, page.iter().map(|r| r.id).collect::<Vec<_>>()))
+            })
+            .await
+            .unwrap();
+        assert_eq!(numbers, [(1, 5), (2, 1), (1, 6), (1, 7), (2, 2), (1, 8)]);
+        assert_eq!(
+            page,
+            [4, 3],
+            "budget 1's records newest first, from the second"
+        );
+    }
 
     #[tokio::test]
     async fn upgrading_keeps_each_budgets_usage_count() {

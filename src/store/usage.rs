@@ -41,7 +41,9 @@ pub(super) fn insert(
     tx: &Transaction<'_>,
     r: &UsageRow,
     rollup: &mut RollUp,
+    numbers: &mut Numbers,
 ) -> rusqlite::Result<()> {
+    let seq = numbers.next(tx, r.budget_id)?;
     let t = &r.tokens;
     let priced = match r.priced_as {
         PricedAs::Table => "table",
@@ -50,8 +52,8 @@ pub(super) fn insert(
     let inserted = tx.prepare_cached(
         "INSERT INTO usage (created_at, budget_id, model, status, estimated, priced_as, http_status, stream,
             input_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, output_tokens,
-            web_search_requests, cost, duration_ms, upstream_request_id)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17
+            web_search_requests, cost, duration_ms, upstream_request_id, seq)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18
          WHERE EXISTS (SELECT 1 FROM budgets WHERE id = ?2)",
     )?
     .execute(params![
@@ -72,16 +74,46 @@ pub(super) fn insert(
         r.cost.picos(),
         as_i64(r.duration_ms),
         r.upstream_request_id,
+        seq,
     ])?;
     if inserted == 0 {
         return Ok(()); // the budget was deleted meanwhile
     }
+    numbers.last.insert(r.budget_id, seq);
     // Counted before the alerts, so a failed alert never leaves the row out of the totals.
     rollup.add(r);
     for a in &r.alerts {
         super::alerts::insert(tx, a, r.created_at)?;
     }
     Ok(())
+}
+
+/// Each budget's last record number (`seq`, migration 0004), kept between transactions: read
+/// from the index in the INSERT, it cost the writer ~3.5 µs a record (docs/PERFORMANCE.md).
+/// Forgotten whenever a transaction fails or runs anything but inserts, and read again.
+#[derive(Default)]
+pub(super) struct Numbers {
+    last: std::collections::HashMap<i64, i64>,
+}
+
+impl Numbers {
+    fn next(&mut self, tx: &Transaction<'_>, budget_id: i64) -> rusqlite::Result<i64> {
+        if let Some(n) = self.last.get(&budget_id) {
+            return Ok(n + 1);
+        }
+        // A budget whose records retention has all deleted goes on from the count swept.
+        let last: i64 = tx
+            .prepare_cached(
+                "SELECT COALESCE((SELECT max(seq) FROM usage WHERE budget_id = ?1),
+                                 (SELECT n FROM usage_swept WHERE budget_id = ?1), 0)",
+            )?
+            .query_row([budget_id], |r| r.get(0))?;
+        Ok(last + 1)
+    }
+
+    pub(super) fn forget(&mut self) {
+        self.last.clear();
+    }
 }
 
 /// What a transaction's usage rows add to `daily`, written once per key at its end: a batch
@@ -204,23 +236,27 @@ fn record(row: &rusqlite::Row<'_>, zone: Zone) -> rusqlite::Result<UsageRecord> 
     })
 }
 
-/// Up to `limit` of a budget's records with ids below `before`, newest first (keyset paging).
+/// Up to `limit` of a budget's records numbered below `before` (their `seq`), newest first,
+/// and the number to go on from: keyset paging, which new records do not shift.
 pub fn before(
     conn: &Connection,
     budget_id: i64,
     before: i64,
     limit: u32,
     zone: Zone,
-) -> Result<Vec<UsageRecord>, StoreError> {
+) -> Result<(Vec<UsageRecord>, Option<i64>), StoreError> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM usage u JOIN budgets b ON b.id = u.budget_id
-         WHERE u.budget_id = ?1 AND u.id < ?2 ORDER BY u.id DESC LIMIT ?3"
+        "SELECT {COLUMNS}, u.seq FROM usage u JOIN budgets b ON b.id = u.budget_id
+         WHERE u.budget_id = ?1 AND u.seq < ?2 ORDER BY u.seq DESC LIMIT ?3"
     );
     let rows = conn
         .prepare_cached(&sql)?
-        .query_map(params![budget_id, before, limit], |r| record(r, zone))?
+        .query_map(params![budget_id, before, limit], |r| {
+            Ok((record(r, zone)?, r.get::<_, i64>(18)?))
+        })?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
+    let next = rows.last().map(|(_, seq)| *seq);
+    Ok((rows.into_iter().map(|(r, _)| r).collect(), next))
 }
 
 /// A budget's records, newest first, and how many it has in all.
@@ -231,12 +267,12 @@ pub fn page(
     offset: u64,
     zone: Zone,
 ) -> Result<(Vec<UsageRecord>, u64), StoreError> {
-    // The offset is skipped on the covering (budget_id, id) index alone; only the page's rows
-    // are read from the table.
+    // A budget's records are numbered without gaps from its oldest kept one (retention deletes
+    // only the oldest), so the page at any offset starts at a known number: one index seek.
     let sql = format!(
         "SELECT {COLUMNS} FROM usage u JOIN budgets b ON b.id = u.budget_id
-         WHERE u.id IN (SELECT id FROM usage WHERE budget_id = ?1 ORDER BY id DESC LIMIT ?2 OFFSET ?3)
-         ORDER BY u.id DESC"
+         WHERE u.budget_id = ?1 AND u.seq <= (SELECT max(seq) FROM usage WHERE budget_id = ?1) - ?3
+         ORDER BY u.seq DESC LIMIT ?2"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let items = stmt

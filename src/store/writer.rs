@@ -30,9 +30,15 @@ pub struct Writer {
     shared: Arc<Shared>,
 }
 
+/// The writer's connection, with what it remembers between transactions.
+struct Db {
+    conn: Connection,
+    numbers: usage::Numbers,
+}
+
 /// What the writer thread and a task committing its own record share.
 struct Shared {
-    conn: Mutex<Connection>,
+    db: Mutex<Db>,
     /// Messages sent and not yet taken by the writer thread.
     queued: AtomicUsize,
     checkpointer: Checkpointer,
@@ -40,8 +46,8 @@ struct Shared {
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Db> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -64,7 +70,10 @@ pub(super) fn start(
 ) -> (Writer, Handle) {
     let (tx, rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
-        conn: Mutex::new(conn),
+        db: Mutex::new(Db {
+            conn,
+            numbers: usage::Numbers::default(),
+        }),
         queued: AtomicUsize::new(0),
         checkpointer,
         health,
@@ -129,18 +138,18 @@ fn run(shared: &Shared, mut rx: mpsc::UnboundedReceiver<Message>) {
         if closed && pending.is_empty() {
             return;
         }
-        let mut conn = shared.lock();
+        let mut db = shared.lock();
         while batch.len() < BATCH {
             match rx.try_recv() {
                 Ok(m) => batch.push(taken(m)),
                 Err(_) => break,
             }
         }
-        match commit(&mut conn, &mut batch, &mut pending) {
+        match commit(&mut db, &mut batch, &mut pending) {
             Ok(()) => {
                 shared.health.set(None);
                 shared.checkpointer.committed();
-                shared.checkpointer.restart_if_due(&conn);
+                shared.checkpointer.restart_if_due(&db.conn);
             }
             Err(e) => {
                 tracing::error!(error = %e, pending = pending.len(), "could not commit usage records; will retry");
@@ -190,35 +199,39 @@ fn is_storage_failure(e: &rusqlite::Error) -> bool {
 /// Commits the pending records and the batch, and answers the batch's waiters. On failure
 /// the batch's usage records join `pending`.
 fn commit(
-    conn: &mut Connection,
+    db: &mut Db,
     batch: &mut Vec<Message>,
     pending: &mut Vec<UsageRow>,
 ) -> Result<(), rusqlite::Error> {
     let mut acks: Vec<oneshot::Sender<bool>> = Vec::new();
     let mut dones: Vec<Done> = Vec::new();
     let mut rows = Vec::new();
+    let Db { conn, numbers } = db;
     let result = (|| {
         let tx = conn.transaction()?;
         let mut failure = None;
         let mut rollup = usage::RollUp::default();
-        let insert = |row: &UsageRow, rollup: &mut usage::RollUp, failure: &mut Option<_>| {
+        let insert = |row: &UsageRow,
+                      rollup: &mut usage::RollUp,
+                      numbers: &mut usage::Numbers,
+                      failure: &mut Option<_>| {
             if failure.is_some() {
                 return;
             }
-            match usage::insert(&tx, row, rollup) {
+            match usage::insert(&tx, row, rollup, numbers) {
                 Err(e) if is_storage_failure(&e) => *failure = Some(e),
                 Err(e) => tracing::error!(error = %e, "could not store a usage record"),
                 Ok(()) => {}
             }
         };
         for row in pending.iter() {
-            insert(row, &mut rollup, &mut failure);
+            insert(row, &mut rollup, numbers, &mut failure);
         }
         for m in batch.drain(..) {
             match m {
                 Message::Usage(row, ack) => {
                     acks.extend(ack);
-                    insert(&row, &mut rollup, &mut failure);
+                    insert(&row, &mut rollup, numbers, &mut failure);
                     rows.push(row);
                 }
                 // A job sees the totals of the rows before it (it may delete their budget).
@@ -228,6 +241,8 @@ fn commit(
                         failure = roll_up(&tx, &mut rollup).err();
                     }
                     dones.push(isolated(&tx, job));
+                    // A job may delete records; the numbers are read again.
+                    numbers.forget();
                 }
             }
         }
@@ -243,6 +258,7 @@ fn commit(
     if committed {
         pending.clear();
     } else {
+        numbers.forget();
         // If the transaction could not even begin, the batch is still here.
         for m in batch.drain(..) {
             if let Message::Usage(row, ack) = m {
@@ -286,14 +302,18 @@ fn isolated(tx: &Transaction<'_>, job: Job) -> Done {
 
 /// Commits one record on the calling thread, never waiting for a lock: a locked database is
 /// for the writer thread to wait on (and to report), not the runtime's thread.
-fn commit_one(conn: &mut Connection, row: &UsageRow) -> rusqlite::Result<()> {
+fn commit_one(db: &mut Db, row: &UsageRow) -> rusqlite::Result<()> {
+    let Db { conn, numbers } = db;
     conn.busy_timeout(std::time::Duration::ZERO)?;
     let result = conn.transaction().and_then(|tx| {
         let mut rollup = usage::RollUp::default();
-        usage::insert(&tx, row, &mut rollup)?;
+        usage::insert(&tx, row, &mut rollup, numbers)?;
         rollup.write(&tx)?;
         tx.commit()
     });
+    if result.is_err() {
+        numbers.forget();
+    }
     conn.busy_timeout(super::BUSY_TIMEOUT)?;
     result
 }
@@ -332,10 +352,10 @@ impl Writer {
         {
             return false;
         }
-        let Ok(mut conn) = s.conn.try_lock() else {
+        let Ok(mut db) = s.db.try_lock() else {
             return false;
         };
-        match commit_one(&mut conn, row) {
+        match commit_one(&mut db, row) {
             Ok(()) => {
                 s.checkpointer.committed();
                 true

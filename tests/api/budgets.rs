@@ -181,6 +181,86 @@ async fn invalid_budget_input_names_the_field_and_changes_nothing() {
     assert_eq!(not_json.status(), 400);
 }
 
+/// Every page of `key`'s usage, at every offset, against the records in the database.
+async fn assert_pages_match_the_table(app: &TestApp, db: &rusqlite::Connection, key: &str) {
+    let budget_id = app.budget(key).await["id"].as_i64().unwrap();
+    let ids = |v: &Value| -> Vec<i64> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_i64().unwrap())
+            .collect()
+    };
+    let stored: Vec<i64> = db
+        .prepare("SELECT id FROM usage WHERE budget_id = ?1 ORDER BY id DESC")
+        .unwrap()
+        .query_map([budget_id], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for offset in 0..=stored.len() + 1 {
+        let page = app
+            .get(&format!("/api/budgets/{key}/usage?limit=3&offset={offset}"))
+            .await;
+        let want: Vec<i64> = stored.iter().skip(offset).take(3).copied().collect();
+        assert_eq!(ids(&page), want, "{key} at offset {offset}");
+        assert_eq!(page["total"].as_u64(), Some(stored.len() as u64), "{key}");
+    }
+}
+
+#[tokio::test]
+async fn usage_pages_stay_exact_across_budgets_and_retention() {
+    // A page is found by each record's number within its budget (one index seek at any
+    // offset); interleaved budgets, retention deleting the oldest records, and a budget whose
+    // records were all deleted must not throw the numbering off.
+    let app = spawn_with(|s| s.retention_days = Some(30)).await;
+    app.create_budget(json!({"name": "team", "max_dollars": "100"}))
+        .await;
+    for i in 0..12 {
+        let key = if i % 3 == 0 { Some("team") } else { None };
+        assert_eq!(
+            app.send(key, &body("claude-haiku-4-5", 10), None)
+                .await
+                .status(),
+            200
+        );
+    }
+    let db = rusqlite::Connection::open(app.dir.path().join("agent-budget.db")).unwrap();
+    assert_pages_match_the_table(&app, &db, "default").await;
+    assert_pages_match_the_table(&app, &db, "team").await;
+
+    // The oldest five go (two of them the team's), then every team record.
+    let age = |sql: &str| {
+        db.execute(
+            &format!("UPDATE usage SET created_at = created_at - 31 * 86400000 WHERE {sql}"),
+            [],
+        )
+        .unwrap()
+    };
+    age("id IN (SELECT id FROM usage ORDER BY id LIMIT 5)");
+    let service = app.server.as_ref().unwrap().service();
+    assert_eq!(service.sweep_retention().await.unwrap(), 5);
+    for i in 0..4 {
+        let key = if i % 2 == 0 { Some("team") } else { None };
+        app.send(key, &body("claude-haiku-4-5", 10), None).await;
+    }
+    assert_pages_match_the_table(&app, &db, "default").await;
+    assert_pages_match_the_table(&app, &db, "team").await;
+
+    let team = app.budget("team").await["id"].as_i64().unwrap();
+    age(&format!(
+        "id <= (SELECT max(id) FROM usage WHERE budget_id = {team})"
+    ));
+    assert!(service.sweep_retention().await.unwrap() > 0);
+    assert_eq!(app.get("/api/budgets/team/usage").await["total"], 0);
+    app.send(Some("team"), &body("claude-haiku-4-5", 10), None)
+        .await;
+    app.send(None, &body("claude-haiku-4-5", 10), None).await;
+    assert_pages_match_the_table(&app, &db, "default").await;
+    assert_pages_match_the_table(&app, &db, "team").await;
+}
+
 #[tokio::test]
 async fn usage_is_paginated_newest_first() {
     let app = spawn_app().await;

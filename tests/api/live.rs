@@ -94,6 +94,38 @@ async fn usage_exports_as_csv_with_every_record() {
 }
 
 #[tokio::test]
+async fn a_csv_export_longer_than_a_page_has_each_record_once() {
+    // The export reads 1,000 records at a time, each page after the last record number seen.
+    let app = spawn_app().await;
+    let request = body("claude-haiku-4-5", 10);
+    for _ in 0..(1100 / 25) {
+        let sends = (0..25).map(|_| app.send(None, &request, None));
+        for r in futures_util::future::join_all(sends).await {
+            assert_eq!(r.status(), 200);
+        }
+    }
+    let text = app
+        .client
+        .get(app.url("/api/budgets/default/usage.csv"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let ids: Vec<i64> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1100);
+    assert!(
+        ids.windows(2).all(|w| w[0] > w[1]),
+        "newest first, none twice"
+    );
+}
+
+#[tokio::test]
 async fn spend_series_has_one_point_per_day_by_budget_and_model() {
     let app = spawn_app().await;
     app.create_budget(json!({"name": "team", "max_dollars": "5"}))
