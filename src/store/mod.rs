@@ -282,6 +282,25 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_sweep_counts_only_the_records_it_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let conn = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", usage::COUNT_SWEPT))
+            .unwrap()
+            .query_map([1], |r| r.get(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(
+            plan.iter()
+                .any(|step| step.starts_with("SEARCH usage USING INTEGER PRIMARY KEY")),
+            "the batch's id range, not a walk over an index: {plan:?}"
+        );
+    }
+
     #[tokio::test]
     async fn upgrading_keeps_each_budgets_usage_count() {
         let dir = tempfile::tempdir().unwrap();
