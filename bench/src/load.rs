@@ -229,6 +229,9 @@ pub struct StreamRun {
     pub first_byte: Percentiles,
     /// Mean gap between consecutive chunks, per stream.
     pub gap: Percentiles,
+    /// Longest gap between consecutive chunks, per stream: a chunk held back shows here even
+    /// when the mean hides it.
+    pub longest_gap: Percentiles,
 }
 
 /// `n` streams one after another; the mock spaces its events `chunk_ms` apart.
@@ -236,7 +239,7 @@ pub async fn streams(client: &reqwest::Client, url: &str, n: usize, chunk_ms: u6
     let script = format!(
         r#"{{"chunk_delay_ms":{chunk_ms},"text":"one two three four five six seven eight"}}"#
     );
-    let (mut ttfb, mut gaps) = (Vec::new(), Vec::new());
+    let (mut ttfb, mut gaps, mut longest) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..n {
         let t = Instant::now();
         let Ok(r) = client
@@ -258,12 +261,14 @@ pub async fn streams(client: &reqwest::Client, url: &str, n: usize, chunk_ms: u6
             ttfb.push(*first);
             if arrivals.len() > 1 {
                 gaps.push((last - first) / (arrivals.len() - 1) as f64);
+                longest.push(arrivals.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max));
             }
         }
     }
     StreamRun {
         first_byte: percentiles(ttfb),
         gap: percentiles(gaps),
+        longest_gap: percentiles(longest),
     }
 }
 

@@ -292,20 +292,29 @@ async fn run() -> Result<()> {
     r.line(row("first byte, proxy", sd.first_byte, sp.first_byte));
     r.line(row("mean gap between chunks, proxy", sd.gap, sp.gap));
     r.line(row(
+        "longest gap between chunks, proxy",
+        sd.longest_gap,
+        sp.longest_gap,
+    ));
+    r.line(row(
         "first byte, bare hyper relay (reference)",
         sd.first_byte,
         sr.first_byte,
     ));
-    let (af, ag) = (added(sp.first_byte, sd.first_byte), added(sp.gap, sd.gap));
+    let (af, ag, al) = (
+        added(sp.first_byte, sd.first_byte),
+        added(sp.gap, sd.gap),
+        added(sp.longest_gap, sd.longest_gap),
+    );
     r.target(
         "streaming first byte ≤ 0.2 ms later than direct (p50)",
         format!("{} ms", ms(af.p50)),
         af.p50 <= 200.0,
     );
     r.target(
-        "no extra delay per chunk (p50 gap within 0.1 ms)",
-        format!("{} ms", ms(ag.p50)),
-        ag.p50 <= 100.0,
+        "no extra delay per chunk (p50 mean and longest gap within 0.1 ms)",
+        format!("{} / {} ms", ms(ag.p50), ms(al.p50)),
+        ag.p50 <= 100.0 && al.p50 <= 100.0,
     );
     r.line("");
 

@@ -10,6 +10,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use futures_util::{StreamExt, stream};
 use serde_json::{Value, json};
@@ -153,6 +154,12 @@ pub async fn start(port: u16) -> std::io::Result<Mock> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
     let app = router(state.clone());
+    // Like the API's own servers: each SSE event leaves when written. Without it, an event
+    // written while the previous one is unacknowledged waited for the peer's delayed ACK (up
+    // to 40 ms), and a proxy, which sends nothing back mid-stream, got events in bursts.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
