@@ -229,9 +229,11 @@ pub struct StreamRun {
     pub first_byte: Percentiles,
     /// Mean gap between consecutive chunks, per stream.
     pub gap: Percentiles,
-    /// Longest gap between consecutive chunks, per stream: a chunk held back shows here even
-    /// when the mean hides it.
+    /// Longest gap between consecutive chunks but the last, per stream: a chunk held back
+    /// shows here even when the mean hides it.
     pub longest_gap: Percentiles,
+    /// Gap before the last chunk, which the proxy holds until the usage record is committed.
+    pub last_gap: Percentiles,
 }
 
 /// `n` streams one after another; the mock spaces its events `chunk_ms` apart.
@@ -239,7 +241,8 @@ pub async fn streams(client: &reqwest::Client, url: &str, n: usize, chunk_ms: u6
     let script = format!(
         r#"{{"chunk_delay_ms":{chunk_ms},"text":"one two three four five six seven eight"}}"#
     );
-    let (mut ttfb, mut gaps, mut longest) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ttfb, mut gaps) = (Vec::new(), Vec::new());
+    let (mut longest, mut lasts) = (Vec::new(), Vec::new());
     for _ in 0..n {
         let t = Instant::now();
         let Ok(r) = client
@@ -259,9 +262,12 @@ pub async fn streams(client: &reqwest::Client, url: &str, n: usize, chunk_ms: u6
         }
         if let (Some(first), Some(last)) = (arrivals.first(), arrivals.last()) {
             ttfb.push(*first);
-            if arrivals.len() > 1 {
-                gaps.push((last - first) / (arrivals.len() - 1) as f64);
-                longest.push(arrivals.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max));
+            if arrivals.len() > 2 {
+                let between: Vec<f64> = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
+                gaps.push((last - first) / between.len() as f64);
+                let (last_gap, rest) = between.split_last().unwrap_or((&0.0, &[]));
+                longest.push(rest.iter().copied().fold(0.0, f64::max));
+                lasts.push(*last_gap);
             }
         }
     }
@@ -269,6 +275,7 @@ pub async fn streams(client: &reqwest::Client, url: &str, n: usize, chunk_ms: u6
         first_byte: percentiles(ttfb),
         gap: percentiles(gaps),
         longest_gap: percentiles(longest),
+        last_gap: percentiles(lasts),
     }
 }
 

@@ -292,9 +292,14 @@ async fn run() -> Result<()> {
     r.line(row("first byte, proxy", sd.first_byte, sp.first_byte));
     r.line(row("mean gap between chunks, proxy", sd.gap, sp.gap));
     r.line(row(
-        "longest gap between chunks, proxy",
+        "longest gap between chunks but the last, proxy",
         sd.longest_gap,
         sp.longest_gap,
+    ));
+    r.line(row(
+        "gap before the last chunk (held for the usage commit), proxy",
+        sd.last_gap,
+        sp.last_gap,
     ));
     r.line(row(
         "first byte, bare hyper relay (reference)",
@@ -312,7 +317,7 @@ async fn run() -> Result<()> {
         af.p50 <= 200.0,
     );
     r.target(
-        "no extra delay per chunk (p50 mean and longest gap within 0.1 ms)",
+        "no extra delay per chunk (p50 mean and longest gap but the last within 0.1 ms)",
         format!("{} / {} ms", ms(ag.p50), ms(al.p50)),
         ag.p50 <= 100.0 && al.p50 <= 100.0,
     );
