@@ -88,6 +88,12 @@ impl TestApp {
         r.json().await.unwrap()
     }
 
+    pub async fn get_text(&self, path: &str) -> String {
+        let r = self.client.get(self.url(path)).send().await.unwrap();
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.text().await.unwrap()
+    }
+
     pub async fn create_budget(&self, spec: Value) -> Value {
         let r = self
             .client

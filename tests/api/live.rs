@@ -104,15 +104,7 @@ async fn a_csv_export_longer_than_a_page_has_each_record_once() {
             assert_eq!(r.status(), 200);
         }
     }
-    let text = app
-        .client
-        .get(app.url("/api/budgets/default/usage.csv"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.get_text("/api/budgets/default/usage.csv").await;
     let ids: Vec<i64> = text
         .lines()
         .skip(1)
@@ -191,15 +183,7 @@ async fn the_dashboard_is_served_from_the_binary() {
         "an inline script would be blocked by the CSP"
     );
     // Any page path of the app gets the same document (client-side routing).
-    let deep = app
-        .client
-        .get(app.url("/budgets/team"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let deep = app.get_text("/budgets/team").await;
     assert_eq!(deep, page);
     let redirect = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
