@@ -252,7 +252,7 @@ pub fn before(
     let rows = conn
         .prepare_cached(&sql)?
         .query_map(params![budget_id, before, limit], |r| {
-            Ok((record(r, zone)?, r.get::<_, i64>(18)?))
+            Ok((record(r, zone)?, r.get::<_, i64>("seq")?))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let next = rows.last().map(|(_, seq)| *seq);
