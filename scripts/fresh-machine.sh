@@ -35,6 +35,17 @@ fi
 rm -rf "$root"
 cp -a "$base/pristine" "$root"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# This machine's network: a TLS-inspecting egress whose CA the host trusts. The clean root gets
+# that CA (ca-certificates, once setup installs it, adds it to the bundle) and the variables
+# that point Node and pip at the bundle; nothing else of the host's set-up goes in.
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  mkdir -p "$root/usr/local/share/ca-certificates"
+  cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+fi
+trust=()
+for v in NODE_EXTRA_CA_CERTS PIP_CERT REQUESTS_CA_BUNDLE SSL_CERT_FILE; do
+  [ -z "${!v:-}" ] || trust+=("$v=${!v}")
+done
 
 # Rust as rustup installs it (the toolchains shared read-only), Node as nodejs.org ships it.
 mkdir -p "$root/root/.rustup" "$root/root/.cargo/bin" "$root/usr/local/lib/node_modules/npm"
@@ -53,9 +64,9 @@ git clone --quiet "$repo" "$root/src/agent-budget"
 # A private mount namespace whose root is the new system (pivot_root, not chroot, so the
 # tests can still make user namespaces); everything it mounts goes away with it.
 status=0
-unshare --mount --propagation private -- bash -s "$root" "$rustup_home" "$@" <<'INNER' || status=$?
+unshare --mount --propagation private -- bash -s "$root" "$rustup_home" "${trust[*]:-}" "$@" <<'INNER' || status=$?
 set -euo pipefail
-root=$1 rustup_home=$2; shift 2
+root=$1 rustup_home=$2 trust=$3; shift 3
 mount --bind "$root" "$root"
 mount -t proc proc "$root/proc"
 mount --rbind /sys "$root/sys"
@@ -64,7 +75,8 @@ mount -t tmpfs tmpfs "$root/tmp"
 mount --bind -o ro "$rustup_home/toolchains" "$root/root/.rustup/toolchains"
 mount --bind -o remount,ro,bind "$root/root/.rustup/toolchains"
 cd "$root"; mkdir -p .oldroot; pivot_root . .oldroot; cd /; umount -l /.oldroot
-exec env -i HOME=/root USER=root TERM=dumb LANG=C.UTF-8 CI="${CI:-}" \
+# shellcheck disable=SC2086 # $trust is a list of VAR=value words without spaces
+exec env -i HOME=/root USER=root TERM=dumb LANG=C.UTF-8 CI="${CI:-}" $trust \
   PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   bash -c 'cd /src/agent-budget && exec "$@"' bash "$@"
 INNER
