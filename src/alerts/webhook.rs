@@ -2,6 +2,7 @@
 //! secret, retried with backoff for 24 hours, every attempt recorded. Runs in its own task,
 //! never on the proxy's path.
 
+use crate::budget::period::{self, Zone};
 use crate::service::Service;
 use crate::store::alerts::{self as rows, Delivery, DeliveryAttempt, Due};
 use chrono::{DateTime, Duration as Span, Utc};
@@ -99,6 +100,7 @@ pub async fn post(
     body: Vec<u8>,
     secret: &str,
     now: DateTime<Utc>,
+    zone: Zone,
 ) -> DeliveryAttempt {
     let sig = signature(secret, &body);
     let sent = client
@@ -113,7 +115,7 @@ pub async fn post(
         .body(body)
         .send()
         .await;
-    let at = now.to_rfc3339();
+    let at = zone.render(now);
     match sent {
         Ok(r) if r.status().is_success() => DeliveryAttempt {
             at,
@@ -201,13 +203,14 @@ async fn deliver(app: &Service, due: Due) {
         &value,
         &chat_text(&value, &app.dashboard_url()),
     );
-    let now = Utc::now();
+    let now = period::now();
     let attempt = post(
         &app.client,
         &due.webhook_url,
         body,
         &app.webhook_secret,
         now,
+        app.config.zone,
     )
     .await;
     let ok = attempt.error.is_none();
@@ -241,7 +244,7 @@ async fn deliver(app: &Service, due: Due) {
 /// The delivery loop: wakes when alerts are raised, or when the next retry is due.
 pub async fn run(app: Arc<Service>, stop: CancellationToken) {
     loop {
-        let now = Utc::now();
+        let now = period::now();
         match app.store.read(move |c| rows::due(c, now)).await {
             Ok(due) => {
                 for d in due {
@@ -255,7 +258,7 @@ pub async fn run(app: Arc<Service>, stop: CancellationToken) {
         // at most a second, less when a retry is due sooner.
         let next = app.store.read(rows::next_due).await.ok().flatten();
         let wait = next
-            .map(|n| (n - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+            .map(|n| (n - period::now()).to_std().unwrap_or(Duration::ZERO))
             .unwrap_or(POLL)
             .min(POLL);
         tokio::select! {

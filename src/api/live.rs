@@ -1,5 +1,6 @@
 //! Streams for the dashboard: core events as server-sent events, and usage as CSV.
 
+use crate::budget::period;
 use crate::error::HttpError;
 use crate::service::Service;
 use axum::body::Body;
@@ -53,7 +54,7 @@ pub async fn usage_csv(
         .ledger
         .find(&id)
         .ok_or_else(|| HttpError::not_found(format!("budget '{id}' does not exist")))?
-        .status(chrono::Utc::now());
+        .status(period::now());
     let (budget_id, name) = (status.budget.id, status.budget.name);
     let zone = app.config.zone;
     let pages = stream::unfold(

@@ -63,15 +63,16 @@ impl Zone {
         }
     }
 
-    /// An instant rendered with this zone's offset (RFC 3339 in API output).
+    /// The one rendering of an instant the product emits (REST, webhook payloads, Tauri
+    /// commands, CSV, messages): RFC 3339 with this zone's offset and exactly milliseconds,
+    /// the precision instants are stored at. Two renderings of one instant are one string.
     pub fn render(self, t: DateTime<Utc>) -> String {
+        let format = chrono::SecondsFormat::Millis;
         match self {
             Zone::Local => t
                 .with_timezone(&chrono::Local)
-                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false),
-            Zone::Named(tz) => t
-                .with_timezone(&tz)
-                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false),
+                .to_rfc3339_opts(format, false),
+            Zone::Named(tz) => t.with_timezone(&tz).to_rfc3339_opts(format, false),
         }
     }
 
@@ -84,6 +85,17 @@ impl Zone {
     pub fn day_start(self, d: NaiveDate) -> DateTime<Utc> {
         self.start_of(d)
     }
+}
+
+/// The current instant at the precision instants are stored and rendered at (milliseconds),
+/// so an instant kept in memory equals itself read back from the database.
+pub fn now() -> DateTime<Utc> {
+    from_millis(Utc::now().timestamp_millis())
+}
+
+/// An instant stored as milliseconds since the epoch.
+pub fn from_millis(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
 fn first_instant<Z: TimeZone>(tz: &Z, d: NaiveDate) -> DateTime<Utc> {
@@ -148,7 +160,6 @@ pub fn window(period: Period, created_at: DateTime<Utc>, now: DateTime<Utc>, zon
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono_tz::Tz;
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -262,9 +273,38 @@ mod tests {
     }
 
     #[test]
-    fn render_uses_the_zones_offset() {
-        let t = utc("2026-07-01T10:00:00Z");
-        assert_eq!(zone("Europe/Berlin").render(t), "2026-07-01T12:00:00+02:00");
-        let _: Tz = "UTC".parse().unwrap();
+    fn every_instant_renders_with_milliseconds_and_the_zones_offset() {
+        let cases = [
+            (
+                "Europe/Berlin",
+                "2026-07-01T10:00:00Z",
+                "2026-07-01T12:00:00.000+02:00",
+            ),
+            (
+                "Europe/Berlin",
+                "2026-01-01T10:00:00.5Z",
+                "2026-01-01T11:00:00.500+01:00",
+            ),
+            (
+                "UTC",
+                "2026-12-02T21:25:24.572360563Z",
+                "2026-12-02T21:25:24.572+00:00",
+            ),
+            (
+                "America/New_York",
+                "2026-03-08T07:00:00.001Z",
+                "2026-03-08T03:00:00.001-04:00",
+            ),
+        ];
+        for (name, t, want) in cases {
+            assert_eq!(zone(name).render(utc(t)), want, "{t} in {name}");
+        }
+    }
+
+    #[test]
+    fn now_is_whole_milliseconds_and_survives_a_round_trip_through_storage() {
+        let t = now();
+        assert_eq!(t.timestamp_subsec_nanos() % 1_000_000, 0);
+        assert_eq!(from_millis(t.timestamp_millis()), t);
     }
 }

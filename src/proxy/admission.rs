@@ -4,6 +4,7 @@
 use super::estimate::estimate;
 use super::forward;
 use super::request::MessagesRequest;
+use crate::budget::period;
 use crate::error::HttpError;
 use crate::ledger::{Refusal, Reservation, Slot};
 use crate::money::Money;
@@ -65,7 +66,7 @@ pub async fn admit(
     let refusal = match slot.reserve(
         worst_case(price, &high),
         est.high + req.ask.max_tokens,
-        Utc::now(),
+        period::now(),
     ) {
         Ok(r) => return Ok(r),
         Err(r) => r,
@@ -84,7 +85,7 @@ pub async fn admit(
     slot.reserve(
         worst_case(price, &ask(exact)),
         exact + req.ask.max_tokens,
-        Utc::now(),
+        period::now(),
     )
 }
 

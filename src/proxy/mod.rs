@@ -10,6 +10,7 @@ pub mod upstream;
 
 use crate::alerts::{AlertKind, NewAlert};
 use crate::budget::DEFAULT_BUDGET;
+use crate::budget::period;
 use crate::dto::UsageStatus;
 use crate::error::HttpError;
 use crate::pricing::cost::Usage;
@@ -20,7 +21,6 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use chrono::Utc;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use settle::{Outcome, Relay, Settlement};
@@ -129,14 +129,14 @@ async fn enforce(
         request::parse(&body).map_err(|e| HttpError::invalid(format!("agent-budget: {e}")))?;
     let book = app.prices();
     let (price, priced_as) = book.lookup(&parsed.model);
-    let status = slot.status(Utc::now());
+    let status = slot.status(period::now());
     let (budget_id, budget_name) = (status.budget.id, status.budget.name);
 
     let reservation =
         match admission::admit(&app, &slot, &price, &parsed, &body, &parts.headers).await {
             Ok(r) => r,
             Err(refusal) => {
-                let now = Utc::now();
+                let now = period::now();
                 let first = slot.count_blocked(now);
                 let alerts = first
                     .iter()

@@ -4,6 +4,7 @@
 
 use super::sse::Tap;
 use crate::alerts::{AlertKind, NewAlert};
+use crate::budget::period;
 use crate::dto::UsageStatus;
 use crate::events::CoreEvent;
 use crate::ledger::Reservation;
@@ -13,7 +14,6 @@ use crate::pricing::{PriceBook, PricedAs};
 use crate::service::Service;
 use crate::store::usage::UsageRow;
 use bytes::Bytes;
-use chrono::Utc;
 use futures_util::Stream;
 use futures_util::stream::BoxStream;
 use std::future::Future;
@@ -61,7 +61,7 @@ pub struct Settlement {
 
 impl Settlement {
     fn row(self, outcome: Outcome) -> UsageRow {
-        let now = Utc::now();
+        let now = period::now();
         let (cost, tokens, priced_as, status, estimated, model) = match outcome {
             Outcome::Usage {
                 usage,

@@ -2,10 +2,11 @@
 
 use super::Service;
 use crate::alerts::{AlertKind, NewAlert, badge, webhook};
+use crate::budget::period;
 use crate::error::HttpError;
 use crate::store::alerts::{self as rows, AlertView, Delivery, DeliveryAttempt};
 use crate::store::{self, usage::SWEEP_BATCH};
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 
@@ -29,7 +30,7 @@ impl Service {
     ) -> Result<Vec<AlertView>, HttpError> {
         let limit = limit.unwrap_or(50).clamp(1, 500);
         let budget_id = match budget {
-            Some(key) => Some(self.slot(key)?.status(Utc::now()).budget.id),
+            Some(key) => Some(self.slot(key)?.status(period::now()).budget.id),
             None => None,
         };
         let zone = self.config.zone;
@@ -43,12 +44,12 @@ impl Service {
         let style = badge::Style::parse(style).ok_or_else(|| {
             HttpError::invalid("query parameter 'style' must be 'flat' or 'flat-square'")
         })?;
-        Ok(badge::render(&self.slot(key)?.status(Utc::now()), style))
+        Ok(badge::render(&self.slot(key)?.status(period::now()), style))
     }
 
     /// Sends a `test` alert to the budget's webhook now and records it in the alert log.
     pub async fn test_webhook(&self, key: &str) -> Result<WebhookTest, HttpError> {
-        let now = Utc::now();
+        let now = period::now();
         let status = self.slot(key)?.status(now);
         let Some(url) = status.budget.webhook_url.clone() else {
             return Err(HttpError::invalid(format!(
@@ -78,8 +79,15 @@ impl Service {
         .unwrap_or_default();
         let text = format!("{} — {}", alert.message(), self.dashboard_url());
         let body = webhook::body_for(&url, &payload, &text);
-        let attempt: DeliveryAttempt =
-            webhook::post(&self.client, &url, body, &self.webhook_secret, now).await;
+        let attempt: DeliveryAttempt = webhook::post(
+            &self.client,
+            &url,
+            body,
+            &self.webhook_secret,
+            now,
+            self.config.zone,
+        )
+        .await;
         let delivered = attempt.error.is_none();
         let result = WebhookTest {
             delivered,
@@ -110,7 +118,7 @@ impl Service {
     /// Deletes usage records older than the retention period, in short transactions.
     /// Budget totals live in the daily roll-ups and do not change. Returns how many went.
     pub async fn sweep_retention(&self) -> Result<usize, HttpError> {
-        let cutoff = Utc::now() - Duration::days(i64::from(self.config.retention_days));
+        let cutoff = period::now() - Duration::days(i64::from(self.config.retention_days));
         let mut total = 0;
         loop {
             let n = self

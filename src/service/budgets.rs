@@ -1,6 +1,7 @@
 //! Budget operations: list, show, create, change, delete, and a budget's usage records.
 
 use super::Service;
+use crate::budget::period;
 use crate::budget::{BudgetPatch, DEFAULT_BUDGET, NewBudget};
 use crate::dto::{BudgetDetail, BudgetView, UsagePage};
 use crate::error::HttpError;
@@ -8,7 +9,6 @@ use crate::events::CoreEvent;
 use crate::ledger::{Slot, Status};
 use crate::money::Money;
 use crate::store;
-use chrono::Utc;
 use std::sync::Arc;
 
 pub const MAX_PAGE: u32 = 500;
@@ -54,14 +54,14 @@ impl Service {
 
     pub fn list_budgets(&self) -> Vec<BudgetView> {
         self.ledger
-            .statuses(Utc::now())
+            .statuses(period::now())
             .iter()
             .map(|s| self.view(s))
             .collect()
     }
 
     pub async fn budget_detail(&self, key: &str) -> Result<BudgetDetail, HttpError> {
-        let status = self.slot(key)?.status(Utc::now());
+        let status = self.slot(key)?.status(period::now());
         let (id, since) = (status.budget.id, self.config.zone.day(status.window.start));
         let breakdown = self
             .store
@@ -74,7 +74,7 @@ impl Service {
     }
 
     pub async fn create_budget(&self, input: NewBudget) -> Result<BudgetView, HttpError> {
-        let now = Utc::now();
+        let now = period::now();
         let budget = input.validate(now)?;
         let stored = self
             .store
@@ -95,7 +95,7 @@ impl Service {
         key: &str,
         patch: BudgetPatch,
     ) -> Result<BudgetView, HttpError> {
-        let now = Utc::now();
+        let now = period::now();
         let next = patch.apply(&self.slot(key)?.status(now).budget)?;
         let stored = next.clone();
         self.store
@@ -111,7 +111,7 @@ impl Service {
     }
 
     pub async fn delete_budget(&self, key: &str) -> Result<(), HttpError> {
-        let status = self.slot(key)?.status(Utc::now());
+        let status = self.slot(key)?.status(period::now());
         if status.budget.name == DEFAULT_BUDGET {
             return Err(HttpError::invalid(
                 "the built-in 'default' budget cannot be deleted (untagged requests are charged to it); give it a cap with PATCH instead",
@@ -136,7 +136,7 @@ impl Service {
         limit: Option<u32>,
         offset: Option<u64>,
     ) -> Result<UsagePage, HttpError> {
-        let id = self.slot(key)?.status(Utc::now()).budget.id;
+        let id = self.slot(key)?.status(period::now()).budget.id;
         let limit = limit.unwrap_or(50).clamp(1, MAX_PAGE);
         let offset = offset.unwrap_or(0);
         let zone = self.config.zone;

@@ -7,6 +7,7 @@ pub mod pricing;
 pub mod stats;
 
 use crate::alerts::webhook;
+use crate::budget::period;
 use crate::budget::{Budget, DEFAULT_BUDGET, DEFAULT_THRESHOLDS};
 use crate::config::Config;
 use crate::events::Events;
@@ -14,7 +15,6 @@ use crate::ledger::{Ledger, Raised};
 use crate::pricing::{PriceBook, PricingError};
 use crate::proxy::upstream::Upstream;
 use crate::store::{self, Store, StoreError};
-use chrono::Utc;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use tokio::sync::Notify;
@@ -78,7 +78,7 @@ impl Service {
         let (store, handle) = Store::open(&config.data_dir)?;
         let overrides = store.read(store::pricing::overrides).await?;
         let book = PriceBook::seeded(overrides)?;
-        let now = Utc::now();
+        let now = period::now();
         let mut budgets = store.read(store::budgets::load_all).await?;
         if !budgets.iter().any(|b| b.name == DEFAULT_BUDGET) {
             let default = Budget {

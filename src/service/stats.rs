@@ -7,12 +7,11 @@ use crate::dto::{Series, Settings, SpendSeries, Stats};
 use crate::error::HttpError;
 use crate::money::Money;
 use crate::store;
-use chrono::Utc;
 use std::collections::BTreeMap;
 
 impl Service {
     pub async fn stats(&self) -> Result<Stats, HttpError> {
-        let now = Utc::now();
+        let now = period::now();
         let zone = self.config.zone;
         let today = zone.day(now);
         let month = zone.day(period::window(Period::Monthly, now, now, zone).start);
@@ -25,7 +24,7 @@ impl Service {
     /// Spend per day over the last `days` days (today included), by budget and by model.
     pub async fn spend_series(&self, days: u32) -> Result<SpendSeries, HttpError> {
         let days = days.clamp(1, 366);
-        let today = self.config.zone.day(Utc::now());
+        let today = self.config.zone.day(period::now());
         let first = today - chrono::Duration::days(i64::from(days) - 1);
         let labels: Vec<String> = (0..days)
             .map(|i| (first + chrono::Duration::days(i64::from(i))).to_string())

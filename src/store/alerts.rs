@@ -2,7 +2,7 @@
 
 use super::StoreError;
 use crate::alerts::{AlertKind, NewAlert};
-use crate::budget::period::Zone;
+use crate::budget::period::{self, Zone};
 use crate::money::Money;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Transaction, params};
@@ -116,7 +116,7 @@ fn view(r: &rusqlite::Row<'_>, zone: Zone) -> rusqlite::Result<AlertView> {
     }
     Ok(AlertView {
         id: r.get(0)?,
-        created_at: zone.render(DateTime::from_timestamp_millis(r.get(1)?).unwrap_or_default()),
+        created_at: zone.render(period::from_millis(r.get(1)?)),
         kind: AlertKind::parse(&r.get::<_, String>(2)?),
         budget: r.get(3)?,
         budget_id: r.get(4)?,
@@ -173,7 +173,7 @@ pub fn due(conn: &Connection, now: DateTime<Utc>) -> Result<Vec<Due>, StoreError
         "SELECT id, webhook_url, payload, created_at, attempts, budget_id, period, period_start, resets_at
          FROM alerts WHERE delivery = 'pending' AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT 100",
     )?;
-    let t = |ms: i64| DateTime::from_timestamp_millis(ms).unwrap_or_default();
+    let t = period::from_millis;
     let rows = stmt
         .query_map([now.timestamp_millis()], |r| {
             let attempts: String = r.get(4)?;

@@ -2,11 +2,11 @@
 
 use super::StoreError;
 use crate::budget::Budget;
-use crate::budget::period::Period;
+use crate::budget::period::{self, Period};
 use crate::dto::ModelBreakdown;
 use crate::ledger::Totals;
 use crate::money::Money;
-use chrono::{DateTime, NaiveDate};
+use chrono::NaiveDate;
 use rusqlite::{Connection, ErrorCode, Transaction, params};
 use std::collections::{BTreeMap, HashMap};
 
@@ -28,7 +28,7 @@ fn row_to_budget(r: &rusqlite::Row<'_>) -> rusqlite::Result<Budget> {
             .split(',')
             .filter_map(|p| p.parse().ok())
             .collect(),
-        created_at: DateTime::from_timestamp_millis(r.get(7)?).unwrap_or_default(),
+        created_at: period::from_millis(r.get(7)?),
     })
 }
 

@@ -2,7 +2,7 @@
 
 use super::StoreError;
 use crate::alerts::NewAlert;
-use crate::budget::period::Zone;
+use crate::budget::period::{self, Zone};
 use crate::dto::{UsageRecord, UsageStatus};
 use crate::money::Money;
 use crate::pricing::PricedAs;
@@ -212,7 +212,7 @@ fn record(row: &rusqlite::Row<'_>, zone: Zone) -> rusqlite::Result<UsageRecord> 
     let at: i64 = row.get(1)?;
     Ok(UsageRecord {
         id: row.get(0)?,
-        created_at: zone.render(DateTime::from_timestamp_millis(at).unwrap_or_default()),
+        created_at: zone.render(period::from_millis(at)),
         budget: row.get(2)?,
         model: row.get(3)?,
         status: UsageStatus::parse(&row.get::<_, String>(4)?),

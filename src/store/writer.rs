@@ -407,7 +407,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     fn row(model: &str) -> UsageRow {
-        let now = chrono::Utc::now();
+        let now = crate::budget::period::now();
         UsageRow {
             created_at: now,
             day: now.date_naive(),
@@ -472,7 +472,7 @@ mod tests {
         for a in acks {
             assert!(a.await.unwrap());
         }
-        let today = chrono::Utc::now().date_naive();
+        let today = crate::budget::period::now().date_naive();
         let (daily, count) = store
             .read(|c| {
                 let mut st = c.prepare(

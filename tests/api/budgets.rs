@@ -36,7 +36,7 @@ async fn budget_lifecycle() {
     }
     let resets = b["resets_at"].as_str().unwrap();
     assert!(
-        resets.ends_with("T00:00:00+01:00") || resets.ends_with("T00:00:00+02:00"),
+        resets.ends_with("T00:00:00.000+01:00") || resets.ends_with("T00:00:00.000+02:00"),
         "Berlin midnight: {resets}"
     );
 

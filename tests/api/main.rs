@@ -8,6 +8,7 @@ mod durability;
 mod faults;
 mod guards;
 mod helpers;
+mod instants;
 mod live;
 mod load;
 mod proxy;
