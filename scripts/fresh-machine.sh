@@ -35,6 +35,8 @@ fi
 rm -rf "$root"
 cp -a "$base/pristine" "$root"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# What Debian's installer writes on every machine (debootstrap leaves it out): localhost.
+printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
 # This machine's network: a TLS-inspecting egress whose CA the host trusts. The clean root gets
 # that CA (ca-certificates, once setup installs it, adds it to the bundle) and the variables
 # that point Node and pip at the bundle; nothing else of the host's set-up goes in.
