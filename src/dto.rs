@@ -1,6 +1,7 @@
 //! Wire types of the REST API (and, later, the desktop commands): defined once here,
 //! serialised by serde, generated for TypeScript by ts-rs into `ui/src/bindings/`.
 
+use crate::budget::Admission;
 use crate::budget::period::Period;
 use crate::money::Money;
 use crate::pricing::PricedAs;
@@ -18,6 +19,7 @@ pub struct BudgetView {
     pub period: Period,
     pub webhook_url: Option<String>,
     pub thresholds: Vec<u8>,
+    pub admission: Admission,
     pub created_at: String,
     pub spent_dollars: Money,
     pub spent_tokens: u64,
@@ -29,6 +31,11 @@ pub struct BudgetView {
     pub blocked: u64,
     pub period_start: String,
     pub resets_at: Option<String>,
+    /// The typical request's worst case: the p95 of the worst cases of the budget's latest
+    /// 200 requests (null until it has had one).
+    pub worst_case_dollars: Option<Money>,
+    /// How many such requests fit in what is left now (null when uncapped or without history).
+    pub requests_that_fit: Option<u64>,
 }
 
 /// Spend by model (`breakdown` in budget detail and webhook payloads).
@@ -104,6 +111,10 @@ pub struct UsageRecord {
     pub cost_dollars: Money,
     pub duration_ms: u64,
     pub upstream_request_id: Option<String>,
+    /// The worst case admission reserved (or refused) for this request ("0" before 0.5 records).
+    pub worst_case_dollars: Money,
+    /// Set when admission lowered `max_tokens` to fit the budget (`admission: "clamp"`).
+    pub clamped_max_tokens: Option<u64>,
 }
 
 /// `GET /api/budgets/:id/usage`.

@@ -6,7 +6,7 @@ use crate::budget::Budget;
 use crate::budget::period::{self, Window, Zone};
 use crate::money::Money;
 use chrono::{DateTime, NaiveDate, Utc};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 /// Spend and counts over some span (a day, a period).
@@ -30,6 +30,9 @@ impl Totals {
 /// Alerts a budget has raised: (period start in ms, threshold — or None for "blocked").
 pub type Raised = Vec<(i64, Option<u8>)>;
 
+/// How many recent worst cases a budget keeps for its typical (p95) worst case.
+pub const RECENT_WORST_CASES: usize = 200;
+
 /// A budget's state as shown by the API.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
@@ -38,6 +41,8 @@ pub struct Status {
     pub period: Totals,
     pub reserved: Money,
     pub reserved_tokens: u64,
+    /// The p95 of the worst cases of its recent requests, if it has had any.
+    pub typical_worst_case: Option<Money>,
 }
 
 impl Status {
@@ -47,6 +52,30 @@ impl Status {
             .max_dollars
             .map(|cap| cap - self.period.dollars - self.reserved)
     }
+
+    /// How many typical requests fit in what is left now (None if uncapped or no history).
+    pub fn typical_requests_that_fit(&self) -> Option<u64> {
+        let (left, each) = (self.remaining()?, self.typical_worst_case?);
+        if !each.is_positive() {
+            return None;
+        }
+        Some(u64::try_from(left.max(Money::ZERO).picos() / each.picos()).unwrap_or(0))
+    }
+}
+
+/// What is left under a budget's caps for one more request (None where uncapped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Room {
+    pub dollars: Option<Money>,
+    pub tokens: Option<u64>,
+}
+
+/// The p95 of some amounts (nearest rank), or None if there are none.
+fn p95(amounts: &VecDeque<Money>) -> Option<Money> {
+    let mut v: Vec<Money> = amounts.iter().copied().collect();
+    v.sort_unstable();
+    let rank = (v.len() * 95).div_ceil(100);
+    v.get(rank.checked_sub(1)?).copied()
 }
 
 #[derive(Debug)]
@@ -59,6 +88,8 @@ struct Account {
     reserved_tokens: u64,
     /// Alerts already raised: (period start in ms, threshold, or None for "blocked").
     alerted: Raised,
+    /// The full worst cases of its latest requests, admitted or not, newest last.
+    worst_cases: VecDeque<Money>,
 }
 
 impl Account {
@@ -97,6 +128,38 @@ impl Account {
             period: self.current,
             reserved: self.reserved,
             reserved_tokens: self.reserved_tokens,
+            typical_worst_case: p95(&self.worst_cases),
+        }
+    }
+
+    fn note(&mut self, worst_case: Money) {
+        if self.worst_cases.len() == RECENT_WORST_CASES {
+            self.worst_cases.pop_front();
+        }
+        self.worst_cases.push_back(worst_case);
+    }
+
+    fn room(&self) -> Room {
+        Room {
+            dollars: self
+                .budget
+                .max_dollars
+                .map(|cap| cap - self.current.dollars - self.reserved),
+            tokens: self.budget.max_tokens.map(|cap| {
+                cap.saturating_sub(self.current.tokens.saturating_add(self.reserved_tokens))
+            }),
+        }
+    }
+
+    fn hold(&mut self, slot: &Arc<Slot>, cost: Money, tokens: u64) -> Reservation {
+        let remaining = self.room().dollars;
+        self.reserved += cost;
+        self.reserved_tokens += tokens;
+        Reservation {
+            slot: Some(slot.clone()),
+            cost,
+            tokens,
+            remaining,
         }
     }
 }
@@ -168,25 +231,39 @@ impl Slot {
                 by_tokens: !over_dollars,
             });
         }
-        let remaining = a
-            .budget
-            .max_dollars
-            .map(|cap| cap - a.current.dollars - a.reserved);
-        a.reserved += cost;
-        a.reserved_tokens += tokens;
-        Ok(Reservation {
-            slot: Some(self.clone()),
-            cost,
-            tokens,
-            remaining,
-        })
+        a.note(cost);
+        Ok(a.hold(self, cost, tokens))
+    }
+
+    /// Admits the request `fit` makes of the room left under the caps, atomically: `fit`
+    /// returns its worst case (dollars, tokens), which must fit the room, and anything else
+    /// the caller needs (the clamped `max_tokens`), or None to refuse. `asked` is the full
+    /// worst case, noted for the budget's typical one.
+    pub fn reserve_within<T>(
+        self: &Arc<Self>,
+        asked: Money,
+        now: DateTime<Utc>,
+        fit: impl FnOnce(Room) -> Option<(Money, u64, T)>,
+    ) -> Option<(Reservation, T)> {
+        let mut a = self.lock();
+        a.roll(now, self.zone);
+        let room = a.room();
+        let (cost, tokens, extra) = fit(room)?;
+        let fits =
+            room.dollars.is_none_or(|d| cost <= d) && room.tokens.is_none_or(|t| tokens <= t);
+        if !fits {
+            return None;
+        }
+        a.note(asked);
+        Some((a.hold(self, cost, tokens), extra))
     }
 
     /// Counts a refused request in its period (after any retry with a better estimate failed
     /// too). Returns the status if this is the period's first block (it raises an alert).
-    pub fn count_blocked(&self, now: DateTime<Utc>) -> Option<Status> {
+    pub fn count_blocked(&self, worst_case: Money, now: DateTime<Utc>) -> Option<Status> {
         let mut a = self.lock();
         a.roll(now, self.zone);
+        a.note(worst_case);
         a.days.entry(self.zone.day(now)).or_default().blocked += 1;
         a.current.blocked += 1;
         a.first(None).then(|| a.status())
@@ -247,6 +324,18 @@ impl Reservation {
     }
     pub fn worst_case(&self) -> Money {
         self.cost
+    }
+
+    /// Lowers the reservation to `cost` and `tokens` where they are smaller (what is now known
+    /// to be the most the request can still cost); never raises it.
+    pub fn shrink(&mut self, cost: Money, tokens: u64) {
+        let Some(slot) = &self.slot else { return };
+        let (cost, tokens) = (cost.min(self.cost), tokens.min(self.tokens));
+        let mut a = slot.lock();
+        a.reserved = a.reserved - (self.cost - cost);
+        a.reserved_tokens = a.reserved_tokens.saturating_sub(self.tokens - tokens);
+        self.cost = cost;
+        self.tokens = tokens;
     }
 
     /// Replaces the reservation with the actual cost. `requests` is 1 for a forwarded request.
@@ -322,9 +411,11 @@ impl Ledger {
         budget: Budget,
         days: BTreeMap<NaiveDate, Totals>,
         alerted: Raised,
+        worst_cases: Vec<Money>,
         now: DateTime<Utc>,
     ) {
         let window = period::window(budget.period, budget.created_at, now, self.zone);
+        let skip = worst_cases.len().saturating_sub(RECENT_WORST_CASES);
         let mut account = Account {
             budget,
             days,
@@ -333,6 +424,7 @@ impl Ledger {
             reserved: Money::ZERO,
             reserved_tokens: 0,
             alerted,
+            worst_cases: worst_cases.into_iter().skip(skip).collect(),
         };
         account.recount(self.zone);
         let (id, name) = (account.budget.id, account.budget.name.clone());
@@ -386,6 +478,7 @@ mod tests {
             period: Period::Daily,
             webhook_url: None,
             thresholds: vec![50, 80, 100],
+            admission: Default::default(),
             created_at: Utc::now(),
         }
     }
@@ -395,7 +488,7 @@ mod tests {
 
     fn ledger(b: Budget) -> (Ledger, Arc<Slot>) {
         let l = Ledger::new(Zone::parse("UTC").unwrap());
-        l.insert(b, BTreeMap::new(), Vec::new(), Utc::now());
+        l.insert(b, BTreeMap::new(), Vec::new(), Vec::new(), Utc::now());
         let s = l.find("a").unwrap();
         (l, s)
     }
@@ -412,10 +505,10 @@ mod tests {
             (m("0.6"), false)
         );
         assert!(
-            s.count_blocked(now).is_some(),
+            s.count_blocked(Money::ZERO, now).is_some(),
             "the first block in a period raises an alert"
         );
-        assert!(s.count_blocked(now).is_none());
+        assert!(s.count_blocked(Money::ZERO, now).is_none());
         let r2 = s.reserve(m("0.4"), 10, now).unwrap();
         assert_eq!(r2.remaining(), Some(m("0.4")));
         r1.settle(m("0.1"), 5, now);
@@ -504,7 +597,7 @@ mod tests {
             },
         );
         let mut b = budget("10", None);
-        l.insert(b.clone(), days, Vec::new(), now);
+        l.insert(b.clone(), days, Vec::new(), Vec::new(), now);
         assert_eq!(l.find("1").unwrap().status(now).period.dollars, m("2"));
         b.period = Period::Total;
         b.created_at = now - chrono::Duration::days(3);

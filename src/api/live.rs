@@ -34,7 +34,7 @@ pub async fn events(
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
-const CSV_HEADER: &str = "id,created_at,budget,model,status,estimated,priced_as,http_status,stream,input_tokens,cache_write_5m_tokens,cache_write_1h_tokens,cache_read_tokens,output_tokens,web_search_requests,cost_dollars,duration_ms,upstream_request_id\n";
+const CSV_HEADER: &str = "id,created_at,budget,model,status,estimated,priced_as,http_status,stream,input_tokens,cache_write_5m_tokens,cache_write_1h_tokens,cache_read_tokens,output_tokens,web_search_requests,cost_dollars,duration_ms,upstream_request_id,worst_case_dollars,clamped_max_tokens\n";
 
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
@@ -108,6 +108,10 @@ pub async fn usage_csv(
                     r.cost_dollars.to_string(),
                     r.duration_ms.to_string(),
                     csv_field(r.upstream_request_id.as_deref().unwrap_or("")),
+                    r.worst_case_dollars.to_string(),
+                    r.clamped_max_tokens
+                        .map(|n| n.to_string())
+                        .unwrap_or_default(),
                 ]
                 .join(",");
                 out.push_str(&line);

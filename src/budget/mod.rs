@@ -5,11 +5,40 @@ pub mod period;
 use crate::money::Money;
 use chrono::{DateTime, Utc};
 use period::Period;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use ts_rs::TS;
 
 pub const DEFAULT_BUDGET: &str = "default";
 pub const DEFAULT_THRESHOLDS: [u8; 3] = [50, 80, 100];
+
+/// How a request whose worst case does not fit is treated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum Admission {
+    /// Blocked (429).
+    #[default]
+    Strict,
+    /// Forwarded with `max_tokens` lowered to the largest value that fits, if that is at least
+    /// the floor (docs/admission.md); blocked otherwise.
+    Clamp,
+}
+
+impl Admission {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Admission::Strict => "strict",
+            Admission::Clamp => "clamp",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Admission> {
+        match s {
+            "strict" => Some(Admission::Strict),
+            "clamp" => Some(Admission::Clamp),
+            _ => None,
+        }
+    }
+}
 
 /// A budget as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +51,7 @@ pub struct Budget {
     pub period: Period,
     pub webhook_url: Option<String>,
     pub thresholds: Vec<u8>,
+    pub admission: Admission,
     pub created_at: DateTime<Utc>,
 }
 
@@ -59,6 +89,9 @@ pub struct NewBudget {
     #[serde(default)]
     #[ts(optional)]
     pub thresholds: Option<Vec<u32>>,
+    #[serde(default)]
+    #[ts(optional)]
+    pub admission: Option<Admission>,
 }
 
 /// `PATCH /api/budgets/:id`: absent fields stay as they are; `null` clears an optional field.
@@ -81,6 +114,9 @@ pub struct BudgetPatch {
     #[serde(default)]
     #[ts(optional)]
     pub thresholds: Option<Vec<u32>>,
+    #[serde(default)]
+    #[ts(optional)]
+    pub admission: Option<Admission>,
 }
 
 /// Distinguishes a field set to `null` (`Some(None)`) from an absent one (`None`).
@@ -176,6 +212,7 @@ impl NewBudget {
                 Some(t) => check_thresholds(t)?,
                 None => DEFAULT_THRESHOLDS.to_vec(),
             },
+            admission: self.admission.unwrap_or_default(),
             created_at: now,
         })
     }
@@ -207,6 +244,9 @@ impl BudgetPatch {
         }
         if let Some(t) = self.thresholds {
             next.thresholds = check_thresholds(t)?;
+        }
+        if let Some(a) = self.admission {
+            next.admission = a;
         }
         Ok(next)
     }

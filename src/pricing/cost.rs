@@ -247,6 +247,29 @@ pub fn worst_case(price: &Price, ask: &Ask) -> Money {
         + WEB_SEARCH.per_token(ask.web_search_max_uses)
 }
 
+/// The most a stream can still cost once its `message_start` has told the exact prompt: that
+/// prompt at its real rates (cache reads, 5-minute and 1-hour writes), all of `max_tokens` as
+/// output, every allowed web search, and the modifiers asked for or reported. Tokens likewise.
+/// None when the start reports iterations, whose later entries nothing bounds yet.
+pub fn worst_case_after_start(price: &Price, ask: &Ask, start: &Usage) -> Option<(Money, u64)> {
+    if start.iterations.as_ref().is_some_and(|i| !i.is_empty()) || start.input_tokens.is_none() {
+        return None;
+    }
+    let mut t = split(
+        start.input_tokens,
+        Some(ask.max_tokens),
+        start.cache_creation_input_tokens,
+        start.cache_read_input_tokens,
+        start.cache_creation.as_ref(),
+    );
+    t.web_search_requests = 0;
+    let fast = ask.fast || start.speed.as_deref() == Some("fast");
+    let geo_us = ask.geo_us || start.inference_geo.as_deref() == Some("us");
+    let cost = modified(token_cost(price, &t), price, fast, geo_us, false)
+        + WEB_SEARCH.per_token(ask.web_search_max_uses);
+    Some((cost, t.total()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,6 +454,58 @@ mod tests {
         assert_eq!(u.output_tokens, Some(510));
         assert_eq!(u.cache_read_input_tokens, Some(10));
         assert_eq!(u.web_searches(), 1);
+    }
+
+    #[test]
+    fn after_message_start_the_prompt_is_priced_exactly_and_the_output_stays_worst() {
+        let book = book();
+        let (opus, _) = book.lookup("claude-opus-4-8");
+        let ask = Ask {
+            input_tokens: 90_000,
+            max_tokens: 32_000,
+            cache_control: true,
+            ..Ask::default()
+        };
+        // Admission: 90,000 × $10 (1h write) + 32,000 × $25 = 0.9 + 0.8
+        assert_eq!(worst_case(&opus, &ask), dollars("1.7"));
+        // Start: 500 in × $5 + 2,000 5m writes × $6.25 + 60,000 reads × $0.50 + 32,000 × $25
+        // = 0.0025 + 0.0125 + 0.03 + 0.8
+        let start = usage(
+            r#"{"input_tokens":500,"cache_creation_input_tokens":2000,"cache_read_input_tokens":60000,"output_tokens":1}"#,
+        );
+        assert_eq!(
+            worst_case_after_start(&opus, &ask, &start),
+            Some((dollars("0.845"), 500 + 2000 + 60_000 + 32_000))
+        );
+        // The request's geo and web searches still count: ×1.1 on tokens, + 3 × $0.01.
+        let geo = Ask {
+            geo_us: true,
+            web_search_max_uses: 3,
+            ..ask
+        };
+        assert_eq!(
+            worst_case_after_start(&opus, &geo, &start).map(|w| w.0),
+            Some(dollars("0.9595"))
+        );
+        // Haiku 5.5: an exact prompt under 100K keeps the low band for the output too.
+        let (haiku, _) = book.lookup("claude-haiku-5-5");
+        let small = usage(r#"{"input_tokens":50000,"output_tokens":1}"#);
+        let h = Ask {
+            input_tokens: 120_000,
+            max_tokens: 1000,
+            ..Ask::default()
+        };
+        // 50,000 × $0.10 + 1,000 × $0.50
+        assert_eq!(
+            worst_case_after_start(&haiku, &h, &small).map(|w| w.0),
+            Some(dollars("0.0055"))
+        );
+        // Nothing to go on: keep the reservation.
+        let none = usage(r#"{"output_tokens":1}"#);
+        assert_eq!(worst_case_after_start(&opus, &ask, &none), None);
+        let its =
+            usage(r#"{"input_tokens":5,"output_tokens":1,"iterations":[{"input_tokens":5}]}"#);
+        assert_eq!(worst_case_after_start(&opus, &ask, &its), None);
     }
 
     #[test]

@@ -29,6 +29,9 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 use upstream::Chunks;
 
+/// Says a request was forwarded with a lower `max_tokens` than it asked for, and which.
+pub const CLAMPED_HEADER: &str = "x-agent-budget-clamped-max-tokens";
+
 /// Anthropic's own request limit for Messages and count_tokens.
 pub const BODY_LIMIT: usize = 32 * 1024 * 1024;
 
@@ -132,48 +135,62 @@ async fn enforce(
     let status = slot.status(period::now());
     let (budget_id, budget_name) = (status.budget.id, status.budget.name);
 
-    let reservation =
-        match admission::admit(&app, &slot, &price, &parsed, &body, &parts.headers).await {
-            Ok(r) => r,
-            Err(refusal) => {
-                let now = period::now();
-                let first = slot.count_blocked(now);
-                let alerts = first
-                    .iter()
-                    .map(|st| NewAlert::about(AlertKind::Blocked, st, None, None, now))
-                    .collect();
-                let row = UsageRow {
-                    created_at: now,
-                    day: app.config.zone.day(now),
-                    budget_id,
-                    model: parsed.model.clone(),
-                    status: UsageStatus::Blocked,
-                    estimated: false,
-                    priced_as,
-                    http_status: 429,
-                    stream: parsed.stream,
-                    tokens: Default::default(),
-                    cost: Default::default(),
-                    duration_ms: started.elapsed().as_millis() as u64,
-                    upstream_request_id: None,
-                    alerts,
-                };
-                settle::publish(&app, budget_name, &row);
-                let _ = app.store.writer.record(row).await;
-                return Err(admission::blocked(&refusal, now, &app));
-            }
-        };
+    let admitted = match admission::admit(&app, &slot, &price, &parsed, &body, &parts.headers).await
+    {
+        Ok(a) => a,
+        Err(refused) => {
+            let now = period::now();
+            let first = slot.count_blocked(refused.worst_case, now);
+            let alerts = first
+                .iter()
+                .map(|st| NewAlert::about(AlertKind::Blocked, st, None, None, now))
+                .collect();
+            let row = UsageRow {
+                created_at: now,
+                day: app.config.zone.day(now),
+                budget_id,
+                model: parsed.model.clone(),
+                status: UsageStatus::Blocked,
+                estimated: false,
+                priced_as,
+                http_status: 429,
+                stream: parsed.stream,
+                tokens: Default::default(),
+                cost: Default::default(),
+                duration_ms: started.elapsed().as_millis() as u64,
+                upstream_request_id: None,
+                worst_case: refused.worst_case,
+                clamped_max_tokens: None,
+                alerts,
+            };
+            settle::publish(&app, budget_name, &row);
+            let _ = app.store.writer.record(row).await;
+            return Err(admission::blocked(&refused.refusal, now, &app));
+        }
+    };
     let mut budget_headers = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&budget_name) {
         budget_headers.insert("x-agent-budget-id", v);
     }
-    if let Some(rem) = reservation.remaining() {
+    if let Some(rem) = admitted.reservation.remaining() {
         if let Ok(v) = HeaderValue::from_str(&rem.max(Default::default()).to_string()) {
             budget_headers.insert("x-agent-budget-remaining", v);
         }
     }
+    let body = match (admitted.clamped, &parsed.max_tokens_at) {
+        (Some(n), Some(at)) => {
+            budget_headers.insert(CLAMPED_HEADER, HeaderValue::from(n));
+            Bytes::from(request::with_max_tokens(&body, at, n))
+        }
+        _ => body,
+    };
     let settlement = Settlement {
-        reservation,
+        worst_case: admitted.reservation.worst_case(),
+        reservation: admitted.reservation,
+        ask: admitted.ask,
+        early_input: !parsed.server_tools,
+        clamped_max_tokens: admitted.clamped,
+        price,
         app: app.clone(),
         book: book.clone(),
         budget_id,

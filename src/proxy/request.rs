@@ -3,7 +3,9 @@
 use crate::pricing::cost::Ask;
 use crate::pricing::model_id;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::ops::Range;
 
 /// Web search without `max_uses` has no stated ceiling; this many searches are reserved.
 pub const DEFAULT_WEB_SEARCH_USES: u64 = 10;
@@ -17,11 +19,23 @@ struct Tool<'a> {
 }
 
 #[derive(Deserialize)]
+struct Thinking<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default)]
+    budget_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
 struct Body<'a> {
     #[serde(default)]
     model: Option<serde_json::Value>,
-    #[serde(default)]
-    max_tokens: Option<serde_json::Value>,
+    #[serde(borrow, default)]
+    max_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    thinking: Option<Thinking<'a>>,
+    #[serde(borrow, default)]
+    mcp_servers: Option<&'a RawValue>,
     #[serde(default)]
     stream: Option<bool>,
     #[serde(borrow, default)]
@@ -40,6 +54,28 @@ pub struct MessagesRequest {
     /// The worst case, before the input estimate is filled in.
     pub ask: Ask,
     pub new_tokenizer: bool,
+    /// Where the top-level `max_tokens` number is in the body, for clamping.
+    pub max_tokens_at: Option<Range<usize>>,
+    /// `thinking.budget_tokens` when thinking is enabled: a clamp must stay above it.
+    pub thinking_budget: Option<u64>,
+    /// Tools the API runs itself (web search, web fetch, code execution, MCP) loop inside one
+    /// request and can bill far more input than the prompt; the reservation then keeps its
+    /// input estimate until the end.
+    pub server_tools: bool,
+}
+
+/// Tool types the client runs: the API never loops on them within a request.
+const CLIENT_TOOL_TYPES: [&str; 5] = ["custom", "bash_", "text_editor_", "computer_", "memory_"];
+
+/// The body with its top-level `max_tokens` set to `n`: the number's bytes are replaced and
+/// nothing else changes.
+pub fn with_max_tokens(body: &[u8], at: &Range<usize>, n: u64) -> Vec<u8> {
+    let digits = n.to_string();
+    let mut out = Vec::with_capacity(body.len() + digits.len());
+    out.extend_from_slice(&body[..at.start]);
+    out.extend_from_slice(digits.as_bytes());
+    out.extend_from_slice(&body[at.end..]);
+    out
 }
 
 /// Why a body was refused before anything was forwarded.
@@ -68,11 +104,22 @@ pub fn parse(body: &[u8]) -> Result<MessagesRequest, BodyError> {
         Some(serde_json::Value::String(m)) if !m.is_empty() => m,
         _ => return Err(BodyError::Model),
     };
-    let max_tokens = b
-        .max_tokens
+    let raw = b.max_tokens.ok_or(BodyError::MaxTokens)?;
+    let max_tokens: u64 = serde_json::from_str(raw.get()).map_err(|_| BodyError::MaxTokens)?;
+    let start = (raw.get().as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+    let max_tokens_at = Some(start..start + raw.get().len())
+        .filter(|r| body.get(r.clone()) == Some(raw.get().as_bytes()));
+    let thinking_budget = b
+        .thinking
         .as_ref()
-        .and_then(serde_json::Value::as_u64)
-        .ok_or(BodyError::MaxTokens)?;
+        .filter(|t| t.kind.as_deref() == Some("enabled"))
+        .map(|t| t.budget_tokens.unwrap_or(0));
+    let server_tools = b.mcp_servers.is_some_and(|m| m.get() != "null")
+        || b.tools.iter().flatten().any(|t| {
+            t.kind
+                .as_deref()
+                .is_some_and(|k| !CLIENT_TOOL_TYPES.iter().any(|c| k.starts_with(c)))
+        });
     let web_search_max_uses = b
         .tools
         .iter()
@@ -86,6 +133,9 @@ pub fn parse(body: &[u8]) -> Result<MessagesRequest, BodyError> {
         .sum();
     Ok(MessagesRequest {
         new_tokenizer: uses_new_tokenizer(&model),
+        max_tokens_at,
+        thinking_budget,
+        server_tools,
         model,
         stream: b.stream.unwrap_or(false),
         ask: Ask {
@@ -137,6 +187,56 @@ mod tests {
         let unbounded = parse(br#"{"model":"claude-opus-5","max_tokens":0,"speed":"fast","tools":[{"type":"web_search_20260209"}]}"#).unwrap();
         assert_eq!(unbounded.ask.web_search_max_uses, DEFAULT_WEB_SEARCH_USES);
         assert!(unbounded.ask.fast && unbounded.new_tokenizer);
+    }
+
+    #[test]
+    fn clamping_rewrites_only_the_top_level_max_tokens_number() {
+        let cases: [&[u8]; 4] = [
+            br#"{"model":"claude-opus-4-8","max_tokens":32000,"messages":[]}"#,
+            b"{\"messages\":[{\"role\":\"user\",\"content\":\"max_tokens: 9\"}],\n  \"max_tokens\" :  128000 ,\"model\":\"m\"}",
+            br#"{"metadata":{"max_tokens":7},"model":"m","max_tokens":5000}"#,
+            br#"{"model":"m","max_tokens":5000,"thinking":{"type":"enabled","budget_tokens":2048}}"#,
+        ];
+        for body in cases {
+            let r = parse(body).unwrap();
+            let at = r.max_tokens_at.clone().unwrap();
+            let out = with_max_tokens(body, &at, 1024);
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(v["max_tokens"], 1024, "{}", String::from_utf8_lossy(body));
+            let mut before: serde_json::Value = serde_json::from_slice(body).unwrap();
+            before["max_tokens"] = 1024.into();
+            assert_eq!(v, before, "nothing else changed");
+            assert_eq!(&out[..at.start], &body[..at.start]);
+            assert_eq!(&out[at.start + 4..], &body[at.end..]);
+        }
+        assert_eq!(parse(cases[3]).unwrap().thinking_budget, Some(2048));
+        assert_eq!(parse(cases[0]).unwrap().thinking_budget, None);
+    }
+
+    #[test]
+    fn server_tools_are_told_from_client_tools() {
+        let with = |tools: &str| {
+            parse(format!(r#"{{"model":"m","max_tokens":5,"tools":{tools}}}"#).as_bytes())
+                .unwrap()
+                .server_tools
+        };
+        assert!(!with(
+            r#"[{"name":"Read","input_schema":{}},{"type":"bash_20250124","name":"bash"}]"#
+        ));
+        assert!(!with(
+            r#"[{"type":"text_editor_20250728","name":"str_replace_based_edit_tool"}]"#
+        ));
+        assert!(with(
+            r#"[{"type":"web_fetch_20250910","name":"web_fetch"}]"#
+        ));
+        assert!(with(
+            r#"[{"type":"code_execution_20250825","name":"code_execution"}]"#
+        ));
+        let mcp = parse(
+            br#"{"model":"m","max_tokens":5,"mcp_servers":[{"type":"url","url":"https://x"}]}"#,
+        )
+        .unwrap();
+        assert!(mcp.server_tools);
     }
 
     #[test]

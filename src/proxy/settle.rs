@@ -9,8 +9,8 @@ use crate::dto::UsageStatus;
 use crate::events::CoreEvent;
 use crate::ledger::Reservation;
 use crate::money::Money;
-use crate::pricing::cost::{self, Tokens, Usage};
-use crate::pricing::{PriceBook, PricedAs};
+use crate::pricing::cost::{self, Ask, Tokens, Usage};
+use crate::pricing::{Price, PriceBook, PricedAs};
 use crate::service::Service;
 use crate::store::usage::UsageRow;
 use bytes::Bytes;
@@ -47,6 +47,14 @@ pub enum Outcome {
 /// Everything needed to settle one admitted request.
 pub struct Settlement {
     pub reservation: Reservation,
+    /// The worst case as admitted (the reservation may shrink later).
+    pub worst_case: Money,
+    /// What was reserved for, to shrink the reservation once a stream's prompt is known.
+    pub ask: Ask,
+    pub price: Arc<Price>,
+    /// Whether the prompt `message_start` reports bounds the request's input (no server tools).
+    pub early_input: bool,
+    pub clamped_max_tokens: Option<u64>,
     pub app: Arc<Service>,
     pub book: Arc<PriceBook>,
     pub budget_id: i64,
@@ -60,6 +68,17 @@ pub struct Settlement {
 }
 
 impl Settlement {
+    /// A stream's `message_start` told the exact prompt: hold only what the request can still
+    /// cost (exact input + the output's worst case), freeing the rest for other requests now.
+    fn shrink_to(&mut self, start: &Usage) {
+        if !self.early_input {
+            return;
+        }
+        if let Some((cost, tokens)) = cost::worst_case_after_start(&self.price, &self.ask, start) {
+            self.reservation.shrink(cost, tokens);
+        }
+    }
+
     fn row(self, outcome: Outcome) -> UsageRow {
         let now = period::now();
         let (cost, tokens, priced_as, status, estimated, model) = match outcome {
@@ -138,6 +157,8 @@ impl Settlement {
             cost,
             duration_ms: self.started.elapsed().as_millis() as u64,
             upstream_request_id: self.upstream_request_id,
+            worst_case: self.worst_case,
+            clamped_max_tokens: self.clamped_max_tokens,
             alerts,
         }
     }
@@ -214,6 +235,8 @@ pub struct Relay {
     held: Option<Bytes>,
     finished: bool,
     abort: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Whether the reservation has been shrunk to the exact prompt.
+    shrunk: bool,
     /// Counts the stream as in flight, so a record knows whether its request is alone.
     _in_flight: TaskTrackerToken,
 }
@@ -233,6 +256,7 @@ impl Relay {
             held: None,
             finished: false,
             abort,
+            shrunk: false,
             _in_flight,
         }
     }
@@ -302,7 +326,14 @@ impl Stream for Relay {
             match this.upstream.as_mut().poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(chunk))) => {
-                    if this.tap.feed(&chunk) && this.settlement.is_some() {
+                    let stopped = this.tap.feed(&chunk);
+                    if !this.shrunk && this.tap.started {
+                        this.shrunk = true;
+                        if let (Some(s), Some(u)) = (this.settlement.as_mut(), &this.tap.usage) {
+                            s.shrink_to(u);
+                        }
+                    }
+                    if stopped && this.settlement.is_some() {
                         let usage = this.tap.usage.take().unwrap_or_default();
                         let model = this.tap.model.take();
                         this.settle_then_send(

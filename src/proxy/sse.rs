@@ -89,6 +89,8 @@ pub struct Tap {
     /// Bytes of generated content relayed so far (for estimating output of a broken stream).
     pub content_bytes: u64,
     pub stopped: bool,
+    /// `message_start` has been read (with its usage, if it had one).
+    pub started: bool,
     /// Bytes read in all.
     pub bytes: u64,
     /// `error.type` of an `event: error` the upstream sent mid-stream.
@@ -190,6 +192,7 @@ impl Tap {
         match kind {
             Kind::MessageStart => {
                 if let Ok(s) = serde_json::from_slice::<Start>(&self.data) {
+                    self.started = true;
                     self.model = s.message.model;
                     self.message_id = s.message.id;
                     self.usage = s.message.usage.or(self.usage.take());

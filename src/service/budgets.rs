@@ -33,6 +33,7 @@ impl Service {
             period: b.period,
             webhook_url: b.webhook_url.clone(),
             thresholds: b.thresholds.clone(),
+            admission: b.admission,
             created_at: zone.render(b.created_at),
             spent_dollars: s.period.dollars,
             spent_tokens: s.period.tokens,
@@ -43,6 +44,8 @@ impl Service {
             blocked: s.period.blocked,
             period_start: zone.render(s.window.start),
             resets_at: s.window.resets_at.map(|r| zone.render(r)),
+            worst_case_dollars: s.typical_worst_case,
+            requests_that_fit: s.typical_requests_that_fit(),
         }
     }
 
@@ -81,8 +84,13 @@ impl Service {
             .writer
             .run(move |tx| store::budgets::insert(tx, &budget))
             .await?;
-        self.ledger
-            .insert(stored.clone(), Default::default(), Vec::new(), now);
+        self.ledger.insert(
+            stored.clone(),
+            Default::default(),
+            Vec::new(),
+            Vec::new(),
+            now,
+        );
         self.events.emit(CoreEvent::BudgetCreated {
             budget_id: stored.id,
             budget: stored.name.clone(),

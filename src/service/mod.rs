@@ -89,6 +89,7 @@ impl Service {
                 period: Default::default(),
                 webhook_url: None,
                 thresholds: DEFAULT_THRESHOLDS.to_vec(),
+                admission: Default::default(),
                 created_at: now,
             };
             budgets.push(
@@ -104,7 +105,13 @@ impl Service {
         for b in budgets {
             let d = days.remove(&b.id).unwrap_or_default();
             let a = alerted.remove(&b.id).unwrap_or_default();
-            ledger.insert(b, d, a, now);
+            let id = b.id;
+            let w = store
+                .read(move |c| {
+                    store::usage::recent_worst_cases(c, id, crate::ledger::RECENT_WORST_CASES)
+                })
+                .await?;
+            ledger.insert(b, d, a, w, now);
         }
         let webhook_secret =
             webhook::load_or_create_secret(&config.data_dir).map_err(|source| {

@@ -1,8 +1,8 @@
 //! The `budgets` table, and per-budget reads of the daily roll-up.
 
 use super::StoreError;
-use crate::budget::Budget;
 use crate::budget::period::{self, Period};
+use crate::budget::{Admission, Budget};
 use crate::dto::ModelBreakdown;
 use crate::ledger::Totals;
 use crate::money::Money;
@@ -29,12 +29,13 @@ fn row_to_budget(r: &rusqlite::Row<'_>) -> rusqlite::Result<Budget> {
             .filter_map(|p| p.parse().ok())
             .collect(),
         created_at: period::from_millis(r.get(7)?),
+        admission: Admission::parse(&r.get::<_, String>(8)?).unwrap_or_default(),
     })
 }
 
 pub fn load_all(conn: &Connection) -> Result<Vec<Budget>, StoreError> {
     let mut stmt = conn.prepare(
-        "SELECT id, name, max_dollars, max_tokens, period, webhook_url, thresholds, created_at FROM budgets ORDER BY id",
+        "SELECT id, name, max_dollars, max_tokens, period, webhook_url, thresholds, created_at, admission FROM budgets ORDER BY id",
     )?;
     let rows = stmt
         .query_map([], row_to_budget)?
@@ -85,8 +86,8 @@ fn conflict(e: rusqlite::Error, name: &str) -> StoreError {
 /// Inserts a budget and returns it with its new id.
 pub fn insert(tx: &Transaction<'_>, b: &Budget) -> Result<Budget, StoreError> {
     tx.execute(
-        "INSERT INTO budgets (name, max_dollars, max_tokens, period, webhook_url, thresholds, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO budgets (name, max_dollars, max_tokens, period, webhook_url, thresholds, created_at, admission)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             b.name,
             b.max_dollars.map(Money::picos),
@@ -95,6 +96,7 @@ pub fn insert(tx: &Transaction<'_>, b: &Budget) -> Result<Budget, StoreError> {
             b.webhook_url,
             thresholds_text(&b.thresholds),
             b.created_at.timestamp_millis(),
+            b.admission.as_str(),
         ],
     )
     .map_err(|e| conflict(e, &b.name))?;
@@ -106,7 +108,7 @@ pub fn insert(tx: &Transaction<'_>, b: &Budget) -> Result<Budget, StoreError> {
 
 pub fn update(tx: &Transaction<'_>, b: &Budget) -> Result<(), StoreError> {
     tx.execute(
-        "UPDATE budgets SET max_dollars = ?2, max_tokens = ?3, period = ?4, webhook_url = ?5, thresholds = ?6 WHERE id = ?1",
+        "UPDATE budgets SET max_dollars = ?2, max_tokens = ?3, period = ?4, webhook_url = ?5, thresholds = ?6, admission = ?7 WHERE id = ?1",
         params![
             b.id,
             b.max_dollars.map(Money::picos),
@@ -114,6 +116,7 @@ pub fn update(tx: &Transaction<'_>, b: &Budget) -> Result<(), StoreError> {
             b.period.as_str(),
             b.webhook_url,
             thresholds_text(&b.thresholds),
+            b.admission.as_str(),
         ],
     )?;
     Ok(())

@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_alerts.sql"),
     include_str!("migrations/0003_derived_counts.sql"),
     include_str!("migrations/0004_usage_seq.sql"),
+    include_str!("migrations/0005_admission.sql"),
 ];
 pub const FILE_NAME: &str = "agent-budget.db";
 

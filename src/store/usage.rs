@@ -27,6 +27,10 @@ pub struct UsageRow {
     pub cost: Money,
     pub duration_ms: u64,
     pub upstream_request_id: Option<String>,
+    /// The worst case the request was admitted (or refused) with.
+    pub worst_case: Money,
+    /// The `max_tokens` it was forwarded with, when admission lowered it.
+    pub clamped_max_tokens: Option<u64>,
     /// Alerts this request raised, stored in the same transaction.
     pub alerts: Vec<NewAlert>,
 }
@@ -52,8 +56,8 @@ pub(super) fn insert(
     let inserted = tx.prepare_cached(
         "INSERT INTO usage (created_at, budget_id, model, status, estimated, priced_as, http_status, stream,
             input_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, output_tokens,
-            web_search_requests, cost, duration_ms, upstream_request_id, seq)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18
+            web_search_requests, cost, duration_ms, upstream_request_id, seq, worst_case, clamped_max_tokens)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20
          WHERE EXISTS (SELECT 1 FROM budgets WHERE id = ?2)",
     )?
     .execute(params![
@@ -75,6 +79,8 @@ pub(super) fn insert(
         as_i64(r.duration_ms),
         r.upstream_request_id,
         seq,
+        r.worst_case.picos(),
+        r.clamped_max_tokens.map(as_i64),
     ])?;
     if inserted == 0 {
         return Ok(()); // the budget was deleted meanwhile
@@ -203,9 +209,33 @@ impl RollUp {
     }
 }
 
+/// The worst cases of a budget's latest `limit` requests, oldest first (for the ledger's
+/// typical worst case after a restart).
+pub fn recent_worst_cases(
+    conn: &Connection,
+    budget_id: i64,
+    limit: usize,
+) -> Result<Vec<Money>, StoreError> {
+    let mut v = conn
+        .prepare_cached(
+            "SELECT worst_case FROM usage WHERE budget_id = ?1 ORDER BY seq DESC LIMIT ?2",
+        )?
+        .query_map(params![budget_id, as_i64(limit as u64)], |r| {
+            r.get::<_, i64>(0)
+        })?
+        .filter_map(|w| match w {
+            Ok(p) if p > 0 => Some(Ok(Money::from_picos(p))),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    v.reverse();
+    Ok(v)
+}
+
 const COLUMNS: &str = "u.id, u.created_at, b.name, u.model, u.status, u.estimated, u.priced_as, u.http_status, u.stream,
     u.input_tokens, u.cache_write_5m_tokens, u.cache_write_1h_tokens, u.cache_read_tokens, u.output_tokens,
-    u.web_search_requests, u.cost, u.duration_ms, u.upstream_request_id";
+    u.web_search_requests, u.cost, u.duration_ms, u.upstream_request_id, u.worst_case, u.clamped_max_tokens";
 
 fn record(row: &rusqlite::Row<'_>, zone: Zone) -> rusqlite::Result<UsageRecord> {
     let n = |i: usize| -> rusqlite::Result<u64> { row.get::<_, i64>(i).map(|v| v.max(0) as u64) };
@@ -233,6 +263,8 @@ fn record(row: &rusqlite::Row<'_>, zone: Zone) -> rusqlite::Result<UsageRecord> 
         cost_dollars: Money::from_picos(row.get(15)?),
         duration_ms: n(16)?,
         upstream_request_id: row.get(17)?,
+        worst_case_dollars: Money::from_picos(row.get(18)?),
+        clamped_max_tokens: row.get::<_, Option<i64>>(19)?.map(|v| v.max(0) as u64),
     })
 }
 

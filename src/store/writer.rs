@@ -422,6 +422,8 @@ mod tests {
             cost: Default::default(),
             duration_ms: 1,
             upstream_request_id: None,
+            worst_case: Default::default(),
+            clamped_max_tokens: None,
             alerts: vec![],
         }
     }

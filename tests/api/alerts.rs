@@ -416,12 +416,14 @@ fn badge_text_is_escaped() {
             period: period::Period::Total,
             webhook_url: None,
             thresholds: vec![],
+            admission: Default::default(),
             created_at: now,
         },
         window: period::window(period::Period::Total, now, now, period::Zone::Local),
         period: Totals::default(),
         reserved: agent_budget::money::Money::ZERO,
         reserved_tokens: 0,
+        typical_worst_case: None,
     };
     let svg = badge::render(&status, badge::Style::Flat);
     assert!(svg.contains("&lt;a &amp; &quot;b&quot; &apos;s&apos; 預算&gt;"));

@@ -11,6 +11,7 @@ mod helpers;
 mod instants;
 mod live;
 mod load;
+mod modes;
 mod proxy;
 mod receiver;
 mod secrets;

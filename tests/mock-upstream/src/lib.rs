@@ -50,6 +50,12 @@ pub struct Script {
     pub location: Option<String>,
     /// `count_tokens` answer (default: the request body's length / 4).
     pub count: Option<u64>,
+    /// Streams: `message_start` carries no usage; it all comes in the final `message_delta`.
+    pub late_usage: bool,
+    /// Stop at the request's `max_tokens` as the API does: output is capped there and the
+    /// reply says `stop_reason: "max_tokens"`. Off by default, because many tests report
+    /// more output than a small `max_tokens` to spend a given amount while reserving little.
+    pub stop_at_max_tokens: bool,
 }
 
 impl Script {
@@ -77,6 +83,14 @@ impl Script {
             content_type: s("content_type"),
             location: s("location"),
             count: u("count"),
+            late_usage: v
+                .get("late_usage")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            stop_at_max_tokens: v
+                .get("stop_at_max_tokens")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
         }
     }
 }
@@ -267,29 +281,53 @@ pub async fn respond(script: Script, body: &Bytes) -> Response {
         .clone()
         .or_else(|| req.get("model").and_then(Value::as_str).map(str::to_string))
         .unwrap_or_else(|| "claude-sonnet-4-6".into());
-    let usage = script
+    let mut usage = script
         .usage
         .clone()
         .unwrap_or_else(|| json!({"input_tokens": 25, "output_tokens": 15}));
+    let mut stop_reason = "end_turn";
+    let limit = req
+        .get("max_tokens")
+        .and_then(Value::as_u64)
+        .filter(|_| script.stop_at_max_tokens);
+    let out = usage.get("output_tokens").and_then(Value::as_u64);
+    if let (Some(limit), Some(out)) = (limit, out)
+        && out > limit
+    {
+        usage["output_tokens"] = json!(limit);
+        stop_reason = "max_tokens";
+    }
     let text = script
         .text
         .clone()
         .unwrap_or_else(|| "Hello from the mock upstream.".into());
     let id = format!("msg_mock{}", request_id().trim_start_matches("req_mock"));
     if req.get("stream").and_then(Value::as_bool) == Some(true) {
-        return sse(script, model, usage, text, id);
+        return sse(script, model, usage, text, id, stop_reason);
     }
     let body = json!({
         "id": id, "type": "message", "role": "assistant", "model": model,
         "content": [{"type": "text", "text": text}],
-        "stop_reason": "end_turn", "stop_sequence": null, "usage": usage,
+        "stop_reason": stop_reason, "stop_sequence": null, "usage": usage,
     });
     ([("request-id", request_id())], Json(body)).into_response()
 }
 
 /// The SSE events of a reply, in the documented order.
 pub fn events(model: &str, usage: &Value, text: &str, id: &str) -> Vec<String> {
-    let mut start_usage = usage.clone();
+    stream_events(model, usage, text, id, "end_turn", false)
+}
+
+/// [`events`] with a stop reason, and optionally all usage held back to the last delta.
+pub fn stream_events(
+    model: &str,
+    usage: &Value,
+    text: &str,
+    id: &str,
+    stop_reason: &str,
+    late_usage: bool,
+) -> Vec<String> {
+    let mut start_usage = if late_usage { json!({}) } else { usage.clone() };
     if let Some(o) = start_usage.as_object_mut() {
         o.insert("output_tokens".into(), json!(1));
     }
@@ -328,13 +366,20 @@ pub fn events(model: &str, usage: &Value, text: &str, id: &str) -> Vec<String> {
         }
         u
     };
-    ev.push(format!("event: message_delta\ndata: {}\n\n", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": final_usage})));
+    ev.push(format!("event: message_delta\ndata: {}\n\n", json!({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": null}, "usage": final_usage})));
     ev.push("event: message_stop\ndata: {\"type\": \"message_stop\"}\n\n".to_string());
     ev
 }
 
-fn sse(script: Script, model: String, usage: Value, text: String, id: String) -> Response {
-    let mut ev = events(&model, &usage, &text, &id);
+fn sse(
+    script: Script,
+    model: String,
+    usage: Value,
+    text: String,
+    id: String,
+    stop_reason: &str,
+) -> Response {
+    let mut ev = stream_events(&model, &usage, &text, &id, stop_reason, script.late_usage);
     let mut fail_at = None;
     if let Some(n) = script.error_event_after {
         ev.truncate(n);

@@ -6,4 +6,12 @@ import type { UsageStatus } from "./UsageStatus";
 /**
  * One proxied (or blocked) request.
  */
-export type UsageRecord = { id: number, created_at: string, budget: string, model: string, status: UsageStatus, estimated: boolean, priced_as: PricedAs, http_status: number, stream: boolean, input_tokens: number, cache_write_5m_tokens: number, cache_write_1h_tokens: number, cache_read_tokens: number, output_tokens: number, web_search_requests: number, cost_dollars: Money, duration_ms: number, upstream_request_id: string | null, };
+export type UsageRecord = { id: number, created_at: string, budget: string, model: string, status: UsageStatus, estimated: boolean, priced_as: PricedAs, http_status: number, stream: boolean, input_tokens: number, cache_write_5m_tokens: number, cache_write_1h_tokens: number, cache_read_tokens: number, output_tokens: number, web_search_requests: number, cost_dollars: Money, duration_ms: number, upstream_request_id: string | null, 
+/**
+ * The worst case admission reserved (or refused) for this request ("0" before 0.5 records).
+ */
+worst_case_dollars: Money, 
+/**
+ * Set when admission lowered `max_tokens` to fit the budget (`admission: "clamp"`).
+ */
+clamped_max_tokens: number | null, };
