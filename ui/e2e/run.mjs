@@ -137,6 +137,41 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
     assert.equal(usage.items[0].cost_dollars, "1");
   });
 
+  await t.test("a clamping budget: its form, a clamped request, its headroom", async () => {
+    await page.goto(`${base}/#/new`);
+    await page.getByLabel("Name").fill("e2e-clamp");
+    await page.getByLabel("Cap in dollars").fill("0.5");
+    await page.getByLabel("When a request's worst case does not fit").selectOption("clamp");
+    await page.getByRole("button", { name: "Create budget" }).click();
+    await page.getByRole("heading", { name: "Budget e2e-clamp" }).waitFor();
+    await page.getByTestId("headroom").getByText("No requests yet").waitFor();
+    // Opus 4.8 asking for 32,000 output tokens ($0.80) against a $0.50 cap: forwarded clamped.
+    const r = await fetch(`${base}/v1/messages`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-api-key": "sk-e2e", "x-budget-id": "e2e-clamp", "x-mock": JSON.stringify({ usage: { input_tokens: 10, output_tokens: 50 } }) },
+      body: JSON.stringify({ model: "claude-opus-4-8", max_tokens: 32000, messages: [{ role: "user", content: "hi" }] }),
+    });
+    assert.equal(r.status, 200);
+    const clamped = Number(r.headers.get("x-agent-budget-clamped-max-tokens"));
+    assert.ok(clamped >= 1024 && clamped < 32000, `clamped to ${clamped}`);
+    await r.text();
+    const usage = page.getByTestId("usage");
+    await usage.getByText(`clamped to ${clamped.toLocaleString("en-US")}`).waitFor();
+    const headroom = page.getByTestId("headroom");
+    await headroom.getByText("0 such requests fit now").waitFor();
+    await headroom.getByText("Clamp: a request that does not fit gets a lower max_tokens").waitFor();
+    const b = await (await fetch(`${base}/api/budgets/e2e-clamp`)).json();
+    // money() rounds up to the cent.
+    await headroom.getByText(`$${(Math.ceil(Number(b.worst_case_dollars) * 100) / 100).toFixed(2)}`).waitFor();
+    // The edit form sizes the cap being typed in typical requests.
+    await page.getByRole("link", { name: "Edit" }).click();
+    await page.getByTestId("cap-fits").getByText("this cap holds 0 at once").waitFor();
+    await page.getByLabel("Cap in dollars").fill("5");
+    const each = Number(b.worst_case_dollars);
+    await page.getByTestId("cap-fits").getByText(`this cap holds ${Math.floor(5 / each)} at once`).waitFor();
+    assert.equal(await page.getByLabel("When a request's worst case does not fit").inputValue(), "clamp");
+  });
+
   await t.test("copy a setup snippet", async () => {
     await page.goto(`${base}/#/setup`);
     await page.getByLabel("Budget").selectOption("e2e-team");
