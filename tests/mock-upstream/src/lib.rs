@@ -450,7 +450,7 @@ async fn stats(State(st): State<Arc<MockState>>) -> Json<Value> {
                 .iter()
                 .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or(""))))
                 .collect();
-            json!({"method": s.method, "path": s.path, "query": s.query, "headers": headers, "body_len": s.body.len()})
+            json!({"method": s.method, "path": s.path, "query": s.query, "headers": headers, "body_len": s.body.len(), "body": String::from_utf8_lossy(&s.body)})
         })
         .collect();
     Json(json!({

@@ -61,6 +61,38 @@ test("streaming message arrives whole and is charged", async () => {
   assert.equal(rec.cost_dollars, "0.0004");
 });
 
+test("a clamped request is a normal message that stops at max_tokens", async () => {
+  const name = await budget("0.30");
+  await call("PATCH", `${PROXY}/api/budgets/${name}`, { admission: "clamp" });
+  const script = JSON.stringify({ usage: { input_tokens: 10, output_tokens: 50000 }, stop_at_max_tokens: true });
+  // Opus 4.8 with 20,000 output tokens reserves $0.50: clamped to what $0.30 allows.
+  const { data: msg, response } = await client(name)
+    .messages.create({ model: "claude-opus-4-8", max_tokens: 20000, messages: [{ role: "user", content: "Hi" }] }, { headers: { "x-mock": script } })
+    .withResponse();
+  const n = Number(response.headers.get("x-agent-budget-clamped-max-tokens"));
+  assert.ok(n >= 1024 && n < 20000, `clamped to ${n}`);
+  assert.equal(msg.stop_reason, "max_tokens");
+  assert.equal(msg.usage.output_tokens, n);
+  assert.equal(JSON.parse((await call("GET", `${MOCK}/_mock/stats`)).seen[0].body).max_tokens, n);
+
+  // Streaming, as Claude Code calls it.
+  await call("PATCH", `${PROXY}/api/budgets/${name}`, { max_dollars: "0.60" });
+  const { data: events, response: streamed } = await client(name)
+    .messages.create({ model: "claude-opus-4-8", max_tokens: 32000, stream: true, messages: [{ role: "user", content: "Hi" }] }, { headers: { "x-mock": script } })
+    .withResponse();
+  const m = Number(streamed.headers.get("x-agent-budget-clamped-max-tokens"));
+  let stop = null, output = null;
+  for await (const e of events) {
+    if (e.type === "message_delta") { stop = e.delta.stop_reason; output = e.usage.output_tokens; }
+  }
+  assert.ok(m >= 1024 && m < 32000, `clamped to ${m}`);
+  assert.equal(stop, "max_tokens");
+  assert.equal(output, m);
+  const records = (await call("GET", `${PROXY}/api/budgets/${name}/usage`)).items;
+  assert.deepEqual(records.map((r) => r.clamped_max_tokens), [m, n]);
+  assert.ok(Number((await call("GET", `${PROXY}/api/budgets/${name}`)).spent_dollars) <= 0.6);
+});
+
 test("blocked request raises RateLimitError without retry", async () => {
   const name = await budget("0.01");
   await assert.rejects(

@@ -102,6 +102,36 @@ def test_blocked_request_raises_without_retry(budget):
     assert call("GET", f"{PROXY}/api/budgets/{budget}")["blocked"] == 1
 
 
+def test_a_clamped_request_is_a_normal_message_that_stops_at_max_tokens(budget):
+    # Opus 4.8: 20,000 output tokens reserve $0.50; a $0.30 clamp budget lowers max_tokens.
+    call("PATCH", f"{PROXY}/api/budgets/{budget}", {"max_dollars": "0.30", "admission": "clamp"})
+    script = json.dumps({"usage": {"input_tokens": 10, "output_tokens": 50000}, "stop_at_max_tokens": True})
+    raw = client(budget).messages.with_raw_response.create(
+        model="claude-opus-4-8", max_tokens=20000, messages=[{"role": "user", "content": "Hi"}],
+        extra_headers={"x-mock": script},
+    )
+    n = int(raw.headers["x-agent-budget-clamped-max-tokens"])
+    msg = raw.parse()
+    assert 1024 <= n < 20000
+    assert msg.stop_reason == "max_tokens" and msg.usage.output_tokens == n
+    assert json.loads(mock_stats()["seen"][0]["body"])["max_tokens"] == n
+
+    # Streaming (Claude Code's way), with room for another clamped call.
+    call("PATCH", f"{PROXY}/api/budgets/{budget}", {"max_dollars": "0.60"})
+    with client(budget).messages.stream(
+        model="claude-opus-4-8", max_tokens=32000, messages=[{"role": "user", "content": "Hi"}],
+        extra_headers={"x-mock": script},
+    ) as stream:
+        m = int(stream.response.headers["x-agent-budget-clamped-max-tokens"])
+        final = stream.get_final_message()
+    assert 1024 <= m < 32000
+    assert final.stop_reason == "max_tokens" and final.usage.output_tokens == m
+    b = call("GET", f"{PROXY}/api/budgets/{budget}")
+    assert float(b["spent_dollars"]) <= 0.60
+    records = call("GET", f"{PROXY}/api/budgets/{budget}/usage")["items"]
+    assert [r["clamped_max_tokens"] for r in records] == [m, n]
+
+
 def test_count_tokens_and_models_pass_through(budget):
     c = client(budget)
     n = c.messages.count_tokens(
