@@ -16,3 +16,4 @@ mod proxy;
 mod receiver;
 mod secrets;
 mod streaming;
+mod trace;

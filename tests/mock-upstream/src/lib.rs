@@ -5,6 +5,8 @@
 //! forwards it like any other header. The mock counts requests and records the headers and
 //! bodies it saw; `GET /_mock/stats` and `POST /_mock/reset` expose that to other processes.
 
+pub mod trace;
+
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
