@@ -20,6 +20,9 @@ pub struct BudgetView {
     pub webhook_url: Option<String>,
     pub thresholds: Vec<u8>,
     pub admission: Admission,
+    pub max_dollars_per_hour: Option<Money>,
+    pub max_request_dollars: Option<Money>,
+    pub models: Option<Vec<String>>,
     pub created_at: String,
     pub spent_dollars: Money,
     pub spent_tokens: u64,
@@ -36,6 +39,11 @@ pub struct BudgetView {
     pub worst_case_dollars: Option<Money>,
     /// How many such requests fit in what is left now (null when uncapped or without history).
     pub requests_that_fit: Option<u64>,
+    /// Spend settled in the last 60 minutes.
+    pub burn_rate_per_hour: Money,
+    /// When the dollar cap is reached at that rate; null when uncapped, when nothing was spent
+    /// in the last hour, or when it would come only after the period resets.
+    pub projected_exhaustion_at: Option<String>,
 }
 
 /// Spend by model (`breakdown` in budget detail and webhook payloads).
@@ -115,6 +123,34 @@ pub struct UsageRecord {
     pub worst_case_dollars: Money,
     /// Set when admission lowered `max_tokens` to fit the budget (`admission: "clamp"`).
     pub clamped_max_tokens: Option<u64>,
+    /// The agent session it belongs to, if the client said.
+    pub session: Option<String>,
+}
+
+/// One agent session's spend in a budget (`GET /api/budgets/:id/sessions`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct SessionView {
+    /// Claude Code's `x-claude-code-session-id`, or the client's `X-Agent-Budget-Session`.
+    pub session: String,
+    pub spent_dollars: Money,
+    /// Forwarded requests; refused ones are in `blocked`.
+    pub requests: u64,
+    pub blocked: u64,
+    pub tokens: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub models: Vec<String>,
+}
+
+/// `GET /api/budgets/:id/sessions`: most recently seen first.
+#[derive(Clone, Debug, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct SessionPage {
+    pub items: Vec<SessionView>,
+    pub total: u64,
+    pub limit: u32,
+    pub offset: u64,
 }
 
 /// `GET /api/budgets/:id/usage`.

@@ -4,6 +4,7 @@
 use crate::alerts;
 use crate::budget::Budget;
 use crate::budget::period::{self, Window, Zone};
+use crate::budget::rate::LastHour;
 use crate::money::Money;
 use chrono::{DateTime, NaiveDate, Utc};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -43,6 +44,8 @@ pub struct Status {
     pub reserved_tokens: u64,
     /// The p95 of the worst cases of its recent requests, if it has had any.
     pub typical_worst_case: Option<Money>,
+    /// Settled spend over the last 60 minutes: the burn rate per hour.
+    pub last_hour: Money,
 }
 
 impl Status {
@@ -51,6 +54,16 @@ impl Status {
         self.budget
             .max_dollars
             .map(|cap| cap - self.period.dollars - self.reserved)
+    }
+
+    /// When the dollar cap is reached at the last hour's rate (None if not in this period).
+    pub fn projected_exhaustion(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        crate::budget::rate::exhaustion_at(
+            self.remaining(),
+            self.last_hour,
+            now,
+            self.window.resets_at,
+        )
     }
 
     /// How many typical requests fit in what is left now (None if uncapped or no history).
@@ -90,6 +103,7 @@ struct Account {
     alerted: Raised,
     /// The full worst cases of its latest requests, admitted or not, newest last.
     worst_cases: VecDeque<Money>,
+    last_hour: LastHour,
 }
 
 impl Account {
@@ -105,6 +119,7 @@ impl Account {
 
     /// Moves to the period containing `now`, recomputing its totals from the daily figures.
     fn roll(&mut self, now: DateTime<Utc>, zone: Zone) {
+        self.last_hour.expire(now);
         if self.window.contains(now) {
             return;
         }
@@ -129,6 +144,7 @@ impl Account {
             reserved: self.reserved,
             reserved_tokens: self.reserved_tokens,
             typical_worst_case: p95(&self.worst_cases),
+            last_hour: self.last_hour.sum(),
         }
     }
 
@@ -139,12 +155,24 @@ impl Account {
         self.worst_cases.push_back(worst_case);
     }
 
+    /// What the velocity cap leaves (after `roll`), if there is one.
+    fn hourly_room(&self) -> Option<Money> {
+        self.budget
+            .max_dollars_per_hour
+            .map(|cap| cap - self.last_hour.sum() - self.reserved)
+    }
+
     fn room(&self) -> Room {
+        let cap = self
+            .budget
+            .max_dollars
+            .map(|cap| cap - self.current.dollars - self.reserved);
+        let dollars = match (cap, self.hourly_room()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         Room {
-            dollars: self
-                .budget
-                .max_dollars
-                .map(|cap| cap - self.current.dollars - self.reserved),
+            dollars,
             tokens: self.budget.max_tokens.map(|cap| {
                 cap.saturating_sub(self.current.tokens.saturating_add(self.reserved_tokens))
             }),
@@ -171,14 +199,25 @@ pub struct Slot {
     account: Mutex<Account>,
 }
 
+/// Which limit refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    Dollars,
+    Tokens,
+    /// The velocity cap; with the milliseconds until enough of the hour has expired, unless
+    /// requests in flight hold what is missing.
+    Hourly {
+        frees_in_ms: Option<i64>,
+    },
+}
+
 /// Why a request was refused: enough to write the 429 message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
     pub status: Status,
     pub cost: Money,
     pub tokens: u64,
-    /// True when the token cap, not the dollar cap, refused it.
-    pub by_tokens: bool,
+    pub limit: Limit,
 }
 
 impl Slot {
@@ -223,16 +262,26 @@ impl Slot {
                 .saturating_add(tokens)
                 > cap
         });
-        if over_dollars || over_tokens {
-            return Err(Refusal {
-                status: a.status(),
-                cost,
-                tokens,
-                by_tokens: !over_dollars,
-            });
-        }
-        a.note(cost);
-        Ok(a.hold(self, cost, tokens))
+        let over_hourly = a.hourly_room().is_some_and(|room| cost > room);
+        let limit = if over_dollars {
+            Limit::Dollars
+        } else if over_tokens {
+            Limit::Tokens
+        } else if over_hourly {
+            let need = cost - a.hourly_room().unwrap_or_default();
+            Limit::Hourly {
+                frees_in_ms: a.last_hour.frees_in(need, now),
+            }
+        } else {
+            a.note(cost);
+            return Ok(a.hold(self, cost, tokens));
+        };
+        Err(Refusal {
+            status: a.status(),
+            cost,
+            tokens,
+            limit,
+        })
     }
 
     /// Admits the request `fit` makes of the room left under the caps, atomically: `fit`
@@ -276,6 +325,7 @@ impl Slot {
         a.roll(now, self.zone);
         a.days.entry(self.zone.day(now)).or_default().add(actual);
         a.current.add(actual);
+        a.last_hour.add(now, actual.dollars);
         // Decided under the lock: of concurrent settlements, exactly one reaches each threshold.
         let start = a.window.start.timestamp_millis();
         let done: Vec<u8> = a
@@ -364,6 +414,18 @@ impl Drop for Reservation {
     }
 }
 
+/// What the store knows of a budget's past, to rebuild its live state.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    /// Spend by local day.
+    pub days: BTreeMap<NaiveDate, Totals>,
+    pub alerted: Raised,
+    /// The worst cases of its latest requests, oldest first.
+    pub worst_cases: Vec<Money>,
+    /// Its priced requests of the last hour: (settled at, cost).
+    pub last_hour: Vec<(DateTime<Utc>, Money)>,
+}
+
 /// All budgets' live state, by id and by name.
 #[derive(Debug)]
 pub struct Ledger {
@@ -405,17 +467,20 @@ impl Ledger {
         }
     }
 
-    /// Adds a budget with its spend history by local day (from the store at start-up).
-    pub fn insert(
-        &self,
-        budget: Budget,
-        days: BTreeMap<NaiveDate, Totals>,
-        alerted: Raised,
-        worst_cases: Vec<Money>,
-        now: DateTime<Utc>,
-    ) {
+    /// Adds a budget with its history (from the store at start-up).
+    pub fn insert(&self, budget: Budget, history: History, now: DateTime<Utc>) {
+        let History {
+            days,
+            alerted,
+            worst_cases,
+            last_hour: costs,
+        } = history;
         let window = period::window(budget.period, budget.created_at, now, self.zone);
         let skip = worst_cases.len().saturating_sub(RECENT_WORST_CASES);
+        let mut last_hour = LastHour::default();
+        for (at, cost) in costs {
+            last_hour.add(at, cost);
+        }
         let mut account = Account {
             budget,
             days,
@@ -425,6 +490,7 @@ impl Ledger {
             reserved_tokens: 0,
             alerted,
             worst_cases: worst_cases.into_iter().skip(skip).collect(),
+            last_hour,
         };
         account.recount(self.zone);
         let (id, name) = (account.budget.id, account.budget.name.clone());
@@ -479,6 +545,9 @@ mod tests {
             webhook_url: None,
             thresholds: vec![50, 80, 100],
             admission: Default::default(),
+            max_dollars_per_hour: None,
+            max_request_dollars: None,
+            models: None,
             created_at: Utc::now(),
         }
     }
@@ -488,7 +557,7 @@ mod tests {
 
     fn ledger(b: Budget) -> (Ledger, Arc<Slot>) {
         let l = Ledger::new(Zone::parse("UTC").unwrap());
-        l.insert(b, BTreeMap::new(), Vec::new(), Vec::new(), Utc::now());
+        l.insert(b, History::default(), Utc::now());
         let s = l.find("a").unwrap();
         (l, s)
     }
@@ -501,7 +570,7 @@ mod tests {
         assert_eq!(r1.remaining(), Some(m("1")));
         let refused = s.reserve(m("0.5"), 10, now).unwrap_err();
         assert_eq!(
-            (refused.status.reserved, refused.by_tokens),
+            (refused.status.reserved, refused.limit == Limit::Tokens),
             (m("0.6"), false)
         );
         assert!(
@@ -531,7 +600,10 @@ mod tests {
         let (_l, s) = ledger(budget("100", Some(1000)));
         let now = Utc::now();
         let r = s.reserve(m("0.01"), 900, now).unwrap();
-        assert!(s.reserve(m("0.01"), 101, now).unwrap_err().by_tokens);
+        assert_eq!(
+            s.reserve(m("0.01"), 101, now).unwrap_err().limit,
+            Limit::Tokens
+        );
         r.settle(m("0.01"), 1000, now);
         assert!(s.reserve(Money::ZERO, 1, now).is_err());
     }
@@ -597,7 +669,14 @@ mod tests {
             },
         );
         let mut b = budget("10", None);
-        l.insert(b.clone(), days, Vec::new(), Vec::new(), now);
+        l.insert(
+            b.clone(),
+            History {
+                days,
+                ..History::default()
+            },
+            now,
+        );
         assert_eq!(l.find("1").unwrap().status(now).period.dollars, m("2"));
         b.period = Period::Total;
         b.created_at = now - chrono::Duration::days(3);

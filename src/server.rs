@@ -55,6 +55,10 @@ pub fn app(service: Arc<Service>, port: u16) -> Router {
                 .delete(api::delete_budget),
         )
         .route("/agent-budget/api/budgets/{id}/usage", get(api::usage))
+        .route(
+            "/agent-budget/api/budgets/{id}/sessions",
+            get(api::sessions),
+        )
         .route("/agent-budget/api/budgets/{id}/badge", get(api::badge))
         .route(
             "/agent-budget/api/budgets/{id}/test-webhook",

@@ -34,7 +34,7 @@ pub async fn events(
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
-const CSV_HEADER: &str = "id,created_at,budget,model,status,estimated,priced_as,http_status,stream,input_tokens,cache_write_5m_tokens,cache_write_1h_tokens,cache_read_tokens,output_tokens,web_search_requests,cost_dollars,duration_ms,upstream_request_id,worst_case_dollars,clamped_max_tokens\n";
+const CSV_HEADER: &str = "id,created_at,budget,model,status,estimated,priced_as,http_status,stream,input_tokens,cache_write_5m_tokens,cache_write_1h_tokens,cache_read_tokens,output_tokens,web_search_requests,cost_dollars,duration_ms,upstream_request_id,worst_case_dollars,clamped_max_tokens,session\n";
 
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {

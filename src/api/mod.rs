@@ -5,7 +5,9 @@ pub mod assets;
 pub mod live;
 
 use crate::budget::{BudgetPatch, NewBudget};
-use crate::dto::{BudgetDetail, BudgetView, Items, Settings, SpendSeries, Stats, UsagePage};
+use crate::dto::{
+    BudgetDetail, BudgetView, Items, SessionPage, Settings, SpendSeries, Stats, UsagePage,
+};
 use crate::error::HttpError;
 use crate::pricing::{PriceEntry, PricingTable};
 use crate::service::Service;
@@ -112,6 +114,16 @@ pub async fn usage(
     let limit = query_number::<u64>(&q, "limit")?.map(|l| l.min(u64::from(u32::MAX)) as u32);
     let offset = query_number::<u64>(&q, "offset")?;
     Ok(Json(app.usage_page(&id, limit, offset).await?))
+}
+
+pub async fn sessions(
+    State(app): App,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<SessionPage>, HttpError> {
+    let limit = query_number::<u64>(&q, "limit")?.map(|l| l.min(u64::from(u32::MAX)) as u32);
+    let offset = query_number::<u64>(&q, "offset")?;
+    Ok(Json(app.sessions_page(&id, limit, offset).await?))
 }
 
 pub async fn get_pricing(State(app): App) -> Json<PricingTable> {

@@ -1,6 +1,7 @@
 //! Budgets: the model, its validated inputs, and the period arithmetic.
 
 pub mod period;
+pub mod rate;
 
 use crate::money::Money;
 use chrono::{DateTime, Utc};
@@ -52,6 +53,12 @@ pub struct Budget {
     pub webhook_url: Option<String>,
     pub thresholds: Vec<u8>,
     pub admission: Admission,
+    /// Velocity cap: spend over any sliding 60 minutes, reservations included.
+    pub max_dollars_per_hour: Option<Money>,
+    /// A request whose worst case exceeds this is refused (400).
+    pub max_request_dollars: Option<Money>,
+    /// Model allow-list (ids or families, as the price table names them); None allows all.
+    pub models: Option<Vec<String>>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -92,6 +99,15 @@ pub struct NewBudget {
     #[serde(default)]
     #[ts(optional)]
     pub admission: Option<Admission>,
+    #[serde(default)]
+    #[ts(optional, type = "string | number")]
+    pub max_dollars_per_hour: Option<Money>,
+    #[serde(default)]
+    #[ts(optional, type = "string | number")]
+    pub max_request_dollars: Option<Money>,
+    #[serde(default)]
+    #[ts(optional)]
+    pub models: Option<Vec<String>>,
 }
 
 /// `PATCH /api/budgets/:id`: absent fields stay as they are; `null` clears an optional field.
@@ -117,6 +133,15 @@ pub struct BudgetPatch {
     #[serde(default)]
     #[ts(optional)]
     pub admission: Option<Admission>,
+    #[serde(default, deserialize_with = "present")]
+    #[ts(optional, type = "string | number | null")]
+    pub max_dollars_per_hour: Option<Option<Money>>,
+    #[serde(default, deserialize_with = "present")]
+    #[ts(optional, type = "string | number | null")]
+    pub max_request_dollars: Option<Option<Money>>,
+    #[serde(default, deserialize_with = "present")]
+    #[ts(optional, type = "Array<string> | null")]
+    pub models: Option<Option<Vec<String>>>,
 }
 
 /// Distinguishes a field set to `null` (`Some(None)`) from an absent one (`None`).
@@ -150,6 +175,40 @@ fn check_cap(cap: Money) -> Result<Money, Invalid> {
     } else {
         Err(invalid("max_dollars", "must be greater than 0"))
     }
+}
+
+fn check_positive(field: &'static str, m: Money) -> Result<Money, Invalid> {
+    if m.is_positive() {
+        Ok(m)
+    } else {
+        Err(invalid(field, "must be greater than 0 (or null for none)"))
+    }
+}
+
+/// 1–100 model ids, each normalised as prices are (dated ids to their family), none twice.
+fn check_models(models: Vec<String>) -> Result<Vec<String>, Invalid> {
+    let rule = "must be a list of 1 to 100 model ids such as \"claude-sonnet-4-6\" (or null to allow every model)";
+    if models.is_empty()
+        || models.len() > 100
+        || models.iter().any(|m| m.trim().is_empty() || m.len() > 200)
+    {
+        return Err(invalid("models", rule));
+    }
+    let mut v: Vec<String> = models
+        .iter()
+        .map(|m| crate::pricing::model_id::normalise(m.trim()))
+        .collect();
+    v.sort();
+    v.dedup();
+    Ok(v)
+}
+
+/// Whether `model` is allowed by a budget's list (compared by family, as prices are).
+pub fn allows(list: &Option<Vec<String>>, model: &str) -> bool {
+    list.as_ref().is_none_or(|l| {
+        l.iter()
+            .any(|m| *m == crate::pricing::model_id::normalise(model))
+    })
 }
 
 fn check_tokens(t: u64) -> Result<u64, Invalid> {
@@ -213,6 +272,15 @@ impl NewBudget {
                 None => DEFAULT_THRESHOLDS.to_vec(),
             },
             admission: self.admission.unwrap_or_default(),
+            max_dollars_per_hour: self
+                .max_dollars_per_hour
+                .map(|m| check_positive("max_dollars_per_hour", m))
+                .transpose()?,
+            max_request_dollars: self
+                .max_request_dollars
+                .map(|m| check_positive("max_request_dollars", m))
+                .transpose()?,
+            models: self.models.map(check_models).transpose()?,
             created_at: now,
         })
     }
@@ -247,6 +315,19 @@ impl BudgetPatch {
         }
         if let Some(a) = self.admission {
             next.admission = a;
+        }
+        if let Some(m) = self.max_dollars_per_hour {
+            next.max_dollars_per_hour = m
+                .map(|m| check_positive("max_dollars_per_hour", m))
+                .transpose()?;
+        }
+        if let Some(m) = self.max_request_dollars {
+            next.max_request_dollars = m
+                .map(|m| check_positive("max_request_dollars", m))
+                .transpose()?;
+        }
+        if let Some(m) = self.models {
+            next.models = m.map(check_models).transpose()?;
         }
         Ok(next)
     }

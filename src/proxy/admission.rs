@@ -4,10 +4,10 @@
 use super::estimate::estimate;
 use super::forward;
 use super::request::MessagesRequest;
-use crate::budget::Admission;
 use crate::budget::period;
+use crate::budget::{Admission, Budget};
 use crate::error::HttpError;
-use crate::ledger::{Refusal, Reservation, Room, Slot};
+use crate::ledger::{Limit, Refusal, Reservation, Room, Slot};
 use crate::money::Money;
 use crate::pricing::Price;
 use crate::pricing::cost::{Ask, worst_case};
@@ -66,14 +66,73 @@ pub struct Admitted {
 /// A refused request: why, and the worst case it asked for.
 #[derive(Debug)]
 pub struct Refused {
-    pub refusal: Refusal,
+    pub why: Why,
     pub worst_case: Money,
+}
+
+/// What refused a request: a limit that waiting frees (429), or a rule of the budget the
+/// request itself breaks (400, naming the field).
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "made once per refused request and consumed at once"
+)]
+pub enum Why {
+    Limit(Refusal),
+    Rule(String),
+}
+
+impl Refused {
+    fn limit(refusal: Refusal, worst_case: Money) -> Refused {
+        Refused {
+            why: Why::Limit(refusal),
+            worst_case,
+        }
+    }
+
+    /// The response: the 429 of a spend limit, or a 400 naming the budget's rule.
+    pub fn error(&self, now: DateTime<Utc>, app: &Service) -> HttpError {
+        match &self.why {
+            Why::Limit(r) => blocked(r, now, app),
+            Why::Rule(msg) => HttpError::invalid(msg.clone()),
+        }
+    }
+}
+
+/// The budget's rules for a single request: its model, and its worst case.
+fn check_rules(budget: &Budget, model: &str, worst: Money) -> Result<(), String> {
+    let name = &budget.name;
+    if !crate::budget::allows(&budget.models, model) {
+        let list = budget.models.as_deref().unwrap_or_default().join(", ");
+        return Err(format!(
+            "agent-budget: budget '{name}' allows only these models (its 'models' list): {list}; '{model}' is not one of them"
+        ));
+    }
+    if let Some(ceiling) = budget.max_request_dollars.filter(|c| worst > *c) {
+        return Err(format!(
+            "agent-budget: this request could cost up to {} (its prompt and all of max_tokens), over budget '{name}''s per-request ceiling 'max_request_dollars' of {}; lower max_tokens or shorten the prompt",
+            worst.display_cents(),
+            ceiling.display_cents()
+        ));
+    }
+    if let Some(rate) = budget
+        .max_dollars_per_hour
+        .filter(|r| worst > *r && budget.admission == Admission::Strict)
+    {
+        return Err(format!(
+            "agent-budget: this request could cost up to {}, more than budget '{name}''s hourly rate 'max_dollars_per_hour' of {} allows in any hour; lower max_tokens or raise the rate",
+            worst.display_cents(),
+            rate.display_cents()
+        ));
+    }
+    Ok(())
 }
 
 /// Reserves the request's worst case, or explains why it cannot be admitted.
 pub async fn admit(
     app: &Service,
     slot: &Arc<Slot>,
+    budget: &Budget,
     price: &Price,
     req: &MessagesRequest,
     body: &Bytes,
@@ -91,6 +150,12 @@ pub async fn admit(
     };
     let high = ask(est.high);
     let full = worst_case(price, &high);
+    if let Err(rule) = check_rules(budget, &req.model, full) {
+        return Err(Refused {
+            why: Why::Rule(rule),
+            worst_case: full,
+        });
+    }
     let refusal = match slot.reserve(full, est.high + req.ask.max_tokens, period::now()) {
         Ok(r) => return Ok(admitted(r, high)),
         Err(r) => r,
@@ -108,12 +173,7 @@ pub async fn admit(
             match slot.reserve(cost, exact + req.ask.max_tokens, period::now()) {
                 Ok(r) => return Ok(admitted(r, known)),
                 Err(_) if refusal.status.budget.admission == Admission::Clamp => {}
-                Err(refusal) => {
-                    return Err(Refused {
-                        refusal,
-                        worst_case: cost,
-                    });
-                }
+                Err(refusal) => return Err(Refused::limit(refusal, cost)),
             }
         }
     }
@@ -135,10 +195,7 @@ pub async fn admit(
             });
         }
     }
-    Err(Refused {
-        refusal,
-        worst_case: worst,
-    })
+    Err(Refused::limit(refusal, worst))
 }
 
 /// The largest `max_tokens` in `floor..=ask.max_tokens` whose worst case fits `room`, with
@@ -209,37 +266,68 @@ async fn count_tokens(app: &Service, headers: &HeaderMap, body: &Bytes) -> Optio
 }
 
 /// The 429 of Anthropic's spend-limit gateway: `billing_error`, never retried by SDKs.
+/// `retry-after` is when waiting helps: the period's reset, or for the velocity cap the moment
+/// enough of the last hour's spend has left the window.
 pub fn blocked(r: &Refusal, now: DateTime<Utc>, app: &Service) -> HttpError {
     let s = &r.status;
+    let zone = app.config.zone;
     let period = s.budget.period.as_str();
     let resets = match s.window.resets_at {
-        Some(t) => format!("; resets {}", app.config.zone.render(t)),
+        Some(t) => format!("; resets {}", zone.render(t)),
         None => String::new(),
     };
-    let detail = if r.by_tokens {
-        format!(
-            "{period} token cap: spent {} + in flight {} + this request up to {} > {} tokens",
-            s.period.tokens,
-            s.reserved_tokens,
-            r.tokens,
-            s.budget.max_tokens.unwrap_or(0)
-        )
-    } else {
-        format!(
-            "{period} cap: spent {} + in flight {} + this request up to {} > {}",
-            s.period.dollars.display_cents(),
-            s.reserved.display_cents(),
-            r.cost.display_cents(),
-            s.budget.max_dollars.unwrap_or_default().display_cents()
-        )
+    let (detail, retry_at) = match r.limit {
+        Limit::Tokens => (
+            format!(
+                "{period} token cap: spent {} + in flight {} + this request up to {} > {} tokens{resets}",
+                s.period.tokens,
+                s.reserved_tokens,
+                r.tokens,
+                s.budget.max_tokens.unwrap_or(0)
+            ),
+            s.window.resets_at,
+        ),
+        Limit::Dollars => (
+            format!(
+                "{period} cap: spent {} + in flight {} + this request up to {} > {}{resets}",
+                s.period.dollars.display_cents(),
+                s.reserved.display_cents(),
+                r.cost.display_cents(),
+                s.budget.max_dollars.unwrap_or_default().display_cents()
+            ),
+            s.window.resets_at,
+        ),
+        Limit::Hourly { frees_in_ms } => {
+            let at = frees_in_ms.map(|ms| now + chrono::Duration::milliseconds(ms));
+            let when = match at {
+                Some(t) => format!(
+                    "; enough of the last hour's spend leaves the window at {}",
+                    zone.render(t)
+                ),
+                None => "; requests in flight hold the rest: retry when they finish".to_string(),
+            };
+            (
+                format!(
+                    "hourly rate (max_dollars_per_hour, a sliding 60 minutes): spent {} in the last hour + in flight {} + this request up to {} > {}{when}",
+                    s.last_hour.display_cents(),
+                    s.reserved.display_cents(),
+                    r.cost.display_cents(),
+                    s.budget
+                        .max_dollars_per_hour
+                        .unwrap_or_default()
+                        .display_cents()
+                ),
+                at,
+            )
+        }
     };
     let msg = format!(
-        "agent-budget: budget '{}' would exceed its {detail}{resets}",
+        "agent-budget: budget '{}' would exceed its {detail}",
         s.budget.name
     );
     let err = HttpError::new(StatusCode::TOO_MANY_REQUESTS, "billing_error", msg)
         .with_header("x-should-retry", "false");
-    match s.window.resets_at {
+    match retry_at {
         Some(t) => {
             let ms = (t - now).num_milliseconds().max(1);
             err.with_header("retry-after", ((ms + 999) / 1000).to_string())

@@ -46,6 +46,7 @@ pub fn request_headers(src: &HeaderMap) -> HeaderMap {
             || k == "host"
             || k == "content-length"
             || k == "x-budget-id"
+            || k == super::SESSION_HEADER
             || k == "accept-encoding"
             || k == "proxy-authorization";
         if !skip {

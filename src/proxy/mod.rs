@@ -32,6 +32,34 @@ use upstream::Chunks;
 /// Says a request was forwarded with a lower `max_tokens` than it asked for, and which.
 pub const CLAMPED_HEADER: &str = "x-agent-budget-clamped-max-tokens";
 
+/// The client's name for its agent session; ours, so it is not forwarded.
+pub const SESSION_HEADER: &str = "x-agent-budget-session";
+/// Claude Code's session id, sent with every request; forwarded unchanged.
+const CLAUDE_CODE_SESSION: &str = "x-claude-code-session-id";
+
+/// The request's session: `X-Agent-Budget-Session`, else Claude Code's header; at most 200
+/// visible ASCII characters.
+fn session_of(headers: &HeaderMap) -> Result<Option<String>, HttpError> {
+    let Some((name, v)) = [SESSION_HEADER, CLAUDE_CODE_SESSION]
+        .into_iter()
+        .find_map(|h| headers.get(h).map(|v| (h, v)))
+    else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(s)
+            if !s.trim().is_empty()
+                && s.len() <= 200
+                && s.bytes().all(|b| b.is_ascii_graphic() || b == b' ') =>
+        {
+            Ok(Some(s.trim().to_string()))
+        }
+        _ => Err(HttpError::invalid(format!(
+            "agent-budget: the header '{name}' must be 1 to 200 visible ASCII characters naming the agent session"
+        ))),
+    }
+}
+
 /// Anthropic's own request limit for Messages and count_tokens.
 pub const BODY_LIMIT: usize = 32 * 1024 * 1024;
 
@@ -127,16 +155,16 @@ async fn enforce(
         .ledger
         .find(&key)
         .ok_or_else(|| HttpError::not_found(format!("budget '{key}' does not exist")))?;
+    let session = session_of(&parts.headers)?;
     let body = read_body(body, &parts.headers).await?;
     let parsed =
         request::parse(&body).map_err(|e| HttpError::invalid(format!("agent-budget: {e}")))?;
     let book = app.prices();
     let (price, priced_as) = book.lookup(&parsed.model);
-    let status = slot.status(period::now());
-    let (budget_id, budget_name) = (status.budget.id, status.budget.name);
-
-    let admitted = match admission::admit(&app, &slot, &price, &parsed, &body, &parts.headers).await
-    {
+    let budget = slot.status(period::now()).budget;
+    let admitted = admission::admit(&app, &slot, &budget, &price, &parsed, &body, &parts.headers);
+    let (budget_id, budget_name) = (budget.id, budget.name.clone());
+    let admitted = match admitted.await {
         Ok(a) => a,
         Err(refused) => {
             let now = period::now();
@@ -153,7 +181,10 @@ async fn enforce(
                 status: UsageStatus::Blocked,
                 estimated: false,
                 priced_as,
-                http_status: 429,
+                http_status: match refused.why {
+                    admission::Why::Limit(_) => 429,
+                    admission::Why::Rule(_) => 400,
+                },
                 stream: parsed.stream,
                 tokens: Default::default(),
                 cost: Default::default(),
@@ -161,11 +192,12 @@ async fn enforce(
                 upstream_request_id: None,
                 worst_case: refused.worst_case,
                 clamped_max_tokens: None,
+                session,
                 alerts,
             };
             settle::publish(&app, budget_name, &row);
             let _ = app.store.writer.record(row).await;
-            return Err(admission::blocked(&refused.refusal, now, &app));
+            return Err(refused.error(now, &app));
         }
     };
     let mut budget_headers = HeaderMap::new();
@@ -190,6 +222,7 @@ async fn enforce(
         ask: admitted.ask,
         early_input: !parsed.server_tools,
         clamped_max_tokens: admitted.clamped,
+        session,
         price,
         app: app.clone(),
         book: book.clone(),

@@ -55,6 +55,7 @@ pub struct Settlement {
     /// Whether the prompt `message_start` reports bounds the request's input (no server tools).
     pub early_input: bool,
     pub clamped_max_tokens: Option<u64>,
+    pub session: Option<String>,
     pub app: Arc<Service>,
     pub book: Arc<PriceBook>,
     pub budget_id: i64,
@@ -159,6 +160,7 @@ impl Settlement {
             upstream_request_id: self.upstream_request_id,
             worst_case: self.worst_case,
             clamped_max_tokens: self.clamped_max_tokens,
+            session: self.session,
             alerts,
         }
     }

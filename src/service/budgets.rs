@@ -3,7 +3,7 @@
 use super::Service;
 use crate::budget::period;
 use crate::budget::{BudgetPatch, DEFAULT_BUDGET, NewBudget};
-use crate::dto::{BudgetDetail, BudgetView, UsagePage};
+use crate::dto::{BudgetDetail, BudgetView, SessionPage, UsagePage};
 use crate::error::HttpError;
 use crate::events::CoreEvent;
 use crate::ledger::{Slot, Status};
@@ -34,6 +34,9 @@ impl Service {
             webhook_url: b.webhook_url.clone(),
             thresholds: b.thresholds.clone(),
             admission: b.admission,
+            max_dollars_per_hour: b.max_dollars_per_hour,
+            max_request_dollars: b.max_request_dollars,
+            models: b.models.clone(),
             created_at: zone.render(b.created_at),
             spent_dollars: s.period.dollars,
             spent_tokens: s.period.tokens,
@@ -46,6 +49,10 @@ impl Service {
             resets_at: s.window.resets_at.map(|r| zone.render(r)),
             worst_case_dollars: s.typical_worst_case,
             requests_that_fit: s.typical_requests_that_fit(),
+            burn_rate_per_hour: s.last_hour,
+            projected_exhaustion_at: s
+                .projected_exhaustion(period::now())
+                .map(|t| zone.render(t)),
         }
     }
 
@@ -84,13 +91,7 @@ impl Service {
             .writer
             .run(move |tx| store::budgets::insert(tx, &budget))
             .await?;
-        self.ledger.insert(
-            stored.clone(),
-            Default::default(),
-            Vec::new(),
-            Vec::new(),
-            now,
-        );
+        self.ledger.insert(stored.clone(), Default::default(), now);
         self.events.emit(CoreEvent::BudgetCreated {
             budget_id: stored.id,
             budget: stored.name.clone(),
@@ -153,6 +154,29 @@ impl Service {
             .read(move |c| store::usage::page(c, id, limit, offset, zone))
             .await?;
         Ok(UsagePage {
+            items,
+            total,
+            limit,
+            offset,
+        })
+    }
+
+    /// A page of the budget's agent sessions, most recently seen first.
+    pub async fn sessions_page(
+        &self,
+        key: &str,
+        limit: Option<u32>,
+        offset: Option<u64>,
+    ) -> Result<SessionPage, HttpError> {
+        let id = self.slot(key)?.status(period::now()).budget.id;
+        let limit = limit.unwrap_or(50).clamp(1, MAX_PAGE);
+        let offset = offset.unwrap_or(0);
+        let zone = self.config.zone;
+        let (items, total) = self
+            .store
+            .read(move |c| store::sessions::page(c, id, limit, offset, zone))
+            .await?;
+        Ok(SessionPage {
             items,
             total,
             limit,

@@ -11,7 +11,7 @@ use crate::budget::period;
 use crate::budget::{Budget, DEFAULT_BUDGET, DEFAULT_THRESHOLDS};
 use crate::config::Config;
 use crate::events::Events;
-use crate::ledger::{Ledger, Raised};
+use crate::ledger::{History, Ledger, Raised};
 use crate::pricing::{PriceBook, PricingError};
 use crate::proxy::upstream::Upstream;
 use crate::store::{self, Store, StoreError};
@@ -90,6 +90,9 @@ impl Service {
                 webhook_url: None,
                 thresholds: DEFAULT_THRESHOLDS.to_vec(),
                 admission: Default::default(),
+                max_dollars_per_hour: None,
+                max_request_dollars: None,
+                models: None,
                 created_at: now,
             };
             budgets.push(
@@ -106,12 +109,22 @@ impl Service {
             let d = days.remove(&b.id).unwrap_or_default();
             let a = alerted.remove(&b.id).unwrap_or_default();
             let id = b.id;
-            let w = store
+            let since = now - chrono::Duration::milliseconds(crate::budget::rate::WINDOW_MS);
+            let (worst_cases, last_hour) = store
                 .read(move |c| {
-                    store::usage::recent_worst_cases(c, id, crate::ledger::RECENT_WORST_CASES)
+                    Ok((
+                        store::usage::recent_worst_cases(c, id, crate::ledger::RECENT_WORST_CASES)?,
+                        store::usage::costs_since(c, id, since)?,
+                    ))
                 })
                 .await?;
-            ledger.insert(b, d, a, w, now);
+            let history = History {
+                days: d,
+                alerted: a,
+                worst_cases,
+                last_hour,
+            };
+            ledger.insert(b, history, now);
         }
         let webhook_secret =
             webhook::load_or_create_secret(&config.data_dir).map_err(|source| {

@@ -14,6 +14,10 @@ fn thresholds_text(t: &[u8]) -> String {
     t.iter().map(u8::to_string).collect::<Vec<_>>().join(",")
 }
 
+fn models_json(m: &Option<Vec<String>>) -> Option<String> {
+    m.as_ref().and_then(|m| serde_json::to_string(m).ok())
+}
+
 fn row_to_budget(r: &rusqlite::Row<'_>) -> rusqlite::Result<Budget> {
     let period: String = r.get(4)?;
     let thresholds: String = r.get(6)?;
@@ -30,12 +34,18 @@ fn row_to_budget(r: &rusqlite::Row<'_>) -> rusqlite::Result<Budget> {
             .collect(),
         created_at: period::from_millis(r.get(7)?),
         admission: Admission::parse(&r.get::<_, String>(8)?).unwrap_or_default(),
+        max_dollars_per_hour: r.get::<_, Option<i64>>(9)?.map(Money::from_picos),
+        max_request_dollars: r.get::<_, Option<i64>>(10)?.map(Money::from_picos),
+        models: r
+            .get::<_, Option<String>>(11)?
+            .and_then(|m| serde_json::from_str(&m).ok()),
     })
 }
 
 pub fn load_all(conn: &Connection) -> Result<Vec<Budget>, StoreError> {
     let mut stmt = conn.prepare(
-        "SELECT id, name, max_dollars, max_tokens, period, webhook_url, thresholds, created_at, admission FROM budgets ORDER BY id",
+        "SELECT id, name, max_dollars, max_tokens, period, webhook_url, thresholds, created_at, admission,
+                max_dollars_per_hour, max_request_dollars, models FROM budgets ORDER BY id",
     )?;
     let rows = stmt
         .query_map([], row_to_budget)?
@@ -86,8 +96,9 @@ fn conflict(e: rusqlite::Error, name: &str) -> StoreError {
 /// Inserts a budget and returns it with its new id.
 pub fn insert(tx: &Transaction<'_>, b: &Budget) -> Result<Budget, StoreError> {
     tx.execute(
-        "INSERT INTO budgets (name, max_dollars, max_tokens, period, webhook_url, thresholds, created_at, admission)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO budgets (name, max_dollars, max_tokens, period, webhook_url, thresholds, created_at, admission,
+            max_dollars_per_hour, max_request_dollars, models)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             b.name,
             b.max_dollars.map(Money::picos),
@@ -97,6 +108,9 @@ pub fn insert(tx: &Transaction<'_>, b: &Budget) -> Result<Budget, StoreError> {
             thresholds_text(&b.thresholds),
             b.created_at.timestamp_millis(),
             b.admission.as_str(),
+            b.max_dollars_per_hour.map(Money::picos),
+            b.max_request_dollars.map(Money::picos),
+            models_json(&b.models),
         ],
     )
     .map_err(|e| conflict(e, &b.name))?;
@@ -108,7 +122,8 @@ pub fn insert(tx: &Transaction<'_>, b: &Budget) -> Result<Budget, StoreError> {
 
 pub fn update(tx: &Transaction<'_>, b: &Budget) -> Result<(), StoreError> {
     tx.execute(
-        "UPDATE budgets SET max_dollars = ?2, max_tokens = ?3, period = ?4, webhook_url = ?5, thresholds = ?6, admission = ?7 WHERE id = ?1",
+        "UPDATE budgets SET max_dollars = ?2, max_tokens = ?3, period = ?4, webhook_url = ?5, thresholds = ?6, admission = ?7,
+            max_dollars_per_hour = ?8, max_request_dollars = ?9, models = ?10 WHERE id = ?1",
         params![
             b.id,
             b.max_dollars.map(Money::picos),
@@ -117,6 +132,9 @@ pub fn update(tx: &Transaction<'_>, b: &Budget) -> Result<(), StoreError> {
             b.webhook_url,
             thresholds_text(&b.thresholds),
             b.admission.as_str(),
+            b.max_dollars_per_hour.map(Money::picos),
+            b.max_request_dollars.map(Money::picos),
+            models_json(&b.models),
         ],
     )?;
     Ok(())
@@ -126,6 +144,7 @@ pub fn update(tx: &Transaction<'_>, b: &Budget) -> Result<(), StoreError> {
 pub fn delete(tx: &Transaction<'_>, id: i64) -> Result<(), StoreError> {
     tx.execute("DELETE FROM usage WHERE budget_id = ?1", [id])?;
     tx.execute("DELETE FROM daily WHERE budget_id = ?1", [id])?;
+    tx.execute("DELETE FROM sessions WHERE budget_id = ?1", [id])?;
     tx.execute("DELETE FROM usage_swept WHERE budget_id = ?1", [id])?;
     tx.execute("DELETE FROM alerts WHERE budget_id = ?1", [id])?;
     tx.execute("DELETE FROM budgets WHERE id = ?1", [id])?;

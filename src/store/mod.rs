@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod budgets;
 mod checkpoint;
 pub mod pricing;
+pub mod sessions;
 pub mod stats;
 pub mod usage;
 mod writer;
@@ -20,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_derived_counts.sql"),
     include_str!("migrations/0004_usage_seq.sql"),
     include_str!("migrations/0005_admission.sql"),
+    include_str!("migrations/0006_guardrails.sql"),
 ];
 pub const FILE_NAME: &str = "agent-budget.db";
 

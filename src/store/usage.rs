@@ -31,6 +31,8 @@ pub struct UsageRow {
     pub worst_case: Money,
     /// The `max_tokens` it was forwarded with, when admission lowered it.
     pub clamped_max_tokens: Option<u64>,
+    /// The agent session it belongs to (a header of the request).
+    pub session: Option<String>,
     /// Alerts this request raised, stored in the same transaction.
     pub alerts: Vec<NewAlert>,
 }
@@ -56,8 +58,8 @@ pub(super) fn insert(
     let inserted = tx.prepare_cached(
         "INSERT INTO usage (created_at, budget_id, model, status, estimated, priced_as, http_status, stream,
             input_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, output_tokens,
-            web_search_requests, cost, duration_ms, upstream_request_id, seq, worst_case, clamped_max_tokens)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20
+            web_search_requests, cost, duration_ms, upstream_request_id, seq, worst_case, clamped_max_tokens, session)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21
          WHERE EXISTS (SELECT 1 FROM budgets WHERE id = ?2)",
     )?
     .execute(params![
@@ -81,6 +83,7 @@ pub(super) fn insert(
         seq,
         r.worst_case.picos(),
         r.clamped_max_tokens.map(as_i64),
+        r.session,
     ])?;
     if inserted == 0 {
         return Ok(()); // the budget was deleted meanwhile
@@ -127,6 +130,7 @@ impl Numbers {
 #[derive(Default)]
 pub(super) struct RollUp {
     days: Vec<DayTotals>,
+    sessions: super::sessions::RollUp,
 }
 
 struct DayTotals {
@@ -141,6 +145,7 @@ struct DayTotals {
 
 impl RollUp {
     fn add(&mut self, r: &UsageRow) {
+        self.sessions.add(r);
         // A batch holds few budgets and models: a scan beats hashing here.
         let i = match self
             .days
@@ -173,6 +178,7 @@ impl RollUp {
 
     /// Adds the totals to the roll-up.
     pub(super) fn write(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+        self.sessions.write(tx)?;
         if self.days.is_empty() {
             return Ok(());
         }
@@ -233,9 +239,35 @@ pub fn recent_worst_cases(
     Ok(v)
 }
 
+/// A budget's priced records since `since` (settle time, cost), for the velocity window after a
+/// restart. Walks its records newest first and stops a minute past `since` (records are
+/// numbered in commit order, which can trail settle order by a batch).
+pub fn costs_since(
+    conn: &Connection,
+    budget_id: i64,
+    since: DateTime<Utc>,
+) -> Result<Vec<(DateTime<Utc>, Money)>, StoreError> {
+    let since = since.timestamp_millis();
+    let mut stmt = conn.prepare_cached(
+        "SELECT created_at, cost FROM usage WHERE budget_id = ?1 ORDER BY seq DESC",
+    )?;
+    let mut rows = stmt.query([budget_id])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let (at, cost): (i64, i64) = (r.get(0)?, r.get(1)?);
+        if at < since - 60_000 {
+            break;
+        }
+        if at >= since && cost > 0 {
+            out.push((period::from_millis(at), Money::from_picos(cost)));
+        }
+    }
+    Ok(out)
+}
+
 const COLUMNS: &str = "u.id, u.created_at, b.name, u.model, u.status, u.estimated, u.priced_as, u.http_status, u.stream,
     u.input_tokens, u.cache_write_5m_tokens, u.cache_write_1h_tokens, u.cache_read_tokens, u.output_tokens,
-    u.web_search_requests, u.cost, u.duration_ms, u.upstream_request_id, u.worst_case, u.clamped_max_tokens";
+    u.web_search_requests, u.cost, u.duration_ms, u.upstream_request_id, u.worst_case, u.clamped_max_tokens, u.session";
 
 fn record(row: &rusqlite::Row<'_>, zone: Zone) -> rusqlite::Result<UsageRecord> {
     let n = |i: usize| -> rusqlite::Result<u64> { row.get::<_, i64>(i).map(|v| v.max(0) as u64) };
@@ -265,6 +297,7 @@ fn record(row: &rusqlite::Row<'_>, zone: Zone) -> rusqlite::Result<UsageRecord> 
         upstream_request_id: row.get(17)?,
         worst_case_dollars: Money::from_picos(row.get(18)?),
         clamped_max_tokens: row.get::<_, Option<i64>>(19)?.map(|v| v.max(0) as u64),
+        session: row.get(20)?,
     })
 }
 

@@ -15,6 +15,10 @@ use tokio::sync::{mpsc, oneshot};
 type Done = Box<dyn FnOnce(bool) + Send>;
 type Job = Box<dyn FnOnce(&Transaction<'_>) -> Done + Send>;
 
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly every message is a usage row; boxing it would allocate per request"
+)]
 enum Message {
     Usage(UsageRow, Option<oneshot::Sender<bool>>),
     Run(Job),
@@ -424,6 +428,7 @@ mod tests {
             upstream_request_id: None,
             worst_case: Default::default(),
             clamped_max_tokens: None,
+            session: None,
             alerts: vec![],
         }
     }

@@ -417,6 +417,9 @@ fn badge_text_is_escaped() {
             webhook_url: None,
             thresholds: vec![],
             admission: Default::default(),
+            max_dollars_per_hour: None,
+            max_request_dollars: None,
+            models: None,
             created_at: now,
         },
         window: period::window(period::Period::Total, now, now, period::Zone::Local),
@@ -424,6 +427,7 @@ fn badge_text_is_escaped() {
         reserved: agent_budget::money::Money::ZERO,
         reserved_tokens: 0,
         typical_worst_case: None,
+        last_hour: agent_budget::money::Money::ZERO,
     };
     let svg = badge::render(&status, badge::Style::Flat);
     assert!(svg.contains("&lt;a &amp; &quot;b&quot; &apos;s&apos; 預算&gt;"));

@@ -6,7 +6,7 @@ import type { Period } from "./Period";
 /**
  * A budget with its current-period spend. Counts (`requests`, `blocked`) are for the current period.
  */
-export type BudgetView = { id: number, name: string, max_dollars: Money | null, max_tokens: number | null, period: Period, webhook_url: string | null, thresholds: Array<number>, admission: Admission, created_at: string, spent_dollars: Money, spent_tokens: number, reserved_dollars: Money, remaining_dollars: Money | null, 
+export type BudgetView = { id: number, name: string, max_dollars: Money | null, max_tokens: number | null, period: Period, webhook_url: string | null, thresholds: Array<number>, admission: Admission, max_dollars_per_hour: Money | null, max_request_dollars: Money | null, models: Array<string> | null, created_at: string, spent_dollars: Money, spent_tokens: number, reserved_dollars: Money, remaining_dollars: Money | null, 
 /**
  * spent ÷ cap × 100, for display; 0 when uncapped.
  */
@@ -19,4 +19,13 @@ worst_case_dollars: Money | null,
 /**
  * How many such requests fit in what is left now (null when uncapped or without history).
  */
-requests_that_fit: number | null, };
+requests_that_fit: number | null, 
+/**
+ * Spend settled in the last 60 minutes.
+ */
+burn_rate_per_hour: Money, 
+/**
+ * When the dollar cap is reached at that rate; null when uncapped, when nothing was spent
+ * in the last hour, or when it would come only after the period resets.
+ */
+projected_exhaustion_at: string | null, };

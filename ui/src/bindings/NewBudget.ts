@@ -5,4 +5,4 @@ import type { Period } from "./Period";
 /**
  * `POST /api/budgets`.
  */
-export type NewBudget = { name: string, max_dollars: string | number, period?: Period, webhook_url?: string, max_tokens?: number, thresholds?: Array<number>, admission?: Admission, };
+export type NewBudget = { name: string, max_dollars: string | number, period?: Period, webhook_url?: string, max_tokens?: number, thresholds?: Array<number>, admission?: Admission, max_dollars_per_hour?: string | number, max_request_dollars?: string | number, models?: Array<string>, };

@@ -14,4 +14,8 @@ worst_case_dollars: Money,
 /**
  * Set when admission lowered `max_tokens` to fit the budget (`admission: "clamp"`).
  */
-clamped_max_tokens: number | null, };
+clamped_max_tokens: number | null, 
+/**
+ * The agent session it belongs to, if the client said.
+ */
+session: string | null, };
