@@ -23,6 +23,7 @@ pub struct BudgetView {
     pub max_dollars_per_hour: Option<Money>,
     pub max_request_dollars: Option<Money>,
     pub models: Option<Vec<String>>,
+    pub loop_guard: Option<crate::budget::repeats::LoopGuard>,
     pub created_at: String,
     pub spent_dollars: Money,
     pub spent_tokens: u64,

@@ -5,6 +5,7 @@ use crate::alerts;
 use crate::budget::Budget;
 use crate::budget::period::{self, Window, Zone};
 use crate::budget::rate::LastHour;
+use crate::budget::repeats::{Repeats, Seen};
 use crate::money::Money;
 use chrono::{DateTime, NaiveDate, Utc};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -104,6 +105,7 @@ struct Account {
     /// The full worst cases of its latest requests, admitted or not, newest last.
     worst_cases: VecDeque<Money>,
     last_hour: LastHour,
+    repeats: Repeats,
 }
 
 impl Account {
@@ -307,6 +309,15 @@ impl Slot {
         Some((a.hold(self, cost, tokens), extra))
     }
 
+    /// Counts a request with fingerprint `h` against the budget's loop guard, if it has one.
+    pub fn see(&self, h: u64, now: DateTime<Utc>) -> Seen {
+        let mut a = self.lock();
+        match a.budget.loop_guard {
+            Some(g) => a.repeats.see(h, now.timestamp_millis(), &g),
+            None => Seen::Once,
+        }
+    }
+
     /// Counts a refused request in its period (after any retry with a better estimate failed
     /// too). Returns the status if this is the period's first block (it raises an alert).
     pub fn count_blocked(&self, worst_case: Money, now: DateTime<Utc>) -> Option<Status> {
@@ -491,6 +502,7 @@ impl Ledger {
             alerted,
             worst_cases: worst_cases.into_iter().skip(skip).collect(),
             last_hour,
+            repeats: Repeats::default(),
         };
         account.recount(self.zone);
         let (id, name) = (account.budget.id, account.budget.name.clone());
@@ -548,6 +560,7 @@ mod tests {
             max_dollars_per_hour: None,
             max_request_dollars: None,
             models: None,
+            loop_guard: None,
             created_at: Utc::now(),
         }
     }

@@ -19,6 +19,7 @@ pub fn text(e: &CoreEvent) -> Option<(String, String)> {
         AlertKind::Threshold => format!("Budget '{budget}' at {}%", threshold.unwrap_or(0)),
         AlertKind::Blocked => format!("Budget '{budget}' blocked a request"),
         AlertKind::UnpricedModel => "A model has no price".to_string(),
+        AlertKind::Loop => format!("Budget '{budget}': a runaway loop?"),
         AlertKind::Test => return None,
     };
     Some((title, message.clone()))
@@ -66,6 +67,10 @@ mod tests {
         assert_eq!(
             text(&alert(AlertKind::UnpricedModel, None)).map(|t| t.0),
             Some("A model has no price".into())
+        );
+        assert_eq!(
+            text(&alert(AlertKind::Loop, None)).map(|t| t.0),
+            Some("Budget 'team': a runaway loop?".into())
         );
         assert_eq!(text(&alert(AlertKind::Test, None)), None);
         assert_eq!(text(&CoreEvent::PricingChanged { model: "m".into() }), None);

@@ -5,6 +5,7 @@ pub mod badge;
 pub mod webhook;
 
 use crate::budget::period::{Period, Window};
+use crate::budget::repeats::{LoopAction, LoopGuard};
 use crate::ledger::Status;
 use crate::money::Money;
 use chrono::{DateTime, Utc};
@@ -18,6 +19,8 @@ pub enum AlertKind {
     Threshold,
     Blocked,
     UnpricedModel,
+    /// The same request sent `loop_guard.repeats` times within its minutes.
+    Loop,
     Test,
 }
 
@@ -27,6 +30,7 @@ impl AlertKind {
             AlertKind::Threshold => "threshold",
             AlertKind::Blocked => "blocked",
             AlertKind::UnpricedModel => "unpriced_model",
+            AlertKind::Loop => "loop",
             AlertKind::Test => "test",
         }
     }
@@ -35,6 +39,7 @@ impl AlertKind {
             "threshold" => AlertKind::Threshold,
             "blocked" => AlertKind::Blocked,
             "unpriced_model" => AlertKind::UnpricedModel,
+            "loop" => AlertKind::Loop,
             _ => AlertKind::Test,
         }
     }
@@ -54,6 +59,8 @@ pub struct NewAlert {
     pub spent: Money,
     pub cap: Option<Money>,
     pub webhook_url: Option<String>,
+    /// For `loop` alerts: the guard that saw it.
+    pub loop_guard: Option<LoopGuard>,
 }
 
 impl NewAlert {
@@ -77,6 +84,7 @@ impl NewAlert {
             spent: s.period.dollars,
             cap: s.budget.max_dollars,
             webhook_url: s.budget.webhook_url.clone(),
+            loop_guard: s.budget.loop_guard,
         }
     }
 
@@ -93,6 +101,12 @@ impl NewAlert {
             AlertKind::UnpricedModel => {
                 Some(format!("unpriced:{}", self.model.as_deref().unwrap_or("")))
             }
+            // Each loop is its own alert: a loop that stops and starts again is a new one.
+            AlertKind::Loop => Some(format!(
+                "loop:{}:{}",
+                self.budget_id,
+                self.created_at.timestamp_millis()
+            )),
             AlertKind::Test => None,
         }
     }
@@ -119,6 +133,22 @@ impl NewAlert {
                 "Model '{}' has no price; it is charged at the dearest known rates. Add its price in the pricing table.",
                 self.model.as_deref().unwrap_or("")
             ),
+            AlertKind::Loop => {
+                let (repeats, minutes, blocks) = self
+                    .loop_guard
+                    .map(|g| (g.repeats, g.minutes, g.action == LoopAction::Block))
+                    .unwrap_or((0, 0, false));
+                let then = if blocks {
+                    "further repeats are refused"
+                } else {
+                    "it is still forwarded"
+                };
+                format!(
+                    "Budget '{}': the same request to {} was sent {repeats} times within {minutes} minutes (a runaway loop?); {then}",
+                    self.budget,
+                    self.model.as_deref().unwrap_or("a model"),
+                )
+            }
             AlertKind::Test => format!("Test alert for budget '{}' from agent-budget", self.budget),
         }
     }

@@ -2,6 +2,7 @@
 
 pub mod period;
 pub mod rate;
+pub mod repeats;
 
 use crate::money::Money;
 use chrono::{DateTime, Utc};
@@ -59,6 +60,7 @@ pub struct Budget {
     pub max_request_dollars: Option<Money>,
     /// Model allow-list (ids or families, as the price table names them); None allows all.
     pub models: Option<Vec<String>>,
+    pub loop_guard: Option<repeats::LoopGuard>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -108,6 +110,9 @@ pub struct NewBudget {
     #[serde(default)]
     #[ts(optional)]
     pub models: Option<Vec<String>>,
+    #[serde(default)]
+    #[ts(optional)]
+    pub loop_guard: Option<repeats::LoopGuard>,
 }
 
 /// `PATCH /api/budgets/:id`: absent fields stay as they are; `null` clears an optional field.
@@ -142,6 +147,9 @@ pub struct BudgetPatch {
     #[serde(default, deserialize_with = "present")]
     #[ts(optional, type = "Array<string> | null")]
     pub models: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    #[ts(optional, type = "LoopGuard | null")]
+    pub loop_guard: Option<Option<repeats::LoopGuard>>,
 }
 
 /// Distinguishes a field set to `null` (`Some(None)`) from an absent one (`None`).
@@ -201,6 +209,13 @@ fn check_models(models: Vec<String>) -> Result<Vec<String>, Invalid> {
     v.sort();
     v.dedup();
     Ok(v)
+}
+
+fn check_loop_guard(g: repeats::LoopGuard) -> Result<repeats::LoopGuard, Invalid> {
+    match g.invalid() {
+        Some(rule) => Err(invalid("loop_guard", rule)),
+        None => Ok(g),
+    }
 }
 
 /// Whether `model` is allowed by a budget's list (compared by family, as prices are).
@@ -281,6 +296,7 @@ impl NewBudget {
                 .map(|m| check_positive("max_request_dollars", m))
                 .transpose()?,
             models: self.models.map(check_models).transpose()?,
+            loop_guard: self.loop_guard.map(check_loop_guard).transpose()?,
             created_at: now,
         })
     }
@@ -328,6 +344,9 @@ impl BudgetPatch {
         }
         if let Some(m) = self.models {
             next.models = m.map(check_models).transpose()?;
+        }
+        if let Some(g) = self.loop_guard {
+            next.loop_guard = g.map(check_loop_guard).transpose()?;
         }
         Ok(next)
     }

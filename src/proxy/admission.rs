@@ -80,6 +80,11 @@ pub struct Refused {
 pub enum Why {
     Limit(Refusal),
     Rule(String),
+    /// A repeat of a runaway loop the budget's `loop_guard` blocks; one more fits after
+    /// this many milliseconds.
+    Loop {
+        frees_in_ms: i64,
+    },
 }
 
 impl Refused {
@@ -90,11 +95,39 @@ impl Refused {
         }
     }
 
-    /// The response: the 429 of a spend limit, or a 400 naming the budget's rule.
-    pub fn error(&self, now: DateTime<Utc>, app: &Service) -> HttpError {
+    pub fn looping(frees_in_ms: i64) -> Refused {
+        Refused {
+            why: Why::Loop { frees_in_ms },
+            worst_case: Money::ZERO,
+        }
+    }
+
+    /// The status it is answered with.
+    pub fn status(&self) -> u16 {
+        match self.why {
+            Why::Rule(_) => 400,
+            Why::Limit(_) | Why::Loop { .. } => 429,
+        }
+    }
+
+    /// The response: the 429 of a spend limit or a loop, or a 400 naming the budget's rule.
+    pub fn error(&self, now: DateTime<Utc>, budget: &Budget, app: &Service) -> HttpError {
         match &self.why {
             Why::Limit(r) => blocked(r, now, app),
             Why::Rule(msg) => HttpError::invalid(msg.clone()),
+            Why::Loop { frees_in_ms } => {
+                let (repeats, minutes) =
+                    budget.loop_guard.map_or((0, 0), |g| (g.repeats, g.minutes));
+                let at = now + chrono::Duration::milliseconds(*frees_in_ms);
+                let msg = format!(
+                    "agent-budget: budget '{}' refuses this request: the same request was sent {repeats} times within {minutes} minutes, a runaway loop (its 'loop_guard' blocks repeats); it is accepted again at {}",
+                    budget.name,
+                    app.config.zone.render(at)
+                );
+                HttpError::new(StatusCode::TOO_MANY_REQUESTS, "billing_error", msg)
+                    .with_header("x-should-retry", "false")
+                    .with_header("retry-after", ((frees_in_ms + 999) / 1000).to_string())
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod upstream;
 use crate::alerts::{AlertKind, NewAlert};
 use crate::budget::DEFAULT_BUDGET;
 use crate::budget::period;
+use crate::budget::repeats::Seen;
 use crate::dto::UsageStatus;
 use crate::error::HttpError;
 use crate::pricing::cost::Usage;
@@ -162,17 +163,34 @@ async fn enforce(
     let book = app.prices();
     let (price, priced_as) = book.lookup(&parsed.model);
     let budget = slot.status(period::now()).budget;
-    let admitted = admission::admit(&app, &slot, &budget, &price, &parsed, &body, &parts.headers);
     let (budget_id, budget_name) = (budget.id, budget.name.clone());
-    let admitted = match admitted.await {
+    let mut alerts = Vec::new();
+    let seen = match budget.loop_guard {
+        Some(_) => slot.see(request::fingerprint(&body, &parsed.model), period::now()),
+        None => Seen::Once,
+    };
+    let admitted = match seen {
+        Seen::Refuse { frees_in_ms } => Err(admission::Refused::looping(frees_in_ms)),
+        Seen::Loop | Seen::Once => {
+            if seen == Seen::Loop {
+                let now = period::now();
+                let st = slot.status(now);
+                let model = Some(parsed.model.clone());
+                alerts.push(NewAlert::about(AlertKind::Loop, &st, None, model, now));
+            }
+            admission::admit(&app, &slot, &budget, &price, &parsed, &body, &parts.headers).await
+        }
+    };
+    let admitted = match admitted {
         Ok(a) => a,
         Err(refused) => {
             let now = period::now();
             let first = slot.count_blocked(refused.worst_case, now);
-            let alerts = first
-                .iter()
-                .map(|st| NewAlert::about(AlertKind::Blocked, st, None, None, now))
-                .collect();
+            alerts.extend(
+                first
+                    .iter()
+                    .map(|st| NewAlert::about(AlertKind::Blocked, st, None, None, now)),
+            );
             let row = UsageRow {
                 created_at: now,
                 day: app.config.zone.day(now),
@@ -181,10 +199,7 @@ async fn enforce(
                 status: UsageStatus::Blocked,
                 estimated: false,
                 priced_as,
-                http_status: match refused.why {
-                    admission::Why::Limit(_) => 429,
-                    admission::Why::Rule(_) => 400,
-                },
+                http_status: refused.status(),
                 stream: parsed.stream,
                 tokens: Default::default(),
                 cost: Default::default(),
@@ -197,7 +212,7 @@ async fn enforce(
             };
             settle::publish(&app, budget_name, &row);
             let _ = app.store.writer.record(row).await;
-            return Err(refused.error(now, &app));
+            return Err(refused.error(now, &budget, &app));
         }
     };
     let mut budget_headers = HeaderMap::new();
@@ -223,6 +238,7 @@ async fn enforce(
         early_input: !parsed.server_tools,
         clamped_max_tokens: admitted.clamped,
         session,
+        alerts,
         price,
         app: app.clone(),
         book: book.clone(),

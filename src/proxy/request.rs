@@ -67,6 +67,21 @@ pub struct MessagesRequest {
 /// Tool types the client runs: the API never loops on them within a request.
 const CLIENT_TOOL_TYPES: [&str; 5] = ["custom", "bash_", "text_editor_", "computer_", "memory_"];
 
+#[derive(Deserialize)]
+struct Messages<'a> {
+    #[serde(borrow, default)]
+    messages: Option<&'a RawValue>,
+}
+
+/// The loop guard's fingerprint of a request: its model and its messages, as sent.
+pub fn fingerprint(body: &[u8], model: &str) -> u64 {
+    let messages = serde_json::from_slice::<Messages<'_>>(body)
+        .ok()
+        .and_then(|m| m.messages)
+        .map_or(&b""[..], |m| m.get().as_bytes());
+    crate::budget::repeats::fingerprint(model, messages)
+}
+
 /// The body with its top-level `max_tokens` set to `n`: the number's bytes are replaced and
 /// nothing else changes.
 pub fn with_max_tokens(body: &[u8], at: &Range<usize>, n: u64) -> Vec<u8> {

@@ -56,6 +56,8 @@ pub struct Settlement {
     pub early_input: bool,
     pub clamped_max_tokens: Option<u64>,
     pub session: Option<String>,
+    /// Alerts raised while admitting it (a loop), stored with its record.
+    pub alerts: Vec<NewAlert>,
     pub app: Arc<Service>,
     pub book: Arc<PriceBook>,
     pub budget_id: i64,
@@ -117,7 +119,7 @@ impl Settlement {
             }
         };
         let settled = self.reservation.settle(cost, tokens.total(), now);
-        let mut alerts = Vec::new();
+        let mut alerts = self.alerts;
         if let Some(st) = &settled.status {
             alerts.extend(
                 settled

@@ -37,6 +37,7 @@ impl Service {
             max_dollars_per_hour: b.max_dollars_per_hour,
             max_request_dollars: b.max_request_dollars,
             models: b.models.clone(),
+            loop_guard: b.loop_guard,
             created_at: zone.render(b.created_at),
             spent_dollars: s.period.dollars,
             spent_tokens: s.period.tokens,

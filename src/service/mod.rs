@@ -93,6 +93,7 @@ impl Service {
                 max_dollars_per_hour: None,
                 max_request_dollars: None,
                 models: None,
+                loop_guard: None,
                 created_at: now,
             };
             budgets.push(

@@ -39,13 +39,16 @@ fn row_to_budget(r: &rusqlite::Row<'_>) -> rusqlite::Result<Budget> {
         models: r
             .get::<_, Option<String>>(11)?
             .and_then(|m| serde_json::from_str(&m).ok()),
+        loop_guard: r
+            .get::<_, Option<String>>(12)?
+            .and_then(|g| serde_json::from_str(&g).ok()),
     })
 }
 
 pub fn load_all(conn: &Connection) -> Result<Vec<Budget>, StoreError> {
     let mut stmt = conn.prepare(
         "SELECT id, name, max_dollars, max_tokens, period, webhook_url, thresholds, created_at, admission,
-                max_dollars_per_hour, max_request_dollars, models FROM budgets ORDER BY id",
+                max_dollars_per_hour, max_request_dollars, models, loop_guard FROM budgets ORDER BY id",
     )?;
     let rows = stmt
         .query_map([], row_to_budget)?
@@ -97,8 +100,8 @@ fn conflict(e: rusqlite::Error, name: &str) -> StoreError {
 pub fn insert(tx: &Transaction<'_>, b: &Budget) -> Result<Budget, StoreError> {
     tx.execute(
         "INSERT INTO budgets (name, max_dollars, max_tokens, period, webhook_url, thresholds, created_at, admission,
-            max_dollars_per_hour, max_request_dollars, models)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            max_dollars_per_hour, max_request_dollars, models, loop_guard)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         params![
             b.name,
             b.max_dollars.map(Money::picos),
@@ -111,6 +114,7 @@ pub fn insert(tx: &Transaction<'_>, b: &Budget) -> Result<Budget, StoreError> {
             b.max_dollars_per_hour.map(Money::picos),
             b.max_request_dollars.map(Money::picos),
             models_json(&b.models),
+            b.loop_guard.and_then(|g| serde_json::to_string(&g).ok()),
         ],
     )
     .map_err(|e| conflict(e, &b.name))?;
@@ -123,7 +127,7 @@ pub fn insert(tx: &Transaction<'_>, b: &Budget) -> Result<Budget, StoreError> {
 pub fn update(tx: &Transaction<'_>, b: &Budget) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE budgets SET max_dollars = ?2, max_tokens = ?3, period = ?4, webhook_url = ?5, thresholds = ?6, admission = ?7,
-            max_dollars_per_hour = ?8, max_request_dollars = ?9, models = ?10 WHERE id = ?1",
+            max_dollars_per_hour = ?8, max_request_dollars = ?9, models = ?10, loop_guard = ?11 WHERE id = ?1",
         params![
             b.id,
             b.max_dollars.map(Money::picos),
@@ -135,6 +139,7 @@ pub fn update(tx: &Transaction<'_>, b: &Budget) -> Result<(), StoreError> {
             b.max_dollars_per_hour.map(Money::picos),
             b.max_request_dollars.map(Money::picos),
             models_json(&b.models),
+            b.loop_guard.and_then(|g| serde_json::to_string(&g).ok()),
         ],
     )?;
     Ok(())

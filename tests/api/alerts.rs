@@ -420,6 +420,7 @@ fn badge_text_is_escaped() {
             max_dollars_per_hour: None,
             max_request_dollars: None,
             models: None,
+            loop_guard: None,
             created_at: now,
         },
         window: period::window(period::Period::Total, now, now, period::Zone::Local),

@@ -395,3 +395,103 @@ async fn the_forecast_follows_the_last_hours_rate_across_a_restart() {
     let b = again.budget("burn").await;
     check(b, before, Utc::now());
 }
+
+#[tokio::test]
+async fn a_runaway_loop_raises_an_alert_and_its_repeats_are_refused_when_the_guard_blocks() {
+    let hook = crate::receiver::start(crate::receiver::Mode::Ok).await;
+    let app = spawn_app().await;
+    app.create_budget(
+        json!({"name": "loops", "max_dollars": "10", "webhook_url": hook.url(),
+        "loop_guard": {"repeats": 3, "minutes": 10, "action": "block"}}),
+    )
+    .await;
+    assert_eq!(
+        app.budget("loops").await["loop_guard"],
+        json!({"repeats": 3, "minutes": 10, "action": "block"})
+    );
+    let same = |user: &str| {
+        let mut b = body("claude-haiku-4-5", 10);
+        b["metadata"] = json!({"user_id": user}); // metadata is not part of a request's identity
+        b
+    };
+    for user in ["a", "b", "c"] {
+        assert_eq!(
+            app.send(Some("loops"), &same(user), None).await.status(),
+            200
+        );
+    }
+    let alerts = app.get("/api/alerts?budget=loops").await["items"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let looped: Vec<&Value> = alerts.iter().filter(|a| a["kind"] == "loop").collect();
+    assert_eq!(looped.len(), 1);
+    let msg = looped[0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("sent 3 times within 10 minutes") && msg.contains("claude-haiku-4-5"),
+        "{msg}"
+    );
+    app.eventually("the loop alert is delivered", || async {
+        hook.count() == 1
+    })
+    .await;
+
+    let r = app.send(Some("loops"), &same("d"), None).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["x-should-retry"], "false");
+    let retry: i64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((590..=600).contains(&retry), "retry-after {retry}");
+    let (_, msg) = error_of(r).await;
+    assert!(
+        msg.contains("runaway loop") && msg.contains("'loop_guard'"),
+        "{msg}"
+    );
+    assert_eq!(app.mock.state.messages(), 3, "the repeat was not forwarded");
+    // Another request is not a repeat.
+    let mut other = body("claude-haiku-4-5", 10);
+    other["messages"] = json!([{"role": "user", "content": "something else"}]);
+    assert_eq!(app.send(Some("loops"), &other, None).await.status(), 200);
+
+    // Alert-only: the loop is reported and still forwarded.
+    let r = app
+        .client
+        .patch(app.url("/api/budgets/loops"))
+        .json(&json!({"loop_guard": {"repeats": 3}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        app.send(Some("loops"), &same("e"), None).await.status(),
+        200
+    );
+    // Bad guards change nothing.
+    for bad in [
+        json!({"repeats": 1}),
+        json!({"minutes": 0}),
+        json!({"action": "stop"}),
+        json!({"every": 3}),
+    ] {
+        let r = app
+            .client
+            .patch(app.url("/api/budgets/loops"))
+            .json(&json!({"loop_guard": bad}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        let msg = r.json::<Value>().await.unwrap()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(msg.contains("loop_guard"), "{msg}");
+    }
+    assert_eq!(
+        app.budget("loops").await["loop_guard"],
+        json!({"repeats": 3, "minutes": 10, "action": "alert"})
+    );
+}

@@ -3,6 +3,7 @@
 ALTER TABLE budgets ADD COLUMN max_dollars_per_hour INTEGER;
 ALTER TABLE budgets ADD COLUMN max_request_dollars INTEGER;
 ALTER TABLE budgets ADD COLUMN models TEXT;
+ALTER TABLE budgets ADD COLUMN loop_guard TEXT;
 ALTER TABLE usage ADD COLUMN session TEXT;
 -- Spend per session (Claude Code's x-claude-code-session-id, or X-Agent-Budget-Session), by
 -- model, rolled up by the writer like `daily`. Kept with its budget: retention deletes usage
