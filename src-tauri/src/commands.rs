@@ -3,7 +3,9 @@
 
 use crate::Core;
 use agent_budget::budget::{BudgetPatch, NewBudget};
-use agent_budget::dto::{BudgetDetail, BudgetView, Items, Settings, SpendSeries, Stats, UsagePage};
+use agent_budget::dto::{
+    BudgetDetail, BudgetView, Items, SessionPage, Settings, SpendSeries, Stats, UsagePage,
+};
 use agent_budget::error::HttpError;
 use agent_budget::pricing::{PriceEntry, PricingTable};
 use agent_budget::service::alerts::WebhookTest;
@@ -73,6 +75,19 @@ pub async fn usage(
     Ok(core
         .service()?
         .usage_page(&id, Some(limit), Some(offset))
+        .await?)
+}
+
+#[tauri::command]
+pub async fn sessions(
+    core: State<'_, Core>,
+    id: String,
+    limit: u32,
+    offset: u64,
+) -> Result<SessionPage> {
+    Ok(core
+        .service()?
+        .sessions_page(&id, Some(limit), Some(offset))
         .await?)
 }
 

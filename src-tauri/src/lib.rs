@@ -348,6 +348,7 @@ pub fn run() {
             commands::patch_budget,
             commands::delete_budget,
             commands::usage,
+            commands::sessions,
             commands::alerts,
             commands::pricing,
             commands::put_price,

@@ -110,7 +110,7 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
     await card.getByText("$0.00").waitFor();
     await page.evaluate(() => (window.__marker = "no reload"));
     await spend("e2e-team", 1.2);
-    await card.getByText("$1.20").waitFor();
+    await card.locator(".big").getByText("$1.20").waitFor();
     await page.getByTestId("recent-alerts").getByText("reached 50%").waitFor();
     await page.getByTestId("today").getByText("$1.20").waitFor();
     assert.equal(await page.evaluate(() => window.__marker), "no reload");
@@ -170,6 +170,47 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
     const each = Number(b.worst_case_dollars);
     await page.getByTestId("cap-fits").getByText(`this cap holds ${Math.floor(5 / each)} at once`).waitFor();
     assert.equal(await page.getByLabel("When a request's worst case does not fit").inputValue(), "clamp");
+  });
+
+  await t.test("guardrails: sessions, the forecast and the form", async () => {
+    await fetch(`${base}/api/budgets`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ name: "e2e-guard", max_dollars: "10" }) });
+    for (const [session, tokens] of [["build-7", 200000], ["build-7", 100000], ["review-2", 40000]]) {
+      const r = await fetch(`${base}/v1/messages`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-api-key": "sk-e2e", "x-budget-id": "e2e-guard", "x-agent-budget-session": session, "x-mock": JSON.stringify({ usage: { input_tokens: 0, output_tokens: tokens } }) },
+        body: JSON.stringify({ model: "claude-haiku-4-5", max_tokens: 10, messages: [{ role: "user", content: "hi" }] }),
+      });
+      assert.equal(r.status, 200);
+      await r.text();
+    }
+    await page.goto(`${base}/#/budgets/e2e-guard`);
+    const sessions = page.getByTestId("sessions");
+    // Haiku output at $5/MTok (the price edited above is $10 now): 300,000 tokens = $3.00.
+    const row = sessions.locator("tr", { hasText: "build-7" });
+    await row.getByText("$3.00").waitFor();
+    assert.equal(await sessions.locator("tbody tr").first().locator("code").textContent(), "review-2", "newest first");
+    const forecast = page.getByTestId("forecast");
+    await forecast.getByText("$3.40").waitFor();
+    await forecast.getByText(/cap at ~/).waitFor();
+    await page.goto(`${base}/#/`);
+    await page.getByTestId("forecast-e2e-guard").getByText(/\$3\.40\/h · cap at ~/).waitFor();
+    // The form sets every guardrail.
+    await page.goto(`${base}/#/budgets/e2e-guard/edit`);
+    await page.getByLabel("Hourly rate: dollars in any 60 minutes").fill("abc");
+    await page.getByRole("button", { name: "Save" }).click();
+    await page.locator("#hour-err").getByText("A dollar amount").waitFor();
+    await page.getByLabel("Hourly rate: dollars in any 60 minutes").fill("4");
+    await page.getByLabel("Per-request ceiling in dollars").fill("0.5");
+    await page.getByLabel("Allowed models").fill("claude-haiku-4-5, claude-sonnet-4-6");
+    await page.getByLabel("Runaway loops").selectOption("block");
+    await page.getByLabel("Identical requests").fill("4");
+    await page.getByRole("button", { name: "Save" }).click();
+    const rails = page.getByTestId("guardrails");
+    await rails.getByText("At most $4.00 in any 60 minutes").waitFor();
+    await rails.getByText("Only claude-haiku-4-5, claude-sonnet-4-6").waitFor();
+    await rails.getByText("The same request 4 times within 10 minutes is a loop: alert and refuse repeats").waitFor();
+    const b = await (await fetch(`${base}/api/budgets/e2e-guard`)).json();
+    assert.deepEqual([b.max_dollars_per_hour, b.max_request_dollars, b.loop_guard], ["4", "0.5", { repeats: 4, minutes: 10, action: "block" }]);
   });
 
   await t.test("copy a setup snippet", async () => {

@@ -20,6 +20,8 @@ describe("http transport", () => {
     expect(JSON.parse(String(seen.init?.body))).toEqual({ name: "team", max_dollars: "5" });
     await api.usage("a b", 50, 100);
     expect(seen.url).toBe("/agent-budget/api/budgets/a%20b/usage?limit=50&offset=100");
+    await api.sessions("team", 20, 40);
+    expect(seen.url).toBe("/agent-budget/api/budgets/team/sessions?limit=20&offset=40");
   });
   test("turns error bodies into typed errors naming the field", async () => {
     const body = { type: "error", error: { type: "invalid_request_error", message: "field 'max_dollars' must be greater than 0" } };

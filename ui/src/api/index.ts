@@ -9,6 +9,7 @@ import type { Items } from "../bindings/Items";
 import type { NewBudget } from "../bindings/NewBudget";
 import type { PriceEntry } from "../bindings/PriceEntry";
 import type { PricingTable } from "../bindings/PricingTable";
+import type { SessionPage } from "../bindings/SessionPage";
 import type { Settings } from "../bindings/Settings";
 import type { SpendSeries } from "../bindings/SpendSeries";
 import type { Stats } from "../bindings/Stats";
@@ -23,6 +24,7 @@ export type Op =
   | { name: "patch_budget"; id: string; patch: BudgetPatch }
   | { name: "delete_budget"; id: string }
   | { name: "usage"; id: string; limit: number; offset: number }
+  | { name: "sessions"; id: string; limit: number; offset: number }
   | { name: "alerts"; limit: number; budget?: string }
   | { name: "pricing" }
   | { name: "put_price"; entry: PriceEntry }
@@ -57,6 +59,7 @@ export function route(op: Op): [string, string, unknown?] {
     case "patch_budget": return ["PATCH", `/api/budgets/${enc(op.id)}`, op.patch];
     case "delete_budget": return ["DELETE", `/api/budgets/${enc(op.id)}`];
     case "usage": return ["GET", `/api/budgets/${enc(op.id)}/usage?limit=${op.limit}&offset=${op.offset}`];
+    case "sessions": return ["GET", `/api/budgets/${enc(op.id)}/sessions?limit=${op.limit}&offset=${op.offset}`];
     case "alerts": return ["GET", `/api/alerts?limit=${op.limit}${op.budget ? `&budget=${enc(op.budget)}` : ""}`];
     case "pricing": return ["GET", "/api/pricing"];
     case "put_price": return ["PUT", "/api/pricing", op.entry];
@@ -112,6 +115,7 @@ export function makeApi(t: Transport) {
     patchBudget: (id: string, patch: BudgetPatch) => t.call<BudgetView>({ name: "patch_budget", id, patch }),
     deleteBudget: (id: string) => t.call<null>({ name: "delete_budget", id }),
     usage: (id: string, limit: number, offset: number) => t.call<UsagePage>({ name: "usage", id, limit, offset }),
+    sessions: (id: string, limit: number, offset: number) => t.call<SessionPage>({ name: "sessions", id, limit, offset }),
     alerts: (limit = 50, budget?: string) => t.call<Items<AlertView>>({ name: "alerts", limit, budget }).then((r) => r.items),
     pricing: () => t.call<PricingTable>({ name: "pricing" }),
     putPrice: (entry: PriceEntry) => t.call<PriceEntry>({ name: "put_price", entry }),

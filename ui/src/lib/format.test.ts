@@ -1,5 +1,20 @@
 import { describe, expect, test } from "vitest";
-import { money, picos, percent } from "./format";
+import { capAt, localToday, money, picos, percent } from "./format";
+
+describe("capAt", () => {
+  test("reads the time in the offset the server wrote, with the date when not today", () => {
+    const cases: [string | null, string, string | null][] = [
+      ["2026-12-03T15:40:12.345+01:00", "2026-12-03", "cap at ~15:40"],
+      ["2026-12-04T09:05:00.000+01:00", "2026-12-03", "cap at ~4 Dec 09:05"],
+      ["2027-01-01T00:00:00.000-05:00", "2026-12-31", "cap at ~1 Jan 00:00"],
+      [null, "2026-12-03", null],
+    ];
+    for (const [at, today, want] of cases) expect(capAt(at, today)).toBe(want);
+  });
+  test("today is the local calendar date", () => {
+    expect(localToday(new Date(2026, 2, 9, 23, 59))).toBe("2026-03-09");
+  });
+});
 
 describe("money", () => {
   test("rounds up to the cent on the digits, never through floats", () => {

@@ -45,6 +45,25 @@ export function when(rfc3339: string | null): string {
   return d.toLocaleString("en-GB", { day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" });
 }
 
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/** "cap at ~15:40" for a budget's `projected_exhaustion_at`, read in the offset the server
+ * wrote it in (the configured zone, as the tray shows it); with the date when it is not
+ * `today` (YYYY-MM-DD). Null when there is no projection. */
+export function capAt(at: string | null, today: string): string | null {
+  if (!at) return null;
+  const date = at.slice(0, 10), time = at.slice(11, 16);
+  if (date === today) return `cap at ~${time}`;
+  const [, m, d] = date.split("-").map(Number);
+  return `cap at ~${d} ${MONTHS[m - 1]} ${time}`;
+}
+
+/** Today's date (YYYY-MM-DD) where the dashboard runs. */
+export function localToday(now = new Date()): string {
+  const p = (n: number) => String(n).padStart(2, "0");
+  return `${now.getFullYear()}-${p(now.getMonth() + 1)}-${p(now.getDate())}`;
+}
+
 /** A dollar amount for charts only (display, not accounting). */
 export function chartDollars(s: string): number {
   return Number(picos(s)) / 1e12;
