@@ -144,6 +144,7 @@ async fn snapshot(app: &AppHandle) -> tray::Snapshot {
             stopped: Some(core.stopped().unwrap_or_default()),
             storage: None,
             today: Default::default(),
+            date: String::new(),
             budgets: vec![],
             muted,
             autostart,
@@ -163,12 +164,18 @@ async fn snapshot(app: &AppHandle) -> tray::Snapshot {
             cap: b.max_dollars,
             percent: b.percent_used,
             blocked: b.blocked,
+            cap_at: b.projected_exhaustion_at,
         })
         .collect();
     tray::Snapshot {
         stopped: None,
         storage: service.store.health.failure(),
         today,
+        date: service
+            .config
+            .zone
+            .day(agent_budget::budget::period::now())
+            .to_string(),
         budgets,
         muted,
         autostart,

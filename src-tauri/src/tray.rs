@@ -54,6 +54,8 @@ pub struct BudgetLine {
     pub cap: Option<Money>,
     pub percent: f64,
     pub blocked: u64,
+    /// `projected_exhaustion_at` as the API renders it (in the configured zone).
+    pub cap_at: Option<String>,
 }
 
 /// Everything the tray shows, gathered from the core.
@@ -64,6 +66,8 @@ pub struct Snapshot {
     /// Why usage records cannot be saved, while they cannot (requests are refused then).
     pub storage: Option<String>,
     pub today: Money,
+    /// Today's date in the configured zone (YYYY-MM-DD), to say "cap at ~15:40" or with a date.
+    pub date: String,
     pub budgets: Vec<BudgetLine>,
     pub muted: bool,
     pub autostart: bool,
@@ -84,6 +88,21 @@ pub struct TrayView {
     pub tooltip: String,
     /// Menu items in order; `None` is a separator.
     pub items: Vec<Option<Item>>,
+}
+
+/// "cap at ~15:40" for a projection rendered in the configured zone, with the day and month
+/// when it is not `today`; None for anything else.
+pub fn cap_at(at: &str, today: &str) -> Option<String> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (date, time) = (at.get(..10)?, at.get(11..16)?);
+    if date == today {
+        return Some(format!("cap at ~{time}"));
+    }
+    let month: usize = date.get(5..7)?.parse().ok()?;
+    let day: u32 = date.get(8..10)?.parse().ok()?;
+    Some(format!("cap at ~{day} {} {time}", MONTHS.get(month.checked_sub(1)?)?))
 }
 
 fn item(id: MenuId, label: impl Into<String>) -> Option<Item> {
@@ -136,13 +155,16 @@ pub fn tray_view(s: &Snapshot) -> TrayView {
                     .cap
                     .map(Money::display_cents)
                     .unwrap_or_else(|| "no cap".into());
-                let label = format!(
+                let mut label = format!(
                     "{}  {} / {}  {}%",
                     b.name,
                     b.spent.display_cents(),
                     cap,
                     b.percent.floor()
                 );
+                if let Some(at) = b.cap_at.as_deref().and_then(|a| cap_at(a, &s.date)) {
+                    label.push_str(&format!("  {at}"));
+                }
                 items.push(item(MenuId::Budget(b.name.clone()), label));
             }
         }
@@ -182,6 +204,7 @@ mod tests {
             cap: cap.map(|c| Money::parse(c).unwrap()),
             percent,
             blocked,
+            cap_at: None,
         }
     }
     fn snap(budgets: Vec<BudgetLine>) -> Snapshot {
@@ -189,6 +212,7 @@ mod tests {
             stopped: None,
             storage: None,
             today: Money::parse("3.5").unwrap(),
+            date: "2026-12-03".into(),
             budgets,
             muted: false,
             autostart: true,
@@ -216,6 +240,26 @@ mod tests {
         assert_eq!(v.icon, IconState::Stopped);
         assert!(v.tooltip.contains("not running") && v.tooltip.contains("4727"));
         assert_eq!(v.items[0].as_ref().map(|i| i.enabled), Some(false));
+    }
+
+    #[test]
+    fn a_budget_on_course_for_its_cap_says_when() {
+        let cases = [
+            ("2026-12-03T15:40:59.999+01:00", Some("cap at ~15:40")),
+            ("2026-12-04T09:05:00.000+01:00", Some("cap at ~4 Dec 09:05")),
+            ("2027-01-01T00:00:00.000-05:00", Some("cap at ~1 Jan 00:00")),
+            ("garbage", None),
+        ];
+        for (at, want) in cases {
+            assert_eq!(cap_at(at, "2026-12-03").as_deref(), want, "{at}");
+        }
+        let mut b = line("team", "6", Some("10"), 60.0, 0);
+        b.cap_at = Some("2026-12-03T15:40:00.000+01:00".into());
+        let v = tray_view(&snap(vec![b]));
+        assert_eq!(
+            v.items[0].as_ref().map(|i| i.label.as_str()),
+            Some("team  $6.00 / $10.00  60%  cap at ~15:40")
+        );
     }
 
     #[test]
