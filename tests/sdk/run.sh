@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the official Python and TypeScript SDKs against `agent-budget serve` and the mock
+# Runs the official Python and TypeScript SDKs, and Claude Code, against `agent-budget serve` and the mock
 # upstream. Installs what it needs (a venv, npm packages) on first use.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -13,7 +13,7 @@ if [ ! -x "$here/.venv/bin/pytest" ] || ! "$here/.venv/bin/pip" freeze | grep -q
   python3 -m venv "$here/.venv"
   "$here/.venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/python/requirements.txt"
 fi
-(cd "$here/node" && { [ -d node_modules/@anthropic-ai/sdk ] || npm install --silent --no-audit --no-fund; })
+(cd "$here/node" && { [ -d node_modules/@anthropic-ai/sdk ] && [ -x node_modules/.bin/claude ] || npm install --silent --no-audit --no-fund; })
 
 work="$(mktemp -d)"
 cleanup() {
@@ -39,5 +39,5 @@ export AGENT_BUDGET_URL="http://127.0.0.1:$proxy_port/agent-budget" MOCK_URL="ht
 export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
 echo "== Python SDK (anthropic $("$here/.venv/bin/python" -c 'import anthropic; print(anthropic.__version__)'))"
 "$here/.venv/bin/pytest" -q "$here/python"
-echo "== TypeScript SDK (@anthropic-ai/sdk $(node -p "require('$here/node/node_modules/@anthropic-ai/sdk/package.json').version"))"
+echo "== TypeScript SDK (@anthropic-ai/sdk $(node -p "require('$here/node/node_modules/@anthropic-ai/sdk/package.json').version")) and Claude Code ($(node -p "require('$here/node/node_modules/@anthropic-ai/claude-code/package.json').version"))"
 (cd "$here/node" && node --test)

@@ -1,0 +1,52 @@
+// Claude Code itself (the npm package, offline against the mock) through the proxy: its
+// session header is recorded as the request's session and forwarded unchanged.
+// Needs AGENT_BUDGET_URL and MOCK_URL (tests/sdk/run.sh sets them).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+
+const PROXY = process.env.AGENT_BUDGET_URL;
+const MOCK = process.env.MOCK_URL;
+const claude = join(dirname(fileURLToPath(import.meta.url)), "node_modules", ".bin", "claude");
+
+async function call(method, url, body) {
+  const r = await fetch(url, { method, headers: { "content-type": "application/json" }, body: body && JSON.stringify(body) });
+  const text = await r.text();
+  return text ? JSON.parse(text) : null;
+}
+
+test("Claude Code's session id becomes the request's session", { timeout: 120_000 }, async () => {
+  await call("POST", `${MOCK}/_mock/reset`);
+  const name = `cc-${process.pid}`;
+  await call("POST", `${PROXY}/api/budgets`, { name, max_dollars: "50" });
+  const home = mkdtempSync(join(tmpdir(), "claude-home-"));
+  try {
+    const { stdout } = await promisify(execFile)(claude, ["-p", "say hi", "--output-format", "json"], {
+      cwd: home,
+      env: {
+        PATH: process.env.PATH, HOME: home,
+        ANTHROPIC_BASE_URL: `${PROXY}/b/${name}`, ANTHROPIC_API_KEY: "sk-ant-test",
+        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: "1", DISABLE_AUTOUPDATER: "1",
+      },
+      timeout: 90_000,
+    });
+    const out = JSON.parse(stdout);
+    assert.equal(out.result, "Hello from the mock upstream.");
+    const sessions = await call("GET", `${PROXY}/api/budgets/${name}/sessions`);
+    assert.equal(sessions.total, 1);
+    assert.equal(sessions.items[0].session, out.session_id, "the session Claude Code reports");
+    assert.ok(sessions.items[0].requests >= 1);
+    const seen = (await call("GET", `${MOCK}/_mock/stats`)).seen.filter((s) => s.path === "/v1/messages");
+    assert.ok(seen.length >= 1);
+    for (const s of seen) assert.equal(s.headers["x-claude-code-session-id"], out.session_id, "forwarded unchanged");
+    const records = (await call("GET", `${PROXY}/api/budgets/${name}/usage`)).items;
+    assert.ok(records.every((r) => r.session === out.session_id));
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+});
