@@ -102,7 +102,10 @@ pub fn cap_at(at: &str, today: &str) -> Option<String> {
     }
     let month: usize = date.get(5..7)?.parse().ok()?;
     let day: u32 = date.get(8..10)?.parse().ok()?;
-    Some(format!("cap at ~{day} {} {time}", MONTHS.get(month.checked_sub(1)?)?))
+    Some(format!(
+        "cap at ~{day} {} {time}",
+        MONTHS.get(month.checked_sub(1)?)?
+    ))
 }
 
 fn item(id: MenuId, label: impl Into<String>) -> Option<Item> {

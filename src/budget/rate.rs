@@ -9,19 +9,31 @@ use std::collections::VecDeque;
 /// The window's length.
 pub const WINDOW_MS: i64 = 60 * 60 * 1000;
 
-/// Settled costs of the last hour, oldest first, with their sum.
+/// The window's resolution: costs settled within one second share an entry.
+const BUCKET_MS: i64 = 1000;
+
+/// Settled costs of the last hour by second, oldest first, with their sum. A second's costs
+/// stay in the window until an hour after the second *ends*, so the sum is never less than
+/// the exact sliding sum (at most one second's worth more): the cap errs on the side of
+/// holding, and memory stays at most 3,600 entries a budget whatever the request rate.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LastHour {
+    /// (second since the epoch, costs settled in it)
     entries: VecDeque<(i64, Money)>,
     sum: Money,
 }
 
+/// When a second's costs leave the window.
+fn leaves(second: i64) -> i64 {
+    (second + 1) * BUCKET_MS + WINDOW_MS
+}
+
 impl LastHour {
-    /// Forgets what left the window: an entry at `t` counts while `now - t < 60 min`.
+    /// Forgets what left the window.
     pub fn expire(&mut self, now: DateTime<Utc>) {
-        let cutoff = now.timestamp_millis() - WINDOW_MS;
-        while let Some(&(t, c)) = self.entries.front() {
-            if t > cutoff {
+        let now = now.timestamp_millis();
+        while let Some(&(sec, c)) = self.entries.front() {
+            if leaves(sec) > now {
                 break;
             }
             self.sum = self.sum - c;
@@ -34,14 +46,17 @@ impl LastHour {
         if !cost.is_positive() {
             return;
         }
-        let t = at.timestamp_millis();
-        // Settlements arrive nearly in order; keep the deque sorted for `frees_in`.
-        let i = self.entries.partition_point(|&(e, _)| e <= t);
-        self.entries.insert(i, (t, cost));
+        let sec = at.timestamp_millis().div_euclid(BUCKET_MS);
         self.sum += cost;
+        // Settlements arrive in order but for a few racing ones: look from the back.
+        match self.entries.iter().rposition(|&(s, _)| s <= sec) {
+            Some(i) if self.entries[i].0 == sec => self.entries[i].1 += cost,
+            Some(i) => self.entries.insert(i + 1, (sec, cost)),
+            None => self.entries.push_front((sec, cost)),
+        }
     }
 
-    /// What was spent in the 60 minutes before `now`.
+    /// What was spent in the window ending at `now`.
     pub fn spent(&mut self, now: DateTime<Utc>) -> Money {
         self.expire(now);
         self.sum
@@ -57,13 +72,19 @@ impl LastHour {
     pub fn frees_in(&mut self, need: Money, now: DateTime<Utc>) -> Option<i64> {
         self.expire(now);
         let mut freed = Money::ZERO;
-        for &(t, c) in &self.entries {
+        for &(sec, c) in &self.entries {
             freed += c;
             if freed >= need {
-                return Some((t + WINDOW_MS - now.timestamp_millis()).max(1));
+                return Some((leaves(sec) - now.timestamp_millis()).max(1));
             }
         }
         None
+    }
+
+    /// How many entries it holds (at most one a second of the last hour).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
     }
 }
 
@@ -104,21 +125,34 @@ mod tests {
     }
 
     #[test]
-    fn the_window_slides_over_exactly_sixty_minutes() {
+    fn the_window_slides_over_sixty_minutes_by_the_second() {
         let mut h = LastHour::default();
-        h.add(t("2026-12-03T10:00:00Z"), m("1"));
+        h.add(t("2026-12-03T10:00:00.250Z"), m("1"));
         h.add(t("2026-12-03T10:30:00Z"), m("2"));
         h.add(t("2026-12-03T10:10:00Z"), m("0.5")); // out of order
+        h.add(t("2026-12-03T10:00:00.900Z"), m("0.25")); // the same second as the first
         h.add(t("2026-12-03T10:40:00Z"), Money::ZERO);
+        assert_eq!(h.len(), 3);
         let cases = [
-            ("2026-12-03T10:59:59.999Z", "3.5"),
-            ("2026-12-03T11:00:00Z", "2.5"), // the 10:00 entry is exactly an hour old: gone
-            ("2026-12-03T11:10:00.001Z", "2"),
-            ("2026-12-03T11:30:00Z", "0"),
+            ("2026-12-03T11:00:00.250Z", "3.75"), // exactly an hour after: still held
+            ("2026-12-03T11:00:00.999Z", "3.75"),
+            ("2026-12-03T11:00:01Z", "2.5"), // an hour after its second ended: gone
+            ("2026-12-03T11:10:01.001Z", "2"),
+            ("2026-12-03T11:30:01Z", "0"),
         ];
         for (now, want) in cases {
             assert_eq!(h.spent(t(now)), m(want), "at {now}");
         }
+    }
+
+    #[test]
+    fn a_thousand_requests_a_second_for_an_hour_keep_one_entry_a_second() {
+        let mut h = LastHour::default();
+        let start = t("2026-12-03T10:00:00Z");
+        for ms in (0..3_600_000).step_by(7) {
+            h.add(start + chrono::Duration::milliseconds(ms), m("0.000001"));
+        }
+        assert_eq!(h.len(), 3600);
     }
 
     #[test]
@@ -130,10 +164,11 @@ mod tests {
             h
         };
         let now = t("2026-12-03T10:30:00Z");
+        // A second's costs leave an hour after it ends: 10:00:00 → 11:00:01.
         let cases: [(&str, Option<i64>); 4] = [
-            ("0.5", Some(30 * 60_000)), // the 10:00 entry expires at 11:00
-            ("1", Some(30 * 60_000)),
-            ("1.01", Some(50 * 60_000)), // needs the 10:20 one too
+            ("0.5", Some(30 * 60_000 + 1000)),
+            ("1", Some(30 * 60_000 + 1000)),
+            ("1.01", Some(50 * 60_000 + 1000)), // needs the 10:20 one too
             ("3.01", None),
         ];
         for (need, want) in cases {
