@@ -73,12 +73,8 @@ pub struct Refused {
 /// What refused a request: a limit that waiting frees (429), or a rule of the budget the
 /// request itself breaks (400, naming the field).
 #[derive(Debug)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "made once per refused request and consumed at once"
-)]
 pub enum Why {
-    Limit(Refusal),
+    Limit(Box<Refusal>),
     Rule(String),
     /// A repeat of a runaway loop the budget's `loop_guard` blocks; one more fits after
     /// this many milliseconds.
@@ -90,7 +86,7 @@ pub enum Why {
 impl Refused {
     fn limit(refusal: Refusal, worst_case: Money) -> Refused {
         Refused {
-            why: Why::Limit(refusal),
+            why: Why::Limit(Box::new(refusal)),
             worst_case,
         }
     }

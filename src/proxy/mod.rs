@@ -9,11 +9,12 @@ pub mod sse;
 pub mod upstream;
 
 use crate::alerts::{AlertKind, NewAlert};
-use crate::budget::DEFAULT_BUDGET;
 use crate::budget::period;
 use crate::budget::repeats::Seen;
+use crate::budget::{Budget, DEFAULT_BUDGET};
 use crate::dto::UsageStatus;
 use crate::error::HttpError;
+use crate::ledger::Slot;
 use crate::pricing::cost::Usage;
 use crate::service::Service;
 use crate::store::usage::UsageRow;
@@ -164,20 +165,13 @@ async fn enforce(
     let (price, priced_as) = book.lookup(&parsed.model);
     let budget = slot.status(period::now()).budget;
     let (budget_id, budget_name) = (budget.id, budget.name.clone());
-    let mut alerts = Vec::new();
-    let seen = match budget.loop_guard {
-        Some(_) => slot.see(request::fingerprint(&body, &parsed.model), period::now()),
-        None => Seen::Once,
+    let (mut alerts, looping) = match watch_loops(&slot, &budget, &body, &parsed.model) {
+        Ok(alerts) => (alerts, None),
+        Err(refused) => (Vec::new(), Some(refused)),
     };
-    let admitted = match seen {
-        Seen::Refuse { frees_in_ms } => Err(admission::Refused::looping(frees_in_ms)),
-        Seen::Loop | Seen::Once => {
-            if seen == Seen::Loop {
-                let now = period::now();
-                let st = slot.status(now);
-                let model = Some(parsed.model.clone());
-                alerts.push(NewAlert::about(AlertKind::Loop, &st, None, model, now));
-            }
+    let admitted = match looping {
+        Some(refused) => Err(refused),
+        None => {
             admission::admit(&app, &slot, &budget, &price, &parsed, &body, &parts.headers).await
         }
     };
@@ -267,6 +261,35 @@ async fn enforce(
             "agent-budget: the request failed internally",
         )
     })
+}
+
+/// The loop guard's verdict: the alert to raise with the request's record if it makes a loop,
+/// or its refusal if it repeats one the guard blocks.
+fn watch_loops(
+    slot: &Slot,
+    budget: &Budget,
+    body: &[u8],
+    model: &str,
+) -> Result<Vec<NewAlert>, admission::Refused> {
+    if budget.loop_guard.is_none() {
+        return Ok(Vec::new());
+    }
+    let now = period::now();
+    match slot.see(request::fingerprint(body, model), now) {
+        Seen::Once => Ok(Vec::new()),
+        Seen::Refuse { frees_in_ms } => Err(admission::Refused::looping(frees_in_ms)),
+        Seen::Loop => {
+            let st = slot.status(now);
+            let model = Some(model.to_string());
+            Ok(vec![NewAlert::about(
+                AlertKind::Loop,
+                &st,
+                None,
+                model,
+                now,
+            )])
+        }
+    }
 }
 
 struct Exchange {
