@@ -9,6 +9,30 @@ use std::time::Duration;
 pub const DEFAULT_PORT: u16 = 4727;
 pub const BASE_PATH: &str = "/agent-budget";
 
+/// A secret that never prints: `Debug` shows only its last four characters.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Secret {
+        Secret(s)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// The last four characters, the most of a key anything shows.
+    pub fn last4(&self) -> String {
+        let n = self.0.chars().count();
+        self.0.chars().skip(n.saturating_sub(4)).collect()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret(…{})", self.last4())
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub host: IpAddr,
@@ -27,6 +51,10 @@ pub struct Config {
     pub upstream_timeout: Duration,
     pub shutdown_grace: Duration,
     pub zone: Zone,
+    /// The real Anthropic key that requests carrying a virtual key are forwarded with.
+    pub upstream_key: Option<Secret>,
+    /// Refuse requests that carry any key but one of ours.
+    pub require_virtual_key: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,6 +91,12 @@ pub enum ConfigError {
     NoDataDir,
     #[error("--allowed-host: '{0}' is not a host name (letters, digits, '.', '-')")]
     AllowedHost(String),
+    #[error("--upstream-key-file: {0}")]
+    KeyFile(String),
+    #[error(
+        "--upstream-key-file / AGENT_BUDGET_UPSTREAM_KEY: the key is empty or has spaces; give the Anthropic API key itself (sk-ant-…)"
+    )]
+    BadKey,
 }
 
 /// Raw settings as given (flags or environment); `validate` turns them into a `Config`.
@@ -80,6 +114,32 @@ pub struct Settings {
     pub upstream_timeout_secs: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
     pub time_zone: Option<String>,
+    /// A file (mode 0600) holding the real Anthropic key, for servers without a keychain.
+    pub upstream_key_file: Option<PathBuf>,
+    /// The real Anthropic key itself (`AGENT_BUDGET_UPSTREAM_KEY`).
+    pub upstream_key: Option<Secret>,
+    pub require_virtual_key: bool,
+}
+
+/// Reads the key file, refusing one that others may read.
+fn read_key_file(path: &std::path::Path) -> Result<String, ConfigError> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path)
+        .map_err(|e| ConfigError::KeyFile(format!("cannot read {shown}: {e}")))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(ConfigError::KeyFile(format!(
+                "{shown} is readable by others (mode {mode:o}); run chmod 600 {shown}"
+            )));
+        }
+    }
+    let _ = meta;
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| ConfigError::KeyFile(format!("cannot read {shown}: {e}")))
 }
 
 /// The platform's app data directory for agent-budget (e.g. ~/.local/share/agent-budget).
@@ -141,6 +201,16 @@ impl Settings {
                 return Err(ConfigError::AllowedHost(h.clone()));
             }
         }
+        let upstream_key = match (&self.upstream_key_file, self.upstream_key) {
+            (Some(path), _) => Some(read_key_file(path)?),
+            (None, key) => key.map(|k| k.0),
+        };
+        if upstream_key
+            .as_ref()
+            .is_some_and(|k| k.is_empty() || k.chars().any(char::is_whitespace))
+        {
+            return Err(ConfigError::BadKey);
+        }
         Ok(Config {
             host,
             port: self.port.unwrap_or(DEFAULT_PORT),
@@ -161,6 +231,8 @@ impl Settings {
             upstream_timeout: Duration::from_secs(timeout),
             shutdown_grace: Duration::from_secs(grace),
             zone,
+            upstream_key: upstream_key.map(Secret),
+            require_virtual_key: self.require_virtual_key,
         })
     }
 }
@@ -174,6 +246,36 @@ mod tests {
             data_dir: Some("/tmp/x".into()),
             ..Settings::default()
         }
+    }
+
+    #[test]
+    fn the_upstream_key_file_must_be_private_and_the_key_never_prints() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("key");
+        std::fs::write(&f, "sk-ant-secret-9876\n").unwrap();
+        let with = |path: &std::path::Path| {
+            Settings {
+                upstream_key_file: Some(path.to_path_buf()),
+                ..s()
+            }
+            .validate()
+        };
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = with(&f).unwrap_err().to_string();
+        assert!(e.contains("--upstream-key-file") && e.contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = with(&f).unwrap();
+        assert_eq!(c.upstream_key.as_ref().map(Secret::expose), Some("sk-ant-secret-9876"));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("secret-9876") && shown.contains("…9876"), "{shown}");
+        let missing = with(&dir.path().join("nope")).unwrap_err().to_string();
+        assert!(missing.contains("cannot read"), "{missing}");
+        let spaced = Settings {
+            upstream_key: Some(Secret::new("sk ant".into())),
+            ..s()
+        };
+        assert_eq!(spaced.validate().unwrap_err(), ConfigError::BadKey);
     }
 
     #[test]

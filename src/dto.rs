@@ -128,6 +128,35 @@ pub struct UsageRecord {
     pub session: Option<String>,
 }
 
+/// A budget's virtual key as listed: never the key itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct KeyView {
+    pub id: i64,
+    pub name: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+/// `POST /api/budgets/:id/keys` → 201: the key, shown this once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct KeyCreated {
+    pub id: i64,
+    pub name: String,
+    /// `sk-ab-…`: give it to the agent; only its hash is kept.
+    pub key: String,
+    pub created_at: String,
+}
+
+/// `POST /api/budgets/:id/keys`.
+#[derive(Clone, Debug, Deserialize, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct NewKey {
+    pub name: String,
+}
+
 /// One agent session's spend in a budget (`GET /api/budgets/:id/sessions`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[ts(export)]

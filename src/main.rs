@@ -47,6 +47,21 @@ struct Serve {
     /// Days of usage records to keep.
     #[arg(long, env = "AGENT_BUDGET_RETENTION_DAYS")]
     retention_days: Option<u32>,
+    /// A file (mode 0600) with the real Anthropic API key: requests carrying a virtual key
+    /// (sk-ab-…) are forwarded with it.
+    #[arg(long = "upstream-key-file", env = "AGENT_BUDGET_UPSTREAM_KEY_FILE")]
+    upstream_key_file: Option<PathBuf>,
+    /// The real Anthropic API key itself (prefer the file: environments leak).
+    #[arg(
+        long = "upstream-key",
+        env = "AGENT_BUDGET_UPSTREAM_KEY",
+        hide_env_values = true,
+        hide = true
+    )]
+    upstream_key: Option<String>,
+    /// Refuse requests whose key is not a virtual key of this proxy.
+    #[arg(long = "require-virtual-key", env = "AGENT_BUDGET_REQUIRE_VIRTUAL_KEY")]
+    require_virtual_key: bool,
     /// Refuse /v1/messages requests that name no budget.
     #[arg(long, env = "AGENT_BUDGET_REQUIRE_BUDGET")]
     require_budget: bool,
@@ -116,6 +131,9 @@ fn main() -> ExitCode {
         upstream_timeout_secs: args.upstream_timeout,
         shutdown_grace_secs: args.shutdown_grace,
         time_zone: args.time_zone,
+        upstream_key_file: args.upstream_key_file,
+        upstream_key: args.upstream_key.map(agent_budget::config::Secret::new),
+        require_virtual_key: args.require_virtual_key,
     };
     let config = match settings.validate() {
         Ok(c) => c,

@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::guard::{self, Policy};
 use crate::proxy;
 use crate::service::{Service, StartError};
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::{Extension, Router, middleware};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,6 +58,14 @@ pub fn app(service: Arc<Service>, port: u16) -> Router {
         .route(
             "/agent-budget/api/budgets/{id}/sessions",
             get(api::sessions),
+        )
+        .route(
+            "/agent-budget/api/budgets/{id}/keys",
+            get(api::list_keys).post(api::create_key),
+        )
+        .route(
+            "/agent-budget/api/budgets/{id}/keys/{key_id}",
+            delete(api::revoke_key),
         )
         .route("/agent-budget/api/budgets/{id}/badge", get(api::badge))
         .route(

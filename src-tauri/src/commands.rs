@@ -4,7 +4,8 @@
 use crate::Core;
 use agent_budget::budget::{BudgetPatch, NewBudget};
 use agent_budget::dto::{
-    BudgetDetail, BudgetView, Items, SessionPage, Settings, SpendSeries, Stats, UsagePage,
+    BudgetDetail, BudgetView, Items, KeyCreated, KeyView, NewKey, SessionPage, Settings,
+    SpendSeries, Stats, UsagePage,
 };
 use agent_budget::error::HttpError;
 use agent_budget::pricing::{PriceEntry, PricingTable};
@@ -89,6 +90,21 @@ pub async fn sessions(
         .service()?
         .sessions_page(&id, Some(limit), Some(offset))
         .await?)
+}
+
+#[tauri::command]
+pub async fn list_keys(core: State<'_, Core>, id: String) -> Result<Items<KeyView>> {
+    Ok(core.service()?.list_keys(&id).await?)
+}
+
+#[tauri::command]
+pub async fn create_key(core: State<'_, Core>, id: String, input: NewKey) -> Result<KeyCreated> {
+    Ok(core.service()?.create_key(&id, input).await?)
+}
+
+#[tauri::command]
+pub async fn revoke_key(core: State<'_, Core>, id: String, key_id: String) -> Result<()> {
+    Ok(core.service()?.revoke_key(&id, &key_id).await?)
 }
 
 #[tauri::command]

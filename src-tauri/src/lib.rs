@@ -120,6 +120,8 @@ fn settings_from_env() -> Settings {
         admin_token: var("AGENT_BUDGET_ADMIN_TOKEN"),
         time_zone: var("AGENT_BUDGET_TIME_ZONE"),
         fail_open: var("AGENT_BUDGET_FAIL_OPEN").is_some_and(|v| v == "true" || v == "1"),
+        upstream_key_file: var("AGENT_BUDGET_UPSTREAM_KEY_FILE").map(Into::into),
+        upstream_key: var("AGENT_BUDGET_UPSTREAM_KEY").map(agent_budget::config::Secret::new),
         ..Settings::default()
     }
 }
@@ -356,6 +358,9 @@ pub fn run() {
             commands::delete_budget,
             commands::usage,
             commands::sessions,
+            commands::list_keys,
+            commands::create_key,
+            commands::revoke_key,
             commands::alerts,
             commands::pricing,
             commands::put_price,

@@ -6,7 +6,8 @@ pub mod live;
 
 use crate::budget::{BudgetPatch, NewBudget};
 use crate::dto::{
-    BudgetDetail, BudgetView, Items, SessionPage, Settings, SpendSeries, Stats, UsagePage,
+    BudgetDetail, BudgetView, Items, KeyCreated, KeyView, NewKey, SessionPage, Settings,
+    SpendSeries, Stats, UsagePage,
 };
 use crate::error::HttpError;
 use crate::pricing::{PriceEntry, PricingTable};
@@ -84,6 +85,30 @@ pub async fn delete_budget(
     Path(id): Path<String>,
 ) -> Result<StatusCode, HttpError> {
     app.delete_budget(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn create_key(
+    State(app): App,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<KeyCreated>), HttpError> {
+    let input: NewKey = parse(&body)?;
+    Ok((StatusCode::CREATED, Json(app.create_key(&id, input).await?)))
+}
+
+pub async fn list_keys(
+    State(app): App,
+    Path(id): Path<String>,
+) -> Result<Json<Items<KeyView>>, HttpError> {
+    Ok(Json(app.list_keys(&id).await?))
+}
+
+pub async fn revoke_key(
+    State(app): App,
+    Path((id, key_id)): Path<(String, String)>,
+) -> Result<StatusCode, HttpError> {
+    app.revoke_key(&id, &key_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

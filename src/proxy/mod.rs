@@ -132,15 +132,18 @@ async fn enforce(
     req: Request,
 ) -> Result<Response, HttpError> {
     let started = Instant::now();
-    let (parts, body) = req.into_parts();
-    let key = match key.filter(|k| !k.is_empty()) {
-        Some(k) => k,
-        None if app.config.require_budget => {
+    let (mut parts, body) = req.into_parts();
+    // A virtual key names its budget, whatever the path or header says.
+    let keyed = app.resolve_key(&mut parts.headers)?;
+    let key = match (keyed, key.filter(|k| !k.is_empty())) {
+        (Some(id), _) => id.to_string(),
+        (None, Some(k)) => k,
+        (None, None) if app.config.require_budget => {
             return Err(HttpError::invalid(
                 "agent-budget: this proxy requires a budget: add the header 'X-Budget-Id: <budget>' or use the base URL …/agent-budget/b/<budget>",
             ));
         }
-        None => DEFAULT_BUDGET.to_string(),
+        (None, None) => DEFAULT_BUDGET.to_string(),
     };
     if let Some(failure) = app.store.health.failure() {
         if !app.config.fail_open {
@@ -406,7 +409,8 @@ pub async fn passthrough(State(app): State<Arc<Service>>, req: Request) -> Respo
 }
 
 async fn forward_free(app: Arc<Service>, req: Request) -> Result<Response, HttpError> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    app.resolve_key(&mut parts.headers)?;
     let path = parts.uri.path();
     let v1 = path.find("/v1/").map(|i| &path[i..]).unwrap_or(path);
     let target = path_and_query(&parts.uri, v1);

@@ -133,6 +133,7 @@ impl Service {
             .run(move |tx| store::budgets::delete(tx, id))
             .await?;
         self.ledger.remove(id);
+        self.keys.forget_budget(id);
         self.events.emit(CoreEvent::BudgetDeleted {
             budget_id: id,
             budget: status.budget.name,

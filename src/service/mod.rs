@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod budgets;
+pub mod keys;
 pub mod pricing;
 pub mod stats;
 
@@ -66,6 +67,8 @@ pub struct Service {
     pub unpriced: Mutex<HashSet<String>>,
     /// `http://host:port/agent-budget`, known once the listener is bound.
     pub base_url: OnceLock<String>,
+    /// Virtual keys not revoked, by hash.
+    pub keys: keys::Keys,
 }
 
 impl Service {
@@ -143,6 +146,7 @@ impl Service {
             .build()
             .map_err(|e| StartError::Client(e.to_string()))?;
         let upstream = Upstream::new(&config.upstream).map_err(StartError::Client)?;
+        let keys = keys::Keys::load(store.read(store::keys::active).await?);
         let service = Service {
             config,
             ledger,
@@ -157,6 +161,7 @@ impl Service {
             alerts_raised: Notify::new(),
             unpriced: Mutex::new(unpriced),
             base_url: OnceLock::new(),
+            keys,
         };
         Ok((Arc::new(service), handle))
     }

@@ -150,6 +150,7 @@ pub fn delete(tx: &Transaction<'_>, id: i64) -> Result<(), StoreError> {
     tx.execute("DELETE FROM usage WHERE budget_id = ?1", [id])?;
     tx.execute("DELETE FROM daily WHERE budget_id = ?1", [id])?;
     tx.execute("DELETE FROM sessions WHERE budget_id = ?1", [id])?;
+    tx.execute("DELETE FROM virtual_keys WHERE budget_id = ?1", [id])?;
     tx.execute("DELETE FROM usage_swept WHERE budget_id = ?1", [id])?;
     tx.execute("DELETE FROM alerts WHERE budget_id = ?1", [id])?;
     tx.execute("DELETE FROM budgets WHERE id = ?1", [id])?;

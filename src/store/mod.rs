@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod budgets;
 mod checkpoint;
+pub mod keys;
 pub mod pricing;
 pub mod sessions;
 pub mod stats;
@@ -22,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_usage_seq.sql"),
     include_str!("migrations/0005_admission.sql"),
     include_str!("migrations/0006_guardrails.sql"),
+    include_str!("migrations/0007_virtual_keys.sql"),
 ];
 pub const FILE_NAME: &str = "agent-budget.db";
 

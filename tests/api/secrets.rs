@@ -11,7 +11,19 @@ use std::process::Command;
 async fn no_key_token_secret_or_prompt_text_reaches_the_logs() {
     let (mock, dir, mut args) = fixture().await;
     let admin = "ADMIN-5ecret-token-0123456789";
+    let real = "sk-ant-REAL-5ecret";
+    let key_file = dir.path().join("upstream-key");
+    std::fs::write(&key_file, real).unwrap();
+    std::fs::set_permissions(
+        &key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     args.extend(["--admin-token".to_string(), admin.to_string()]);
+    args.extend([
+        "--upstream-key-file".to_string(),
+        key_file.to_str().unwrap().to_string(),
+    ]);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_agent-budget"));
     cmd.arg("serve").args(&args).env("RUST_LOG", "trace");
     let mut p = serve_with(cmd);
@@ -91,6 +103,25 @@ async fn no_key_token_secret_or_prompt_text_reaches_the_logs() {
             .status(),
         429
     );
+    // A virtual key, made and used: forwarded with the real key.
+    let made: Value = api(reqwest::Method::POST, "/api/budgets/team/keys")
+        .json(&json!({"name": "laptop"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let virtual_key = made["key"].as_str().unwrap().to_string();
+    let small = body("claude-haiku-4-5", 10);
+    let r = c
+        .post(url(p.port, "/v1/messages"))
+        .header("x-api-key", &virtual_key)
+        .json(&small)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     // The alerts' webhook deliveries fail (and are logged) before we look.
     for _ in 0..500 {
         let alerts: Value = api(reqwest::Method::GET, "/api/alerts")
@@ -124,6 +155,8 @@ async fn no_key_token_secret_or_prompt_text_reaches_the_logs() {
         key,
         bearer,
         admin,
+        real,
+        virtual_key.as_str(),
         "PROMPT-5ecret",
         "HOOK-5ecret",
         webhook_secret.trim(),

@@ -1,0 +1,234 @@
+//! Virtual keys: a budget's own `sk-ab-` keys, swapped for the real key on the way upstream.
+
+use crate::helpers::*;
+use agent_budget::config::Secret;
+use serde_json::{Value, json};
+
+const REAL: &str = "sk-ant-real-key-0123";
+
+async fn with_key() -> TestApp {
+    spawn_with(|s| s.upstream_key = Some(Secret::new(REAL.into()))).await
+}
+
+async fn make_key(app: &TestApp, budget: &str, name: &str) -> Value {
+    let r = app
+        .client
+        .post(app.url(&format!("/api/budgets/{budget}/keys")))
+        .json(&json!({ "name": name }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json().await.unwrap()
+}
+
+async fn call(app: &TestApp, path: &str, auth: (&str, String)) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .header(auth.0, auth.1)
+        .json(&body("claude-haiku-4-5", 10))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_virtual_key_is_charged_to_its_budget_and_forwarded_with_the_real_key() {
+    let app = with_key().await;
+    app.create_budget(json!({"name": "agents", "max_dollars": "5"}))
+        .await;
+    let made = make_key(&app, "agents", "laptop").await;
+    let key = made["key"].as_str().unwrap().to_string();
+    assert!(key.starts_with("sk-ab-") && key.len() == 70, "{key}");
+    let listed = app.get("/api/budgets/agents/keys").await;
+    assert_eq!(listed["items"][0]["name"], "laptop");
+    assert!(listed["items"][0].get("key").is_none() && !listed.to_string().contains(&key));
+
+    // As x-api-key, as a bearer token (the Python SDK's way), and on count_tokens.
+    assert_eq!(
+        call(&app, "/v1/messages", ("x-api-key", key.clone()))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        call(
+            &app,
+            "/v1/messages",
+            ("authorization", format!("Bearer {key}"))
+        )
+        .await
+        .status(),
+        200
+    );
+    assert_eq!(
+        call(
+            &app,
+            "/v1/messages/count_tokens",
+            ("x-api-key", key.clone())
+        )
+        .await
+        .status(),
+        200
+    );
+    for seen in app.mock.state.seen() {
+        assert_eq!(seen.headers["x-api-key"], REAL, "{}", seen.path);
+        assert!(seen.headers.get("authorization").is_none());
+        assert!(
+            !format!("{:?}", seen.headers).contains(&key),
+            "the virtual key never goes upstream"
+        );
+    }
+    assert_eq!(
+        app.budget("agents").await["requests"],
+        2,
+        "charged to the key's budget"
+    );
+    assert_eq!(app.budget("default").await["requests"], 0);
+
+    // Only a hash is stored.
+    let (mock, dir) = app.stop().await;
+    for f in ["agent-budget.db", "agent-budget.db-wal"] {
+        let bytes = std::fs::read(dir.path().join(f)).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains(&key) && !text.contains(REAL),
+            "{f} holds a key"
+        );
+    }
+    // And the key still works after a restart.
+    let again = start_on(mock, dir, |s| {
+        s.upstream_key = Some(Secret::new(REAL.into()))
+    })
+    .await;
+    assert_eq!(
+        call(&again, "/v1/messages", ("x-api-key", key))
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn revoked_unknown_and_orphaned_keys_are_refused_and_nothing_is_forwarded() {
+    let app = with_key().await;
+    app.create_budget(json!({"name": "agents", "max_dollars": "5"}))
+        .await;
+    let made = make_key(&app, "agents", "ci").await;
+    let (id, key) = (
+        made["id"].as_i64().unwrap(),
+        made["key"].as_str().unwrap().to_string(),
+    );
+    let revoke = || {
+        app.client
+            .delete(app.url(&format!("/api/budgets/agents/keys/{id}")))
+            .send()
+    };
+    assert_eq!(revoke().await.unwrap().status(), 204);
+    let twice = revoke().await.unwrap();
+    assert_eq!(twice.status(), 409);
+    let msg = twice.json::<Value>().await.unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("already revoked"), "{msg}");
+    assert!(app.get("/api/budgets/agents/keys").await["items"][0]["revoked_at"].is_string());
+
+    let refused = |k: String| async { call(&app, "/v1/messages", ("x-api-key", k)).await };
+    for k in [key, "sk-ab-unknown".to_string()] {
+        let r = refused(k).await;
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()["x-should-retry"], "false");
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["error"]["type"], "authentication_error");
+    }
+    // Deleting a budget revokes its keys.
+    app.create_budget(json!({"name": "gone", "max_dollars": "5"}))
+        .await;
+    let orphan = make_key(&app, "gone", "x").await["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.client
+        .delete(app.url("/api/budgets/gone"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused(orphan).await.status(), 401);
+    assert_eq!(app.mock.state.messages(), 0, "nothing was forwarded");
+
+    // Bad input: clear errors, nothing made.
+    for (path, body, status) in [
+        ("/api/budgets/agents/keys", json!({"name": ""}), 400),
+        (
+            "/api/budgets/agents/keys",
+            json!({"name": "a", "extra": 1}),
+            400,
+        ),
+        ("/api/budgets/nope/keys", json!({"name": "a"}), 404),
+    ] {
+        let r = app
+            .client
+            .post(app.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{body}");
+    }
+    let r = app
+        .client
+        .delete(app.url("/api/budgets/agents/keys/abc"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        app.get("/api/budgets/agents/keys").await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn without_a_real_key_or_with_require_virtual_key_the_proxy_says_what_to_set() {
+    let plain = spawn_app().await;
+    plain
+        .create_budget(json!({"name": "agents", "max_dollars": "5"}))
+        .await;
+    let key = make_key(&plain, "agents", "x").await["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = call(&plain, "/v1/messages", ("x-api-key", key)).await;
+    assert_eq!(r.status(), 401);
+    let msg = r.json::<Value>().await.unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("--upstream-key-file"), "{msg}");
+
+    let strict = spawn_with(|s| {
+        s.upstream_key = Some(Secret::new(REAL.into()));
+        s.require_virtual_key = true;
+    })
+    .await;
+    strict
+        .create_budget(json!({"name": "agents", "max_dollars": "5"}))
+        .await;
+    let r = call(&strict, "/v1/messages", ("x-api-key", "sk-ant-own".into())).await;
+    assert_eq!(r.status(), 401);
+    let key = make_key(&strict, "agents", "x").await["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        call(&strict, "/v1/messages", ("x-api-key", key))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(strict.mock.state.messages(), 1);
+}
