@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -31,7 +31,9 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
   execFileSync("cargo", ["build", "--quiet", "--bin", "agent-budget", "--bin", "mock-upstream", "--workspace"], { cwd: root, stdio: "inherit" });
   const mock = await start(bin("mock-upstream"), ["0"], "stdout", /listening (\d+)/);
   const data = mkdtempSync(join(tmpdir(), "agent-budget-e2e-"));
-  const proxy = await start(bin("agent-budget"), ["serve", "--port", "0", "--data-dir", data, "--upstream", `http://127.0.0.1:${mock.port}`], "stderr", /ready port=(\d+)/);
+  const keyFile = join(data, "upstream-key");
+  writeFileSync(keyFile, "sk-ant-e2e-real", { mode: 0o600 });
+  const proxy = await start(bin("agent-budget"), ["serve", "--port", "0", "--data-dir", data, "--upstream", `http://127.0.0.1:${mock.port}`, "--upstream-key-file", keyFile], "stderr", /ready port=(\d+)/);
   const base = `http://127.0.0.1:${proxy.port}/agent-budget`;
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
@@ -211,6 +213,30 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
     await rails.getByText("The same request 4 times within 10 minutes is a loop: alert and refuse repeats").waitFor();
     const b = await (await fetch(`${base}/api/budgets/e2e-guard`)).json();
     assert.deepEqual([b.max_dollars_per_hour, b.max_request_dollars, b.loop_guard], ["4", "0.5", { repeats: 4, minutes: 10, action: "block" }]);
+  });
+
+  await t.test("virtual keys: make one with its snippets, use it, revoke it", async () => {
+    await page.goto(`${base}/#/budgets/e2e-guard`);
+    await page.getByLabel("Key name").fill("e2e-laptop");
+    await page.getByRole("button", { name: "Create key" }).click();
+    const card = page.getByTestId("new-key");
+    await card.getByText("copy it now").waitFor();
+    const snippet = await page.getByTestId("key-snippet-Claude Code").textContent();
+    const key = /ANTHROPIC_API_KEY=(sk-ab-[0-9a-f]{64})/.exec(snippet)?.[1];
+    assert.ok(key, snippet);
+    const use = () => fetch(`${base}/v1/messages`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-api-key": key },
+      body: JSON.stringify({ model: "claude-haiku-4-5", max_tokens: 10, messages: [{ role: "user", content: "hi" }] }),
+    });
+    assert.equal((await use()).status, 200);
+    const seen = (await (await fetch(`http://127.0.0.1:${mock.port}/_mock/stats`)).json()).seen.at(-1);
+    assert.equal(seen.headers["x-api-key"], "sk-ant-e2e-real");
+    await page.getByTestId("keys").getByText("active").waitFor();
+    page.once("dialog", (d) => d.accept());
+    await page.getByRole("button", { name: "Revoke e2e-laptop" }).click();
+    await page.getByTestId("keys").getByText(/revoked/).waitFor();
+    assert.equal((await use()).status, 401);
   });
 
   await t.test("copy a setup snippet", async () => {

@@ -9,6 +9,9 @@ import type { Items } from "../bindings/Items";
 import type { NewBudget } from "../bindings/NewBudget";
 import type { PriceEntry } from "../bindings/PriceEntry";
 import type { PricingTable } from "../bindings/PricingTable";
+import type { KeyCreated } from "../bindings/KeyCreated";
+import type { KeyView } from "../bindings/KeyView";
+import type { NewKey } from "../bindings/NewKey";
 import type { SessionPage } from "../bindings/SessionPage";
 import type { Settings } from "../bindings/Settings";
 import type { SpendSeries } from "../bindings/SpendSeries";
@@ -25,6 +28,9 @@ export type Op =
   | { name: "delete_budget"; id: string }
   | { name: "usage"; id: string; limit: number; offset: number }
   | { name: "sessions"; id: string; limit: number; offset: number }
+  | { name: "list_keys"; id: string }
+  | { name: "create_key"; id: string; input: NewKey }
+  | { name: "revoke_key"; id: string; keyId: string }
   | { name: "alerts"; limit: number; budget?: string }
   | { name: "pricing" }
   | { name: "put_price"; entry: PriceEntry }
@@ -59,6 +65,9 @@ export function route(op: Op): [string, string, unknown?] {
     case "patch_budget": return ["PATCH", `/api/budgets/${enc(op.id)}`, op.patch];
     case "delete_budget": return ["DELETE", `/api/budgets/${enc(op.id)}`];
     case "usage": return ["GET", `/api/budgets/${enc(op.id)}/usage?limit=${op.limit}&offset=${op.offset}`];
+    case "list_keys": return ["GET", `/api/budgets/${enc(op.id)}/keys`];
+    case "create_key": return ["POST", `/api/budgets/${enc(op.id)}/keys`, op.input];
+    case "revoke_key": return ["DELETE", `/api/budgets/${enc(op.id)}/keys/${enc(op.keyId)}`];
     case "sessions": return ["GET", `/api/budgets/${enc(op.id)}/sessions?limit=${op.limit}&offset=${op.offset}`];
     case "alerts": return ["GET", `/api/alerts?limit=${op.limit}${op.budget ? `&budget=${enc(op.budget)}` : ""}`];
     case "pricing": return ["GET", "/api/pricing"];
@@ -116,6 +125,9 @@ export function makeApi(t: Transport) {
     deleteBudget: (id: string) => t.call<null>({ name: "delete_budget", id }),
     usage: (id: string, limit: number, offset: number) => t.call<UsagePage>({ name: "usage", id, limit, offset }),
     sessions: (id: string, limit: number, offset: number) => t.call<SessionPage>({ name: "sessions", id, limit, offset }),
+    keys: (id: string) => t.call<Items<KeyView>>({ name: "list_keys", id }).then((r) => r.items),
+    createKey: (id: string, name: string) => t.call<KeyCreated>({ name: "create_key", id, input: { name } }),
+    revokeKey: (id: string, keyId: number) => t.call<null>({ name: "revoke_key", id, keyId: String(keyId) }),
     alerts: (limit = 50, budget?: string) => t.call<Items<AlertView>>({ name: "alerts", limit, budget }).then((r) => r.items),
     pricing: () => t.call<PricingTable>({ name: "pricing" }),
     putPrice: (entry: PriceEntry) => t.call<PriceEntry>({ name: "put_price", entry }),
