@@ -29,7 +29,10 @@ mock_pid=$!
 for _ in $(seq 100); do grep -q listening "$work/mock.out" 2>/dev/null && break; sleep 0.05; done
 mock_port="$(awk '/listening/ {print $2}' "$work/mock.out")"
 
-"$target/agent-budget" serve --port 0 --data-dir "$work/data" --upstream "http://127.0.0.1:$mock_port" 2>"$work/proxy.log" &
+# The real key virtual keys are swapped for (the mock accepts any).
+(umask 077 && printf 'sk-ant-sdk-real' >"$work/upstream-key")
+"$target/agent-budget" serve --port 0 --data-dir "$work/data" --upstream "http://127.0.0.1:$mock_port" \
+  --upstream-key-file "$work/upstream-key" 2>"$work/proxy.log" &
 proxy_pid=$!
 for _ in $(seq 200); do grep -q 'ready port=' "$work/proxy.log" 2>/dev/null && break; sleep 0.05; done
 proxy_port="$(sed -n 's/.*ready port=\([0-9]*\).*/\1/p' "$work/proxy.log")"

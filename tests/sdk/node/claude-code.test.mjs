@@ -20,6 +20,32 @@ async function call(method, url, body) {
   return text ? JSON.parse(text) : null;
 }
 
+async function runClaude(home, env) {
+  const { stdout } = await promisify(execFile)(claude, ["-p", "say hi", "--output-format", "json"], {
+    cwd: home,
+    env: { PATH: process.env.PATH, HOME: home, CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: "1", DISABLE_AUTOUPDATER: "1", ...env },
+    timeout: 90_000,
+  });
+  return JSON.parse(stdout);
+}
+
+test("Claude Code with only the base URL and a virtual key", { timeout: 120_000 }, async () => {
+  await call("POST", `${MOCK}/_mock/reset`);
+  const name = `cc-key-${process.pid}`;
+  await call("POST", `${PROXY}/api/budgets`, { name, max_dollars: "50" });
+  const made = await call("POST", `${PROXY}/api/budgets/${name}/keys`, { name: "claude" });
+  const home = mkdtempSync(join(tmpdir(), "claude-home-"));
+  try {
+    const out = await runClaude(home, { ANTHROPIC_BASE_URL: PROXY, ANTHROPIC_API_KEY: made.key });
+    assert.equal(out.result, "Hello from the mock upstream.");
+    assert.ok((await call("GET", `${PROXY}/api/budgets/${name}`)).requests >= 1, "charged to the key's budget");
+    const seen = (await call("GET", `${MOCK}/_mock/stats`)).seen.filter((s) => s.path === "/v1/messages");
+    for (const s of seen) assert.equal(s.headers["x-api-key"], "sk-ant-sdk-real");
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+});
+
 test("Claude Code's session id becomes the request's session", { timeout: 120_000 }, async () => {
   await call("POST", `${MOCK}/_mock/reset`);
   const name = `cc-${process.pid}`;

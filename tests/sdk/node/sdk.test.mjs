@@ -93,6 +93,18 @@ test("a clamped request is a normal message that stops at max_tokens", async () 
   assert.ok(Number((await call("GET", `${PROXY}/api/budgets/${name}`)).spent_dollars) <= 0.6);
 });
 
+test("a virtual key alone selects the budget and never goes upstream", async () => {
+  const name = await budget();
+  const made = await call("POST", `${PROXY}/api/budgets/${name}/keys`, { name: "ts" });
+  const c = new Anthropic({ baseURL: PROXY, apiKey: made.key });
+  const msg = await c.messages.create({ model: "claude-haiku-4-5", max_tokens: 10, messages: [{ role: "user", content: "Hi" }] });
+  assert.equal(msg.content[0].text, "Hello from the mock upstream.");
+  const seen = (await call("GET", `${MOCK}/_mock/stats`)).seen[0].headers;
+  assert.equal(seen["x-api-key"], "sk-ant-sdk-real");
+  assert.ok(!JSON.stringify(seen).includes(made.key));
+  assert.equal((await call("GET", `${PROXY}/api/budgets/${name}`)).requests, 1);
+});
+
 test("blocked request raises RateLimitError without retry", async () => {
   const name = await budget("0.01");
   await assert.rejects(

@@ -132,6 +132,20 @@ def test_a_clamped_request_is_a_normal_message_that_stops_at_max_tokens(budget):
     assert [r["clamped_max_tokens"] for r in records] == [m, n]
 
 
+def test_a_virtual_key_alone_selects_the_budget_and_never_goes_upstream(budget):
+    made = call("POST", f"{PROXY}/api/budgets/{budget}/keys", {"name": "py"})
+    c = anthropic.Anthropic(base_url=PROXY, api_key=made["key"])  # no budget header
+    msg = c.messages.create(model="claude-haiku-4-5", max_tokens=10, messages=[{"role": "user", "content": "Hi"}])
+    assert msg.content[0].text == "Hello from the mock upstream."
+    seen = mock_stats()["seen"][0]["headers"]
+    assert seen.get("x-api-key") == "sk-ant-sdk-real" and "authorization" not in seen
+    assert made["key"] not in json.dumps(seen)
+    assert call("GET", f"{PROXY}/api/budgets/{budget}")["requests"] == 1
+    call("DELETE", f"{PROXY}/api/budgets/{budget}/keys/{made['id']}")
+    with pytest.raises(anthropic.AuthenticationError):
+        c.messages.create(model="claude-haiku-4-5", max_tokens=10, messages=[{"role": "user", "content": "Hi"}])
+
+
 def test_count_tokens_and_models_pass_through(budget):
     c = client(budget)
     n = c.messages.count_tokens(
