@@ -263,12 +263,21 @@ mod tests {
         };
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = with(&f).unwrap_err().to_string();
-        assert!(e.contains("--upstream-key-file") && e.contains("chmod 600"), "{e}");
+        assert!(
+            e.contains("--upstream-key-file") && e.contains("chmod 600"),
+            "{e}"
+        );
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         let c = with(&f).unwrap();
-        assert_eq!(c.upstream_key.as_ref().map(Secret::expose), Some("sk-ant-secret-9876"));
+        assert_eq!(
+            c.upstream_key.as_ref().map(Secret::expose),
+            Some("sk-ant-secret-9876")
+        );
         let shown = format!("{c:?}");
-        assert!(!shown.contains("secret-9876") && shown.contains("…9876"), "{shown}");
+        assert!(
+            !shown.contains("secret-9876") && shown.contains("…9876"),
+            "{shown}"
+        );
         let missing = with(&dir.path().join("nope")).unwrap_err().to_string();
         assert!(missing.contains("cannot read"), "{missing}");
         let spaced = Settings {
