@@ -165,7 +165,9 @@ pub fn tray_view(s: &Snapshot) -> TrayView {
                     cap,
                     b.percent.floor()
                 );
-                if let Some(at) = b.cap_at.as_deref().and_then(|a| cap_at(a, &s.date)) {
+                // A budget already at its cap says so in its percentage.
+                let at = b.cap_at.as_deref().filter(|_| b.percent < 100.0);
+                if let Some(at) = at.and_then(|a| cap_at(a, &s.date)) {
                     label.push_str(&format!("  {at}"));
                 }
                 items.push(item(MenuId::Budget(b.name.clone()), label));
@@ -262,6 +264,13 @@ mod tests {
         assert_eq!(
             v.items[0].as_ref().map(|i| i.label.as_str()),
             Some("team  $6.00 / $10.00  60%  cap at ~15:40")
+        );
+        let mut full = line("full", "10", Some("10"), 100.0, 0);
+        full.cap_at = Some("2026-12-03T12:00:00.000+01:00".into());
+        let v = tray_view(&snap(vec![full]));
+        assert_eq!(
+            v.items[0].as_ref().map(|i| i.label.as_str()),
+            Some("full  $10.00 / $10.00  100%")
         );
     }
 
