@@ -233,6 +233,12 @@ impl Slot {
         self.lock().budget.name.clone()
     }
 
+    /// The budget's settings alone: what the proxy needs before admission, without the
+    /// status's spend figures (whose typical worst case sorts the recent ones).
+    pub fn budget(&self) -> Budget {
+        self.lock().budget.clone()
+    }
+
     pub fn status(&self, now: DateTime<Utc>) -> Status {
         let mut a = self.lock();
         a.roll(now, self.zone);

@@ -57,7 +57,8 @@ impl LastHour {
     }
 
     /// What was spent in the window ending at `now`.
-    pub fn spent(&mut self, now: DateTime<Utc>) -> Money {
+    #[cfg(test)]
+    fn spent(&mut self, now: DateTime<Utc>) -> Money {
         self.expire(now);
         self.sum
     }

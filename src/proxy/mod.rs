@@ -166,7 +166,7 @@ async fn enforce(
         request::parse(&body).map_err(|e| HttpError::invalid(format!("agent-budget: {e}")))?;
     let book = app.prices();
     let (price, priced_as) = book.lookup(&parsed.model);
-    let budget = slot.status(period::now()).budget;
+    let budget = slot.budget();
     let (budget_id, budget_name) = (budget.id, budget.name.clone());
     let (mut alerts, looping) = match watch_loops(&slot, &budget, &body, &parsed.model) {
         Ok(alerts) => (alerts, None),
