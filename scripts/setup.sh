@@ -12,8 +12,9 @@ command -v npm >/dev/null || { echo "agent-budget: npm is required (it comes wit
 mode="${1:-all}"
 
 # What each step uses, as "<check> <Debian package>". A check is a program on PATH, an absolute
-# path, `pc:<pkg-config module>` or `py:<Python module>`. This table is the one list: setup
-# installs the packages of the failing checks, and the preflight below re-runs every check.
+# path, `glob:<path pattern>`, `pc:<pkg-config module>` or `py:<Python module>`. This table is
+# the one list: setup installs the packages of the failing checks, and the preflight below
+# re-runs every check.
 headless=(
   "cc build-essential"                              # rusqlite's SQLite, aws-lc, mimalloc
   "pkg-config pkg-config"
@@ -40,6 +41,9 @@ testing=(
   "dbus-monitor dbus"
   "dunst dunst"                                     # a notification service on the test's bus
   "gdbus libglib2.0-bin"
+  "gnome-keyring-daemon gnome-keyring"              # the OS keychain test (Secret Service)
+  "glob:/usr/lib/postgresql/*/bin/initdb postgresql" # team budgets: a real PostgreSQL server
+  "runuser util-linux"                              # which runs as its own user when we are root
   "import imagemagick"                              # the window's screenshot
   "identify imagemagick"
   "xwininfo x11-utils"
@@ -56,6 +60,7 @@ present() { # check
   case "$1" in
     pc:*) command -v pkg-config >/dev/null && pkg-config --exists "${1#pc:}" ;;
     py:*) command -v python3 >/dev/null && python3 -c "import ${1#py:}" 2>/dev/null ;;
+    glob:*) compgen -G "${1#glob:}" >/dev/null ;;
     /*) [ -e "$1" ] ;;
     *) command -v "$1" >/dev/null ;;
   esac

@@ -27,6 +27,42 @@ impl Secret {
     }
 }
 
+/// Why a text is not an Anthropic API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadKey {
+    #[error(
+        "the key is empty or has spaces or control characters; give the Anthropic API key itself (sk-ant-…)"
+    )]
+    Malformed,
+    #[error(
+        "that is an agent-budget virtual key (sk-ab-…), which only this proxy accepts; give the real Anthropic API key (sk-ant-…)"
+    )]
+    Virtual,
+}
+
+/// Reads the real Anthropic key as typed, pasted or stored: surrounding white space is
+/// dropped; the rest must be printable ASCII (it goes into a header) and not one of ours.
+pub fn parse_upstream_key(text: &str) -> Result<Secret, BadKey> {
+    let key = text.trim();
+    if key.is_empty() || key.len() > 1024 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(BadKey::Malformed);
+    }
+    if key.starts_with(crate::service::keys::KEY_PREFIX) {
+        return Err(BadKey::Virtual);
+    }
+    Ok(Secret(key.to_string()))
+}
+
+/// Where the real Anthropic key in use came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, ts_rs::TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum KeySource {
+    File,
+    Environment,
+    Keychain,
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Secret(…{})", self.last4())
@@ -51,8 +87,10 @@ pub struct Config {
     pub upstream_timeout: Duration,
     pub shutdown_grace: Duration,
     pub zone: Zone,
-    /// The real Anthropic key that requests carrying a virtual key are forwarded with.
-    pub upstream_key: Option<Secret>,
+    /// The real Anthropic key given by file or environment; without one, the keychain's.
+    pub upstream_key: Option<(Secret, KeySource)>,
+    /// Read and store the real key in the OS keychain.
+    pub keychain: bool,
     /// Refuse requests that carry any key but one of ours.
     pub require_virtual_key: bool,
 }
@@ -93,10 +131,8 @@ pub enum ConfigError {
     AllowedHost(String),
     #[error("--upstream-key-file: {0}")]
     KeyFile(String),
-    #[error(
-        "--upstream-key-file / AGENT_BUDGET_UPSTREAM_KEY: the key is empty or has spaces; give the Anthropic API key itself (sk-ant-…)"
-    )]
-    BadKey,
+    #[error("--upstream-key-file / AGENT_BUDGET_UPSTREAM_KEY: {0}")]
+    BadKey(BadKey),
 }
 
 /// Raw settings as given (flags or environment); `validate` turns them into a `Config`.
@@ -119,6 +155,8 @@ pub struct Settings {
     /// The real Anthropic key itself (`AGENT_BUDGET_UPSTREAM_KEY`).
     pub upstream_key: Option<Secret>,
     pub require_virtual_key: bool,
+    /// Leave the OS keychain alone (servers, and tests that must not see the user's).
+    pub no_keychain: bool,
 }
 
 /// Reads the key file, refusing one that others may read.
@@ -138,7 +176,6 @@ fn read_key_file(path: &std::path::Path) -> Result<String, ConfigError> {
     }
     let _ = meta;
     std::fs::read_to_string(path)
-        .map(|s| s.trim().to_string())
         .map_err(|e| ConfigError::KeyFile(format!("cannot read {shown}: {e}")))
 }
 
@@ -201,16 +238,17 @@ impl Settings {
                 return Err(ConfigError::AllowedHost(h.clone()));
             }
         }
-        let upstream_key = match (&self.upstream_key_file, self.upstream_key) {
-            (Some(path), _) => Some(read_key_file(path)?),
-            (None, key) => key.map(|k| k.0),
+        let given = match (&self.upstream_key_file, self.upstream_key) {
+            (Some(path), _) => Some((read_key_file(path)?, KeySource::File)),
+            (None, key) => key.map(|k| (k.0, KeySource::Environment)),
         };
-        if upstream_key
-            .as_ref()
-            .is_some_and(|k| k.is_empty() || k.chars().any(char::is_whitespace))
-        {
-            return Err(ConfigError::BadKey);
-        }
+        let upstream_key = match given {
+            None => None,
+            Some((text, source)) => Some((
+                parse_upstream_key(&text).map_err(ConfigError::BadKey)?,
+                source,
+            )),
+        };
         Ok(Config {
             host,
             port: self.port.unwrap_or(DEFAULT_PORT),
@@ -231,7 +269,8 @@ impl Settings {
             upstream_timeout: Duration::from_secs(timeout),
             shutdown_grace: Duration::from_secs(grace),
             zone,
-            upstream_key: upstream_key.map(Secret),
+            upstream_key,
+            keychain: !self.no_keychain,
             require_virtual_key: self.require_virtual_key,
         })
     }
@@ -270,8 +309,8 @@ mod tests {
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         let c = with(&f).unwrap();
         assert_eq!(
-            c.upstream_key.as_ref().map(Secret::expose),
-            Some("sk-ant-secret-9876")
+            c.upstream_key.as_ref().map(|(k, s)| (k.expose(), *s)),
+            Some(("sk-ant-secret-9876", KeySource::File))
         );
         let shown = format!("{c:?}");
         assert!(
@@ -284,7 +323,28 @@ mod tests {
             upstream_key: Some(Secret::new("sk ant".into())),
             ..s()
         };
-        assert_eq!(spaced.validate().unwrap_err(), ConfigError::BadKey);
+        assert_eq!(
+            spaced.validate().unwrap_err(),
+            ConfigError::BadKey(BadKey::Malformed)
+        );
+    }
+
+    #[test]
+    fn an_upstream_key_is_trimmed_printable_and_not_a_virtual_key() {
+        assert_eq!(
+            parse_upstream_key(" sk-ant-api03-x\n").map(|k| k.expose().to_string()),
+            Ok("sk-ant-api03-x".into())
+        );
+        for bad in ["", "  \n", "sk-ant é", "sk\u{7}ant"] {
+            assert_eq!(
+                parse_upstream_key(bad).err(),
+                Some(BadKey::Malformed),
+                "{bad:?}"
+            );
+        }
+        let e = parse_upstream_key("sk-ab-0123").unwrap_err();
+        assert_eq!(e, BadKey::Virtual);
+        assert!(e.to_string().contains("sk-ant-"), "{e}");
     }
 
     #[test]

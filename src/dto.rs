@@ -149,6 +149,26 @@ pub struct KeyCreated {
     pub created_at: String,
 }
 
+/// `GET /api/settings/upstream-key`: the real Anthropic key that virtual-key requests are
+/// forwarded with. Never the key itself: its last four characters at most.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct UpstreamKeyView {
+    /// None: no key is set, and requests with a virtual key are refused.
+    pub source: Option<crate::config::KeySource>,
+    pub last4: Option<String>,
+    /// Whether the keychain is in use (`--no-keychain` turns it off).
+    pub keychain: bool,
+}
+
+/// `PUT /api/settings/upstream-key`.
+#[derive(Clone, Deserialize, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct NewUpstreamKey {
+    pub key: String,
+}
+
 /// `POST /api/budgets/:id/keys`.
 #[derive(Clone, Debug, Deserialize, TS)]
 #[serde(deny_unknown_fields)]

@@ -11,6 +11,7 @@ pub mod dto;
 pub mod error;
 pub mod events;
 pub mod guard;
+pub mod keychain;
 pub mod ledger;
 pub mod money;
 pub mod pricing;

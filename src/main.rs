@@ -24,7 +24,20 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy, REST API and dashboard without a GUI.
-    Serve(Serve),
+    Serve(Box<Serve>),
+    /// Keep the real Anthropic API key in the OS keychain (virtual keys are forwarded with it).
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Store the key read from standard input: `agent-budget key set < key.txt`, or paste it.
+    Set,
+    /// Say whether the keychain holds a key, by its last four characters.
+    Show,
+    /// Remove the key from the keychain.
+    Delete,
 }
 
 #[derive(clap::Args)]
@@ -62,6 +75,10 @@ struct Serve {
     /// Refuse requests whose key is not a virtual key of this proxy.
     #[arg(long = "require-virtual-key", env = "AGENT_BUDGET_REQUIRE_VIRTUAL_KEY")]
     require_virtual_key: bool,
+    /// Leave the OS keychain alone: the real key comes only from --upstream-key-file or
+    /// AGENT_BUDGET_UPSTREAM_KEY.
+    #[arg(long = "no-keychain", env = "AGENT_BUDGET_NO_KEYCHAIN")]
+    no_keychain: bool,
     /// Refuse /v1/messages requests that name no budget.
     #[arg(long, env = "AGENT_BUDGET_REQUIRE_BUDGET")]
     require_budget: bool,
@@ -106,10 +123,13 @@ fn main() -> ExitCode {
                 .next()
                 .unwrap_or("bad arguments")
                 .trim_start_matches("error: ");
-            return fail(format!("{first} (see 'agent-budget serve --help')"));
+            return fail(format!("{first} (see 'agent-budget --help')"));
         }
     };
-    let Command::Serve(args) = cli.command;
+    let args = match cli.command {
+        Command::Serve(args) => args,
+        Command::Key(what) => return key(what),
+    };
     let port = match (args.port, std::env::var("PORT").ok()) {
         (Some(p), _) => Some(p),
         (None, Some(p)) => match p.parse() {
@@ -134,6 +154,7 @@ fn main() -> ExitCode {
         upstream_key_file: args.upstream_key_file,
         upstream_key: args.upstream_key.map(agent_budget::config::Secret::new),
         require_virtual_key: args.require_virtual_key,
+        no_keychain: args.no_keychain,
     };
     let config = match settings.validate() {
         Ok(c) => c,
@@ -163,6 +184,50 @@ fn main() -> ExitCode {
         server.shutdown().await;
         ExitCode::SUCCESS
     })
+}
+
+/// `agent-budget key …`: the keychain directly, so it works with no proxy running.
+fn key(what: KeyCommand) -> ExitCode {
+    use agent_budget::keychain;
+    use std::io::{IsTerminal, Read, Write};
+    let runtime = match agent_budget::runtime::build() {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    let said: Result<String, String> = runtime.block_on(async move {
+        match what {
+            KeyCommand::Set => {
+                let mut text = String::new();
+                let stdin = std::io::stdin();
+                let read = if stdin.is_terminal() {
+                    eprint!("Paste the Anthropic API key (sk-ant-…) and press Enter: ");
+                    stdin.read_line(&mut text).map(|_| ())
+                } else {
+                    stdin.lock().read_to_string(&mut text).map(|_| ())
+                };
+                read.map_err(|e| format!("cannot read the key from standard input: {e}"))?;
+                let key = agent_budget::config::parse_upstream_key(&text).map_err(|e| e.to_string())?;
+                let last4 = key.last4();
+                keychain::write(key).await.map_err(|e| e.to_string())?;
+                Ok(format!("stored the Anthropic key ending in …{last4} in the OS keychain; a running agent-budget uses it from its next start (Settings in the dashboard changes it at once)"))
+            }
+            KeyCommand::Show => match keychain::read().await.map_err(|e| e.to_string())? {
+                Some(k) => Ok(format!("the OS keychain holds an Anthropic key ending in …{}", k.last4())),
+                None => Ok("the OS keychain holds no Anthropic key for agent-budget; store one with `agent-budget key set`".into()),
+            },
+            KeyCommand::Delete => match keychain::delete().await.map_err(|e| e.to_string())? {
+                true => Ok("removed the Anthropic key from the OS keychain".into()),
+                false => Err("the OS keychain holds no Anthropic key for agent-budget; nothing was removed".into()),
+            },
+        }
+    });
+    match said {
+        Ok(line) => {
+            let _ = writeln!(std::io::stdout(), "{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
 }
 
 async fn wait_for_signal() {

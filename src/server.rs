@@ -85,6 +85,12 @@ pub fn app(service: Arc<Service>, port: u16) -> Router {
         .route("/agent-budget/api/stats", get(api::stats))
         .route("/agent-budget/api/spend", get(api::spend))
         .route("/agent-budget/api/settings", get(api::settings))
+        .route(
+            "/agent-budget/api/settings/upstream-key",
+            get(api::upstream_key)
+                .put(api::set_upstream_key)
+                .delete(api::delete_upstream_key),
+        )
         .route("/agent-budget", get(api::assets::root))
         .route("/agent-budget/", get(api::assets::index))
         .route("/agent-budget/{*path}", get(api::assets::file))

@@ -4,8 +4,8 @@
 use crate::Core;
 use agent_budget::budget::{BudgetPatch, NewBudget};
 use agent_budget::dto::{
-    BudgetDetail, BudgetView, Items, KeyCreated, KeyView, NewKey, SessionPage, Settings,
-    SpendSeries, Stats, UsagePage,
+    BudgetDetail, BudgetView, Items, KeyCreated, KeyView, NewKey, NewUpstreamKey, SessionPage,
+    Settings, SpendSeries, Stats, UpstreamKeyView, UsagePage,
 };
 use agent_budget::error::HttpError;
 use agent_budget::pricing::{PriceEntry, PricingTable};
@@ -105,6 +105,24 @@ pub async fn create_key(core: State<'_, Core>, id: String, input: NewKey) -> Res
 #[tauri::command]
 pub async fn revoke_key(core: State<'_, Core>, id: String, key_id: String) -> Result<()> {
     Ok(core.service()?.revoke_key(&id, &key_id).await?)
+}
+
+#[tauri::command]
+pub async fn upstream_key(core: State<'_, Core>) -> Result<UpstreamKeyView> {
+    Ok(core.service()?.upstream_key())
+}
+
+#[tauri::command]
+pub async fn set_upstream_key(
+    core: State<'_, Core>,
+    input: NewUpstreamKey,
+) -> Result<UpstreamKeyView> {
+    Ok(core.service()?.set_upstream_key(input).await?)
+}
+
+#[tauri::command]
+pub async fn delete_upstream_key(core: State<'_, Core>) -> Result<()> {
+    Ok(core.service()?.delete_upstream_key().await?)
 }
 
 #[tauri::command]

@@ -110,6 +110,7 @@ fn status(app: &AppHandle) -> commands::DesktopStatus {
 /// The server's settings from the same environment variables `agent-budget serve` reads.
 fn settings_from_env() -> Settings {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let yes = |k: &str| var(k).is_some_and(|v| v == "true" || v == "1");
     Settings {
         host: var("AGENT_BUDGET_HOST"),
         port: var("AGENT_BUDGET_PORT")
@@ -119,7 +120,8 @@ fn settings_from_env() -> Settings {
         upstream: var("AGENT_BUDGET_UPSTREAM"),
         admin_token: var("AGENT_BUDGET_ADMIN_TOKEN"),
         time_zone: var("AGENT_BUDGET_TIME_ZONE"),
-        fail_open: var("AGENT_BUDGET_FAIL_OPEN").is_some_and(|v| v == "true" || v == "1"),
+        fail_open: yes("AGENT_BUDGET_FAIL_OPEN"),
+        no_keychain: yes("AGENT_BUDGET_NO_KEYCHAIN"),
         upstream_key_file: var("AGENT_BUDGET_UPSTREAM_KEY_FILE").map(Into::into),
         upstream_key: var("AGENT_BUDGET_UPSTREAM_KEY").map(agent_budget::config::Secret::new),
         ..Settings::default()
@@ -361,6 +363,9 @@ pub fn run() {
             commands::list_keys,
             commands::create_key,
             commands::revoke_key,
+            commands::upstream_key,
+            commands::set_upstream_key,
+            commands::delete_upstream_key,
             commands::alerts,
             commands::pricing,
             commands::put_price,

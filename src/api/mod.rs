@@ -6,8 +6,8 @@ pub mod live;
 
 use crate::budget::{BudgetPatch, NewBudget};
 use crate::dto::{
-    BudgetDetail, BudgetView, Items, KeyCreated, KeyView, NewKey, SessionPage, Settings,
-    SpendSeries, Stats, UsagePage,
+    BudgetDetail, BudgetView, Items, KeyCreated, KeyView, NewKey, NewUpstreamKey, SessionPage,
+    Settings, SpendSeries, Stats, UpstreamKeyView, UsagePage,
 };
 use crate::error::HttpError;
 use crate::pricing::{PriceEntry, PricingTable};
@@ -169,6 +169,23 @@ pub async fn settings(
     axum::extract::Extension(port): axum::extract::Extension<LocalPort>,
 ) -> Json<Settings> {
     Json(app.settings(port.0))
+}
+
+pub async fn upstream_key(State(app): App) -> Json<UpstreamKeyView> {
+    Json(app.upstream_key())
+}
+
+pub async fn set_upstream_key(
+    State(app): App,
+    body: Bytes,
+) -> Result<Json<UpstreamKeyView>, HttpError> {
+    let input: NewUpstreamKey = parse(&body)?;
+    Ok(Json(app.set_upstream_key(input).await?))
+}
+
+pub async fn delete_upstream_key(State(app): App) -> Result<StatusCode, HttpError> {
+    app.delete_upstream_key().await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The port the server actually listens on (differs from the config when it asked for 0).

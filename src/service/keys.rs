@@ -87,12 +87,13 @@ impl Service {
         let budget = self.keys.budget_of(key).ok_or_else(|| {
             unauthorized("agent-budget: this virtual key is unknown or revoked; create a new one on the budget's page")
         })?;
-        let real = self.config.upstream_key.as_ref().ok_or_else(|| {
-            unauthorized("agent-budget: virtual keys need the real Anthropic key, and none is set: start the proxy with --upstream-key-file (or AGENT_BUDGET_UPSTREAM_KEY)")
+        let real = self.real_key().ok_or_else(|| {
+            unauthorized("agent-budget: virtual keys need the real Anthropic key, and none is set: store it in the dashboard's Settings (or with `agent-budget key set`), or start the proxy with --upstream-key-file")
         })?;
-        let value = HeaderValue::from_str(real.expose()).map_err(|_| {
+        let mut value = HeaderValue::from_str(real.expose()).map_err(|_| {
             unauthorized("agent-budget: the configured upstream key is not a valid header value")
         })?;
+        value.set_sensitive(true);
         headers.remove("authorization");
         headers.insert("x-api-key", value);
         Ok(Some(budget))

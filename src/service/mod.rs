@@ -6,6 +6,7 @@ pub mod budgets;
 pub mod keys;
 pub mod pricing;
 pub mod stats;
+pub mod upstream_key;
 
 use crate::alerts::webhook;
 use crate::budget::period;
@@ -69,6 +70,10 @@ pub struct Service {
     pub base_url: OnceLock<String>,
     /// Virtual keys not revoked, by hash.
     pub keys: keys::Keys,
+    /// The real Anthropic key virtual-key requests are forwarded with, and where it is from.
+    real_key: RwLock<Option<(crate::config::Secret, crate::config::KeySource)>>,
+    /// Keychain writes one at a time, so memory ends as the keychain does.
+    keychain_lock: tokio::sync::Mutex<()>,
 }
 
 impl Service {
@@ -147,6 +152,7 @@ impl Service {
             .map_err(|e| StartError::Client(e.to_string()))?;
         let upstream = Upstream::new(&config.upstream).map_err(StartError::Client)?;
         let keys = keys::Keys::load(store.read(store::keys::active).await?);
+        let real_key = RwLock::new(upstream_key::initial(&config).await);
         let service = Service {
             config,
             ledger,
@@ -162,6 +168,8 @@ impl Service {
             unpriced: Mutex::new(unpriced),
             base_url: OnceLock::new(),
             keys,
+            real_key,
+            keychain_lock: tokio::sync::Mutex::new(()),
         };
         Ok((Arc::new(service), handle))
     }

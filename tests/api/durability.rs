@@ -70,6 +70,7 @@ pub async fn fixture() -> (mock_upstream::Mock, tempfile::TempDir, Vec<String>) 
         dir.path().to_str().unwrap(),
         "--upstream",
         &mock.url(),
+        "--no-keychain",
     ]
     .map(String::from)
     .to_vec();

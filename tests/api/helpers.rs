@@ -33,6 +33,8 @@ pub async fn start_on(
         data_dir: Some(dir.path().to_path_buf()),
         upstream: Some(mock.url()),
         time_zone: Some("Europe/Berlin".into()),
+        // Hermetic: never the keychain of whoever runs the tests.
+        no_keychain: true,
         ..Settings::default()
     };
     adjust(&mut settings);

@@ -232,3 +232,37 @@ async fn without_a_real_key_or_with_require_virtual_key_the_proxy_says_what_to_s
     );
     assert_eq!(strict.mock.state.messages(), 1);
 }
+
+#[tokio::test]
+async fn with_the_keychain_off_settings_says_how_to_give_a_key() {
+    let app = spawn_app().await;
+    let url = app.url("/api/settings/upstream-key");
+    assert_eq!(
+        app.get("/api/settings/upstream-key").await,
+        json!({"source": null, "last4": null, "keychain": false})
+    );
+    let put = app
+        .client
+        .put(&url)
+        .json(&json!({"key": "sk-ant-x-1234"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 503);
+    assert!(put.text().await.unwrap().contains("--no-keychain"));
+    for (bad, says) in [
+        (json!({"key": "sk-ab-1234"}), "virtual key"),
+        (json!({"key": ""}), "field 'key'"),
+        (json!({"key": "sk-ant-1", "extra": 1}), "unknown field"),
+    ] {
+        let r = app.client.put(&url).json(&bad).send().await.unwrap();
+        assert_eq!(r.status(), 400);
+        assert!(r.text().await.unwrap().contains(says), "{bad}");
+    }
+    let del = app.client.delete(&url).send().await.unwrap();
+    assert_eq!(del.status(), 503);
+    assert_eq!(
+        app.get("/api/settings/upstream-key").await["source"],
+        Value::Null
+    );
+}

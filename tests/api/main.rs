@@ -10,6 +10,7 @@ mod guardrails;
 mod guards;
 mod helpers;
 mod instants;
+mod keychain;
 mod keys;
 mod live;
 mod load;

@@ -43,7 +43,7 @@ launch() { # name, port
   bus="$(sed -n 1p <<<"$out")"; pids+=("$(sed -n 2p <<<"$out")")
   DBUS_SESSION_BUS_ADDRESS="$bus" dbus-monitor "interface='org.freedesktop.Notifications'" >"$T/$1.notify" 2>/dev/null & pids+=($!)
   DBUS_SESSION_BUS_ADDRESS="$bus" dunst >/dev/null 2>&1 & pids+=($!)
-  DBUS_SESSION_BUS_ADDRESS="$bus" AGENT_BUDGET_PORT="$2" AGENT_BUDGET_DATA_DIR="$T/$1-data" \
+  DBUS_SESSION_BUS_ADDRESS="$bus" AGENT_BUDGET_PORT="$2" AGENT_BUDGET_DATA_DIR="$T/$1-data" AGENT_BUDGET_NO_KEYCHAIN=1 \
     AGENT_BUDGET_UPSTREAM="http://127.0.0.1:$mock_port" RUST_LOG=agent_budget=info \
     "$target/agent-budget-desktop" >"$T/$1.log" 2>&1 & app_pid=$!; pids+=($app_pid)
 }
@@ -108,6 +108,11 @@ out="$(dbus-daemon --session --fork --print-address=1 --print-pid=1)"
 wbus="$(sed -n 1p <<<"$out")"; pids+=("$(sed -n 2p <<<"$out")")
 DBUS_SESSION_BUS_ADDRESS="$wbus" dbus-monitor "interface='org.freedesktop.Notifications'" >"$T/wd.notify" 2>/dev/null & pids+=($!)
 DBUS_SESSION_BUS_ADDRESS="$wbus" dunst >/dev/null 2>&1 & pids+=($!)
+# The OS keychain of this session: gnome-keyring, its login keyring unlocked by a password on stdin.
+echo -n test-password | DBUS_SESSION_BUS_ADDRESS="$wbus" XDG_DATA_HOME="$T/wd-keyring" gnome-keyring-daemon --unlock --components=secrets >/dev/null
+keyring_up() { DBUS_SESSION_BUS_ADDRESS="$wbus" gdbus call --session --dest org.freedesktop.DBus --object-path /org/freedesktop/DBus \
+  --method org.freedesktop.DBus.NameHasOwner org.freedesktop.secrets 2>/dev/null | grep -q true; }
+check "gnome-keyring is on the WebDriver session's bus" wait_for 10 keyring_up
 wport="$(free_port)"; dport="$(free_port)"; nport="$(free_port)"
 # It starts on the taken port, so the run begins by picking another one in its settings page.
 DBUS_SESSION_BUS_ADDRESS="$wbus" AGENT_BUDGET_PORT="$taken" AGENT_BUDGET_DATA_DIR="$T/wd-data" \
@@ -115,7 +120,7 @@ DBUS_SESSION_BUS_ADDRESS="$wbus" AGENT_BUDGET_PORT="$taken" AGENT_BUDGET_DATA_DI
   "$root/tests/desktop/node_modules/.bin/tauri-driver" --port "$dport" --native-port "$nport" --native-driver /usr/bin/WebKitWebDriver >"$T/driver.log" 2>&1 & pids+=($!)
 driver_up() { curl -sf "http://127.0.0.1:$dport/status" >/dev/null; }
 check "tauri-driver is up" wait_for 20 driver_up
-if WEBDRIVER_URL="http://127.0.0.1:$dport" python3 "$root/tests/desktop/webdriver.py" "$target/agent-budget-desktop" \
+if WEBDRIVER_URL="http://127.0.0.1:$dport" KEY_CLI="$target/agent-budget" DBUS_SESSION_BUS_ADDRESS="$wbus" python3 "$root/tests/desktop/webdriver.py" "$target/agent-budget-desktop" \
     "$wport" "$T/wd.notify" >"$T/wd.out" 2>&1; then wd=0; else wd=1; fi
 cat "$T/wd.out"; cp "$T/driver.log" /tmp/driver.log
 passed=$((passed + $(grep -c '^ok - ' "$T/wd.out" || true)))

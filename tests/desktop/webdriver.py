@@ -106,6 +106,23 @@ def pause_is_saved():
     until("the resume to be saved", lambda: saved() is False)
 
 
+def keychain_from_settings():
+    # The key typed into Settings lands in the session's OS keychain; only its last 4 show.
+    import subprocess
+    show = lambda: subprocess.run([os.environ["KEY_CLI"], "key", "show"], capture_output=True, text=True).stdout
+    assert "holds no Anthropic key" in show()
+    script("location.hash = '#/settings'")
+    until("the key field", lambda: find("input[name=upstream_key]"))
+    until("typing the key", lambda: call("POST", f"{S}/element/{find('input[name=upstream_key]')}/value", {"text": "sk-ant-DESKTOP-5ecret-k3y9"}) or True)
+    until("saving it", lambda: call("POST", f"{S}/element/{find('button[name=save_upstream_key]')}/click", {}) or True)
+    until("the page to show its last 4", lambda: "…k3y9" in text("[data-testid=upstream-key]"))
+    assert "DESKTOP-5ecret" not in script("return document.body.innerText")
+    until("the keychain to hold it", lambda: "ending in …k3y9" in show())
+    until("removing it", lambda: call("POST", f"{S}/element/{find('button[name=remove_upstream_key]')}/click", {}) or True)
+    until("the page to say none is set", lambda: "No key is set" in text("[data-testid=upstream-key]"))
+    assert "holds no Anthropic key" in show()
+
+
 def create_budget():
     script("location.hash = '#/'")
     until("the overview", lambda: text("h1") == "Overview")
@@ -142,6 +159,7 @@ def close_keeps_proxy():
 check("a taken port: start the proxy on another one from the settings page", retry_on_another_port)
 check("launch at login from the settings page writes and removes the autostart entry", launch_at_login)
 check("pausing notifications is saved for the next start", pause_is_saved)
+check("the Anthropic key typed into Settings goes to the OS keychain, and is removed from there", keychain_from_settings)
 check("create a budget in the window", create_budget)
 check("spend and notifications update live as requests arrive", live_update)
 check("closing the window leaves the proxy running", close_keeps_proxy)

@@ -239,6 +239,15 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
     assert.equal((await use()).status, 401);
   });
 
+  await t.test("Settings shows the real key by its last 4 only, and where it comes from", async () => {
+    await page.goto(`${base}/#/settings`);
+    const shown = page.getByTestId("upstream-key");
+    await shown.getByText("…real").waitFor();
+    assert.match(await shown.textContent(), /from --upstream-key-file/);
+    assert.ok(!(await page.content()).includes("sk-ant-e2e-real"));
+    assert.equal(await page.locator("input[name=upstream_key]").count(), 0, "a key given by file is not edited here");
+  });
+
   await t.test("copy a setup snippet", async () => {
     await page.goto(`${base}/#/setup`);
     await page.getByLabel("Budget").selectOption("e2e-team");

@@ -12,6 +12,8 @@ import type { PricingTable } from "../bindings/PricingTable";
 import type { KeyCreated } from "../bindings/KeyCreated";
 import type { KeyView } from "../bindings/KeyView";
 import type { NewKey } from "../bindings/NewKey";
+import type { NewUpstreamKey } from "../bindings/NewUpstreamKey";
+import type { UpstreamKeyView } from "../bindings/UpstreamKeyView";
 import type { SessionPage } from "../bindings/SessionPage";
 import type { Settings } from "../bindings/Settings";
 import type { SpendSeries } from "../bindings/SpendSeries";
@@ -37,6 +39,9 @@ export type Op =
   | { name: "stats" }
   | { name: "spend"; days: number }
   | { name: "settings" }
+  | { name: "upstream_key" }
+  | { name: "set_upstream_key"; input: NewUpstreamKey }
+  | { name: "delete_upstream_key" }
   | { name: "test_webhook"; id: string };
 
 /** An error from either transport: `{ type, message }` plus the HTTP status where there is one. */
@@ -75,6 +80,9 @@ export function route(op: Op): [string, string, unknown?] {
     case "stats": return ["GET", "/api/stats"];
     case "spend": return ["GET", `/api/spend?days=${op.days}`];
     case "settings": return ["GET", "/api/settings"];
+    case "upstream_key": return ["GET", "/api/settings/upstream-key"];
+    case "set_upstream_key": return ["PUT", "/api/settings/upstream-key", op.input];
+    case "delete_upstream_key": return ["DELETE", "/api/settings/upstream-key"];
     case "test_webhook": return ["POST", `/api/budgets/${enc(op.id)}/test-webhook`];
   }
 }
@@ -134,6 +142,9 @@ export function makeApi(t: Transport) {
     stats: () => t.call<Stats>({ name: "stats" }),
     spend: (days = 30) => t.call<SpendSeries>({ name: "spend", days }),
     settings: () => t.call<Settings>({ name: "settings" }),
+    upstreamKey: () => t.call<UpstreamKeyView>({ name: "upstream_key" }),
+    setUpstreamKey: (key: string) => t.call<UpstreamKeyView>({ name: "set_upstream_key", input: { key } }),
+    deleteUpstreamKey: () => t.call<null>({ name: "delete_upstream_key" }),
     testWebhook: (id: string) => t.call<WebhookTest>({ name: "test_webhook", id }),
   };
 }
