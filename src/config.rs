@@ -93,6 +93,10 @@ pub struct Config {
     pub keychain: bool,
     /// Refuse requests that carry any key but one of ours.
     pub require_virtual_key: bool,
+    /// PostgreSQL shared by the proxies that enforce team budgets together (docs/team.md).
+    pub database: Option<Secret>,
+    /// How long a team reservation outlives its proxy's last renewal.
+    pub lease: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -133,6 +137,12 @@ pub enum ConfigError {
     KeyFile(String),
     #[error("--upstream-key-file / AGENT_BUDGET_UPSTREAM_KEY: {0}")]
     BadKey(BadKey),
+    #[error(
+        "--database / AGENT_BUDGET_DATABASE_URL: {0} (e.g. postgres://agent:secret@db.internal:5432/budgets)"
+    )]
+    Database(String),
+    #[error("--lease-secs must be between 1 and 3600")]
+    Lease,
 }
 
 /// Raw settings as given (flags or environment); `validate` turns them into a `Config`.
@@ -157,6 +167,21 @@ pub struct Settings {
     pub require_virtual_key: bool,
     /// Leave the OS keychain alone (servers, and tests that must not see the user's).
     pub no_keychain: bool,
+    /// `postgres://…`: enforce budgets together with the other proxies on this database.
+    pub database: Option<String>,
+    pub lease_secs: Option<u64>,
+}
+
+/// Checks a `--database` URL without connecting: a PostgreSQL URL tokio-postgres can parse.
+fn check_database(url: &str) -> Result<(), ConfigError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(ConfigError::Database(
+            "only PostgreSQL is supported here: give a postgres:// URL (SQLite in the data directory is the default without --database)".into(),
+        ));
+    }
+    url.parse::<tokio_postgres::Config>()
+        .map(|_| ())
+        .map_err(|e| ConfigError::Database(format!("not a valid PostgreSQL URL: {e}")))
 }
 
 /// Reads the key file, refusing one that others may read.
@@ -249,6 +274,16 @@ impl Settings {
                 source,
             )),
         };
+        let database = self.database.filter(|d| !d.is_empty());
+        if let Some(url) = &database {
+            check_database(url)?;
+        }
+        let lease = self
+            .lease_secs
+            .unwrap_or(crate::team::DEFAULT_LEASE.as_secs());
+        if !(1..=3600).contains(&lease) {
+            return Err(ConfigError::Lease);
+        }
         Ok(Config {
             host,
             port: self.port.unwrap_or(DEFAULT_PORT),
@@ -272,6 +307,8 @@ impl Settings {
             upstream_key,
             keychain: !self.no_keychain,
             require_virtual_key: self.require_virtual_key,
+            database: database.map(Secret),
+            lease: Duration::from_secs(lease),
         })
     }
 }
@@ -429,6 +466,27 @@ mod tests {
                     ..s()
                 },
                 "--allowed-host",
+            ),
+            (
+                Settings {
+                    database: Some("mysql://x".into()),
+                    ..s()
+                },
+                "--database",
+            ),
+            (
+                Settings {
+                    database: Some("postgres://h:notaport/db".into()),
+                    ..s()
+                },
+                "--database",
+            ),
+            (
+                Settings {
+                    lease_secs: Some(0),
+                    ..s()
+                },
+                "--lease-secs",
             ),
         ];
         for (settings, flag) in bad {

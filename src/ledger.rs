@@ -392,6 +392,9 @@ impl Reservation {
     pub fn worst_case(&self) -> Money {
         self.cost
     }
+    pub fn tokens(&self) -> u64 {
+        self.tokens
+    }
 
     /// Lowers the reservation to `cost` and `tokens` where they are smaller (what is now known
     /// to be the most the request can still cost); never raises it.

@@ -20,6 +20,7 @@ pub mod runtime;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod team;
 
 pub use config::{Config, Settings};
 pub use server::{RunningServer, ServeError};

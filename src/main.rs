@@ -79,6 +79,14 @@ struct Serve {
     /// AGENT_BUDGET_UPSTREAM_KEY.
     #[arg(long = "no-keychain", env = "AGENT_BUDGET_NO_KEYCHAIN")]
     no_keychain: bool,
+    /// PostgreSQL shared with other proxies: budgets are enforced across all of them
+    /// (docs/team.md). Without it, each proxy enforces its own budgets alone.
+    #[arg(long, env = "AGENT_BUDGET_DATABASE_URL", hide_env_values = true)]
+    database: Option<String>,
+    /// Seconds a team reservation outlives its proxy (a proxy that dies frees its
+    /// reservations within this and a third).
+    #[arg(long = "lease-secs", env = "AGENT_BUDGET_LEASE_SECS")]
+    lease_secs: Option<u64>,
     /// Refuse /v1/messages requests that name no budget.
     #[arg(long, env = "AGENT_BUDGET_REQUIRE_BUDGET")]
     require_budget: bool,
@@ -155,6 +163,8 @@ fn main() -> ExitCode {
         upstream_key: args.upstream_key.map(agent_budget::config::Secret::new),
         require_virtual_key: args.require_virtual_key,
         no_keychain: args.no_keychain,
+        database: args.database,
+        lease_secs: args.lease_secs,
     };
     let config = match settings.validate() {
         Ok(c) => c,

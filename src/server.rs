@@ -195,6 +195,9 @@ impl RunningServer {
         // Background work: webhook delivery and the hourly retention sweep. `stop` ends both.
         tokio::spawn(webhook::run(service.clone(), stop.clone()));
         tokio::spawn(sweep_hourly(service.clone(), stop.clone()));
+        if let Some(team) = &service.team {
+            tokio::spawn(team.clone().keep_leases(stop.clone()));
+        }
         tracing::info!(%addr, upstream = %service.config.upstream, data_dir = %service.config.data_dir.display(), "agent-budget listening");
         Ok(RunningServer {
             addr,

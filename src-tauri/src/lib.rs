@@ -122,6 +122,8 @@ fn settings_from_env() -> Settings {
         time_zone: var("AGENT_BUDGET_TIME_ZONE"),
         fail_open: yes("AGENT_BUDGET_FAIL_OPEN"),
         no_keychain: yes("AGENT_BUDGET_NO_KEYCHAIN"),
+        database: var("AGENT_BUDGET_DATABASE_URL"),
+        lease_secs: var("AGENT_BUDGET_LEASE_SECS").and_then(|v| v.parse().ok()),
         upstream_key_file: var("AGENT_BUDGET_UPSTREAM_KEY_FILE").map(Into::into),
         upstream_key: var("AGENT_BUDGET_UPSTREAM_KEY").map(agent_budget::config::Secret::new),
         ..Settings::default()

@@ -61,6 +61,8 @@ pub struct Admitted {
     pub ask: Ask,
     /// Set when `max_tokens` was lowered to fit (`admission: "clamp"`).
     pub clamped: Option<u64>,
+    /// Its reservation across all proxies, with `--database`.
+    pub team: Option<crate::team::Hold>,
 }
 
 /// A refused request: why, and the worst case it asked for.
@@ -84,7 +86,7 @@ pub enum Why {
 }
 
 impl Refused {
-    fn limit(refusal: Refusal, worst_case: Money) -> Refused {
+    pub(super) fn limit(refusal: Refusal, worst_case: Money) -> Refused {
         Refused {
             why: Why::Limit(Box::new(refusal)),
             worst_case,
@@ -176,6 +178,7 @@ pub async fn admit(
         reservation,
         ask,
         clamped: None,
+        team: None,
     };
     let high = ask(est.high);
     let full = worst_case(price, &high);
@@ -221,6 +224,7 @@ pub async fn admit(
                 },
                 // Room freed meanwhile can make the whole request fit after all.
                 clamped: (n < known.max_tokens).then_some(n),
+                team: None,
             });
         }
     }

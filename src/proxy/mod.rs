@@ -6,6 +6,7 @@ pub mod forward;
 pub mod request;
 pub mod settle;
 pub mod sse;
+pub mod team;
 pub mod upstream;
 
 use crate::alerts::{AlertKind, NewAlert};
@@ -179,6 +180,10 @@ async fn enforce(
         }
     };
     let admitted = match admitted {
+        Ok(a) => team::share(&app, &slot, a).await?,
+        Err(refused) => Err(refused),
+    };
+    let admitted = match admitted {
         Ok(a) => a,
         Err(refused) => {
             let now = period::now();
@@ -231,6 +236,7 @@ async fn enforce(
     let settlement = Settlement {
         worst_case: admitted.reservation.worst_case(),
         reservation: admitted.reservation,
+        team: admitted.team,
         ask: admitted.ask,
         early_input: !parsed.server_tools,
         clamped_max_tokens: admitted.clamped,

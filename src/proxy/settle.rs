@@ -47,6 +47,8 @@ pub enum Outcome {
 /// Everything needed to settle one admitted request.
 pub struct Settlement {
     pub reservation: Reservation,
+    /// Its reservation across all proxies, with `--database`.
+    pub team: Option<crate::team::Hold>,
     /// The worst case as admitted (the reservation may shrink later).
     pub worst_case: Money,
     /// What was reserved for, to shrink the reservation once a stream's prompt is known.
@@ -178,10 +180,24 @@ impl Settlement {
     /// Settles and saves the record; the receiver, if any, says when it is committed. Called
     /// from the exchange's tracked task or a stream's relay (which holds a tracker token), so
     /// the request is alone when it is the only one tracked.
-    pub fn finish(self, outcome: Outcome) -> Option<oneshot::Receiver<bool>> {
+    pub fn finish(mut self, outcome: Outcome) -> Option<oneshot::Receiver<bool>> {
+        let hold = self.team.take();
         let (app, row) = self.settle(outcome);
         let alone = app.tracker.len() <= 1;
-        app.store.writer.start_save(row, alone)
+        let charge = hold.as_ref().map(|_| crate::team::Charge {
+            cost: row.cost,
+            tokens: row.tokens.total(),
+            created_at: row.created_at.timestamp_millis(),
+            model: row.model.clone(),
+            upstream_request_id: row.upstream_request_id.clone(),
+        });
+        let saved = app.store.writer.start_save(row, alone);
+        match (hold, charge, app.team.clone()) {
+            (Some(hold), Some(charge), Some(team)) => {
+                Some(super::team::commit(&app, team, hold, charge, saved))
+            }
+            _ => saved,
+        }
     }
 
     /// Settles and waits for the record's commit.

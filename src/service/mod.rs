@@ -36,6 +36,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Pricing(#[from] PricingError),
+    #[error("--database: {0}; check the URL, that the server runs and that it lets this user in")]
+    Team(#[from] crate::team::TeamError),
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
     #[error(
@@ -74,6 +76,8 @@ pub struct Service {
     real_key: RwLock<Option<(crate::config::Secret, crate::config::KeySource)>>,
     /// Keychain writes one at a time, so memory ends as the keychain does.
     keychain_lock: tokio::sync::Mutex<()>,
+    /// The database shared with the other proxies enforcing team budgets, if any.
+    pub team: Option<Arc<crate::team::Team>>,
 }
 
 impl Service {
@@ -153,6 +157,10 @@ impl Service {
         let upstream = Upstream::new(&config.upstream).map_err(StartError::Client)?;
         let keys = keys::Keys::load(store.read(store::keys::active).await?);
         let real_key = RwLock::new(upstream_key::initial(&config).await);
+        let team = match &config.database {
+            Some(url) => Some(crate::team::Team::connect(url.expose(), config.lease).await?),
+            None => None,
+        };
         let service = Service {
             config,
             ledger,
@@ -170,6 +178,7 @@ impl Service {
             keys,
             real_key,
             keychain_lock: tokio::sync::Mutex::new(()),
+            team,
         };
         Ok((Arc::new(service), handle))
     }

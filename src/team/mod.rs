@@ -1,0 +1,345 @@
+//! Team budgets: one budget enforced by several proxies through PostgreSQL. Each admitted
+//! request's worst case is reserved in one conditional statement, so two proxies can never
+//! both take the last headroom; settlement swaps the reservation for the cost and writes the
+//! record in one statement. Reservations carry a lease that their proxy renews while it runs:
+//! a proxy that dies leaves reservations that expire instead of holding the budget forever.
+//! The bounds and choices are in docs/team.md.
+
+use crate::money::Money;
+use deadpool_postgres::{Pool, Runtime};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
+
+/// How long a reservation outlives its proxy's last renewal (`--lease-secs`).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+/// The longest any one call may take: an unanswered database fails the request, closed.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TeamError {
+    #[error("the team database is unreachable ({0})")]
+    Unreachable(String),
+    #[error("the team database's tables cannot be set up ({0})")]
+    Schema(String),
+}
+
+fn unreachable(e: impl std::fmt::Display) -> TeamError {
+    TeamError::Unreachable(e.to_string())
+}
+
+/// What one request asks of a shared budget.
+#[derive(Clone, Copy, Debug)]
+pub struct Ask<'a> {
+    pub budget: &'a str,
+    /// The period's start in epoch ms; 0 for a total budget (proxies created it at different
+    /// instants, but it is one period).
+    pub period: i64,
+    pub amount: Money,
+    pub tokens: u64,
+    pub max_dollars: Option<Money>,
+    pub max_tokens: Option<u64>,
+}
+
+/// A budget's period across all proxies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Shared {
+    pub spent: Money,
+    pub spent_tokens: u64,
+    pub reserved: Money,
+    pub reserved_tokens: u64,
+    pub requests: u64,
+}
+
+/// A request's reservation in the team database. Settle it; dropped unsettled, it is no longer
+/// renewed and expires with its lease.
+#[derive(Debug)]
+#[must_use = "a team reservation must be settled"]
+pub struct Hold {
+    team: Arc<Team>,
+    id: i64,
+    budget: String,
+    period: i64,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.team.live().remove(&self.id);
+    }
+}
+
+/// What a settled request leaves in the team's record.
+#[derive(Clone, Debug)]
+pub struct Charge {
+    pub cost: Money,
+    pub tokens: u64,
+    pub created_at: i64,
+    pub model: String,
+    pub upstream_request_id: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Team {
+    pool: Pool,
+    /// This proxy's name on its reservations, unique per run.
+    proxy: String,
+    lease: Duration,
+    /// The reservations this proxy holds, renewed on every beat.
+    live: Mutex<HashSet<i64>>,
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn shared(row: &tokio_postgres::Row) -> Shared {
+    let n = |i: usize| row.get::<_, i64>(i);
+    Shared {
+        spent: Money::from_picos(n(0)),
+        spent_tokens: n(1).max(0) as u64,
+        reserved: Money::from_picos(n(2)),
+        reserved_tokens: n(3).max(0) as u64,
+        requests: n(4).max(0) as u64,
+    }
+}
+
+const RESERVE: &str = "WITH taken AS (
+    UPDATE team_spend SET reserved = reserved + $3, reserved_tokens = reserved_tokens + $4
+    WHERE budget = $1 AND period_start = $2
+      AND ($5::BIGINT IS NULL OR spent + reserved + $3 <= $5)
+      AND ($6::BIGINT IS NULL OR spent_tokens + reserved_tokens + $4 <= $6)
+    RETURNING budget)
+  INSERT INTO team_reservations (budget, period_start, amount, tokens, proxy, lease_until)
+  SELECT $1, $2, $3, $4, $7, now() + $8::BIGINT * interval '1 millisecond' FROM taken
+  RETURNING id";
+
+/// Charges the cost once (a retry after a lost answer finds the record and changes nothing),
+/// and frees the reservation unless its lease already expired and the sweep freed it.
+const SETTLE: &str = "WITH gone AS (
+    DELETE FROM team_reservations WHERE id = $1 RETURNING amount, tokens),
+  moved AS (
+    UPDATE team_spend SET
+      reserved = reserved - COALESCE((SELECT amount FROM gone), 0),
+      reserved_tokens = reserved_tokens - COALESCE((SELECT tokens FROM gone), 0),
+      spent = spent + $4, spent_tokens = spent_tokens + $5, requests = requests + 1
+    WHERE budget = $2 AND period_start = $3
+      AND NOT EXISTS (SELECT 1 FROM team_usage WHERE reservation = $1)
+    RETURNING budget)
+  INSERT INTO team_usage
+    (budget, period_start, created_at, proxy, model, cost, tokens, upstream_request_id, reservation)
+  SELECT $2, $3, $6, $7, $8, $4, $5, $9, $1 FROM moved";
+
+const SWEEP: &str = "WITH gone AS (
+    DELETE FROM team_reservations WHERE lease_until < now()
+    RETURNING budget, period_start, amount, tokens),
+  sums AS (
+    SELECT budget, period_start, SUM(amount) AS amount, SUM(tokens) AS tokens
+    FROM gone GROUP BY budget, period_start)
+  UPDATE team_spend s
+  SET reserved = s.reserved - sums.amount, reserved_tokens = s.reserved_tokens - sums.tokens
+  FROM sums WHERE s.budget = sums.budget AND s.period_start = sums.period_start";
+
+const TOTALS: &str = "SELECT spent, spent_tokens, reserved, reserved_tokens, requests
+  FROM team_spend WHERE budget = $1 AND period_start = $2";
+
+impl Team {
+    /// Connects, and creates the team tables if they are missing (under a lock, so proxies
+    /// starting together do it once).
+    pub async fn connect(url: &str, lease: Duration) -> Result<Arc<Team>, TeamError> {
+        let mut cfg = deadpool_postgres::Config::new();
+        cfg.url = Some(url.to_string());
+        let mut pool_cfg = deadpool_postgres::PoolConfig::new(16);
+        pool_cfg.timeouts.wait = Some(CALL_TIMEOUT);
+        pool_cfg.timeouts.create = Some(CALL_TIMEOUT);
+        pool_cfg.timeouts.recycle = Some(CALL_TIMEOUT);
+        cfg.pool = Some(pool_cfg);
+        let pool = cfg
+            .create_pool(Some(Runtime::Tokio1), NoTls)
+            .map_err(unreachable)?;
+        let mut bytes = [0u8; 4];
+        getrandom::fill(&mut bytes).map_err(unreachable)?;
+        let team = Arc::new(Team {
+            pool,
+            proxy: format!("{}-{}", std::process::id(), hex::encode(bytes)),
+            lease,
+            live: Mutex::new(HashSet::new()),
+        });
+        let mut client = team.client().await?;
+        let tx = client.transaction().await.map_err(unreachable)?;
+        let setup = async {
+            tx.execute("SELECT pg_advisory_xact_lock(4727)", &[])
+                .await?;
+            tx.batch_execute(include_str!("schema.sql")).await?;
+            tx.commit().await
+        };
+        setup.await.map_err(|e| TeamError::Schema(e.to_string()))?;
+        Ok(team)
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, TeamError> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => unreachable(e),
+            other => unreachable(other),
+        })
+    }
+
+    /// Runs a call against the database, bounded by `CALL_TIMEOUT`.
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, TeamError>>,
+    ) -> Result<T, TeamError> {
+        tokio::time::timeout(CALL_TIMEOUT, call)
+            .await
+            .unwrap_or_else(|_| Err(unreachable("no answer within 5 s")))
+    }
+
+    /// Reserves the request's worst case if it fits every cap across all proxies; otherwise
+    /// says what the budget stands at.
+    pub async fn reserve(
+        self: &Arc<Self>,
+        ask: Ask<'_>,
+    ) -> Result<Result<Hold, Shared>, TeamError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let ensure = client
+                .prepare_cached(
+                    "INSERT INTO team_spend (budget, period_start) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
+                .await
+                .map_err(unreachable)?;
+            let reserve = client.prepare_cached(RESERVE).await.map_err(unreachable)?;
+            let (amount, tokens) = (ask.amount.picos(), to_i64(ask.tokens));
+            let (max_dollars, max_tokens) =
+                (ask.max_dollars.map(Money::picos), ask.max_tokens.map(to_i64));
+            let lease_ms = self.lease.as_millis() as i64;
+            // Sent together (pipelined), run in order: the row exists when the reserve runs.
+            let key: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&ask.budget, &ask.period];
+            let args: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+                &ask.budget,
+                &ask.period,
+                &amount,
+                &tokens,
+                &max_dollars,
+                &max_tokens,
+                &self.proxy,
+                &lease_ms,
+            ];
+            let (ensured, taken) = tokio::join!(
+                client.execute(&ensure, &key),
+                client.query_opt(&reserve, &args)
+            );
+            ensured.map_err(unreachable)?;
+            match taken.map_err(unreachable)? {
+                Some(row) => {
+                    let id: i64 = row.get(0);
+                    self.live().insert(id);
+                    Ok(Ok(Hold {
+                        team: self.clone(),
+                        id,
+                        budget: ask.budget.to_string(),
+                        period: ask.period,
+                    }))
+                }
+                None => Ok(Err(self.totals_with(&client, ask.budget, ask.period).await?)),
+            }
+        })
+        .await
+    }
+
+    /// Swaps the reservation for the cost and writes the record, in one statement. On an
+    /// error the hold comes back, still renewed, to try again.
+    pub async fn settle(&self, hold: Hold, charge: &Charge) -> Result<(), (Hold, TeamError)> {
+        let done = self
+            .bounded(async {
+                let client = self.client().await?;
+                let settle = client.prepare_cached(SETTLE).await.map_err(unreachable)?;
+                client
+                    .execute(
+                        &settle,
+                        &[
+                            &hold.id,
+                            &hold.budget,
+                            &hold.period,
+                            &charge.cost.picos(),
+                            &to_i64(charge.tokens),
+                            &charge.created_at,
+                            &self.proxy,
+                            &charge.model,
+                            &charge.upstream_request_id,
+                        ],
+                    )
+                    .await
+                    .map_err(unreachable)
+            })
+            .await;
+        match done {
+            Ok(_) => Ok(()),
+            Err(e) => Err((hold, e)),
+        }
+    }
+
+    /// A budget's period across all proxies.
+    pub async fn totals(&self, budget: &str, period: i64) -> Result<Shared, TeamError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            self.totals_with(&client, budget, period).await
+        })
+        .await
+    }
+
+    async fn totals_with(
+        &self,
+        client: &deadpool_postgres::Object,
+        budget: &str,
+        period: i64,
+    ) -> Result<Shared, TeamError> {
+        let totals = client.prepare_cached(TOTALS).await.map_err(unreachable)?;
+        let row = client
+            .query_opt(&totals, &[&budget, &period])
+            .await
+            .map_err(unreachable)?;
+        Ok(row.as_ref().map(shared).unwrap_or_default())
+    }
+
+    /// Renews this proxy's leases and frees every proxy's expired ones.
+    pub async fn beat(&self) -> Result<u64, TeamError> {
+        let ids: Vec<i64> = self.live().iter().copied().collect();
+        self.bounded(async {
+            let client = self.client().await?;
+            if !ids.is_empty() {
+                client
+                    .execute(
+                        "UPDATE team_reservations SET lease_until = now() + $2::BIGINT * interval '1 millisecond' WHERE id = ANY($1)",
+                        &[&ids, &(self.lease.as_millis() as i64)],
+                    )
+                    .await
+                    .map_err(unreachable)?;
+            }
+            client.execute(SWEEP, &[]).await.map_err(unreachable)
+        })
+        .await
+    }
+
+    /// Beats every third of a lease until `stop`, so a live proxy's reservations never expire
+    /// and a dead one's are freed within a lease and a third.
+    pub async fn keep_leases(self: Arc<Self>, stop: CancellationToken) {
+        let mut every = tokio::time::interval(self.lease / 3);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = every.tick() => {
+                    if let Err(e) = self.beat().await {
+                        tracing::warn!("cannot renew team reservations: {e}");
+                    }
+                }
+            }
+        }
+    }
+}

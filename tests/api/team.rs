@@ -1,0 +1,403 @@
+//! Team budgets on a real PostgreSQL server: several proxies, one cap.
+
+use crate::durability::{Proc, fixture, serve, url};
+use crate::helpers::*;
+use crate::pg::Postgres;
+use agent_budget::money::Money;
+use agent_budget::team::{Ask, Charge, Team};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn dollars(s: &str) -> Money {
+    Money::parse(s).unwrap()
+}
+
+fn ask(amount: &str) -> Ask<'static> {
+    Ask {
+        budget: "team",
+        period: 0,
+        amount: dollars(amount),
+        tokens: 100,
+        max_dollars: Some(dollars("10")),
+        max_tokens: None,
+    }
+}
+
+fn charge(cost: &str) -> Charge {
+    Charge {
+        cost: dollars(cost),
+        tokens: 50,
+        created_at: 1,
+        model: "claude-haiku-4-5".into(),
+        upstream_request_id: None,
+    }
+}
+
+#[tokio::test]
+async fn three_ledgers_never_take_more_headroom_than_the_cap_has() {
+    let pg = Postgres::start();
+    let mut teams = Vec::new();
+    for _ in 0..3 {
+        teams.push(
+            Team::connect(&pg.url("postgres"), Duration::from_secs(30))
+                .await
+                .unwrap(),
+        );
+    }
+    let race = |teams: &Vec<std::sync::Arc<Team>>| {
+        let tasks: Vec<_> = (0..300)
+            .map(|i| {
+                let t = teams[i % 3].clone();
+                tokio::spawn(async move { t.reserve(ask("1")).await.unwrap().ok() })
+            })
+            .collect();
+        async move {
+            let mut held = Vec::new();
+            for t in tasks {
+                held.extend(t.await.unwrap());
+            }
+            held
+        }
+    };
+    let held = race(&teams).await;
+    assert_eq!(held.len(), 10, "a $10 cap holds ten $1 worst cases");
+    let totals = teams[0].totals("team", 0).await.unwrap();
+    assert_eq!(
+        (totals.reserved, totals.spent),
+        (dollars("10"), Money::ZERO)
+    );
+    for h in held {
+        teams[1].settle(h, &charge("0.5")).await.unwrap();
+    }
+    let totals = teams[2].totals("team", 0).await.unwrap();
+    assert_eq!(
+        (totals.reserved, totals.spent, totals.requests),
+        (Money::ZERO, dollars("5"), 10)
+    );
+    let more = race(&teams).await;
+    assert_eq!(
+        more.len(),
+        5,
+        "what was settled below its worst case is free again"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_proxys_reservations_expire_with_their_lease() {
+    let pg = Postgres::start();
+    let lease = Duration::from_millis(600);
+    let dying = Team::connect(&pg.url("postgres"), lease).await.unwrap();
+    let living = Team::connect(&pg.url("postgres"), lease).await.unwrap();
+    let taken = dying.reserve(ask("10")).await.unwrap().unwrap();
+    assert!(
+        living.reserve(ask("1")).await.unwrap().is_err(),
+        "the cap is held"
+    );
+    // The dying proxy stops renewing (its hold is forgotten, as when the process dies).
+    std::mem::forget(taken);
+    let kept = living.reserve(ask("0")).await.unwrap().unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        living.beat().await.unwrap();
+        if let Ok(h) = living.reserve(ask("1")).await.unwrap() {
+            std::mem::forget(h); // kept (renewed) to the end
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the lease never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        started.elapsed() >= lease / 2,
+        "freed only once the lease ran out"
+    );
+    // The living proxy's own reservation is renewed while it runs, never swept.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let upkeep = tokio::spawn(living.clone().keep_leases(stop.clone()));
+    tokio::time::sleep(lease * 3).await;
+    let expect_held = living.totals("team", 0).await.unwrap();
+    assert_eq!(
+        expect_held.reserved_tokens, 200,
+        "the renewed hold and the new one"
+    );
+    stop.cancel();
+    upkeep.await.unwrap();
+    living.settle(kept, &charge("0")).await.unwrap();
+    assert_eq!(living.totals("team", 0).await.unwrap().requests, 1);
+}
+
+/// Three proxies on one database, the same budget on each.
+async fn three_proxies(pg: &Postgres, cap: Option<&str>, lease_secs: u64) -> Vec<TestApp> {
+    let mut apps = Vec::new();
+    for _ in 0..3 {
+        let url = pg.url("postgres");
+        let app = spawn_with(|s| {
+            s.database = Some(url);
+            s.lease_secs = Some(lease_secs);
+        })
+        .await;
+        if let Some(cap) = cap {
+            app.create_budget(json!({"name": "team", "max_dollars": cap}))
+                .await;
+        }
+        apps.push(app);
+    }
+    apps
+}
+
+/// A request whose reported usage costs exactly its worst case (Haiku 4.5: $1 in, $5 out per
+/// MTok; no cache, so the worst case is the estimated prompt at $1 plus `max_tokens` at $5).
+async fn exact_script(app: &TestApp, b: &Value) -> (Money, Value) {
+    app.send(None, b, None).await;
+    let probe = &app.usage("default").await[0];
+    let wc = Money::parse(probe["worst_case_dollars"].as_str().unwrap()).unwrap();
+    let out = b["max_tokens"].as_u64().unwrap();
+    let input = (wc.picos() - out as i64 * 5_000_000) / 1_000_000;
+    assert_eq!(wc.picos(), input * 1_000_000 + out as i64 * 5_000_000);
+    (
+        wc,
+        json!({"usage": {"input_tokens": input, "output_tokens": out}}),
+    )
+}
+
+#[tokio::test]
+async fn three_proxies_forward_exactly_what_fits_one_cap() {
+    let pg = Postgres::start();
+    let b = body("claude-haiku-4-5", 2000);
+    let probe = three_proxies(&pg, None, 30).await;
+    let (wc, script) = exact_script(&probe[0], &b).await;
+    // Room for 10 worst cases and a half: each proxy alone would forward 10.
+    let cap = wc.scale(21, 2);
+    let apps = three_proxies(&pg, Some(&cap.to_string()), 30).await;
+    let sends = (0..300).map(|i| {
+        let (app, b, script) = (&apps[i % 3], &b, script.clone());
+        async move {
+            app.send(Some("team"), b, Some(script))
+                .await
+                .status()
+                .as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(sends).await;
+    let forwarded = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(forwarded, 10, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 290);
+    // Every forwarded request is charged in the team's totals and on its own proxy.
+    let team = Team::connect(&pg.url("postgres"), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let shared = team.totals("team", 0).await.unwrap();
+    assert_eq!(shared.spent, wc.scale(10, 1));
+    assert!(shared.spent <= cap);
+    assert_eq!((shared.reserved, shared.requests), (Money::ZERO, 10));
+    let mut local = 0;
+    for app in &apps {
+        local += app
+            .usage("team")
+            .await
+            .iter()
+            .filter(|r| r["status"] == "ok")
+            .count();
+    }
+    assert_eq!(local, 10);
+    // A refusal says what the budget stands at across all proxies.
+    let r = apps[1].send(Some("team"), &b, Some(script)).await;
+    assert_eq!(r.status(), 429);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains(&format!("spent {}", wc.scale(10, 1).display_cents())),
+        "{text}"
+    );
+}
+
+/// `serve` with a data directory and mock of its own, on the team database.
+async fn team_proxy(
+    pg: &Postgres,
+    lease_secs: u64,
+) -> (Proc, mock_upstream::Mock, tempfile::TempDir) {
+    let (mock, dir, mut args) = fixture().await;
+    args.extend([
+        "--database".to_string(),
+        pg.url("postgres"),
+        "--lease-secs".to_string(),
+        lease_secs.to_string(),
+    ]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    (serve(&refs), mock, dir)
+}
+
+async fn post(c: &reqwest::Client, p: &Proc, b: &Value, script: &Value) -> reqwest::Response {
+    c.post(url(p.port, "/v1/messages"))
+        .header("x-api-key", "sk-test")
+        .header("x-budget-id", "team")
+        .header("x-mock", script.to_string())
+        .json(b)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_proxy_killed_mid_stream_frees_its_reservation_within_the_lease() {
+    let pg = Postgres::start();
+    let lease = 3;
+    let (mut a, _ma, _da) = team_proxy(&pg, lease).await;
+    let (b, _mb, _db) = team_proxy(&pg, lease).await;
+    let c = reqwest::Client::new();
+    let req = body("claude-haiku-4-5", 2000);
+    for p in [&a, &b] {
+        let r = c
+            .post(url(p.port, "/api/budgets"))
+            .json(&json!({"name": "team", "max_dollars": "0.015"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    // Delivered by A before it dies: its charge is in the team's record.
+    let small = json!({"usage": {"input_tokens": 10, "output_tokens": 10}});
+    assert_eq!(post(&c, &a, &req, &small).await.status(), 200);
+    // A stream on A holds a worst case (about $0.01) and hangs; B has no room meanwhile.
+    let mut streaming = req.clone();
+    streaming["stream"] = json!(true);
+    let held = post(&c, &a, &streaming, &json!({"hang_after": 2})).await;
+    assert_eq!(held.status(), 200);
+    let mut chunks = futures_util::StreamExt::boxed(held.bytes_stream());
+    futures_util::StreamExt::next(&mut chunks)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(post(&c, &b, &req, &small).await.status(), 429);
+
+    a.child.kill().unwrap();
+    let killed = std::time::Instant::now();
+    a.child.wait().unwrap();
+    assert_eq!(
+        post(&c, &b, &req, &small).await.status(),
+        429,
+        "the lease still runs right after the kill"
+    );
+    // Freed once the lease runs out: B sweeps every third of a lease.
+    let bound = Duration::from_secs(lease) * 4 / 3 + Duration::from_secs(2);
+    loop {
+        if post(&c, &b, &req, &small).await.status() == 200 {
+            break;
+        }
+        assert!(killed.elapsed() < bound, "not freed within {bound:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let team = Team::connect(&pg.url("postgres"), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let shared = team.totals("team", 0).await.unwrap();
+    assert_eq!(shared.requests, 2, "A's delivered request and B's");
+    assert_eq!(shared.reserved, Money::ZERO);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_database_fails_requests_closed_then_recovers() {
+    let pg = std::sync::Arc::new(Postgres::start());
+    let (p, _m, _d) = team_proxy(&pg, 30).await;
+    let c = reqwest::Client::new();
+    let created = c
+        .post(url(p.port, "/api/budgets"))
+        .json(&json!({"name": "team", "max_dollars": "5"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let port = p.port;
+    let stop = tokio_util::sync::CancellationToken::new();
+    // Four clients keep sending while the database goes away and comes back.
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (c, stop) = (c.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (req, small) = (
+                    body("claude-haiku-4-5", 100),
+                    json!({"usage": {"input_tokens": 10, "output_tokens": 10}}),
+                );
+                let mut seen = Vec::new();
+                while !stop.is_cancelled() {
+                    let r = c
+                        .post(url(port, "/v1/messages"))
+                        .header("x-budget-id", "team")
+                        .header("x-mock", small.to_string())
+                        .json(&req)
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = r.status().as_u16();
+                    seen.push((status, r.text().await.unwrap()));
+                }
+                seen
+            })
+        })
+        .collect();
+    let team_totals = || async {
+        let team = Team::connect(&pg.url("postgres"), Duration::from_secs(30))
+            .await
+            .unwrap();
+        team.totals("team", 0).await.unwrap()
+    };
+    while team_totals().await.requests < 20 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let down = pg.clone();
+    tokio::task::spawn_blocking(move || down.stop_server())
+        .await
+        .unwrap();
+    // Requests are refused while it is away (the load's get the same answer).
+    let started = std::time::Instant::now();
+    let refusal = loop {
+        let r = c
+            .post(url(port, "/v1/messages"))
+            .header("x-budget-id", "team")
+            .json(&body("claude-haiku-4-5", 100))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 503 {
+            break r.text().await.unwrap();
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "never refused");
+    };
+    assert!(
+        refusal.contains("team database is unreachable"),
+        "{refusal}"
+    );
+    let up = pg.clone();
+    tokio::task::spawn_blocking(move || up.start_server())
+        .await
+        .unwrap();
+    let before = team_totals().await.requests;
+    while team_totals().await.requests < before + 20 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    let mut forwarded = 0;
+    for task in load {
+        for (status, text) in task.await.unwrap() {
+            match status {
+                200 => forwarded += 1,
+                503 => assert!(text.contains("team database is unreachable"), "{text}"),
+                other => panic!("only 200 or 503 under a database restart, got {other}: {text}"),
+            }
+        }
+    }
+    // Charges made while the database was away are committed once it is back, once each.
+    let started = std::time::Instant::now();
+    loop {
+        let shared = team_totals().await;
+        if shared.requests == forwarded && shared.reserved == Money::ZERO {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "team record {shared:?} != {forwarded} forwarded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
