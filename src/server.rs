@@ -197,6 +197,7 @@ impl RunningServer {
         tokio::spawn(sweep_hourly(service.clone(), stop.clone()));
         if let Some(team) = &service.team {
             tokio::spawn(team.clone().keep_leases(stop.clone()));
+            tokio::spawn(crate::service::team::watch(service.clone(), stop.clone()));
         }
         tracing::info!(%addr, upstream = %service.config.upstream, data_dir = %service.config.data_dir.display(), "agent-budget listening");
         Ok(RunningServer {

@@ -122,7 +122,8 @@ impl Settlement {
         };
         let settled = self.reservation.settle(cost, tokens.total(), now);
         let mut alerts = self.alerts;
-        if let Some(st) = &settled.status {
+        // A team budget's thresholds are the team's spend, raised once it is committed there.
+        if let Some(st) = settled.status.as_ref().filter(|_| self.team.is_none()) {
             alerts.extend(
                 settled
                     .reached
@@ -181,7 +182,7 @@ impl Settlement {
     /// from the exchange's tracked task or a stream's relay (which holds a tracker token), so
     /// the request is alone when it is the only one tracked.
     pub fn finish(mut self, outcome: Outcome) -> Option<oneshot::Receiver<bool>> {
-        let hold = self.team.take();
+        let (hold, budget_id) = (self.team.take(), self.budget_id);
         let (app, row) = self.settle(outcome);
         let alone = app.tracker.len() <= 1;
         let charge = hold.as_ref().map(|_| crate::team::Charge {
@@ -193,9 +194,9 @@ impl Settlement {
         });
         let saved = app.store.writer.start_save(row, alone);
         match (hold, charge, app.team.clone()) {
-            (Some(hold), Some(charge), Some(team)) => {
-                Some(super::team::commit(&app, team, hold, charge, saved))
-            }
+            (Some(hold), Some(charge), Some(team)) => Some(super::team::commit(
+                &app, team, hold, budget_id, charge, saved,
+            )),
             _ => saved,
         }
     }
@@ -228,7 +229,12 @@ pub fn publish(app: &Service, name: String, row: &UsageRow) {
             cost_dollars: row.cost,
         });
     }
-    for a in &row.alerts {
+    announce(app, &row.alerts);
+}
+
+/// Tells listeners of raised alerts and wakes webhook delivery.
+pub fn announce(app: &Service, alerts: &[NewAlert]) {
+    for a in alerts {
         app.events.emit(CoreEvent::AlertRaised {
             budget_id: a.budget_id,
             budget: a.budget.clone(),
@@ -237,7 +243,7 @@ pub fn publish(app: &Service, name: String, row: &UsageRow) {
             message: a.message(),
         });
     }
-    if !row.alerts.is_empty() {
+    if !alerts.is_empty() {
         app.alerts_raised.notify_one();
     }
 }

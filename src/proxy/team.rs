@@ -3,10 +3,13 @@
 //! response's last byte waits for the charge to be committed there.
 
 use super::admission::{Admitted, Refused};
-use crate::budget::period::{self, Period};
+use crate::alerts::{self, AlertKind, NewAlert};
+use crate::budget::period;
 use crate::error::HttpError;
 use crate::ledger::{Limit, Refusal, Slot, Status};
+use crate::money::Money;
 use crate::service::Service;
+use crate::store;
 use crate::team::{Ask, Charge, Hold, Shared, Team};
 use axum::http::StatusCode;
 use std::sync::Arc;
@@ -17,13 +20,8 @@ use tokio::sync::oneshot;
 /// charge is still retried in the background while the proxy runs).
 const LAST_BYTE_WAIT: Duration = Duration::from_secs(5);
 
-/// The team database's key for a budget's period: total budgets have one period, whenever
-/// each proxy created its copy.
 fn period_key(status: &Status) -> i64 {
-    match status.budget.period {
-        Period::Total => 0,
-        _ => status.window.start.timestamp_millis(),
-    }
+    crate::team::period_key(status.budget.period, &status.window)
 }
 
 fn unreachable(e: impl std::fmt::Display) -> HttpError {
@@ -97,12 +95,13 @@ pub fn commit(
     app: &Arc<Service>,
     team: Arc<Team>,
     hold: Hold,
+    budget_id: i64,
     charge: Charge,
     saved: Option<oneshot::Receiver<bool>>,
 ) -> oneshot::Receiver<bool> {
     let (ack, answer) = oneshot::channel();
-    let abort = app.abort.clone();
-    app.tracker.spawn(async move {
+    let (app, abort, period) = (app.clone(), app.abort.clone(), hold.period());
+    app.clone().tracker.spawn(async move {
         let local = async move {
             match saved {
                 None => true,
@@ -114,7 +113,13 @@ pub fn commit(
         let (mut hold, mut pause) = (hold, Duration::from_millis(100));
         let committed = loop {
             match team.settle(hold, &charge).await {
-                Ok(()) => break true,
+                Ok(after) => {
+                    if let Some(after) = after {
+                        let before = after - charge.cost;
+                        raise_thresholds(&app, &team, budget_id, period, before, after).await;
+                    }
+                    break true;
+                }
                 Err((h, e)) => {
                     hold = h;
                     tracing::warn!("a team charge is not committed yet, retrying: {e}");
@@ -144,4 +149,81 @@ pub fn commit(
         }
     });
     answer
+}
+
+/// Raises the thresholds this charge crossed in the team's spend: the settlements of a budget
+/// are serialised on its row, so exactly one crosses each, and the claim keeps it once.
+async fn raise_thresholds(
+    app: &Service,
+    team: &Team,
+    budget_id: i64,
+    period: i64,
+    before: Money,
+    after: Money,
+) {
+    let Some(slot) = app.ledger.find(&budget_id.to_string()) else {
+        return;
+    };
+    let now = period::now();
+    let mut status = slot.status(now);
+    let (thresholds, cap) = (status.budget.thresholds.clone(), status.budget.max_dollars);
+    let earlier = alerts::reached(&thresholds, cap, before, &[]);
+    let crossed = alerts::reached(&thresholds, cap, after, &earlier);
+    if crossed.is_empty() {
+        return;
+    }
+    let claimed = match team.claim(&status.budget.name, period, &crossed).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(
+                "team alerts {crossed:?} of '{}' not raised: {e}",
+                status.budget.name
+            );
+            return;
+        }
+    };
+    status.period.dollars = after;
+    let raised: Vec<NewAlert> = claimed
+        .iter()
+        .map(|t| NewAlert::about(AlertKind::Threshold, &status, Some(*t), None, now))
+        .collect();
+    raise(app, raised).await;
+}
+
+/// Stores alerts (for the dashboard and webhook delivery) and tells listeners.
+async fn raise(app: &Service, raised: Vec<NewAlert>) {
+    if raised.is_empty() {
+        return;
+    }
+    let saved = raised.clone();
+    let stored = app
+        .store
+        .writer
+        .run(move |tx| {
+            for a in &saved {
+                store::alerts::insert(tx, a, a.created_at)?;
+            }
+            Ok(())
+        })
+        .await;
+    match stored {
+        Ok(()) => super::settle::announce(app, &raised),
+        Err(e) => tracing::warn!("team alerts not saved: {e}"),
+    }
+}
+
+/// A budget's first refusal of the period, if it is the team's first: each proxy sees its
+/// own first, and only the one that claims it raises the alert. Raised anyway when the
+/// database cannot say (a repeated alert beats a lost one).
+pub async fn first_block(app: &Service, first: Option<Status>) -> Option<Status> {
+    let (Some(team), Some(status)) = (&app.team, &first) else {
+        return first;
+    };
+    match team
+        .claim(&status.budget.name, period_key(status), &[0])
+        .await
+    {
+        Ok(claimed) if claimed.is_empty() => None,
+        _ => first,
+    }
 }

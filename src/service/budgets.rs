@@ -15,6 +15,8 @@ pub const MAX_PAGE: u32 = 500;
 
 impl Service {
     pub fn view(&self, s: &Status) -> BudgetView {
+        let team = self.with_team(s);
+        let s = team.as_ref().unwrap_or(s);
         let zone = self.config.zone;
         let b = &s.budget;
         let percent_used = match b.max_dollars {

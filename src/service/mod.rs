@@ -6,6 +6,7 @@ pub mod budgets;
 pub mod keys;
 pub mod pricing;
 pub mod stats;
+pub mod team;
 pub mod upstream_key;
 
 use crate::alerts::webhook;
@@ -78,6 +79,8 @@ pub struct Service {
     keychain_lock: tokio::sync::Mutex<()>,
     /// The database shared with the other proxies enforcing team budgets, if any.
     pub team: Option<Arc<crate::team::Team>>,
+    /// The team's figures of its budgets, for dashboards.
+    team_totals: team::TeamTotals,
 }
 
 impl Service {
@@ -179,6 +182,7 @@ impl Service {
             real_key,
             keychain_lock: tokio::sync::Mutex::new(()),
             team,
+            team_totals: Default::default(),
         };
         Ok((Arc::new(service), handle))
     }

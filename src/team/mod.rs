@@ -5,6 +5,7 @@
 //! a proxy that dies leaves reservations that expire instead of holding the budget forever.
 //! The bounds and choices are in docs/team.md.
 
+use crate::budget::period::{Period, Window};
 use crate::money::Money;
 use deadpool_postgres::{Pool, Runtime};
 use std::collections::HashSet;
@@ -28,6 +29,15 @@ pub enum TeamError {
 
 fn unreachable(e: impl std::fmt::Display) -> TeamError {
     TeamError::Unreachable(e.to_string())
+}
+
+/// The team database's key for a budget's period: total budgets have one period, whenever
+/// each proxy created its copy.
+pub fn period_key(period: Period, window: &Window) -> i64 {
+    match period {
+        Period::Total => 0,
+        _ => window.start.timestamp_millis(),
+    }
 }
 
 /// What one request asks of a shared budget.
@@ -62,6 +72,15 @@ pub struct Hold {
     id: i64,
     budget: String,
     period: i64,
+}
+
+impl Hold {
+    pub fn budget(&self) -> &str {
+        &self.budget
+    }
+    pub fn period(&self) -> i64 {
+        self.period
+    }
 }
 
 impl Drop for Hold {
@@ -126,10 +145,11 @@ const SETTLE: &str = "WITH gone AS (
       spent = spent + $4, spent_tokens = spent_tokens + $5, requests = requests + 1
     WHERE budget = $2 AND period_start = $3
       AND NOT EXISTS (SELECT 1 FROM team_usage WHERE reservation = $1)
-    RETURNING budget)
+    RETURNING spent)
   INSERT INTO team_usage
     (budget, period_start, created_at, proxy, model, cost, tokens, upstream_request_id, reservation)
-  SELECT $2, $3, $6, $7, $8, $4, $5, $9, $1 FROM moved";
+  SELECT $2, $3, $6, $7, $8, $4, $5, $9, $1 FROM moved
+  RETURNING (SELECT spent FROM moved)";
 
 const SWEEP: &str = "WITH gone AS (
     DELETE FROM team_reservations WHERE lease_until < now()
@@ -252,15 +272,20 @@ impl Team {
         .await
     }
 
-    /// Swaps the reservation for the cost and writes the record, in one statement. On an
-    /// error the hold comes back, still renewed, to try again.
-    pub async fn settle(&self, hold: Hold, charge: &Charge) -> Result<(), (Hold, TeamError)> {
+    /// Swaps the reservation for the cost and writes the record, in one statement; returns
+    /// the budget's spend after it (None if an earlier try already committed it). On an error
+    /// the hold comes back, still renewed, to try again.
+    pub async fn settle(
+        &self,
+        hold: Hold,
+        charge: &Charge,
+    ) -> Result<Option<Money>, (Hold, TeamError)> {
         let done = self
             .bounded(async {
                 let client = self.client().await?;
                 let settle = client.prepare_cached(SETTLE).await.map_err(unreachable)?;
                 client
-                    .execute(
+                    .query_opt(
                         &settle,
                         &[
                             &hold.id,
@@ -275,13 +300,61 @@ impl Team {
                         ],
                     )
                     .await
+                    .map(|row| row.map(|r| Money::from_picos(r.get(0))))
                     .map_err(unreachable)
             })
             .await;
-        match done {
-            Ok(_) => Ok(()),
-            Err(e) => Err((hold, e)),
-        }
+        done.map_err(|e| (hold, e))
+    }
+
+    /// Claims alerts for a budget's period (thresholds; 0 for "blocked"); returns those this
+    /// proxy claimed first, which it alone raises.
+    pub async fn claim(
+        &self,
+        budget: &str,
+        period: i64,
+        alerts: &[u8],
+    ) -> Result<Vec<u8>, TeamError> {
+        let wanted: Vec<i32> = alerts.iter().map(|t| i32::from(*t)).collect();
+        self.bounded(async {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    "INSERT INTO team_alerts (budget, period_start, threshold)
+                     SELECT $1, $2, unnest($3::INT[]) ON CONFLICT DO NOTHING RETURNING threshold",
+                    &[&budget, &period, &wanted],
+                )
+                .await
+                .map_err(unreachable)?;
+            Ok(rows
+                .iter()
+                .filter_map(|r| u8::try_from(r.get::<_, i32>(0)).ok())
+                .collect())
+        })
+        .await
+    }
+
+    /// The current figures of these budgets (by name), for dashboards.
+    pub async fn snapshot(
+        &self,
+        budgets: &[String],
+    ) -> Result<Vec<(String, i64, Shared)>, TeamError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    "SELECT spent, spent_tokens, reserved, reserved_tokens, requests, budget, period_start
+                     FROM team_spend WHERE budget = ANY($1)",
+                    &[&budgets],
+                )
+                .await
+                .map_err(unreachable)?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.get(5), r.get(6), shared(r)))
+                .collect())
+        })
+        .await
     }
 
     /// A budget's period across all proxies.

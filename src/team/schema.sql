@@ -37,3 +37,12 @@ CREATE TABLE IF NOT EXISTS team_usage (
     reservation BIGINT NOT NULL UNIQUE
 );
 CREATE INDEX IF NOT EXISTS team_usage_budget ON team_usage (budget, period_start);
+
+-- Alerts raised for team budgets: whichever proxy claims one first raises it, once.
+-- threshold 0 stands for "blocked" (the period's first refusal).
+CREATE TABLE IF NOT EXISTS team_alerts (
+    budget TEXT NOT NULL,
+    period_start BIGINT NOT NULL,
+    threshold INT NOT NULL,
+    PRIMARY KEY (budget, period_start, threshold)
+);

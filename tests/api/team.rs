@@ -202,6 +202,15 @@ async fn three_proxies_forward_exactly_what_fits_one_cap() {
             .count();
     }
     assert_eq!(local, 10);
+    // Every proxy's dashboard shows the team's figures (polled once a second).
+    let spent = wc.scale(10, 1).to_string();
+    for app in &apps {
+        app.eventually("the team's totals on every dashboard", || async {
+            let v = app.budget("team").await;
+            v["spent_dollars"] == spent.as_str() && v["requests"] == 10
+        })
+        .await;
+    }
     // A refusal says what the budget stands at across all proxies.
     let r = apps[1].send(Some("team"), &b, Some(script)).await;
     assert_eq!(r.status(), 429);
@@ -400,4 +409,49 @@ async fn a_restarted_database_fails_requests_closed_then_recovers() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn each_alert_is_raised_once_across_proxies_from_the_teams_spend() {
+    let pg = Postgres::start();
+    let apps = three_proxies(&pg, Some("1"), 30).await;
+    // $0.06 each: 15 make $0.90 across the team (50 % and 80 %), $0.30 on each proxy.
+    let b = body("claude-haiku-4-5", 12_000);
+    let script = json!({"usage": {"input_tokens": 0, "output_tokens": 12_000}});
+    let sends = (0..15).map(|i| apps[i % 3].send(Some("team"), &b, Some(script.clone())));
+    for r in futures_util::future::join_all(sends).await {
+        assert_eq!(r.status(), 200);
+    }
+    // Then more than fits: every proxy refuses some.
+    let sends = (0..12).map(|i| apps[i % 3].send(Some("team"), &b, Some(script.clone())));
+    let statuses: Vec<u16> = futures_util::future::join_all(sends)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert!(
+        statuses.iter().filter(|s| **s == 429).count() >= 3,
+        "{statuses:?}"
+    );
+    let mut raised = Vec::new();
+    for app in &apps {
+        for a in app.get("/api/alerts?budget=team").await["items"]
+            .as_array()
+            .unwrap()
+        {
+            raised.push((
+                a["kind"].as_str().unwrap().to_string(),
+                a["threshold"].clone(),
+            ));
+        }
+    }
+    raised.sort_by_key(|(k, t)| (k.clone(), t.to_string()));
+    assert_eq!(
+        raised,
+        vec![
+            ("blocked".to_string(), Value::Null),
+            ("threshold".to_string(), json!(50)),
+            ("threshold".to_string(), json!(80)),
+        ]
+    );
 }
