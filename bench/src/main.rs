@@ -10,6 +10,7 @@
 mod db;
 mod load;
 mod procs;
+mod team;
 
 use anyhow::{Context, Result};
 use load::Percentiles;
@@ -127,6 +128,12 @@ async fn run() -> Result<()> {
         .tempdir()?;
     let work = dir.path();
 
+    if args.iter().any(|a| a == "--team") {
+        for line in team::run(work, plan.sequential, plan.secs).await? {
+            r.line(line);
+        }
+        return Ok(());
+    }
     let mock = procs::mock()?;
     let (proxy, _) = procs::proxy(&work.join("live"), mock.port)?;
     let direct = format!("http://127.0.0.1:{}/v1/messages", mock.port);

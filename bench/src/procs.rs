@@ -69,6 +69,11 @@ fn listening(name: &str, args: &[&str]) -> Result<Proc> {
 
 /// Starts `agent-budget serve` and returns once it accepts requests, with the time that took.
 pub fn proxy(data_dir: &Path, upstream_port: u16) -> Result<(Proc, Duration)> {
+    proxy_with(data_dir, upstream_port, &[])
+}
+
+/// `proxy` with more `serve` arguments.
+pub fn proxy_with(data_dir: &Path, upstream_port: u16, extra: &[&str]) -> Result<(Proc, Duration)> {
     let started = Instant::now();
     // BENCH_PROXY: another build to compare; BENCH_WRAP: a profiler to run it under.
     let mut words: Vec<String> = std::env::var("BENCH_WRAP")
@@ -85,6 +90,7 @@ pub fn proxy(data_dir: &Path, upstream_port: u16) -> Result<(Proc, Duration)> {
         .args(["serve", "--port", "0", "--data-dir"])
         .arg(data_dir)
         .args(["--upstream", &format!("http://127.0.0.1:{upstream_port}")])
+        .args(extra)
         .env("RUST_LOG", "agent_budget=info")
         .stderr(Stdio::piped())
         .spawn()

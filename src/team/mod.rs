@@ -27,8 +27,19 @@ pub enum TeamError {
     Schema(String),
 }
 
-fn unreachable(e: impl std::fmt::Display) -> TeamError {
-    TeamError::Unreachable(e.to_string())
+/// The error with its causes (tokio-postgres says "error connecting to server" and keeps the
+/// reason, such as "Connection refused", in its source).
+fn unreachable(e: impl std::error::Error) -> TeamError {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    TeamError::Unreachable(text)
 }
 
 /// The team database's key for a budget's period: total budgets have one period, whenever
@@ -107,6 +118,8 @@ pub struct Team {
     lease: Duration,
     /// The reservations this proxy holds, renewed on every beat.
     live: Mutex<HashSet<i64>>,
+    /// The (budget, period) rows of `team_spend` known to exist.
+    rows: Mutex<HashSet<(String, i64)>>,
 }
 
 fn to_i64(n: u64) -> i64 {
@@ -179,12 +192,14 @@ impl Team {
             .create_pool(Some(Runtime::Tokio1), NoTls)
             .map_err(unreachable)?;
         let mut bytes = [0u8; 4];
-        getrandom::fill(&mut bytes).map_err(unreachable)?;
+        getrandom::fill(&mut bytes)
+            .map_err(|e| TeamError::Unreachable(format!("no randomness for a proxy name: {e}")))?;
         let team = Arc::new(Team {
             pool,
             proxy: format!("{}-{}", std::process::id(), hex::encode(bytes)),
             lease,
             live: Mutex::new(HashSet::new()),
+            rows: Mutex::new(HashSet::new()),
         });
         let mut client = team.client().await?;
         let tx = client.transaction().await.map_err(unreachable)?;
@@ -202,6 +217,10 @@ impl Team {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn rows(&self) -> std::sync::MutexGuard<'_, HashSet<(String, i64)>> {
+        self.rows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Object, TeamError> {
         self.pool.get().await.map_err(|e| match e {
             deadpool_postgres::PoolError::Backend(e) => unreachable(e),
@@ -216,7 +235,7 @@ impl Team {
     ) -> Result<T, TeamError> {
         tokio::time::timeout(CALL_TIMEOUT, call)
             .await
-            .unwrap_or_else(|_| Err(unreachable("no answer within 5 s")))
+            .unwrap_or_else(|_| Err(TeamError::Unreachable("no answer within 5 s".into())))
     }
 
     /// Reserves the request's worst case if it fits every cap across all proxies; otherwise
@@ -238,7 +257,6 @@ impl Team {
             let (max_dollars, max_tokens) =
                 (ask.max_dollars.map(Money::picos), ask.max_tokens.map(to_i64));
             let lease_ms = self.lease.as_millis() as i64;
-            // Sent together (pipelined), run in order: the row exists when the reserve runs.
             let key: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&ask.budget, &ask.period];
             let args: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
                 &ask.budget,
@@ -250,24 +268,31 @@ impl Team {
                 &self.proxy,
                 &lease_ms,
             ];
-            let (ensured, taken) = tokio::join!(
-                client.execute(&ensure, &key),
-                client.query_opt(&reserve, &args)
-            );
-            ensured.map_err(unreachable)?;
-            match taken.map_err(unreachable)? {
-                Some(row) => {
+            // A period's row is made once; a missing one (a new database) is made again.
+            for _ in 0..2 {
+                let row_key = (ask.budget.to_string(), ask.period);
+                if !self.rows().contains(&row_key) {
+                    client.execute(&ensure, &key).await.map_err(unreachable)?;
+                    self.rows().insert(row_key.clone());
+                }
+                if let Some(row) = client.query_opt(&reserve, &args).await.map_err(unreachable)? {
                     let id: i64 = row.get(0);
                     self.live().insert(id);
-                    Ok(Ok(Hold {
+                    return Ok(Ok(Hold {
                         team: self.clone(),
                         id,
-                        budget: ask.budget.to_string(),
+                        budget: row_key.0,
                         period: ask.period,
-                    }))
+                    }));
                 }
-                None => Ok(Err(self.totals_with(&client, ask.budget, ask.period).await?)),
+                match self.totals_with(&client, ask.budget, ask.period).await? {
+                    Some(shared) => return Ok(Err(shared)),
+                    None => self.rows().remove(&row_key),
+                };
             }
+            Err(TeamError::Unreachable(
+                "its team_spend table lost a row as it was written".into(),
+            ))
         })
         .await
     }
@@ -361,7 +386,10 @@ impl Team {
     pub async fn totals(&self, budget: &str, period: i64) -> Result<Shared, TeamError> {
         self.bounded(async {
             let client = self.client().await?;
-            self.totals_with(&client, budget, period).await
+            Ok(self
+                .totals_with(&client, budget, period)
+                .await?
+                .unwrap_or_default())
         })
         .await
     }
@@ -371,13 +399,13 @@ impl Team {
         client: &deadpool_postgres::Object,
         budget: &str,
         period: i64,
-    ) -> Result<Shared, TeamError> {
+    ) -> Result<Option<Shared>, TeamError> {
         let totals = client.prepare_cached(TOTALS).await.map_err(unreachable)?;
         let row = client
             .query_opt(&totals, &[&budget, &period])
             .await
             .map_err(unreachable)?;
-        Ok(row.as_ref().map(shared).unwrap_or_default())
+        Ok(row.as_ref().map(shared))
     }
 
     /// Renews this proxy's leases and frees every proxy's expired ones.

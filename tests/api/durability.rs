@@ -232,7 +232,31 @@ async fn start_up_failures_are_one_clear_line_and_a_non_zero_exit() {
     assert_eq!(code, 1);
     assert!(err.contains("corrupt"), "{err}");
 
+    // A team database nobody answers on: the cause, and nothing left running.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let db = format!(
+        "postgres://agent@127.0.0.1:{}/budgets",
+        closed.local_addr().unwrap().port()
+    );
+    drop(closed);
+    let (code, err) = start_error(&[
+        "--port",
+        "0",
+        "--data-dir",
+        &d,
+        "--no-keychain",
+        "--database",
+        &db,
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("--database") && err.contains("Connection refused"),
+        "{err}"
+    );
+
     for (args, needle) in [
+        (vec!["--database", "mysql://x"], "postgres://"),
+        (vec!["--lease-secs", "0"], "--lease-secs"),
         (vec!["--bogus"], "--bogus"),
         (vec!["--port", "seventy"], "seventy"),
         (vec!["--host", "0.0.0.0"], "--admin-token"),

@@ -15,7 +15,6 @@ mod keys;
 mod live;
 mod load;
 mod modes;
-mod pg;
 mod proxy;
 mod receiver;
 mod secrets;

@@ -2,9 +2,9 @@
 
 use crate::durability::{Proc, fixture, serve, url};
 use crate::helpers::*;
-use crate::pg::Postgres;
 use agent_budget::money::Money;
 use agent_budget::team::{Ask, Charge, Team};
+use mock_upstream::postgres::Postgres;
 use serde_json::{Value, json};
 use std::time::Duration;
 

@@ -5,6 +5,7 @@
 //! forwards it like any other header. The mock counts requests and records the headers and
 //! bodies it saw; `GET /_mock/stats` and `POST /_mock/reset` expose that to other processes.
 
+pub mod postgres;
 pub mod trace;
 
 use axum::body::{Body, Bytes};

@@ -1,5 +1,5 @@
-//! A real PostgreSQL server for a test: Debian's `postgresql` binaries, a cluster in a temp
-//! dir, listening on a free loopback port, trusting local connections. When the tests run as
+//! A real PostgreSQL server for tests and benchmarks: Debian's `postgresql` binaries, a
+//! cluster in a temp dir, listening on a free loopback port, trusting local connections. When the tests run as
 //! root (CI, containers) it runs as the `postgres` user, since PostgreSQL refuses root.
 
 use std::path::{Path, PathBuf};
