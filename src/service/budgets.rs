@@ -86,7 +86,32 @@ impl Service {
         })
     }
 
+    /// Creates a budget, and shares it with the other proxies of a team.
     pub async fn create_budget(&self, input: NewBudget) -> Result<BudgetView, HttpError> {
+        let _in_step = self.budget_changes.lock().await;
+        let view = self.create_here(input).await?;
+        self.share(&view.name, Some(&view)).await?;
+        Ok(view)
+    }
+
+    pub async fn patch_budget(
+        &self,
+        key: &str,
+        patch: BudgetPatch,
+    ) -> Result<BudgetView, HttpError> {
+        let _in_step = self.budget_changes.lock().await;
+        let view = self.patch_here(key, patch).await?;
+        self.share(&view.name, Some(&view)).await?;
+        Ok(view)
+    }
+
+    pub async fn delete_budget(&self, key: &str) -> Result<(), HttpError> {
+        let _in_step = self.budget_changes.lock().await;
+        let name = self.delete_here(key).await?;
+        self.share(&name, None).await
+    }
+
+    pub(super) async fn create_here(&self, input: NewBudget) -> Result<BudgetView, HttpError> {
         let now = period::now();
         let budget = input.validate(now)?;
         let stored = self
@@ -102,7 +127,7 @@ impl Service {
         Ok(self.view(&self.slot(&stored.id.to_string())?.status(now)))
     }
 
-    pub async fn patch_budget(
+    pub(super) async fn patch_here(
         &self,
         key: &str,
         patch: BudgetPatch,
@@ -122,7 +147,8 @@ impl Service {
         Ok(self.view(&self.slot(&next.id.to_string())?.status(now)))
     }
 
-    pub async fn delete_budget(&self, key: &str) -> Result<(), HttpError> {
+    /// Deletes a budget on this proxy; returns its name.
+    pub(super) async fn delete_here(&self, key: &str) -> Result<String, HttpError> {
         let status = self.slot(key)?.status(period::now());
         if status.budget.name == DEFAULT_BUDGET {
             return Err(HttpError::invalid(
@@ -138,9 +164,9 @@ impl Service {
         self.keys.forget_budget(id);
         self.events.emit(CoreEvent::BudgetDeleted {
             budget_id: id,
-            budget: status.budget.name,
+            budget: status.budget.name.clone(),
         });
-        Ok(())
+        Ok(status.budget.name)
     }
 
     pub async fn usage_page(

@@ -81,6 +81,8 @@ pub struct Service {
     pub team: Option<Arc<crate::team::Team>>,
     /// The team's figures of its budgets, for dashboards.
     team_totals: team::TeamTotals,
+    /// Budget changes made here and those followed from the team, one at a time.
+    budget_changes: tokio::sync::Mutex<()>,
 }
 
 impl Service {
@@ -183,6 +185,7 @@ impl Service {
             keychain_lock: tokio::sync::Mutex::new(()),
             team,
             team_totals: Default::default(),
+            budget_changes: tokio::sync::Mutex::new(()),
         };
         Ok((Arc::new(service), handle))
     }

@@ -1,11 +1,18 @@
-//! What every proxy's dashboard shows of a team budget: the team's figures, polled from the
-//! team database once a second (docs/team.md), in place of this proxy's own share.
+//! A team's proxies in step (docs/team.md): budgets made, changed or deleted on any proxy are
+//! applied on every other, and each dashboard shows the team's figures in place of this
+//! proxy's own share; both polled from the team database once a second.
 
 use super::Service;
+use crate::budget::{BudgetPatch, DEFAULT_BUDGET, NewBudget};
+use crate::dto::BudgetView;
+use crate::error::HttpError;
 use crate::events::CoreEvent;
 use crate::ledger::Status;
+use crate::team::Team;
 use crate::team::{Shared, period_key};
+use axum::http::StatusCode;
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -15,7 +22,104 @@ const POLL: Duration = Duration::from_secs(1);
 /// The latest team figures by budget name, with the period they are for.
 pub type TeamTotals = std::sync::RwLock<HashMap<String, (i64, Shared)>>;
 
+/// The settings of a budget that other proxies apply: as a patch, or with its name as a new
+/// budget. Keys sorted, so equal settings are equal text.
+const SPEC: [&str; 10] = [
+    "max_dollars",
+    "max_tokens",
+    "period",
+    "webhook_url",
+    "thresholds",
+    "admission",
+    "max_dollars_per_hour",
+    "max_request_dollars",
+    "models",
+    "loop_guard",
+];
+
+fn spec(view: &BudgetView) -> String {
+    let mut v = serde_json::to_value(view).unwrap_or_default();
+    if let Some(fields) = v.as_object_mut() {
+        fields.retain(|k, _| SPEC.contains(&k.as_str()));
+    }
+    v.to_string()
+}
+
 impl Service {
+    /// Tells the other proxies of a budget's new settings (None: deleted).
+    pub(super) async fn share(
+        &self,
+        name: &str,
+        view: Option<&BudgetView>,
+    ) -> Result<(), HttpError> {
+        let Some(team) = &self.team else {
+            return Ok(());
+        };
+        if name == DEFAULT_BUDGET {
+            return Ok(());
+        }
+        team.put_budget(name, view.map(spec).as_deref()).await.map_err(|e| {
+            HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                format!("agent-budget: budget '{name}' is saved on this proxy but not shared with the other proxies: {e}; save it again once the team database answers"),
+            )
+        })
+    }
+
+    /// Applies the team's budget settings here, and shares the budgets it has never seen (a
+    /// proxy joining the team brings its own).
+    async fn follow(&self, team: &Team) {
+        let _in_step = self.budget_changes.lock().await;
+        let Ok(shared) = team.budgets().await else {
+            return;
+        };
+        let mut known = HashSet::new();
+        for (name, spec) in shared {
+            if name == DEFAULT_BUDGET {
+                continue;
+            }
+            known.insert(name.clone());
+            let local = self
+                .ledger
+                .find(&name)
+                .map(|s| self.view(&s.status(crate::budget::period::now())));
+            let applied = match (spec, local) {
+                (None, Some(_)) => self.delete_here(&name).await.map(|_| ()),
+                (Some(spec), None) => match serde_json::from_str::<serde_json::Value>(&spec) {
+                    Ok(mut v) => {
+                        v["name"] = serde_json::Value::String(name.clone());
+                        match serde_json::from_value::<NewBudget>(v) {
+                            Ok(input) => self.create_here(input).await.map(|_| ()),
+                            Err(e) => Err(HttpError::invalid(e.to_string())),
+                        }
+                    }
+                    Err(e) => Err(HttpError::invalid(e.to_string())),
+                },
+                (Some(spec), Some(view)) if self::spec(&view) != spec => {
+                    match serde_json::from_str::<BudgetPatch>(&spec) {
+                        Ok(patch) => self.patch_here(&name, patch).await.map(|_| ()),
+                        Err(e) => Err(HttpError::invalid(e.to_string())),
+                    }
+                }
+                _ => Ok(()),
+            };
+            if let Err(e) = applied {
+                tracing::warn!(
+                    "the team's budget '{name}' cannot be applied here: {}",
+                    e.message
+                );
+            }
+        }
+        for s in self.ledger.statuses(crate::budget::period::now()) {
+            if s.budget.name != DEFAULT_BUDGET && !known.contains(&s.budget.name) {
+                let _ = team
+                    .put_budget(&s.budget.name, Some(&spec(&self.view(&s))))
+                    .await;
+            }
+        }
+    }
+
     /// A status with the team's spend, requests and reservations, where it has them.
     pub(super) fn with_team(&self, s: &Status) -> Option<Status> {
         self.team.as_ref()?;
@@ -45,6 +149,7 @@ pub async fn watch(app: Arc<Service>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = every.tick() => {}
         }
+        app.follow(&team).await;
         let statuses = app.ledger.statuses(crate::budget::period::now());
         let names: Vec<String> = statuses.iter().map(|s| s.budget.name.clone()).collect();
         let rows = match team.snapshot(&names).await {

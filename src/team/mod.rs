@@ -27,9 +27,19 @@ pub enum TeamError {
     Schema(String),
 }
 
-/// The error with its causes (tokio-postgres says "error connecting to server" and keeps the
-/// reason, such as "Connection refused", in its source).
+/// The tables, one migration a version (docs/team.md).
+const MIGRATIONS: [&str; 2] = [
+    include_str!("migrations/0001_team.sql"),
+    include_str!("migrations/0002_budgets.sql"),
+];
+
 fn unreachable(e: impl std::error::Error) -> TeamError {
+    TeamError::Unreachable(cause(&e))
+}
+
+/// An error with its causes: tokio-postgres says "error connecting to server" or "db error"
+/// and keeps the reason ("Connection refused", the server's message) in its source.
+fn cause(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
@@ -39,7 +49,7 @@ fn unreachable(e: impl std::error::Error) -> TeamError {
         }
         cause = c.source();
     }
-    TeamError::Unreachable(text)
+    text
 }
 
 /// The team database's key for a budget's period: total budgets have one period, whenever
@@ -201,16 +211,50 @@ impl Team {
             live: Mutex::new(HashSet::new()),
             rows: Mutex::new(HashSet::new()),
         });
-        let mut client = team.client().await?;
-        let tx = client.transaction().await.map_err(unreachable)?;
-        let setup = async {
-            tx.execute("SELECT pg_advisory_xact_lock(4727)", &[])
-                .await?;
-            tx.batch_execute(include_str!("schema.sql")).await?;
-            tx.commit().await
-        };
-        setup.await.map_err(|e| TeamError::Schema(e.to_string()))?;
+        team.migrate().await?;
         Ok(team)
+    }
+
+    /// Brings the tables up to this build's version. A database already there is only read:
+    /// DDL locks tables, and proxies start while others serve.
+    async fn migrate(&self) -> Result<(), TeamError> {
+        let schema = |e: tokio_postgres::Error| TeamError::Schema(cause(&e));
+        let mut client = self.client().await?;
+        let version = "SELECT COALESCE(max(version), 0)::BIGINT FROM team_schema";
+        let exists: bool = client
+            .query_one("SELECT to_regclass('team_schema') IS NOT NULL", &[])
+            .await
+            .map_err(schema)?
+            .get(0);
+        if exists {
+            let done: i64 = client.query_one(version, &[]).await.map_err(schema)?.get(0);
+            if done >= MIGRATIONS.len() as i64 {
+                return Ok(());
+            }
+        }
+        let tx = client.transaction().await.map_err(schema)?;
+        // One proxy migrates; the others wait here and then find it done.
+        tx.execute("SELECT pg_advisory_xact_lock(4727)", &[])
+            .await
+            .map_err(schema)?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS team_schema (version INT NOT NULL)")
+            .await
+            .map_err(schema)?;
+        let done: i64 = tx.query_one(version, &[]).await.map_err(schema)?.get(0);
+        for sql in MIGRATIONS.iter().skip(done.max(0) as usize) {
+            tx.batch_execute(sql).await.map_err(schema)?;
+        }
+        let now = MIGRATIONS.len() as i32;
+        tx.execute("DELETE FROM team_schema WHERE version < $1", &[&now])
+            .await
+            .map_err(schema)?;
+        tx.execute(
+            "INSERT INTO team_schema (version) SELECT $1 WHERE NOT EXISTS (SELECT 1 FROM team_schema)",
+            &[&now],
+        )
+        .await
+        .map_err(schema)?;
+        tx.commit().await.map_err(schema)
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
@@ -378,6 +422,36 @@ impl Team {
                 .iter()
                 .map(|r| (r.get(5), r.get(6), shared(r)))
                 .collect())
+        })
+        .await
+    }
+
+    /// Shares a budget's settings (None: deleted) with the other proxies; the last write wins.
+    pub async fn put_budget(&self, name: &str, spec: Option<&str>) -> Result<(), TeamError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "INSERT INTO team_budgets (name, spec) VALUES ($1, $2)
+                     ON CONFLICT (name) DO UPDATE SET spec = EXCLUDED.spec, updated_at = now()",
+                    &[&name, &spec],
+                )
+                .await
+                .map_err(unreachable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every shared budget's settings, by name (None: deleted).
+    pub async fn budgets(&self) -> Result<Vec<(String, Option<String>)>, TeamError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let rows = client
+                .query("SELECT name, spec FROM team_budgets", &[])
+                .await
+                .map_err(unreachable)?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
         })
         .await
     }

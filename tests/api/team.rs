@@ -128,6 +128,11 @@ async fn a_dead_proxys_reservations_expire_with_their_lease() {
     assert_eq!(living.totals("team", 0).await.unwrap().requests, 1);
 }
 
+async fn status_of(app: &TestApp, path: &str) -> u16 {
+    let r = app.client.get(app.url(path)).send().await.unwrap();
+    r.status().as_u16()
+}
+
 /// Three proxies on one database, the same budget on each.
 async fn three_proxies(pg: &Postgres, cap: Option<&str>, lease_secs: u64) -> Vec<TestApp> {
     let mut apps = Vec::new();
@@ -138,11 +143,19 @@ async fn three_proxies(pg: &Postgres, cap: Option<&str>, lease_secs: u64) -> Vec
             s.lease_secs = Some(lease_secs);
         })
         .await;
-        if let Some(cap) = cap {
-            app.create_budget(json!({"name": "team", "max_dollars": cap}))
-                .await;
-        }
         apps.push(app);
+    }
+    if let Some(cap) = cap {
+        // Made on one proxy, followed by the others.
+        apps[0]
+            .create_budget(json!({"name": "team", "max_dollars": cap}))
+            .await;
+        for app in &apps[1..] {
+            app.eventually("the others to follow the new budget", || async {
+                status_of(app, "/api/budgets/team").await == 200
+            })
+            .await;
+        }
     }
     apps
 }
@@ -256,14 +269,27 @@ async fn a_proxy_killed_mid_stream_frees_its_reservation_within_the_lease() {
     let (b, _mb, _db) = team_proxy(&pg, lease).await;
     let c = reqwest::Client::new();
     let req = body("claude-haiku-4-5", 2000);
-    for p in [&a, &b] {
-        let r = c
-            .post(url(p.port, "/api/budgets"))
-            .json(&json!({"name": "team", "max_dollars": "0.015"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
+    let r = c
+        .post(url(a.port, "/api/budgets"))
+        .json(&json!({"name": "team", "max_dollars": "0.015"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let started = std::time::Instant::now();
+    while c
+        .get(url(b.port, "/api/budgets/team"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "B never followed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Delivered by A before it dies: its charge is in the team's record.
     let small = json!({"usage": {"input_tokens": 10, "output_tokens": 10}});
@@ -345,6 +371,8 @@ async fn a_restarted_database_fails_requests_closed_then_recovers() {
             })
         })
         .collect();
+    // A fresh connection each time, as a proxy starting while others serve: it must not
+    // lock their tables (it once ran its DDL and deadlocked with their charges).
     let team_totals = || async {
         let team = Team::connect(&pg.url("postgres"), Duration::from_secs(30))
             .await
@@ -454,4 +482,56 @@ async fn each_alert_is_raised_once_across_proxies_from_the_teams_spend() {
             ("threshold".to_string(), json!(80)),
         ]
     );
+}
+
+#[tokio::test]
+async fn budgets_made_changed_and_deleted_on_one_proxy_are_followed_by_the_others() {
+    let pg = Postgres::start();
+    let apps = three_proxies(&pg, Some("10"), 30).await;
+    let patch = apps[1]
+        .client
+        .patch(apps[1].url("/api/budgets/team"))
+        .json(&json!({"max_dollars": "25", "period": "daily", "thresholds": [90]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patch.status(), 200);
+    for app in &apps {
+        app.eventually("every proxy to follow the change", || async {
+            let b = app.budget("team").await;
+            b["max_dollars"] == "25" && b["period"] == "daily" && b["thresholds"] == json!([90])
+        })
+        .await;
+    }
+    // A proxy that joins brings its own budgets and takes the team's.
+    let url = pg.url("postgres");
+    let solo = spawn_app().await;
+    solo.create_budget(json!({"name": "solo", "max_dollars": "3"}))
+        .await;
+    let (mock, dir) = solo.stop().await;
+    let joined = start_on(mock, dir, |s| s.database = Some(url)).await;
+    joined
+        .eventually("the joining proxy to take the team's budget", || async {
+            status_of(&joined, "/api/budgets/team").await == 200
+                && joined.budget("team").await["max_dollars"] == "25"
+        })
+        .await;
+    apps[2]
+        .eventually("the team to take the joining proxy's budget", || async {
+            status_of(&apps[2], "/api/budgets/solo").await == 200
+        })
+        .await;
+    let deleted = apps[0]
+        .client
+        .delete(apps[0].url("/api/budgets/team"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    for app in apps.iter().chain([&joined]) {
+        app.eventually("every proxy to follow the deletion", || async {
+            status_of(app, "/api/budgets/team").await == 404
+        })
+        .await;
+    }
 }
