@@ -173,7 +173,7 @@ pub struct Settings {
 }
 
 /// Checks a `--database` URL without connecting: a PostgreSQL URL tokio-postgres can parse.
-fn check_database(url: &str) -> Result<(), ConfigError> {
+pub fn check_database(url: &str) -> Result<(), ConfigError> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(ConfigError::Database(
             "only PostgreSQL is supported here: give a postgres:// URL (SQLite in the data directory is the default without --database)".into(),
@@ -202,6 +202,17 @@ fn read_key_file(path: &std::path::Path) -> Result<String, ConfigError> {
     let _ = meta;
     std::fs::read_to_string(path)
         .map_err(|e| ConfigError::KeyFile(format!("cannot read {shown}: {e}")))
+}
+
+/// A database URL fit to show: its password replaced by dots.
+pub fn redact_database(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("•••"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
 }
 
 /// The platform's app data directory for agent-budget (e.g. ~/.local/share/agent-budget).
@@ -364,6 +375,16 @@ mod tests {
             spaced.validate().unwrap_err(),
             ConfigError::BadKey(BadKey::Malformed)
         );
+    }
+
+    #[test]
+    fn a_database_url_is_shown_without_its_password() {
+        let shown = redact_database("postgres://agent:s3cret@db.internal:5432/budgets");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("agent") && shown.contains("db.internal"),
+            "{shown}"
+        );
+        assert_eq!(redact_database("postgres://db/x"), "postgres://db/x");
     }
 
     #[test]

@@ -179,6 +179,10 @@ pub struct DesktopStatus {
     pub port: u16,
     pub autostart: bool,
     pub notifications_muted: bool,
+    /// The team database (PostgreSQL), its password hidden; None: this proxy alone.
+    pub database: Option<String>,
+    /// Set by AGENT_BUDGET_DATABASE_URL, which the settings page cannot change.
+    pub database_from_env: bool,
 }
 
 #[tauri::command]
@@ -196,14 +200,7 @@ pub async fn restart_proxy(app: AppHandle, port: u16) -> Result<DesktopStatus> {
         });
     }
     crate::start_core(&app, Some(port)).await;
-    let s = crate::status(&app);
-    match &s.error {
-        Some(why) => Err(CommandError {
-            kind: "api_error".into(),
-            message: why.clone(),
-        }),
-        None => Ok(s),
-    }
+    running(&app)
 }
 
 #[tauri::command]
@@ -219,4 +216,28 @@ pub async fn set_autostart(app: AppHandle, enabled: bool) -> Result<DesktopStatu
 pub async fn set_notifications_muted(app: AppHandle, muted: bool) -> Result<DesktopStatus> {
     app.state::<Core>().set_muted(muted);
     Ok(crate::status(&app))
+}
+
+/// Saves the team database (None or empty: none) and restarts the proxy on it.
+#[tauri::command]
+pub async fn set_team_database(app: AppHandle, url: Option<String>) -> Result<DesktopStatus> {
+    crate::set_database(&app, url)
+        .await
+        .map_err(|message| CommandError {
+            kind: "invalid_request_error".into(),
+            message,
+        })?;
+    running(&app)
+}
+
+/// The app's state once the proxy should be running, or why it is not.
+fn running(app: &AppHandle) -> Result<DesktopStatus> {
+    let s = crate::status(app);
+    match &s.error {
+        Some(why) => Err(CommandError {
+            kind: "api_error".into(),
+            message: why.clone(),
+        }),
+        None => Ok(s),
+    }
 }

@@ -31,6 +31,8 @@ pub struct Core {
     dirty: AtomicBool,
     /// Where preferences are saved (the app's config dir), once known.
     prefs_dir: Mutex<Option<std::path::PathBuf>>,
+    /// The team database saved in the preferences.
+    database: Mutex<Option<String>>,
 }
 
 impl Core {
@@ -63,23 +65,56 @@ impl Core {
     fn set_muted(&self, muted: bool) {
         self.muted.store(muted, Ordering::Relaxed);
         self.mark_dirty();
+        if let Err(e) = self.save_prefs() {
+            tracing::warn!(error = %e, "could not save preferences; the setting lasts until quit");
+        }
+    }
+    fn database(&self) -> Option<String> {
+        self.database
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+    fn save_prefs(&self) -> Result<(), String> {
         let dir = self
             .prefs_dir
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        if let Some(dir) = dir {
-            let saved = prefs::save(
-                &dir,
-                &prefs::Prefs {
-                    notifications_muted: muted,
-                },
-            );
-            if let Err(e) = saved {
-                tracing::warn!(error = %e, "could not save preferences; the setting lasts until quit");
-            }
-        }
+        let Some(dir) = dir else {
+            return Err("this system has no app config directory".into());
+        };
+        let now = prefs::Prefs {
+            notifications_muted: self.muted.load(Ordering::Relaxed),
+            database: self.database(),
+        };
+        prefs::save(&dir, &now).map_err(|e| e.to_string())
     }
+}
+
+/// Saves the team database and restarts the proxy on it (None: this proxy alone).
+async fn set_database(app: &AppHandle, url: Option<String>) -> Result<(), String> {
+    if std::env::var_os("AGENT_BUDGET_DATABASE_URL").is_some() {
+        return Err(
+            "AGENT_BUDGET_DATABASE_URL is set for this app and wins; change it there".into(),
+        );
+    }
+    let url = url.map(|u| u.trim().to_string()).filter(|u| !u.is_empty());
+    if let Some(u) = &url {
+        agent_budget::config::check_database(u).map_err(|e| e.to_string())?;
+    }
+    let core = app.state::<Core>();
+    *core.database.lock().unwrap_or_else(|p| p.into_inner()) = url;
+    core.save_prefs()
+        .map_err(|e| format!("could not save the team database: {e}"))?;
+    let port = core.port();
+    let running = core.server.lock().await.take();
+    if let Some(server) = running {
+        *core.service.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        server.shutdown().await;
+    }
+    start_core(app, Some(port)).await;
+    Ok(())
 }
 
 /// Turns launch at login on or off.
@@ -104,6 +139,11 @@ fn status(app: &AppHandle) -> commands::DesktopStatus {
         port: core.port(),
         autostart: app.autolaunch().is_enabled().unwrap_or(false),
         notifications_muted: core.muted.load(Ordering::Relaxed),
+        database: std::env::var("AGENT_BUDGET_DATABASE_URL")
+            .ok()
+            .or_else(|| core.database())
+            .map(|u| agent_budget::config::redact_database(&u)),
+        database_from_env: std::env::var_os("AGENT_BUDGET_DATABASE_URL").is_some(),
     }
 }
 
@@ -282,6 +322,9 @@ async fn start_core(app: &AppHandle, port: Option<u16>) {
     if port.is_some() {
         settings.port = port;
     }
+    if settings.database.is_none() {
+        settings.database = core.database();
+    }
     let bound = match settings.validate() {
         Ok(config) => {
             core.port.store(config.port, Ordering::Relaxed);
@@ -379,6 +422,7 @@ pub fn run() {
             commands::restart_proxy,
             commands::set_autostart,
             commands::set_notifications_muted,
+            commands::set_team_database,
         ])
         .setup(|app| {
             let handle = app.handle().clone();
@@ -387,6 +431,7 @@ pub fn run() {
                 let saved = prefs::load(&dir);
                 core.muted
                     .store(saved.notifications_muted, Ordering::Relaxed);
+                *core.database.lock().unwrap_or_else(|p| p.into_inner()) = saved.database;
                 *core.prefs_dir.lock().unwrap_or_else(|p| p.into_inner()) = Some(dir);
             }
             tauri::async_runtime::block_on(start_core(&handle, None));

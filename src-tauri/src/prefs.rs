@@ -1,5 +1,6 @@
-//! Desktop preferences that outlive the process — today, whether notifications are paused —
-//! in `<app config dir>/preferences.json`. Launch at login lives in the autostart entry itself.
+//! Desktop preferences that outlive the process — whether notifications are paused, and the
+//! team database — in `<app config dir>/preferences.json` (mode 0600: the database URL may
+//! carry a password). Launch at login lives in the autostart entry itself.
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -10,6 +11,9 @@ const FILE: &str = "preferences.json";
 pub struct Prefs {
     #[serde(default)]
     pub notifications_muted: bool,
+    /// `postgres://…`: the proxy enforces budgets together with the others on it.
+    #[serde(default)]
+    pub database: Option<String>,
 }
 
 /// The saved preferences; defaults if there are none or they cannot be read (said in the log).
@@ -29,6 +33,8 @@ pub fn save(dir: &Path, prefs: &Prefs) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!("{FILE}.tmp"));
     std::fs::write(&tmp, serde_json::to_vec_pretty(prefs)?)?;
+    #[cfg(unix)]
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     std::fs::rename(tmp, dir.join(FILE))
 }
 
@@ -43,9 +49,19 @@ mod tests {
         assert_eq!(load(&nested), Prefs::default());
         let muted = Prefs {
             notifications_muted: true,
+            database: Some("postgres://a:secret@db/x".into()),
         };
         save(&nested, &muted).unwrap();
         assert_eq!(load(&nested), muted);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(nested.join(FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
         save(&nested, &Prefs::default()).unwrap();
         assert_eq!(load(&nested), Prefs::default());
     }

@@ -148,6 +148,24 @@ def live_update():
     until("the 50 % notification", lambda: "Budget 'window' at 50%" in open(NOTIFY).read())
 
 
+def team_database_from_settings():
+    # A team database nobody answers on: saved (0600), the proxy restarts on it and says why it
+    # cannot run; cleared, it runs alone again on the same port. The password never shows.
+    prefs = os.path.expanduser("~/.config/dev.agent-budget.desktop/preferences.json")
+    script("location.hash = '#/settings'")
+    field = "input[name=team_database]"
+    until("typing the database", lambda: call("POST", f"{S}/element/{find(field)}/value", {"text": "postgres://agent:hunter2@127.0.0.1:1/budgets"}) or True)
+    until("saving it", lambda: call("POST", f"{S}/element/{find('button[name=save_team_database]')}/click", {}) or True)
+    until("the page to say why the proxy stopped", lambda: "team database is unreachable" in text("section"), 60)
+    assert json.load(open(prefs))["database"] == "postgres://agent:hunter2@127.0.0.1:1/budgets"
+    assert os.stat(prefs).st_mode & 0o777 == 0o600
+    assert "hunter2" not in script("return document.body.innerText")
+    until("clearing it", lambda: call("POST", f"{S}/element/{find('button[name=save_team_database]')}/click", {}) or True)
+    until("the proxy alone again", lambda: call("GET", f"{API}/health") == {"ok": True}, 60)
+    until("the page to say so", lambda: "enforces its budgets alone" in text("[data-testid=team-database]"))
+    assert json.load(open(prefs))["database"] is None
+
+
 def close_keeps_proxy():
     # What the window manager's close button does: ask the window to close (it hides instead).
     script("window.__TAURI_INTERNALS__.invoke('plugin:window|close', {label: 'main'})")
@@ -162,6 +180,7 @@ check("pausing notifications is saved for the next start", pause_is_saved)
 check("the Anthropic key typed into Settings goes to the OS keychain, and is removed from there", keychain_from_settings)
 check("create a budget in the window", create_budget)
 check("spend and notifications update live as requests arrive", live_update)
+check("a team database set in Settings is saved and the proxy restarts on it", team_database_from_settings)
 check("closing the window leaves the proxy running", close_keeps_proxy)
 try:
     call("DELETE", S)

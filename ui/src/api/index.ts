@@ -167,6 +167,7 @@ export function desktopApi() {
     restartProxy: (port: number) => call("restart_proxy", { port }),
     setAutostart: (enabled: boolean) => call("set_autostart", { enabled }),
     setNotificationsMuted: (muted: boolean) => call("set_notifications_muted", { muted }),
+    setTeamDatabase: (url: string | null) => call("set_team_database", { url }),
   };
 }
 

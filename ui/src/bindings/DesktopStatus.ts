@@ -7,4 +7,12 @@ export type DesktopStatus = { running: boolean,
 /**
  * Why the proxy is not running, if it is not.
  */
-error: string | null, port: number, autostart: boolean, notifications_muted: boolean, };
+error: string | null, port: number, autostart: boolean, notifications_muted: boolean, 
+/**
+ * The team database (PostgreSQL), its password hidden; None: this proxy alone.
+ */
+database: string | null, 
+/**
+ * Set by AGENT_BUDGET_DATABASE_URL, which the settings page cannot change.
+ */
+database_from_env: boolean, };
