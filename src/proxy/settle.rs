@@ -81,6 +81,9 @@ impl Settlement {
         }
         if let Some((cost, tokens)) = cost::worst_case_after_start(&self.price, &self.ask, start) {
             self.reservation.shrink(cost, tokens);
+            if let (Some(hold), Some(team)) = (&self.team, &self.app.team) {
+                super::team::shrink(&self.app, team.clone(), hold.id(), cost, tokens);
+            }
         }
     }
 

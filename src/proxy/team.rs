@@ -44,18 +44,19 @@ pub async fn share(
     let Some(team) = &app.team else {
         return Ok(Ok(admitted));
     };
-    let mut status = slot.status(period::now());
-    let budget = &status.budget;
+    // The settings only (a status sorts the recent worst cases): the refusal reads the rest.
+    let (budget, now) = (slot.budget(), period::now());
     if budget.max_dollars.is_none() && budget.max_tokens.is_none() {
         return Ok(Ok(admitted));
     }
+    let window = period::window(budget.period, budget.created_at, now, app.config.zone);
     let (cost, tokens) = (
         admitted.reservation.worst_case(),
         admitted.reservation.tokens(),
     );
     let ask = Ask {
         budget: &budget.name,
-        period: period_key(&status),
+        period: crate::team::period_key(budget.period, &window),
         amount: cost,
         tokens,
         max_dollars: budget.max_dollars,
@@ -68,6 +69,7 @@ pub async fn share(
         }
         Err(shared) => shared,
     };
+    let mut status = slot.status(now);
     let over_dollars = budget
         .max_dollars
         .is_some_and(|cap| shared.spent + shared.reserved + cost > cap);
@@ -87,6 +89,16 @@ pub async fn share(
     };
     // The local reservation is released as `admitted` drops.
     Ok(Err(Refused::limit(refusal, cost)))
+}
+
+/// Lowers a stream's team reservation once its prompt is known, as its local one (in the
+/// background: a failure only leaves more held until the charge).
+pub fn shrink(app: &Service, team: Arc<Team>, hold: i64, cost: Money, tokens: u64) {
+    app.tracker.spawn(async move {
+        if let Err(e) = team.shrink(hold, cost, tokens).await {
+            tracing::debug!("a team reservation keeps its worst case: {e}");
+        }
+    });
 }
 
 /// Commits a settled request's charge in the team database, retrying while it fails; says on

@@ -96,6 +96,9 @@ pub struct Hold {
 }
 
 impl Hold {
+    pub fn id(&self) -> i64 {
+        self.id
+    }
     pub fn budget(&self) -> &str {
         &self.budget
     }
@@ -173,6 +176,19 @@ const SETTLE: &str = "WITH gone AS (
     (budget, period_start, created_at, proxy, model, cost, tokens, upstream_request_id, reservation)
   SELECT $2, $3, $6, $7, $8, $4, $5, $9, $1 FROM moved
   RETURNING (SELECT spent FROM moved)";
+
+/// Lowers a reservation (never raises it) and frees the difference; a reservation already
+/// settled or swept is not found and nothing changes.
+const SHRINK: &str = "WITH old AS (
+    SELECT id, amount, tokens FROM team_reservations WHERE id = $1 FOR UPDATE),
+  lowered AS (
+    UPDATE team_reservations r SET amount = LEAST(old.amount, $2), tokens = LEAST(old.tokens, $3)
+    FROM old WHERE r.id = old.id
+    RETURNING r.budget, r.period_start,
+      old.amount - LEAST(old.amount, $2) AS freed, old.tokens - LEAST(old.tokens, $3) AS freed_tokens)
+  UPDATE team_spend s
+  SET reserved = s.reserved - lowered.freed, reserved_tokens = s.reserved_tokens - lowered.freed_tokens
+  FROM lowered WHERE s.budget = lowered.budget AND s.period_start = lowered.period_start";
 
 const SWEEP: &str = "WITH gone AS (
     DELETE FROM team_reservations WHERE lease_until < now()
@@ -374,6 +390,20 @@ impl Team {
             })
             .await;
         done.map_err(|e| (hold, e))
+    }
+
+    /// Lowers a held reservation to what the request can still cost.
+    pub async fn shrink(&self, id: i64, amount: Money, tokens: u64) -> Result<(), TeamError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let shrink = client.prepare_cached(SHRINK).await.map_err(unreachable)?;
+            client
+                .execute(&shrink, &[&id, &amount.picos(), &to_i64(tokens)])
+                .await
+                .map_err(unreachable)?;
+            Ok(())
+        })
+        .await
     }
 
     /// Claims alerts for a budget's period (thresholds; 0 for "blocked"); returns those this

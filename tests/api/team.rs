@@ -535,3 +535,42 @@ async fn budgets_made_changed_and_deleted_on_one_proxy_are_followed_by_the_other
         .await;
     }
 }
+
+#[tokio::test]
+async fn a_streams_team_reservation_shrinks_once_its_prompt_is_known() {
+    let pg = Postgres::start();
+    // A long prompt the estimator must assume is dear; the stream reports 10 input tokens.
+    let mut b = body("claude-haiku-4-5", 100);
+    b["messages"][0]["content"] = json!("word ".repeat(20_000));
+    b["stream"] = json!(true);
+    let script = json!({"usage": {"input_tokens": 10, "output_tokens": 5}, "hang_after": 2});
+    let probe = three_proxies(&pg, None, 30).await;
+    let mut whole = b.clone();
+    whole["stream"] = json!(false);
+    let (wc, _) = exact_script(&probe[0], &whole).await;
+    // Room for one and a half worst cases: a second request fits only once the first shrank.
+    let apps = three_proxies(&pg, Some(&wc.scale(3, 2).to_string()), 30).await;
+    let first = apps[0].send(Some("team"), &b, Some(script.clone())).await;
+    assert_eq!(first.status(), 200);
+    let mut chunks = futures_util::StreamExt::boxed(first.bytes_stream());
+    let start = futures_util::StreamExt::next(&mut chunks)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&start).contains("message_start"));
+    let team = Team::connect(&pg.url("postgres"), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    while team.totals("team", 0).await.unwrap().reserved >= wc {
+        assert!(started.elapsed() < Duration::from_secs(10), "never shrank");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = apps[1].send(Some("team"), &b, Some(script)).await;
+    assert_eq!(
+        second.status(),
+        200,
+        "the first stream's shrink made room across proxies"
+    );
+    drop(chunks);
+}
