@@ -4,7 +4,7 @@
 
 use super::admission::{Admitted, Refused};
 use crate::alerts::{self, AlertKind, NewAlert};
-use crate::budget::period;
+use crate::budget::{DEFAULT_BUDGET, period};
 use crate::error::HttpError;
 use crate::ledger::{Limit, Refusal, Slot, Status};
 use crate::money::Money;
@@ -35,7 +35,8 @@ fn unreachable(e: impl std::fmt::Display) -> HttpError {
 }
 
 /// Reserves an admitted request's worst case across all proxies. A budget without a dollar or
-/// token cap needs no reservation; a refusal reports the team's figures.
+/// token cap needs no reservation, and the built-in `default` is each proxy's own; a refusal
+/// reports the team's figures.
 pub async fn share(
     app: &Service,
     slot: &Slot,
@@ -46,7 +47,8 @@ pub async fn share(
     };
     // The settings only (a status sorts the recent worst cases): the refusal reads the rest.
     let (budget, now) = (slot.budget(), period::now());
-    if budget.max_dollars.is_none() && budget.max_tokens.is_none() {
+    let capped = budget.max_dollars.is_some() || budget.max_tokens.is_some();
+    if !capped || budget.name == DEFAULT_BUDGET {
         return Ok(Ok(admitted));
     }
     let window = period::window(budget.period, budget.created_at, now, app.config.zone);
@@ -231,6 +233,9 @@ pub async fn first_block(app: &Service, first: Option<Status>) -> Option<Status>
     let (Some(team), Some(status)) = (&app.team, &first) else {
         return first;
     };
+    if status.budget.name == DEFAULT_BUDGET {
+        return first;
+    }
     match team
         .claim(&status.budget.name, period_key(status), &[0])
         .await

@@ -574,3 +574,31 @@ async fn a_streams_team_reservation_shrinks_once_its_prompt_is_known() {
     );
     drop(chunks);
 }
+
+#[tokio::test]
+async fn the_default_budget_stays_each_proxys_own() {
+    let pg = Postgres::start();
+    let apps = three_proxies(&pg, None, 30).await;
+    for app in &apps[..2] {
+        let r = app
+            .client
+            .patch(app.url("/api/budgets/default"))
+            .json(&json!({"max_dollars": "1"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        // $0.60 on each proxy: under each one's own $1, over a shared one.
+        let spend = json!({"usage": {"input_tokens": 0, "output_tokens": 120_000}});
+        let r = app
+            .send(None, &body("claude-haiku-4-5", 10), Some(spend))
+            .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(app.budget("default").await["spent_dollars"], "0.6");
+    }
+    assert_eq!(apps[2].budget("default").await["max_dollars"], Value::Null);
+    let team = Team::connect(&pg.url("postgres"), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(team.totals("default", 0).await.unwrap().requests, 0);
+}
