@@ -139,15 +139,23 @@ fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn shared(row: &tokio_postgres::Row) -> Shared {
-    let n = |i: usize| row.get::<_, i64>(i);
-    Shared {
-        spent: Money::from_picos(n(0)),
-        spent_tokens: n(1).max(0) as u64,
-        reserved: Money::from_picos(n(2)),
-        reserved_tokens: n(3).max(0) as u64,
-        requests: n(4).max(0) as u64,
-    }
+/// Column `i` of a row, as `T`: an unexpected type is an error, not a panic.
+fn col<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a tokio_postgres::Row,
+    i: usize,
+) -> Result<T, TeamError> {
+    row.try_get(i).map_err(|e| TeamError::Schema(cause(&e)))
+}
+
+fn shared(row: &tokio_postgres::Row) -> Result<Shared, TeamError> {
+    let n = |i: usize| col::<i64>(row, i);
+    Ok(Shared {
+        spent: Money::from_picos(n(0)?),
+        spent_tokens: n(1)?.max(0) as u64,
+        reserved: Money::from_picos(n(2)?),
+        reserved_tokens: n(3)?.max(0) as u64,
+        requests: n(4)?.max(0) as u64,
+    })
 }
 
 const RESERVE: &str = "WITH taken AS (
@@ -241,9 +249,15 @@ impl Team {
             .query_one("SELECT to_regclass('team_schema') IS NOT NULL", &[])
             .await
             .map_err(schema)?
-            .get(0);
+            .try_get(0)
+            .map_err(schema)?;
         if exists {
-            let done: i64 = client.query_one(version, &[]).await.map_err(schema)?.get(0);
+            let done: i64 = client
+                .query_one(version, &[])
+                .await
+                .map_err(schema)?
+                .try_get(0)
+                .map_err(schema)?;
             if done >= MIGRATIONS.len() as i64 {
                 return Ok(());
             }
@@ -256,7 +270,12 @@ impl Team {
         tx.batch_execute("CREATE TABLE IF NOT EXISTS team_schema (version INT NOT NULL)")
             .await
             .map_err(schema)?;
-        let done: i64 = tx.query_one(version, &[]).await.map_err(schema)?.get(0);
+        let done: i64 = tx
+            .query_one(version, &[])
+            .await
+            .map_err(schema)?
+            .try_get(0)
+            .map_err(schema)?;
         for sql in MIGRATIONS.iter().skip(done.max(0) as usize) {
             tx.batch_execute(sql).await.map_err(schema)?;
         }
@@ -336,7 +355,7 @@ impl Team {
                     self.rows().insert(row_key.clone());
                 }
                 if let Some(row) = client.query_opt(&reserve, &args).await.map_err(unreachable)? {
-                    let id: i64 = row.get(0);
+                    let id: i64 = col(&row, 0)?;
                     self.live().insert(id);
                     return Ok(Ok(Hold {
                         team: self.clone(),
@@ -385,8 +404,9 @@ impl Team {
                         ],
                     )
                     .await
-                    .map(|row| row.map(|r| Money::from_picos(r.get(0))))
-                    .map_err(unreachable)
+                    .map_err(unreachable)?
+                    .map(|r| col(&r, 0).map(Money::from_picos))
+                    .transpose()
             })
             .await;
         done.map_err(|e| (hold, e))
@@ -425,10 +445,11 @@ impl Team {
                 )
                 .await
                 .map_err(unreachable)?;
-            Ok(rows
-                .iter()
-                .filter_map(|r| u8::try_from(r.get::<_, i32>(0)).ok())
-                .collect())
+            let mut claimed = Vec::new();
+            for r in &rows {
+                claimed.extend(u8::try_from(col::<i32>(r, 0)?).ok());
+            }
+            Ok(claimed)
         })
         .await
     }
@@ -448,10 +469,9 @@ impl Team {
                 )
                 .await
                 .map_err(unreachable)?;
-            Ok(rows
-                .iter()
-                .map(|r| (r.get(5), r.get(6), shared(r)))
-                .collect())
+            rows.iter()
+                .map(|r| Ok((col(r, 5)?, col(r, 6)?, shared(r)?)))
+                .collect()
         })
         .await
     }
@@ -481,7 +501,7 @@ impl Team {
                 .query("SELECT name, spec FROM team_budgets", &[])
                 .await
                 .map_err(unreachable)?;
-            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+            rows.iter().map(|r| Ok((col(r, 0)?, col(r, 1)?))).collect()
         })
         .await
     }
@@ -509,7 +529,7 @@ impl Team {
             .query_opt(&totals, &[&budget, &period])
             .await
             .map_err(unreachable)?;
-        Ok(row.as_ref().map(shared))
+        row.as_ref().map(shared).transpose()
     }
 
     /// Renews this proxy's leases and frees every proxy's expired ones.
