@@ -13,6 +13,17 @@ use std::sync::Arc;
 
 pub const MAX_PAGE: u32 = 500;
 
+/// A budget change the team database did not take (and this proxy undid).
+fn unshared(name: &str, done: &str, e: crate::team::TeamError) -> HttpError {
+    HttpError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "api_error",
+        format!(
+            "agent-budget: budget '{name}' was not {done}: {e}, and the other proxies must see the same budgets; try again once it answers"
+        ),
+    )
+}
+
 impl Service {
     pub fn view(&self, s: &Status) -> BudgetView {
         let team = self.with_team(s);
@@ -86,11 +97,15 @@ impl Service {
         })
     }
 
-    /// Creates a budget, and shares it with the other proxies of a team.
+    /// Creates a budget, and shares it with the other proxies of a team. A change the team
+    /// database does not take is undone here, so the proxies never disagree.
     pub async fn create_budget(&self, input: NewBudget) -> Result<BudgetView, HttpError> {
         let _in_step = self.budget_changes.lock().await;
         let view = self.create_here(input).await?;
-        self.share(&view.name, Some(&view)).await?;
+        if let Err(e) = self.share(&view.name, Some(&view)).await {
+            self.delete_here(&view.name).await?;
+            return Err(unshared(&view.name, "created", e));
+        }
         Ok(view)
     }
 
@@ -100,15 +115,24 @@ impl Service {
         patch: BudgetPatch,
     ) -> Result<BudgetView, HttpError> {
         let _in_step = self.budget_changes.lock().await;
+        let before = self.view(&self.slot(key)?.status(period::now()));
         let view = self.patch_here(key, patch).await?;
-        self.share(&view.name, Some(&view)).await?;
+        if let Err(e) = self.share(&view.name, Some(&view)).await {
+            self.patch_here(key, super::team::undo(&before)?).await?;
+            return Err(unshared(&view.name, "changed", e));
+        }
         Ok(view)
     }
 
     pub async fn delete_budget(&self, key: &str) -> Result<(), HttpError> {
         let _in_step = self.budget_changes.lock().await;
-        let name = self.delete_here(key).await?;
-        self.share(&name, None).await
+        let name = self.slot(key)?.budget().name;
+        if name != DEFAULT_BUDGET {
+            self.share(&name, None)
+                .await
+                .map_err(|e| unshared(&name, "deleted", e))?;
+        }
+        self.delete_here(key).await.map(|_| ())
     }
 
     pub(super) async fn create_here(&self, input: NewBudget) -> Result<BudgetView, HttpError> {

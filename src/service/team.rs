@@ -8,11 +8,8 @@ use crate::dto::BudgetView;
 use crate::error::HttpError;
 use crate::events::CoreEvent;
 use crate::ledger::Status;
-use crate::team::Team;
-use crate::team::{Shared, period_key};
-use axum::http::StatusCode;
-use std::collections::HashMap;
-use std::collections::HashSet;
+use crate::team::{Shared, Team, TeamError, period_key};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +34,11 @@ const SPEC: [&str; 10] = [
     "loop_guard",
 ];
 
+/// The patch that puts a budget's settings back as they were in `before`.
+pub(super) fn undo(before: &BudgetView) -> Result<BudgetPatch, HttpError> {
+    serde_json::from_str(&spec(before)).map_err(|e| HttpError::invalid(e.to_string()))
+}
+
 fn spec(view: &BudgetView) -> String {
     let mut v = serde_json::to_value(view).unwrap_or_default();
     if let Some(fields) = v.as_object_mut() {
@@ -51,20 +53,13 @@ impl Service {
         &self,
         name: &str,
         view: Option<&BudgetView>,
-    ) -> Result<(), HttpError> {
-        let Some(team) = &self.team else {
-            return Ok(());
-        };
-        if name == DEFAULT_BUDGET {
-            return Ok(());
+    ) -> Result<(), TeamError> {
+        match &self.team {
+            Some(team) if name != DEFAULT_BUDGET => {
+                team.put_budget(name, view.map(spec).as_deref()).await
+            }
+            _ => Ok(()),
         }
-        team.put_budget(name, view.map(spec).as_deref()).await.map_err(|e| {
-            HttpError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "api_error",
-                format!("agent-budget: budget '{name}' is saved on this proxy but not shared with the other proxies: {e}; save it again once the team database answers"),
-            )
-        })
     }
 
     /// Applies the team's budget settings here, and shares the budgets it has never seen (a

@@ -602,3 +602,59 @@ async fn the_default_budget_stays_each_proxys_own() {
         .unwrap();
     assert_eq!(team.totals("default", 0).await.unwrap().requests, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_change_the_team_database_cannot_take_changes_nothing() {
+    let pg = Postgres::start();
+    let apps = three_proxies(&pg, Some("10"), 30).await;
+    let app = &apps[0];
+    pg.stop_server();
+    let created = app
+        .client
+        .post(app.url("/api/budgets"))
+        .json(&json!({"name": "late", "max_dollars": "1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 503);
+    let text = created.text().await.unwrap();
+    assert!(
+        text.contains("was not created") && text.contains("unreachable"),
+        "{text}"
+    );
+    assert_eq!(status_of(app, "/api/budgets/late").await, 404);
+    let patched = app
+        .client
+        .patch(app.url("/api/budgets/team"))
+        .json(&json!({"max_dollars": "99"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 503);
+    assert_eq!(app.budget("team").await["max_dollars"], "10");
+    let deleted = app
+        .client
+        .delete(app.url("/api/budgets/team"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 503);
+    assert_eq!(status_of(app, "/api/budgets/team").await, 200);
+    pg.start_server();
+    app.eventually("changes to work again", || async {
+        let r = app
+            .client
+            .patch(app.url("/api/budgets/team"))
+            .json(&json!({"max_dollars": "99"}))
+            .send()
+            .await
+            .unwrap();
+        r.status() == 200
+    })
+    .await;
+    apps[1]
+        .eventually("the others to follow", || async {
+            apps[1].budget("team").await["max_dollars"] == "99"
+        })
+        .await;
+}
