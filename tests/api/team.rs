@@ -128,6 +128,15 @@ async fn a_dead_proxys_reservations_expire_with_their_lease() {
     assert_eq!(living.totals("team", 0).await.unwrap().requests, 1);
 }
 
+async fn patch(app: &TestApp, path: &str, change: Value) -> reqwest::Response {
+    app.client
+        .patch(app.url(path))
+        .json(&change)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn status_of(app: &TestApp, path: &str) -> u16 {
     let r = app.client.get(app.url(path)).send().await.unwrap();
     r.status().as_u16()
@@ -488,13 +497,12 @@ async fn each_alert_is_raised_once_across_proxies_from_the_teams_spend() {
 async fn budgets_made_changed_and_deleted_on_one_proxy_are_followed_by_the_others() {
     let pg = Postgres::start();
     let apps = three_proxies(&pg, Some("10"), 30).await;
-    let patch = apps[1]
-        .client
-        .patch(apps[1].url("/api/budgets/team"))
-        .json(&json!({"max_dollars": "25", "period": "daily", "thresholds": [90]}))
-        .send()
-        .await
-        .unwrap();
+    let patch = patch(
+        &apps[1],
+        "/api/budgets/team",
+        json!({"max_dollars": "25", "period": "daily", "thresholds": [90]}),
+    )
+    .await;
     assert_eq!(patch.status(), 200);
     for app in &apps {
         app.eventually("every proxy to follow the change", || async {
@@ -580,13 +588,7 @@ async fn the_default_budget_stays_each_proxys_own() {
     let pg = Postgres::start();
     let apps = three_proxies(&pg, None, 30).await;
     for app in &apps[..2] {
-        let r = app
-            .client
-            .patch(app.url("/api/budgets/default"))
-            .json(&json!({"max_dollars": "1"}))
-            .send()
-            .await
-            .unwrap();
+        let r = patch(app, "/api/budgets/default", json!({"max_dollars": "1"})).await;
         assert_eq!(r.status(), 200);
         // $0.60 on each proxy: under each one's own $1, over a shared one.
         let spend = json!({"usage": {"input_tokens": 0, "output_tokens": 120_000}});
@@ -623,13 +625,7 @@ async fn a_budget_change_the_team_database_cannot_take_changes_nothing() {
         "{text}"
     );
     assert_eq!(status_of(app, "/api/budgets/late").await, 404);
-    let patched = app
-        .client
-        .patch(app.url("/api/budgets/team"))
-        .json(&json!({"max_dollars": "99"}))
-        .send()
-        .await
-        .unwrap();
+    let patched = patch(app, "/api/budgets/team", json!({"max_dollars": "99"})).await;
     assert_eq!(patched.status(), 503);
     assert_eq!(app.budget("team").await["max_dollars"], "10");
     let deleted = app
@@ -642,13 +638,7 @@ async fn a_budget_change_the_team_database_cannot_take_changes_nothing() {
     assert_eq!(status_of(app, "/api/budgets/team").await, 200);
     pg.start_server();
     app.eventually("changes to work again", || async {
-        let r = app
-            .client
-            .patch(app.url("/api/budgets/team"))
-            .json(&json!({"max_dollars": "99"}))
-            .send()
-            .await
-            .unwrap();
+        let r = patch(app, "/api/budgets/team", json!({"max_dollars": "99"})).await;
         r.status() == 200
     })
     .await;
