@@ -241,6 +241,47 @@ async fn deliver(app: &Service, due: Due) {
     }
 }
 
+/// Delivers what is due in the team's outbox (deliveries any of its proxies may make, each
+/// taken for a lease so only one makes it).
+async fn deliver_team(app: &Service, team: &crate::team::Team) {
+    let due = match team.due().await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::debug!("the team's webhook outbox cannot be read: {e}");
+            return;
+        }
+    };
+    for q in due {
+        let value: Value = serde_json::from_str(&q.payload).unwrap_or(Value::Null);
+        let text = chat_text(&value, &app.dashboard_url());
+        let body = body_for(&q.webhook_url, &value, &text);
+        let now = period::now();
+        let attempt = post(
+            &app.client,
+            &q.webhook_url,
+            body,
+            &app.webhook_secret,
+            now,
+            app.config.zone,
+        )
+        .await;
+        let made = q.attempts as usize + 1;
+        let next = match &attempt.error {
+            None => None,
+            Some(error) => {
+                tracing::warn!(claim = %q.claim, attempt = made, %error, "team webhook delivery failed");
+                next_attempt(period::from_millis(q.created_at), made, now)
+            }
+        };
+        let recorded = team
+            .attempted(&q.claim, next.map(|n| n.timestamp_millis()))
+            .await;
+        if let Err(e) = recorded {
+            tracing::warn!(claim = %q.claim, "a team webhook attempt is not recorded: {e}");
+        }
+    }
+}
+
 /// The delivery loop: wakes when alerts are raised, or when the next retry is due.
 pub async fn run(app: Arc<Service>, stop: CancellationToken) {
     loop {
@@ -253,6 +294,9 @@ pub async fn run(app: Arc<Service>, stop: CancellationToken) {
                 }
             }
             Err(e) => tracing::error!(error = %e, "could not read the webhook outbox"),
+        }
+        if let Some(team) = &app.team {
+            deliver_team(&app, team).await;
         }
         // The raise notification can arrive before its alert's commit, so never sleep long:
         // at most a second, less when a retry is due sooner.

@@ -187,7 +187,8 @@ async fn enforce(
         Ok(a) => a,
         Err(refused) => {
             let now = period::now();
-            let first = team::first_block(&app, slot.count_blocked(refused.worst_case, now)).await;
+            let first =
+                team::first_block(&app, slot.count_blocked(refused.worst_case, now), now).await;
             alerts.extend(
                 first
                     .iter()

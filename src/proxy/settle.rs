@@ -13,6 +13,7 @@ use crate::pricing::cost::{self, Ask, Tokens, Usage};
 use crate::pricing::{Price, PriceBook, PricedAs};
 use crate::service::Service;
 use crate::store::usage::UsageRow;
+use crate::team::{Charge, Hold};
 use bytes::Bytes;
 use futures_util::Stream;
 use futures_util::stream::BoxStream;
@@ -87,7 +88,9 @@ impl Settlement {
         }
     }
 
-    fn row(self, outcome: Outcome) -> UsageRow {
+    /// The record, with the alerts the charge raised here (none for a team budget, whose
+    /// thresholds are the team's: `team`).
+    fn row(self, outcome: Outcome, team: bool) -> UsageRow {
         let now = period::now();
         let (cost, tokens, priced_as, status, estimated, model) = match outcome {
             Outcome::Usage {
@@ -126,7 +129,7 @@ impl Settlement {
         let settled = self.reservation.settle(cost, tokens.total(), now);
         let mut alerts = self.alerts;
         // A team budget's thresholds are the team's spend, raised once it is committed there.
-        if let Some(st) = settled.status.as_ref().filter(|_| self.team.is_none()) {
+        if let Some(st) = settled.status.as_ref().filter(|_| !team) {
             alerts.extend(
                 settled
                     .reached
@@ -173,31 +176,37 @@ impl Settlement {
         }
     }
 
-    /// Settles and makes the record; says who should be told of it.
-    fn settle(mut self, outcome: Outcome) -> (Arc<Service>, UsageRow) {
+    /// Settles and makes the record; says who should be told of it. The team reservation, if
+    /// any, comes back with what to charge it.
+    fn settle(mut self, outcome: Outcome) -> (Arc<Service>, UsageRow, Option<(Hold, Charge)>) {
         let (app, budget) = (self.app.clone(), std::mem::take(&mut self.budget));
-        let row = self.row(outcome);
+        let hold = self.team.take();
+        let row = self.row(outcome, hold.is_some());
         publish(&app, budget, &row);
-        (app, row)
+        let charge = hold.map(|h| {
+            let c = Charge {
+                cost: row.cost,
+                tokens: row.tokens.total(),
+                created_at: row.created_at.timestamp_millis(),
+                model: row.model.clone(),
+                upstream_request_id: row.upstream_request_id.clone(),
+            };
+            (h, c)
+        });
+        (app, row, charge)
     }
 
-    /// Settles and saves the record; the receiver, if any, says when it is committed. Called
-    /// from the exchange's tracked task or a stream's relay (which holds a tracker token), so
-    /// the request is alone when it is the only one tracked.
-    pub fn finish(mut self, outcome: Outcome) -> Option<oneshot::Receiver<bool>> {
-        let (hold, budget_id) = (self.team.take(), self.budget_id);
-        let (app, row) = self.settle(outcome);
+    /// Settles and saves the record; the receiver, if any, says when it is committed (here,
+    /// and in the team database for a team budget). Called from the exchange's tracked task or
+    /// a stream's relay (which holds a tracker token), so the request is alone when it is the
+    /// only one tracked.
+    pub fn finish(self, outcome: Outcome) -> Option<oneshot::Receiver<bool>> {
+        let budget_id = self.budget_id;
+        let (app, row, charge) = self.settle(outcome);
         let alone = app.tracker.len() <= 1;
-        let charge = hold.as_ref().map(|_| crate::team::Charge {
-            cost: row.cost,
-            tokens: row.tokens.total(),
-            created_at: row.created_at.timestamp_millis(),
-            model: row.model.clone(),
-            upstream_request_id: row.upstream_request_id.clone(),
-        });
         let saved = app.store.writer.start_save(row, alone);
-        match (hold, charge, app.team.clone()) {
-            (Some(hold), Some(charge), Some(team)) => Some(super::team::commit(
+        match (charge, app.team.clone()) {
+            (Some((hold, charge)), Some(team)) => Some(super::team::commit(
                 &app, team, hold, budget_id, charge, saved,
             )),
             _ => saved,
@@ -406,11 +415,15 @@ impl Drop for Relay {
     fn drop(&mut self) {
         if self.settlement.is_some() {
             let outcome = self.partial(UsageStatus::ClientAborted);
-            if let Some(mut s) = self.settlement.take() {
-                let (app, budget) = (s.app.clone(), std::mem::take(&mut s.budget));
-                let row = s.row(outcome);
-                publish(&app, budget, &row);
+            if let Some(s) = self.settlement.take() {
+                let budget_id = s.budget_id;
+                let (app, row, charge) = s.settle(outcome);
                 app.store.writer.record_detached(row);
+                if let (Some((hold, charge)), Some(team)) = (charge, app.team.clone()) {
+                    drop(super::team::commit(
+                        &app, team, hold, budget_id, charge, None,
+                    ));
+                }
             }
         }
     }

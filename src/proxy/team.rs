@@ -3,7 +3,7 @@
 //! response's last byte waits for the charge to be committed there.
 
 use super::admission::{Admitted, Refused};
-use crate::alerts::{self, AlertKind, NewAlert};
+use crate::alerts::{self, AlertKind, NewAlert, webhook};
 use crate::budget::{DEFAULT_BUDGET, period};
 use crate::error::HttpError;
 use crate::ledger::{Limit, Refusal, Slot, Status};
@@ -197,50 +197,96 @@ async fn raise_thresholds(
         }
     };
     status.period.dollars = after;
-    let raised: Vec<NewAlert> = claimed
+    let raised = claimed
         .iter()
-        .map(|t| NewAlert::about(AlertKind::Threshold, &status, Some(*t), None, now))
+        .map(|t| {
+            let a = NewAlert::about(AlertKind::Threshold, &status, Some(*t), None, now);
+            (*t, a)
+        })
         .collect();
-    raise(app, raised).await;
+    raise(app, team, period, raised).await;
 }
 
-/// Stores alerts (for the dashboard and webhook delivery) and tells listeners.
-async fn raise(app: &Service, raised: Vec<NewAlert>) {
+/// Stores team alerts here, for the dashboard, and their webhook deliveries in the team's
+/// outbox, which whichever proxy finds them due delivers; tells listeners. `raised` pairs each
+/// alert with its claim (its threshold, 0 for the first refusal).
+async fn raise(app: &Service, team: &Team, period: i64, raised: Vec<(u8, NewAlert)>) {
     if raised.is_empty() {
         return;
     }
-    let saved = raised.clone();
+    let here: Vec<NewAlert> = raised
+        .iter()
+        .map(|(_, a)| NewAlert {
+            webhook_url: None,
+            ..a.clone()
+        })
+        .collect();
+    let saved = here.clone();
     let stored = app
         .store
         .writer
         .run(move |tx| {
+            let mut ids = Vec::new();
             for a in &saved {
-                store::alerts::insert(tx, a, a.created_at)?;
+                let new = store::alerts::insert(tx, a, a.created_at)?;
+                ids.push(new.then(|| tx.last_insert_rowid()));
             }
-            Ok(())
+            Ok(ids)
         })
         .await;
-    match stored {
-        Ok(()) => super::settle::announce(app, &raised),
-        Err(e) => tracing::warn!("team alerts not saved: {e}"),
+    let ids = match stored {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!("team alerts not saved: {e}");
+            return;
+        }
+    };
+    super::settle::announce(app, &here);
+    for ((code, a), id) in raised.iter().zip(ids) {
+        let (Some(url), Some(id)) = (&a.webhook_url, id) else {
+            continue;
+        };
+        let (start, resets) = (a.window.start, a.window.resets_at);
+        let period_name = a.period.as_str();
+        let Some(payload) =
+            webhook::payload(app, id, period_name, start, resets, a.budget_id).await
+        else {
+            continue;
+        };
+        let claim = format!("{}:{period}:{code}", a.budget);
+        let at = a.created_at.timestamp_millis();
+        if let Err(e) = team.enqueue(&claim, url, &payload.to_string(), at).await {
+            tracing::warn!(
+                "the webhook of a team alert of '{}' is not queued: {e}",
+                a.budget
+            );
+        }
     }
 }
 
-/// A budget's first refusal of the period, if it is the team's first: each proxy sees its
-/// own first, and only the one that claims it raises the alert. Raised anyway when the
-/// database cannot say (a repeated alert beats a lost one).
-pub async fn first_block(app: &Service, first: Option<Status>) -> Option<Status> {
+/// A budget's first refusal of the period: alone, this proxy's first is returned for its
+/// record to carry the alert. On a team, only the proxy that claims the team's first raises
+/// it (returning None); raised here anyway when the database cannot say (a repeated alert
+/// beats a lost one).
+pub async fn first_block(
+    app: &Service,
+    first: Option<Status>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<Status> {
     let (Some(team), Some(status)) = (&app.team, &first) else {
         return first;
     };
     if status.budget.name == DEFAULT_BUDGET {
         return first;
     }
-    match team
-        .claim(&status.budget.name, period_key(status), &[0])
-        .await
-    {
+    let period = period_key(status);
+    match team.claim(&status.budget.name, period, &[0]).await {
         Ok(claimed) if claimed.is_empty() => None,
-        _ => first,
+        Ok(_) => {
+            let alert = NewAlert::about(AlertKind::Blocked, status, None, None, now);
+            raise(app, team, period, vec![(0, alert)]).await;
+            None
+        }
+        Err(_) => first,
     }
 }

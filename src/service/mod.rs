@@ -166,6 +166,11 @@ impl Service {
             Some(url) => Some(crate::team::Team::connect(url.expose(), config.lease).await?),
             None => None,
         };
+        // A team signs every webhook with one secret, whichever proxy delivers it.
+        let webhook_secret = match &team {
+            Some(t) => t.secret(&webhook_secret).await?,
+            None => webhook_secret,
+        };
         let service = Service {
             config,
             ledger,

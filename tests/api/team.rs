@@ -648,3 +648,133 @@ async fn a_budget_change_the_team_database_cannot_take_changes_nothing() {
         })
         .await;
 }
+
+/// Spends $0.06 a request across the proxies, `n` requests.
+async fn spend_across(apps: &[TestApp], n: usize) {
+    let b = body("claude-haiku-4-5", 12_000);
+    let script = json!({"usage": {"input_tokens": 0, "output_tokens": 12_000}});
+    let sends = (0..n).map(|i| apps[i % apps.len()].send(Some("team"), &b, Some(script.clone())));
+    for r in futures_util::future::join_all(sends).await {
+        assert_eq!(r.status(), 200);
+    }
+}
+
+async fn outbox(pg: &Postgres) -> Vec<(i32, bool)> {
+    let (client, conn) = tokio_postgres::connect(&pg.url("postgres"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .query("SELECT attempts, done FROM team_outbox", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_team_webhook_is_delivered_once_and_signed_with_the_teams_secret() {
+    let pg = Postgres::start();
+    let hook = crate::receiver::start(crate::receiver::Mode::Ok).await;
+    let apps = three_proxies(&pg, None, 30).await;
+    apps[0]
+        .create_budget(json!({"name": "team", "max_dollars": "1", "thresholds": [50], "webhook_url": hook.url()}))
+        .await;
+    for app in &apps[1..] {
+        app.eventually("the others to follow", || async {
+            status_of(app, "/api/budgets/team").await == 200
+        })
+        .await;
+    }
+    spend_across(&apps, 15).await;
+    apps[0]
+        .eventually("one delivery, done in the team's outbox", || async {
+            hook.count() == 1 && outbox(&pg).await == vec![(1, true)]
+        })
+        .await;
+    let secrets: Vec<Value> = futures_util::future::join_all(
+        apps.iter()
+            .map(|a| async { a.get("/api/settings").await["webhook_secret"].clone() }),
+    )
+    .await;
+    assert!(
+        secrets.iter().all(|s| *s == secrets[0]),
+        "one secret: {secrets:?}"
+    );
+    let d = &hook.all()[0];
+    let sig = d.headers["x-agent-budget-signature"].to_str().unwrap();
+    assert_eq!(
+        sig,
+        agent_budget::alerts::webhook::signature(secrets[0].as_str().unwrap(), &d.body)
+    );
+    let payload: Value = serde_json::from_slice(&d.body).unwrap();
+    assert_eq!(
+        (payload["kind"].as_str(), payload["threshold"].as_u64()),
+        (Some("threshold"), Some(50))
+    );
+    assert_eq!(hook.count(), 1);
+}
+
+#[tokio::test]
+async fn a_team_webhook_is_delivered_by_another_proxy_when_the_raising_one_is_gone() {
+    let pg = Postgres::start();
+    // Nobody listens at first: the raising proxy's attempt fails and is due again in 5 s.
+    let port = crate::receiver::free_port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let mut apps = three_proxies(&pg, None, 30).await;
+    apps[0]
+        .create_budget(
+            json!({"name": "team", "max_dollars": "1", "thresholds": [50], "webhook_url": url}),
+        )
+        .await;
+    for app in &apps[1..] {
+        app.eventually("the others to follow", || async {
+            status_of(app, "/api/budgets/team").await == 200
+        })
+        .await;
+    }
+    spend_across(&apps[..1], 10).await;
+    apps[0]
+        .eventually("the first attempt to fail", || async {
+            outbox(&pg).await == vec![(1, false)]
+        })
+        .await;
+    let raiser = apps.remove(0);
+    raiser.stop().await;
+    let hook = crate::receiver::start_on(port, crate::receiver::Mode::Ok).await;
+    apps[0]
+        .eventually("another proxy to deliver it", || async {
+            hook.count() == 1 && outbox(&pg).await == vec![(2, true)]
+        })
+        .await;
+    assert_eq!(hook.count(), 1);
+}
+
+#[tokio::test]
+async fn a_stream_the_client_abandons_is_charged_in_the_team_too() {
+    let pg = Postgres::start();
+    let apps = three_proxies(&pg, Some("5"), 30).await;
+    let mut b = body("claude-haiku-4-5", 1000);
+    b["stream"] = json!(true);
+    let script = json!({"usage": {"input_tokens": 10, "output_tokens": 5}, "hang_after": 3});
+    let r = apps[0].send(Some("team"), &b, Some(script)).await;
+    let mut chunks = futures_util::StreamExt::boxed(r.bytes_stream());
+    futures_util::StreamExt::next(&mut chunks)
+        .await
+        .unwrap()
+        .unwrap();
+    drop(chunks);
+    let team = Team::connect(&pg.url("postgres"), Duration::from_secs(30))
+        .await
+        .unwrap();
+    apps[0]
+        .eventually(
+            "the abandoned stream charged in the team's record",
+            || async {
+                let t = team.totals("team", 0).await.unwrap();
+                t.requests == 1 && t.reserved == Money::ZERO && t.spent.is_positive()
+            },
+        )
+        .await;
+}
