@@ -14,6 +14,9 @@ use std::time::Duration;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
+mod outbox;
+pub use outbox::Queued;
+
 /// How long a reservation outlives its proxy's last renewal (`--lease-secs`).
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// The longest any one call may take: an unanswered database fails the request, closed.
@@ -33,9 +36,6 @@ const MIGRATIONS: [&str; 3] = [
     include_str!("migrations/0002_budgets.sql"),
     include_str!("migrations/0003_outbox.sql"),
 ];
-
-/// How long a proxy holds a webhook delivery it took (an attempt is bounded well within it).
-const DELIVERY_LEASE_SECS: i64 = 120;
 
 fn unreachable(e: impl std::error::Error) -> TeamError {
     TeamError::Unreachable(cause(&e))
@@ -76,17 +76,6 @@ pub struct Ask<'a> {
     pub tokens: u64,
     pub max_dollars: Option<Money>,
     pub max_tokens: Option<u64>,
-}
-
-/// A webhook delivery of the team's outbox, taken by this proxy.
-#[derive(Clone, Debug)]
-pub struct Queued {
-    pub claim: String,
-    pub webhook_url: String,
-    pub payload: String,
-    /// Epoch ms: when the alert was raised (retries give up a day later).
-    pub created_at: i64,
-    pub attempts: u32,
 }
 
 /// A budget's period across all proxies.
@@ -434,100 +423,6 @@ impl Team {
             let shrink = client.prepare_cached(SHRINK).await.map_err(unreachable)?;
             client
                 .execute(&shrink, &[&id, &amount.picos(), &to_i64(tokens)])
-                .await
-                .map_err(unreachable)?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// The team's webhook signing secret: the first proxy's own, for every proxy.
-    pub async fn secret(&self, own: &str) -> Result<String, TeamError> {
-        self.bounded(async {
-            let client = self.client().await?;
-            client
-                .execute(
-                    "INSERT INTO team_secret (id, secret) VALUES (1, $1) ON CONFLICT DO NOTHING",
-                    &[&own],
-                )
-                .await
-                .map_err(unreachable)?;
-            let row = client
-                .query_one("SELECT secret FROM team_secret WHERE id = 1", &[])
-                .await
-                .map_err(unreachable)?;
-            col(&row, 0)
-        })
-        .await
-    }
-
-    /// Puts an alert's webhook delivery in the team's outbox (once per claim).
-    pub async fn enqueue(
-        &self,
-        claim: &str,
-        url: &str,
-        payload: &str,
-        created_at: i64,
-    ) -> Result<(), TeamError> {
-        self.bounded(async {
-            let client = self.client().await?;
-            client
-                .execute(
-                    "INSERT INTO team_outbox (claim, webhook_url, payload, created_at)
-                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                    &[&claim, &url, &payload, &created_at],
-                )
-                .await
-                .map_err(unreachable)?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Takes the deliveries that are due and nobody holds, for a lease.
-    pub async fn due(&self) -> Result<Vec<Queued>, TeamError> {
-        self.bounded(async {
-            let client = self.client().await?;
-            let rows = client
-                .query(
-                    "UPDATE team_outbox SET lease_until = now() + $1::BIGINT * interval '1 second'
-                     WHERE claim IN (
-                       SELECT claim FROM team_outbox
-                       WHERE NOT done AND next_attempt_at <= now()
-                         AND (lease_until IS NULL OR lease_until < now())
-                       ORDER BY next_attempt_at LIMIT 16 FOR UPDATE SKIP LOCKED)
-                     RETURNING claim, webhook_url, payload, created_at, attempts",
-                    &[&DELIVERY_LEASE_SECS],
-                )
-                .await
-                .map_err(unreachable)?;
-            rows.iter()
-                .map(|r| {
-                    Ok(Queued {
-                        claim: col(r, 0)?,
-                        webhook_url: col(r, 1)?,
-                        payload: col(r, 2)?,
-                        created_at: col(r, 3)?,
-                        attempts: col::<i32>(r, 4)?.max(0) as u32,
-                    })
-                })
-                .collect()
-        })
-        .await
-    }
-
-    /// Records an attempt: done (delivered, or given up), or due again at `next` (epoch ms).
-    pub async fn attempted(&self, claim: &str, next: Option<i64>) -> Result<(), TeamError> {
-        self.bounded(async {
-            let client = self.client().await?;
-            client
-                .execute(
-                    "UPDATE team_outbox SET attempts = attempts + 1, lease_until = NULL,
-                       done = $2::BIGINT IS NULL,
-                       next_attempt_at = COALESCE(to_timestamp($2::BIGINT / 1000.0), next_attempt_at)
-                     WHERE claim = $1",
-                    &[&claim, &next],
-                )
                 .await
                 .map_err(unreachable)?;
             Ok(())
