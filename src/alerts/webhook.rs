@@ -180,6 +180,23 @@ pub async fn payload(
     Some(v)
 }
 
+/// One signed POST of an alert's payload (as the receiver's kind wants it), and when it was.
+async fn attempt(app: &Service, url: &str, payload: &str) -> (DeliveryAttempt, DateTime<Utc>) {
+    let value: Value = serde_json::from_str(payload).unwrap_or(Value::Null);
+    let body = body_for(url, &value, &chat_text(&value, &app.dashboard_url()));
+    let now = period::now();
+    let made = post(
+        &app.client,
+        url,
+        body,
+        &app.webhook_secret,
+        now,
+        app.config.zone,
+    )
+    .await;
+    (made, now)
+}
+
 async fn deliver(app: &Service, due: Due) {
     let text = match due.payload.clone() {
         Some(p) => p,
@@ -197,22 +214,7 @@ async fn deliver(app: &Service, due: Due) {
             None => return,
         },
     };
-    let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    let body = body_for(
-        &due.webhook_url,
-        &value,
-        &chat_text(&value, &app.dashboard_url()),
-    );
-    let now = period::now();
-    let attempt = post(
-        &app.client,
-        &due.webhook_url,
-        body,
-        &app.webhook_secret,
-        now,
-        app.config.zone,
-    )
-    .await;
+    let (attempt, now) = attempt(app, &due.webhook_url, &text).await;
     let ok = attempt.error.is_none();
     let mut attempts = due.attempts;
     attempts.push(attempt);
@@ -252,19 +254,7 @@ async fn deliver_team(app: &Service, team: &crate::team::Team) {
         }
     };
     for q in due {
-        let value: Value = serde_json::from_str(&q.payload).unwrap_or(Value::Null);
-        let text = chat_text(&value, &app.dashboard_url());
-        let body = body_for(&q.webhook_url, &value, &text);
-        let now = period::now();
-        let attempt = post(
-            &app.client,
-            &q.webhook_url,
-            body,
-            &app.webhook_secret,
-            now,
-            app.config.zone,
-        )
-        .await;
+        let (attempt, now) = attempt(app, &q.webhook_url, &q.payload).await;
         let made = q.attempts as usize + 1;
         let next = match &attempt.error {
             None => None,

@@ -180,7 +180,7 @@ async fn enforce(
         }
     };
     let admitted = match admitted {
-        Ok(a) => team::share(&app, &slot, a).await?,
+        Ok(a) => team::share(&app, &slot, &budget, a).await?,
         Err(refused) => Err(refused),
     };
     let admitted = match admitted {

@@ -4,7 +4,7 @@
 
 use super::admission::{Admitted, Refused};
 use crate::alerts::{self, AlertKind, NewAlert, webhook};
-use crate::budget::{DEFAULT_BUDGET, period};
+use crate::budget::{Budget, DEFAULT_BUDGET, period};
 use crate::error::HttpError;
 use crate::ledger::{Limit, Refusal, Slot, Status};
 use crate::money::Money;
@@ -40,13 +40,13 @@ fn unreachable(e: impl std::fmt::Display) -> HttpError {
 pub async fn share(
     app: &Service,
     slot: &Slot,
+    budget: &Budget,
     mut admitted: Admitted,
 ) -> Result<Result<Admitted, Refused>, HttpError> {
     let Some(team) = &app.team else {
         return Ok(Ok(admitted));
     };
-    // The settings only (a status sorts the recent worst cases): the refusal reads the rest.
-    let (budget, now) = (slot.budget(), period::now());
+    let now = period::now();
     let capped = budget.max_dollars.is_some() || budget.max_tokens.is_some();
     if !capped || budget.name == DEFAULT_BUDGET {
         return Ok(Ok(admitted));

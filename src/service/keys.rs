@@ -7,7 +7,7 @@ use crate::budget::period;
 use crate::dto::{Items, KeyCreated, KeyView, NewKey};
 use crate::error::HttpError;
 use crate::store;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -90,12 +90,8 @@ impl Service {
         let real = self.real_key().ok_or_else(|| {
             unauthorized("agent-budget: virtual keys need the real Anthropic key, and none is set: store it in the dashboard's Settings (or with `agent-budget key set`), or start the proxy with --upstream-key-file")
         })?;
-        let mut value = HeaderValue::from_str(real.expose()).map_err(|_| {
-            unauthorized("agent-budget: the configured upstream key is not a valid header value")
-        })?;
-        value.set_sensitive(true);
         headers.remove("authorization");
-        headers.insert("x-api-key", value);
+        headers.insert("x-api-key", real);
         Ok(Some(budget))
     }
 
@@ -178,6 +174,7 @@ impl Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     #[test]
     fn a_key_is_found_by_its_hash_only() {

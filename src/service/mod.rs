@@ -74,7 +74,7 @@ pub struct Service {
     /// Virtual keys not revoked, by hash.
     pub keys: keys::Keys,
     /// The real Anthropic key virtual-key requests are forwarded with, and where it is from.
-    real_key: RwLock<Option<(crate::config::Secret, crate::config::KeySource)>>,
+    real_key: RwLock<Option<upstream_key::RealKey>>,
     /// Keychain writes one at a time, so memory ends as the keychain does.
     keychain_lock: tokio::sync::Mutex<()>,
     /// The database shared with the other proxies enforcing team budgets, if any.
@@ -161,7 +161,8 @@ impl Service {
             .map_err(|e| StartError::Client(e.to_string()))?;
         let upstream = Upstream::new(&config.upstream).map_err(StartError::Client)?;
         let keys = keys::Keys::load(store.read(store::keys::active).await?);
-        let real_key = RwLock::new(upstream_key::initial(&config).await);
+        let real_key = upstream_key::initial(&config).await;
+        let real_key = RwLock::new(real_key.and_then(|(k, s)| upstream_key::RealKey::new(&k, s)));
         let team = match &config.database {
             Some(url) => Some(crate::team::Team::connect(url.expose(), config.lease).await?),
             None => None,

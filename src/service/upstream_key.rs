@@ -7,7 +7,7 @@ use crate::config::{KeySource, Secret, parse_upstream_key};
 use crate::dto::{NewUpstreamKey, UpstreamKeyView};
 use crate::error::HttpError;
 use crate::keychain::{self, KeychainError};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use std::time::Duration;
 
 /// Long enough for a person to answer the keychain's unlock prompt.
@@ -30,25 +30,46 @@ async fn bounded<T>(
         )))
 }
 
+/// The real key in use, as requests carry it: built once, so forwarding copies no secret.
+#[derive(Debug)]
+pub struct RealKey {
+    header: HeaderValue,
+    last4: String,
+    source: KeySource,
+}
+
+impl RealKey {
+    /// None for a key no header can carry (`parse_upstream_key` admits none such).
+    pub fn new(key: &Secret, source: KeySource) -> Option<RealKey> {
+        let mut header = HeaderValue::from_str(key.expose()).ok()?;
+        header.set_sensitive(true);
+        Some(RealKey {
+            header,
+            last4: key.last4(),
+            source,
+        })
+    }
+}
+
 impl Service {
     pub fn upstream_key(&self) -> UpstreamKeyView {
         let key = self.real_key.read().unwrap_or_else(|p| p.into_inner());
         UpstreamKeyView {
-            source: key.as_ref().map(|(_, s)| *s),
-            last4: key.as_ref().map(|(k, _)| k.last4()),
+            source: key.as_ref().map(|k| k.source),
+            last4: key.as_ref().map(|k| k.last4.clone()),
             keychain: self.config.keychain,
         }
     }
 
-    /// The real key, if one is set.
-    pub(super) fn real_key(&self) -> Option<Secret> {
+    /// The `x-api-key` value of the real key, if one is set.
+    pub(super) fn real_key(&self) -> Option<HeaderValue> {
         let key = self.real_key.read().unwrap_or_else(|p| p.into_inner());
-        key.as_ref().map(|(k, _)| k.clone())
+        key.as_ref().map(|k| k.header.clone())
     }
 
-    fn set_real_key(&self, key: Option<Secret>) {
+    fn set_real_key(&self, key: Option<&Secret>) {
         *self.real_key.write().unwrap_or_else(|p| p.into_inner()) =
-            key.map(|k| (k, KeySource::Keychain));
+            key.and_then(|k| RealKey::new(k, KeySource::Keychain));
     }
 
     /// The keychain can change the key only when no file or variable fixes it for the run.
@@ -84,7 +105,7 @@ impl Service {
         self.keychain_in_charge()?;
         let _one_at_a_time = self.keychain_lock.lock().await;
         bounded(keychain::write(key.clone())).await?;
-        self.set_real_key(Some(key));
+        self.set_real_key(Some(&key));
         tracing::info!("the upstream key was stored in the OS keychain");
         Ok(self.upstream_key())
     }

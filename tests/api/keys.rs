@@ -45,32 +45,13 @@ async fn a_virtual_key_is_charged_to_its_budget_and_forwarded_with_the_real_key(
     assert!(listed["items"][0].get("key").is_none() && !listed.to_string().contains(&key));
 
     // As x-api-key, as a bearer token (the Python SDK's way), and on count_tokens.
-    assert_eq!(
-        call(&app, "/v1/messages", ("x-api-key", key.clone()))
-            .await
-            .status(),
-        200
-    );
-    assert_eq!(
-        call(
-            &app,
-            "/v1/messages",
-            ("authorization", format!("Bearer {key}"))
-        )
-        .await
-        .status(),
-        200
-    );
-    assert_eq!(
-        call(
-            &app,
-            "/v1/messages/count_tokens",
-            ("x-api-key", key.clone())
-        )
-        .await
-        .status(),
-        200
-    );
+    for (path, auth) in [
+        ("/v1/messages", ("x-api-key", key.clone())),
+        ("/v1/messages", ("authorization", format!("Bearer {key}"))),
+        ("/v1/messages/count_tokens", ("x-api-key", key.clone())),
+    ] {
+        assert_eq!(call(&app, path, auth).await.status(), 200, "{path}");
+    }
     for seen in app.mock.state.seen() {
         assert_eq!(seen.headers["x-api-key"], REAL, "{}", seen.path);
         assert!(seen.headers.get("authorization").is_none());
