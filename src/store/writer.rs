@@ -6,7 +6,7 @@
 use super::checkpoint::Checkpointer;
 use super::usage::{self, UsageRow};
 use super::{Health, StoreError};
-use rusqlite::{Connection, Transaction};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot};
@@ -212,7 +212,10 @@ fn commit(
     let mut rows = Vec::new();
     let Db { conn, numbers } = db;
     let result = (|| {
-        let tx = conn.transaction()?;
+        // Immediate: the write lock is taken at BEGIN, where a busy database is waited for. A
+        // deferred transaction that reads first (a budget's record number) and then finds the
+        // lock held fails at once: SQLite cannot wait on an upgrade without risking deadlock.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut failure = None;
         let mut rollup = usage::RollUp::default();
         let insert = |row: &UsageRow,
@@ -309,12 +312,14 @@ fn isolated(tx: &Transaction<'_>, job: Job) -> Done {
 fn commit_one(db: &mut Db, row: &UsageRow) -> rusqlite::Result<()> {
     let Db { conn, numbers } = db;
     conn.busy_timeout(std::time::Duration::ZERO)?;
-    let result = conn.transaction().and_then(|tx| {
-        let mut rollup = usage::RollUp::default();
-        usage::insert(&tx, row, &mut rollup, numbers)?;
-        rollup.write(&tx)?;
-        tx.commit()
-    });
+    let result = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .and_then(|tx| {
+            let mut rollup = usage::RollUp::default();
+            usage::insert(&tx, row, &mut rollup, numbers)?;
+            rollup.write(&tx)?;
+            tx.commit()
+        });
     if result.is_err() {
         numbers.forget();
     }
@@ -408,6 +413,7 @@ impl Writer {
 mod tests {
     use super::super::{FILE_NAME, Store};
     use super::UsageRow;
+    use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};
 
     fn row(model: &str) -> UsageRow {
@@ -571,11 +577,27 @@ mod tests {
         assert!(!store.writer.commit_here(&row("locked")));
         // The writer's connection waits up to 5 s for a lock; the caller's thread must not.
         assert!(started.elapsed() < Duration::from_secs(1));
-        // Declined, the record goes to the writer thread, which waits for the lock.
-        let ack = store.writer.start_save(row("locked"), true).unwrap();
-        let saved = tokio::spawn(ack);
+        // Declined, the record goes to the writer thread, which waits for the lock: it takes
+        // the record and holds its connection, without answering, until the lock is free.
+        let mut ack = store.writer.start_save(row("locked"), true).unwrap();
+        let s = &store.writer.shared;
+        let took = Instant::now() + Duration::from_secs(4);
+        let mut held = None;
+        // Watched for a while after it took the record: long enough to reach its first write.
+        while held.is_none_or(|since: Instant| since.elapsed() < Duration::from_millis(200)) {
+            let answer = ack.try_recv();
+            assert!(
+                answer.is_err(),
+                "the writer gave up on a locked database: {answer:?}"
+            );
+            assert!(Instant::now() < took, "the writer never took the record");
+            if held.is_none() && s.queued.load(Ordering::Acquire) == 0 && s.db.try_lock().is_err() {
+                held = Some(Instant::now());
+            }
+            std::thread::yield_now();
+        }
         other.execute_batch("COMMIT").unwrap();
-        assert!(saved.await.unwrap().unwrap());
+        assert!(ack.await.unwrap());
         assert_eq!(models(&store).await, ["locked"]);
     }
 
