@@ -136,6 +136,8 @@ pub struct KeyView {
     pub name: String,
     pub created_at: String,
     pub revoked_at: Option<String>,
+    /// When a request last carried it (saved every few seconds; None: never).
+    pub last_used_at: Option<String>,
 }
 
 /// `POST /api/budgets/:id/keys` → 201: the key, shown this once.

@@ -192,9 +192,14 @@ impl RunningServer {
             addr.port(),
             crate::config::BASE_PATH
         ));
-        // Background work: webhook delivery and the hourly retention sweep. `stop` ends both.
+        // Background work: webhook delivery, the hourly retention sweep, saving keys' last uses
+        // (and the team's leases and budgets). `stop` ends them.
         tokio::spawn(webhook::run(service.clone(), stop.clone()));
         tokio::spawn(sweep_hourly(service.clone(), stop.clone()));
+        tokio::spawn(crate::service::keys::save_uses_until(
+            service.clone(),
+            stop.clone(),
+        ));
         if let Some(team) = &service.team {
             tokio::spawn(team.clone().keep_leases(stop.clone()));
             tokio::spawn(crate::service::team::watch(service.clone(), stop.clone()));
@@ -233,6 +238,7 @@ impl RunningServer {
         }
         self.service.tracker.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.service.tracker.wait()).await;
+        self.service.save_key_uses().await;
         if let Err(e) = self.service.store.writer.run(|_| Ok(())).await {
             tracing::error!(error = %e, "could not flush accounting");
         }

@@ -11,43 +11,99 @@ use axum::http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicI64, Ordering};
+use tokio_util::sync::CancellationToken;
 
 pub const KEY_PREFIX: &str = "sk-ab-";
 
-/// The keys not revoked, by hash: (key id, budget id).
+/// The keys not revoked, by hash.
 #[derive(Debug, Default)]
-pub struct Keys(RwLock<HashMap<String, (i64, i64)>>);
+pub struct Keys(RwLock<HashMap<String, Entry>>);
+
+#[derive(Debug)]
+struct Entry {
+    id: i64,
+    budget_id: i64,
+    /// When a request last carried the key, in milliseconds (0: not since the start); noted
+    /// under the read lock, so a request never waits for another to note its own use.
+    used: AtomicI64,
+    /// The last `used` saved to the database.
+    saved: AtomicI64,
+}
+
+impl Entry {
+    fn new(id: i64, budget_id: i64) -> Entry {
+        Entry {
+            id,
+            budget_id,
+            used: AtomicI64::new(0),
+            saved: AtomicI64::new(0),
+        }
+    }
+    fn unsaved(&self) -> Option<(i64, i64)> {
+        let used = self.used.load(Ordering::Relaxed);
+        (used > self.saved.load(Ordering::Relaxed)).then_some((self.id, used))
+    }
+}
 
 impl Keys {
     pub fn load(active: Vec<(String, i64, i64)>) -> Keys {
         Keys(RwLock::new(
-            active.into_iter().map(|(h, id, b)| (h, (id, b))).collect(),
+            active
+                .into_iter()
+                .map(|(h, id, b)| (h, Entry::new(id, b)))
+                .collect(),
         ))
     }
-    fn budget_of(&self, key: &str) -> Option<i64> {
-        let map = self.0.read().unwrap_or_else(|p| p.into_inner());
-        map.get(&hash(key)).map(|(_, b)| *b)
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Entry>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
+        self.0.write().unwrap_or_else(|p| p.into_inner())
+    }
+    /// The key's budget, noting that it was used at `now` (milliseconds).
+    fn budget_of(&self, key: &str, now: i64) -> Option<i64> {
+        let map = self.read();
+        let e = map.get(&hash(key))?;
+        e.used.fetch_max(now, Ordering::Relaxed);
+        Some(e.budget_id)
     }
     fn add(&self, hash: String, id: i64, budget_id: i64) {
-        self.0
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(hash, (id, budget_id));
+        self.write().insert(hash, Entry::new(id, budget_id));
     }
-    fn remove(&self, hash: &str) {
-        self.0
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(hash);
+    /// Forgets a revoked key; its last use if that is not saved yet.
+    fn remove(&self, hash: &str) -> Option<(i64, i64)> {
+        self.write().remove(hash).and_then(|e| e.unsaved())
     }
     /// Forgets a deleted budget's keys.
     pub fn forget_budget(&self, budget_id: i64) {
-        self.0
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, (_, b)| *b != budget_id);
+        self.write().retain(|_, e| e.budget_id != budget_id);
+    }
+    /// Last uses not saved yet: (key id, milliseconds).
+    fn unsaved(&self) -> Vec<(i64, i64)> {
+        self.read().values().filter_map(Entry::unsaved).collect()
+    }
+    fn mark_saved(&self, uses: &[(i64, i64)]) {
+        let saved: HashMap<i64, i64> = uses.iter().copied().collect();
+        for e in self.read().values() {
+            if let Some(&t) = saved.get(&e.id) {
+                e.saved.fetch_max(t, Ordering::Relaxed);
+            }
+        }
+    }
+    /// A budget's keys' last uses since the start, by key id.
+    fn uses(&self, budget_id: i64) -> HashMap<i64, i64> {
+        self.read()
+            .values()
+            .filter(|e| e.budget_id == budget_id)
+            .map(|e| (e.id, e.used.load(Ordering::Relaxed)))
+            .filter(|&(_, t)| t > 0)
+            .collect()
     }
 }
+
+/// How often keys' last uses are saved; a crash forgets at most this much of them.
+pub const SAVE_USES_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn hash(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
@@ -84,7 +140,8 @@ impl Service {
             }
             return Ok(None);
         };
-        let budget = self.keys.budget_of(key).ok_or_else(|| {
+        let now = period::now().timestamp_millis();
+        let budget = self.keys.budget_of(key, now).ok_or_else(|| {
             unauthorized("agent-budget: this virtual key is unknown or revoked; create a new one on the budget's page")
         })?;
         let real = self.real_key().ok_or_else(|| {
@@ -130,10 +187,10 @@ impl Service {
 
     pub async fn list_keys(&self, budget: &str) -> Result<Items<KeyView>, HttpError> {
         let budget_id = self.slot(budget)?.status(period::now()).budget.id;
-        let zone = self.config.zone;
+        let (zone, used) = (self.config.zone, self.keys.uses(budget_id));
         let items = self
             .store
-            .read(move |c| store::keys::list(c, budget_id, zone))
+            .read(move |c| store::keys::list(c, budget_id, &used, zone))
             .await?;
         Ok(Items { items })
     }
@@ -164,9 +221,45 @@ impl Service {
                 ),
             )),
             Some((_, hash)) => {
-                self.keys.remove(&hash);
+                if let Some(last) = self.keys.remove(&hash) {
+                    self.save_uses(vec![last]).await;
+                }
                 Ok(())
             }
+        }
+    }
+
+    /// Saves the keys' last uses noted since the last save.
+    pub async fn save_key_uses(&self) {
+        self.save_uses(self.keys.unsaved()).await;
+    }
+
+    async fn save_uses(&self, uses: Vec<(i64, i64)>) {
+        if uses.is_empty() {
+            return;
+        }
+        let (saving, n) = (uses.clone(), uses.len());
+        match self
+            .store
+            .writer
+            .run(move |tx| store::keys::save_uses(tx, &saving))
+            .await
+        {
+            Ok(()) => self.keys.mark_saved(&uses),
+            // Kept in memory (the list still shows them) and tried again at the next save.
+            Err(e) => tracing::warn!(error = %e, keys = n, "could not save virtual keys' last use"),
+        }
+    }
+}
+
+/// Saves keys' last uses every few seconds until `stop`; shutdown saves the rest.
+pub async fn save_uses_until(app: std::sync::Arc<Service>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(SAVE_USES_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => app.save_key_uses().await,
         }
     }
 }
@@ -179,10 +272,30 @@ mod tests {
     #[test]
     fn a_key_is_found_by_its_hash_only() {
         let keys = Keys::load(vec![(hash("sk-ab-1"), 7, 3)]);
-        assert_eq!(keys.budget_of("sk-ab-1"), Some(3));
-        assert_eq!(keys.budget_of("sk-ab-2"), None);
+        assert_eq!(keys.budget_of("sk-ab-1", 1), Some(3));
+        assert_eq!(keys.budget_of("sk-ab-2", 1), None);
         keys.forget_budget(3);
-        assert_eq!(keys.budget_of("sk-ab-1"), None);
+        assert_eq!(keys.budget_of("sk-ab-1", 1), None);
+    }
+
+    #[test]
+    fn a_use_is_unsaved_until_marked_and_never_goes_back_in_time() {
+        let keys = Keys::load(vec![(hash("sk-ab-1"), 7, 3), (hash("sk-ab-2"), 8, 4)]);
+        assert!(keys.unsaved().is_empty() && keys.uses(3).is_empty());
+        keys.budget_of("sk-ab-1", 20);
+        keys.budget_of("sk-ab-1", 10); // a request whose clock read came first
+        assert_eq!(keys.unsaved(), [(7, 20)]);
+        assert_eq!(keys.uses(3), HashMap::from([(7, 20)]));
+        assert!(keys.uses(4).is_empty());
+        keys.mark_saved(&[(7, 20)]);
+        assert!(keys.unsaved().is_empty());
+        keys.budget_of("sk-ab-1", 30);
+        assert_eq!(
+            keys.remove(&hash("sk-ab-1")),
+            Some((7, 30)),
+            "a revoked key's last use"
+        );
+        assert_eq!(keys.remove(&hash("sk-ab-2")), None, "never used");
     }
 
     #[test]

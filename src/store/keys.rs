@@ -5,6 +5,7 @@ use crate::budget::period::{self, Zone};
 use crate::dto::KeyView;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use std::collections::HashMap;
 
 pub fn insert(
     tx: &Transaction<'_>,
@@ -20,26 +21,54 @@ pub fn insert(
     Ok(tx.last_insert_rowid())
 }
 
+/// Columns: id, name, created_at, revoked_at, last_used_at.
 fn view(r: &rusqlite::Row<'_>, zone: Zone) -> rusqlite::Result<KeyView> {
+    let at = |i| -> rusqlite::Result<Option<String>> {
+        Ok(r.get::<_, Option<i64>>(i)?
+            .map(|t| zone.render(period::from_millis(t))))
+    };
     Ok(KeyView {
         id: r.get(0)?,
         name: r.get(1)?,
         created_at: zone.render(period::from_millis(r.get(2)?)),
-        revoked_at: r
-            .get::<_, Option<i64>>(3)?
-            .map(|t| zone.render(period::from_millis(t))),
+        revoked_at: at(3)?,
+        last_used_at: at(4)?,
     })
 }
 
-/// A budget's keys, newest first.
-pub fn list(conn: &Connection, budget_id: i64, zone: Zone) -> Result<Vec<KeyView>, StoreError> {
+/// A budget's keys, newest first; `used` gives the last uses noted since the last save (by
+/// key id, in milliseconds), which are newer than the table's.
+pub fn list(
+    conn: &Connection,
+    budget_id: i64,
+    used: &HashMap<i64, i64>,
+    zone: Zone,
+) -> Result<Vec<KeyView>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, name, created_at, revoked_at FROM virtual_keys WHERE budget_id = ?1 ORDER BY id DESC",
+        "SELECT id, name, created_at, revoked_at, last_used_at FROM virtual_keys WHERE budget_id = ?1 ORDER BY id DESC",
     )?;
     let rows = stmt
-        .query_map([budget_id], |r| view(r, zone))?
+        .query_map([budget_id], |r| {
+            let mut k = view(r, zone)?;
+            let saved: Option<i64> = r.get(4)?;
+            if let Some(&t) = used.get(&k.id).filter(|&&t| Some(t) > saved) {
+                k.last_used_at = Some(zone.render(period::from_millis(t)));
+            }
+            Ok(k)
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
+}
+
+/// Saves keys' last uses (key id, milliseconds); an older time never replaces a newer one.
+pub fn save_uses(tx: &Transaction<'_>, uses: &[(i64, i64)]) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE virtual_keys SET last_used_at = max(coalesce(last_used_at, 0), ?2) WHERE id = ?1",
+    )?;
+    for (id, at) in uses {
+        stmt.execute(params![id, at])?;
+    }
+    Ok(())
 }
 
 /// Revokes one of a budget's keys; the key as it was before (None if it is not the budget's).
@@ -52,9 +81,9 @@ pub fn revoke(
 ) -> Result<Option<(KeyView, String)>, StoreError> {
     let before = tx
         .query_row(
-            "SELECT id, name, created_at, revoked_at, hash FROM virtual_keys WHERE id = ?1 AND budget_id = ?2",
+            "SELECT id, name, created_at, revoked_at, last_used_at, hash FROM virtual_keys WHERE id = ?1 AND budget_id = ?2",
             params![id, budget_id],
-            |r| Ok((view(r, zone)?, r.get::<_, String>(4)?)),
+            |r| Ok((view(r, zone)?, r.get::<_, String>(5)?)),
         )
         .optional()?;
     if matches!(&before, Some((k, _)) if k.revoked_at.is_none()) {

@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_admission.sql"),
     include_str!("migrations/0006_guardrails.sql"),
     include_str!("migrations/0007_virtual_keys.sql"),
+    include_str!("migrations/0008_key_last_used.sql"),
 ];
 pub const FILE_NAME: &str = "agent-budget.db";
 

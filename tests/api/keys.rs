@@ -90,6 +90,116 @@ async fn a_virtual_key_is_charged_to_its_budget_and_forwarded_with_the_real_key(
     );
 }
 
+/// The `last_used_at` of each key the budget lists, by name.
+async fn last_uses(app: &TestApp, budget: &str) -> std::collections::HashMap<String, Value> {
+    let listed = app.get(&format!("/api/budgets/{budget}/keys")).await;
+    listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["name"].as_str().unwrap().to_string(),
+                k["last_used_at"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// A key's `last_used_at` as saved in the database file, in milliseconds.
+fn saved_use(app: &TestApp, name: &str) -> Option<i64> {
+    let db = rusqlite::Connection::open(app.dir.path().join("agent-budget.db")).unwrap();
+    db.query_row(
+        "SELECT last_used_at FROM virtual_keys WHERE name = ?1",
+        [name],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_keys_last_use_is_listed_at_once_saved_within_seconds_and_kept_when_revoked() {
+    let app = with_key().await;
+    app.create_budget(json!({"name": "agents", "max_dollars": "5"}))
+        .await;
+    let key = |v: Value| v["key"].as_str().unwrap().to_string();
+    let used = key(make_key(&app, "agents", "used").await);
+    let revoked = key(make_key(&app, "agents", "revoked").await);
+    make_key(&app, "agents", "idle").await;
+    assert!(last_uses(&app, "agents").await.values().all(Value::is_null));
+
+    let before = chrono::Utc::now() - chrono::Duration::milliseconds(1);
+    assert_eq!(
+        call(&app, "/v1/messages", ("x-api-key", used.clone()))
+            .await
+            .status(),
+        200
+    );
+    let listed = last_uses(&app, "agents").await;
+    let at = chrono::DateTime::parse_from_rfc3339(listed["used"].as_str().unwrap()).unwrap();
+    assert!(
+        at >= before && at <= chrono::Utc::now(),
+        "{at} is when it was used"
+    );
+    assert!(listed["idle"].is_null() && listed["revoked"].is_null());
+
+    // Saved by the proxy as it runs, without a request writing it.
+    app.eventually("the last use is saved", || async {
+        saved_use(&app, "used") == Some(at.timestamp_millis())
+    })
+    .await;
+
+    // A key revoked right after its use keeps it, though it is no longer in memory.
+    let last_before_revoking = call(
+        &app,
+        "/v1/messages",
+        ("authorization", format!("Bearer {revoked}")),
+    );
+    assert_eq!(last_before_revoking.await.status(), 200);
+    let id = app.get("/api/budgets/agents/keys").await["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "revoked")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let r = app
+        .client
+        .delete(app.url(&format!("/api/budgets/agents/keys/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(saved_use(&app, "revoked").is_some(), "saved when revoked");
+    // Used again just before a shutdown, which saves what the last save missed.
+    let again = call(&app, "/v1/messages", ("x-api-key", used.clone()));
+    assert_eq!(again.await.status(), 200);
+    let listed = last_uses(&app, "agents").await;
+    let later = chrono::DateTime::parse_from_rfc3339(listed["used"].as_str().unwrap()).unwrap();
+    assert!(later >= at, "{later} is the second use");
+
+    let (mock, dir) = app.stop().await;
+    let db = rusqlite::Connection::open(dir.path().join("agent-budget.db")).unwrap();
+    let saved: i64 = db
+        .query_row(
+            "SELECT last_used_at FROM virtual_keys WHERE name = 'used'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(saved, later.timestamp_millis(), "saved at shutdown");
+    let again = start_on(mock, dir, |s| {
+        s.upstream_key = Some(Secret::new(REAL.into()))
+    })
+    .await;
+    assert_eq!(
+        last_uses(&again, "agents").await,
+        listed,
+        "kept across a restart"
+    );
+}
+
 #[tokio::test]
 async fn revoked_unknown_and_orphaned_keys_are_refused_and_nothing_is_forwarded() {
     let app = with_key().await;

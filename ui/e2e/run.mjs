@@ -229,7 +229,12 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
       headers: { "content-type": "application/json", "x-api-key": key },
       body: JSON.stringify({ model: "claude-haiku-4-5", max_tokens: 10, messages: [{ role: "user", content: "hi" }] }),
     });
+    const used = page.getByTestId("key-used-e2e-laptop");
+    assert.equal(await used.textContent(), "never");
     assert.equal((await use()).status, 200);
+    await page.reload();
+    await used.waitFor();
+    assert.notEqual(await used.textContent(), "never", "the key's last use is listed");
     const seen = (await (await fetch(`http://127.0.0.1:${mock.port}/_mock/stats`)).json()).seen.at(-1);
     assert.equal(seen.headers["x-api-key"], "sk-ant-e2e-real");
     await page.getByTestId("keys").getByText("active").waitFor();

@@ -3,4 +3,8 @@
 /**
  * A budget's virtual key as listed: never the key itself.
  */
-export type KeyView = { id: number, name: string, created_at: string, revoked_at: string | null, };
+export type KeyView = { id: number, name: string, created_at: string, revoked_at: string | null, 
+/**
+ * When a request last carried it (saved every few seconds; None: never).
+ */
+last_used_at: string | null, };
