@@ -111,6 +111,8 @@ def keychain_from_settings():
     import subprocess
     show = lambda: subprocess.run([os.environ["KEY_CLI"], "key", "show"], capture_output=True, text=True).stdout
     assert "holds no Anthropic key" in show()
+    script("location.hash = '#/setup'")
+    until("Setup to say virtual keys need the real key", lambda: "No real Anthropic key is set" in text("[data-testid=no-real-key]"))
     script("location.hash = '#/settings'")
     until("the key field", lambda: find("input[name=upstream_key]"))
     until("typing the key", lambda: call("POST", f"{S}/element/{find('input[name=upstream_key]')}/value", {"text": "sk-ant-DESKTOP-5ecret-k3y9"}) or True)
@@ -118,6 +120,10 @@ def keychain_from_settings():
     until("the page to show its last 4", lambda: "…k3y9" in text("[data-testid=upstream-key]"))
     assert "DESKTOP-5ecret" not in script("return document.body.innerText")
     until("the keychain to hold it", lambda: "ending in …k3y9" in show())
+    script("location.hash = '#/setup'")
+    until("Setup to name the key virtual keys go with", lambda: "…k3y9, from the OS keychain" in text("[data-testid=real-key]"))
+    script("location.hash = '#/settings'")
+    until("the key's remove button", lambda: find("button[name=remove_upstream_key]"))
     until("removing it", lambda: call("POST", f"{S}/element/{find('button[name=remove_upstream_key]')}/click", {}) or True)
     until("the page to say none is set", lambda: "No key is set" in text("[data-testid=upstream-key]"))
     assert "holds no Anthropic key" in show()

@@ -256,11 +256,40 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
   await t.test("copy a setup snippet", async () => {
     await page.goto(`${base}/#/setup`);
     await page.getByLabel("Budget").selectOption("e2e-team");
-    await page.getByRole("button", { name: "Copy Python SDK snippet" }).click();
+    await page.getByRole("button", { name: "Copy Python SDK snippet", exact: true }).click();
     await page.getByRole("button", { name: "Copied" }).waitFor();
     const clip = await page.evaluate(() => navigator.clipboard.readText());
     assert.match(clip, /base_url="http:\/\/localhost:\d+\/agent-budget"/);
     assert.match(clip, /"X-Budget-Id": "e2e-team"/);
+  });
+
+  await t.test("Setup makes a virtual key for the chosen budget and its snippets carry it", async () => {
+    const made = await fetch(`${base}/api/budgets`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ name: "e2e-setup", max_dollars: "5" }) });
+    assert.equal(made.status, 201);
+    await page.goto(`${base}/#/setup`);
+    await page.reload(); // the page is open from the test before: load the new budget
+    await page.getByLabel("Budget").selectOption("e2e-setup");
+    assert.match(await page.getByTestId("real-key").textContent(), /ending in …real, from --upstream-key-file/);
+    const snippet = page.getByTestId("setup-key-snippet-Claude Code");
+    assert.match(await snippet.textContent(), /ANTHROPIC_API_KEY=sk-ab-…/);
+    await page.getByLabel("Key name").fill("setup-laptop");
+    await page.getByRole("button", { name: "Create a key for e2e-setup" }).click();
+    await page.getByTestId("setup-new-key").waitFor();
+    const key = /ANTHROPIC_API_KEY=(sk-ab-[0-9a-f]{64})/.exec(await snippet.textContent())?.[1];
+    assert.ok(key, "the snippet carries the new key");
+    assert.match(await page.getByTestId("setup-key-snippet-Python SDK").textContent(), new RegExp(`api_key="${key}"`));
+    const requests = async () => (await (await fetch(`${base}/api/budgets/e2e-setup`)).json()).requests;
+    assert.equal(await requests(), 0);
+    const r = await fetch(`${base}/v1/messages`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-api-key": key },
+      body: JSON.stringify({ model: "claude-haiku-4-5", max_tokens: 10, messages: [{ role: "user", content: "hi" }] }),
+    });
+    assert.equal(r.status, 200);
+    assert.equal(await requests(), 1, "charged to the chosen budget");
+    // Another budget: the key is not its, so the snippets go back to the placeholder.
+    await page.getByLabel("Budget").selectOption("default");
+    assert.match(await snippet.textContent(), /ANTHROPIC_API_KEY=sk-ab-…/);
   });
 
   await t.test("screenshots of every page in both themes", async () => {

@@ -1,6 +1,8 @@
 // Money and time formatting, in one place. Money arrives as exact decimal strings and is
 // never turned into a binary float: rounding is done on the digits.
 
+import type { KeySource } from "../bindings/KeySource";
+
 const SCALE = 12n;
 
 /** Parses an exact decimal string ("24.9123", "-1.5", "25") into picodollars. */
@@ -68,3 +70,6 @@ export function localToday(now = new Date()): string {
 export function chartDollars(s: string): number {
   return Number(picos(s)) / 1e12;
 }
+
+/** Where the real Anthropic key comes from, as the user set it. */
+export const KEY_SOURCE: Record<KeySource, string> = { file: "--upstream-key-file", environment: "AGENT_BUDGET_UPSTREAM_KEY", keychain: "the OS keychain" };
