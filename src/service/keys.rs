@@ -3,10 +3,11 @@
 //! stored, and the proxy looks keys up in memory.
 
 use super::Service;
-use crate::budget::period;
+use crate::budget::{DEFAULT_BUDGET, period};
 use crate::dto::{Items, KeyCreated, KeyView, NewKey};
 use crate::error::HttpError;
 use crate::store;
+use crate::team::TeamKey;
 use axum::http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -68,11 +69,11 @@ impl Keys {
         e.used.fetch_max(now, Ordering::Relaxed);
         Some(e.budget_id)
     }
-    fn add(&self, hash: String, id: i64, budget_id: i64) {
+    pub(super) fn add(&self, hash: String, id: i64, budget_id: i64) {
         self.write().insert(hash, Entry::new(id, budget_id));
     }
     /// Forgets a revoked key; its last use if that is not saved yet.
-    fn remove(&self, hash: &str) -> Option<(i64, i64)> {
+    pub(super) fn remove(&self, hash: &str) -> Option<(i64, i64)> {
         self.write().remove(hash).and_then(|e| e.unsaved())
     }
     /// Forgets a deleted budget's keys.
@@ -107,6 +108,17 @@ pub const SAVE_USES_EVERY: std::time::Duration = std::time::Duration::from_secs(
 
 fn hash(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// A key change the team database did not take (and this proxy did not make).
+fn unshared(key: &str, budget: &str, done: &str, e: crate::team::TeamError) -> HttpError {
+    HttpError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "api_error",
+        format!(
+            "agent-budget: key '{key}' of budget '{budget}' was not {done}: {e}, and the other proxies must know the same keys; try again once it answers"
+        ),
+    )
 }
 
 fn unauthorized(msg: impl Into<String>) -> HttpError {
@@ -152,6 +164,8 @@ impl Service {
         Ok(Some(budget))
     }
 
+    /// Makes a key; on a team (for a budget other than `default`) it is shared first with the
+    /// other proxies, and not made at all if the team database does not take it.
     pub async fn create_key(&self, budget: &str, input: NewKey) -> Result<KeyCreated, HttpError> {
         let name = input.name.trim().to_string();
         if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
@@ -159,7 +173,8 @@ impl Service {
                 "field 'name' must be 1 to 64 characters without control characters (e.g. \"laptop\" or \"ci\")",
             ));
         }
-        let budget_id = self.slot(budget)?.status(period::now()).budget.id;
+        let _in_step = self.budget_changes.lock().await;
+        let owner = self.slot(budget)?.status(period::now()).budget;
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).map_err(|e| {
             HttpError::new(
@@ -170,7 +185,19 @@ impl Service {
         })?;
         let key = format!("{KEY_PREFIX}{}", hex::encode(bytes));
         let (h, at) = (hash(&key), period::now());
-        let (h2, n) = (h.clone(), name.clone());
+        if let Some(team) = self.team_of(&owner.name) {
+            let shared = TeamKey {
+                hash: h.clone(),
+                budget: owner.name.clone(),
+                name: name.clone(),
+                created_at: at.timestamp_millis(),
+                revoked: false,
+            };
+            team.put_key(&shared)
+                .await
+                .map_err(|e| unshared(&name, &owner.name, "created", e))?;
+        }
+        let (h2, n, budget_id) = (h.clone(), name.clone(), owner.id);
         let id = self
             .store
             .writer
@@ -195,38 +222,65 @@ impl Service {
         Ok(Items { items })
     }
 
+    /// Revokes a key; on a team the revocation is shared first, so no proxy goes on taking a
+    /// key this one refuses.
     pub async fn revoke_key(&self, budget: &str, key_id: &str) -> Result<(), HttpError> {
-        let budget_id = self.slot(budget)?.status(period::now()).budget.id;
         let id: i64 = key_id.parse().map_err(|_| {
             HttpError::invalid(format!(
                 "'{key_id}' is not a key id: use the id GET …/keys lists"
             ))
         })?;
-        let (at, zone) = (period::now(), self.config.zone);
-        let before = self
+        let _in_step = self.budget_changes.lock().await;
+        let owner = self.slot(budget)?.status(period::now()).budget;
+        let (budget_id, zone) = (owner.id, self.config.zone);
+        let found = self
             .store
-            .writer
-            .run(move |tx| store::keys::revoke(tx, budget_id, id, at, zone))
+            .read(move |c| store::keys::find(c, budget_id, id, zone))
             .await?;
-        match before {
-            None => Err(HttpError::not_found(format!(
+        let Some((key, hash, created_at)) = found else {
+            return Err(HttpError::not_found(format!(
                 "budget '{budget}' has no key {id}"
-            ))),
-            Some((k, _)) if k.revoked_at.is_some() => Err(HttpError::new(
+            )));
+        };
+        if let Some(at) = key.revoked_at {
+            return Err(HttpError::new(
                 StatusCode::CONFLICT,
                 "conflict_error",
-                format!(
-                    "key {id} of budget '{budget}' was already revoked at {}",
-                    k.revoked_at.unwrap_or_default()
-                ),
-            )),
-            Some((_, hash)) => {
-                if let Some(last) = self.keys.remove(&hash) {
-                    self.save_uses(vec![last]).await;
-                }
-                Ok(())
-            }
+                format!("key {id} of budget '{budget}' was already revoked at {at}"),
+            ));
         }
+        if let Some(team) = self.team_of(&owner.name) {
+            let revoked = TeamKey {
+                hash: hash.clone(),
+                budget: owner.name.clone(),
+                name: key.name.clone(),
+                created_at,
+                revoked: true,
+            };
+            team.put_key(&revoked)
+                .await
+                .map_err(|e| unshared(&key.name, &owner.name, "revoked", e))?;
+        }
+        self.revoke_here(id, &hash).await
+    }
+
+    /// Revokes a key in this proxy's table and lookup, keeping its last use.
+    pub(super) async fn revoke_here(&self, id: i64, hash: &str) -> Result<(), HttpError> {
+        let at = period::now();
+        self.store
+            .writer
+            .run(move |tx| store::keys::revoke(tx, id, at))
+            .await?;
+        if let Some(last) = self.keys.remove(hash) {
+            self.save_uses(vec![last]).await;
+        }
+        Ok(())
+    }
+
+    /// The team database a budget's keys are shared through: none for `default`, which is
+    /// each proxy's own.
+    fn team_of(&self, budget: &str) -> Option<&std::sync::Arc<crate::team::Team>> {
+        self.team.as_ref().filter(|_| budget != DEFAULT_BUDGET)
     }
 
     /// Saves the keys' last uses noted since the last save.

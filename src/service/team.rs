@@ -1,6 +1,7 @@
-//! A team's proxies in step (docs/team.md): budgets made, changed or deleted on any proxy are
-//! applied on every other, and each dashboard shows the team's figures in place of this
-//! proxy's own share; both polled from the team database once a second.
+//! A team's proxies in step (docs/team.md): budgets made, changed or deleted and virtual keys
+//! made or revoked on any proxy are applied on every other, and each dashboard shows the
+//! team's figures in place of this proxy's own share; all polled from the team database once
+//! a second.
 
 use super::Service;
 use crate::budget::{BudgetPatch, DEFAULT_BUDGET, NewBudget};
@@ -8,7 +9,7 @@ use crate::dto::BudgetView;
 use crate::error::HttpError;
 use crate::events::CoreEvent;
 use crate::ledger::Status;
-use crate::team::{Shared, Team, TeamError, period_key};
+use crate::team::{Shared, Team, TeamError, TeamKey, period_key};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,6 +114,59 @@ impl Service {
                     .await;
             }
         }
+        if let Err(e) = self.follow_keys(team).await {
+            tracing::warn!(
+                "the team's virtual keys cannot be applied here: {}",
+                e.message
+            );
+        }
+    }
+
+    /// Makes here the team's keys this proxy lacks, revokes those the team revoked, and shares
+    /// the keys the team has never seen (a joining proxy brings its own). A key the team knows
+    /// as revoked is never made here, so a proxy that was away cannot bring one back.
+    async fn follow_keys(&self, team: &Team) -> Result<(), HttpError> {
+        let Ok(shared) = team.keys().await else {
+            return Ok(());
+        };
+        let local = self.store.read(crate::store::keys::all).await?;
+        let here: HashMap<&str, &crate::store::keys::Known> =
+            local.iter().map(|k| (k.hash.as_str(), k)).collect();
+        for key in &shared {
+            match here.get(key.hash.as_str()) {
+                Some(k) if key.revoked && !k.revoked => self.revoke_here(k.id, &k.hash).await?,
+                None if !key.revoked && key.budget != DEFAULT_BUDGET => {
+                    let Some(slot) = self.ledger.find(&key.budget) else {
+                        continue; // its budget arrives first; the key follows next time
+                    };
+                    let budget_id = slot.budget().id;
+                    let (hash, name) = (key.hash.clone(), key.name.clone());
+                    let at = crate::budget::period::from_millis(key.created_at);
+                    let id = self
+                        .store
+                        .writer
+                        .run(move |tx| crate::store::keys::insert(tx, budget_id, &name, &hash, at))
+                        .await?;
+                    self.keys.add(key.hash.clone(), id, budget_id);
+                }
+                _ => {}
+            }
+        }
+        let theirs: HashSet<&str> = shared.iter().map(|k| k.hash.as_str()).collect();
+        for k in local.iter().filter(|k| !theirs.contains(k.hash.as_str())) {
+            if k.budget != DEFAULT_BUDGET {
+                let _ = team
+                    .put_key(&TeamKey {
+                        hash: k.hash.clone(),
+                        budget: k.budget.clone(),
+                        name: k.name.clone(),
+                        created_at: k.created_at,
+                        revoked: k.revoked,
+                    })
+                    .await;
+            }
+        }
+        Ok(())
     }
 
     /// A status with the team's spend, requests and reservations, where it has them.

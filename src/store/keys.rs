@@ -71,28 +71,68 @@ pub fn save_uses(tx: &Transaction<'_>, uses: &[(i64, i64)]) -> Result<(), StoreE
     Ok(())
 }
 
-/// Revokes one of a budget's keys; the key as it was before (None if it is not the budget's).
-pub fn revoke(
-    tx: &Transaction<'_>,
+/// One of a budget's keys, with its hash and creation time (epoch ms); None if it is not the
+/// budget's.
+pub fn find(
+    conn: &Connection,
     budget_id: i64,
     id: i64,
-    at: DateTime<Utc>,
     zone: Zone,
-) -> Result<Option<(KeyView, String)>, StoreError> {
-    let before = tx
+) -> Result<Option<(KeyView, String, i64)>, StoreError> {
+    Ok(conn
         .query_row(
             "SELECT id, name, created_at, revoked_at, last_used_at, hash FROM virtual_keys WHERE id = ?1 AND budget_id = ?2",
             params![id, budget_id],
-            |r| Ok((view(r, zone)?, r.get::<_, String>(5)?)),
+            |r| Ok((view(r, zone)?, r.get(5)?, r.get(2)?)),
         )
-        .optional()?;
-    if matches!(&before, Some((k, _)) if k.revoked_at.is_none()) {
-        tx.execute(
-            "UPDATE virtual_keys SET revoked_at = ?2 WHERE id = ?1",
-            params![id, at.timestamp_millis()],
-        )?;
-    }
-    Ok(before)
+        .optional()?)
+}
+
+/// Revokes a key, unless it is revoked already.
+pub fn revoke(tx: &Transaction<'_>, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE virtual_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+        params![id, at.timestamp_millis()],
+    )?;
+    Ok(())
+}
+
+/// Deletes a key just made (its creation could not be shared).
+pub fn delete(tx: &Transaction<'_>, id: i64) -> Result<(), StoreError> {
+    tx.execute("DELETE FROM virtual_keys WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+/// A key as a team proxy compares it with the team's.
+#[derive(Debug)]
+pub struct Known {
+    pub id: i64,
+    pub hash: String,
+    pub budget: String,
+    pub name: String,
+    pub created_at: i64,
+    pub revoked: bool,
+}
+
+/// Every key this proxy has had, with its budget's name.
+pub fn all(conn: &Connection) -> Result<Vec<Known>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT k.id, k.hash, b.name, k.name, k.created_at, k.revoked_at IS NOT NULL
+         FROM virtual_keys k JOIN budgets b ON b.id = k.budget_id",
+    )?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(Known {
+                id: r.get(0)?,
+                hash: r.get(1)?,
+                budget: r.get(2)?,
+                name: r.get(3)?,
+                created_at: r.get(4)?,
+                revoked: r.get(5)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
 }
 
 /// Every key not revoked: (hash, key id, budget id), for the proxy's lookup.

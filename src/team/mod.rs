@@ -14,7 +14,9 @@ use std::time::Duration;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
+mod keys;
 mod outbox;
+pub use keys::TeamKey;
 pub use outbox::Queued;
 
 /// How long a reservation outlives its proxy's last renewal (`--lease-secs`).
@@ -31,10 +33,11 @@ pub enum TeamError {
 }
 
 /// The tables, one migration a version (docs/team.md).
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     include_str!("migrations/0001_team.sql"),
     include_str!("migrations/0002_budgets.sql"),
     include_str!("migrations/0003_outbox.sql"),
+    include_str!("migrations/0004_keys.sql"),
 ];
 
 fn unreachable(e: impl std::error::Error) -> TeamError {
@@ -480,14 +483,18 @@ impl Team {
         .await
     }
 
-    /// Shares a budget's settings (None: deleted) with the other proxies; the last write wins.
+    /// Shares a budget's settings (None: deleted, with its keys revoked) with the other
+    /// proxies; the last write wins.
     pub async fn put_budget(&self, name: &str, spec: Option<&str>) -> Result<(), TeamError> {
         self.bounded(async {
             let client = self.client().await?;
             client
                 .execute(
-                    "INSERT INTO team_budgets (name, spec) VALUES ($1, $2)
-                     ON CONFLICT (name) DO UPDATE SET spec = EXCLUDED.spec, updated_at = now()",
+                    "WITH put AS (
+                       INSERT INTO team_budgets (name, spec) VALUES ($1, $2)
+                       ON CONFLICT (name) DO UPDATE SET spec = EXCLUDED.spec, updated_at = now())
+                     UPDATE team_keys SET revoked_at = now()
+                     WHERE $2::TEXT IS NULL AND budget = $1 AND revoked_at IS NULL",
                     &[&name, &spec],
                 )
                 .await

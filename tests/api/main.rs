@@ -20,4 +20,5 @@ mod receiver;
 mod secrets;
 mod streaming;
 mod team;
+mod team_keys;
 mod trace;
