@@ -97,12 +97,6 @@ pub fn revoke(tx: &Transaction<'_>, id: i64, at: DateTime<Utc>) -> Result<(), St
     Ok(())
 }
 
-/// Deletes a key just made (its creation could not be shared).
-pub fn delete(tx: &Transaction<'_>, id: i64) -> Result<(), StoreError> {
-    tx.execute("DELETE FROM virtual_keys WHERE id = ?1", [id])?;
-    Ok(())
-}
-
 /// A key as a team proxy compares it with the team's.
 #[derive(Debug)]
 pub struct Known {
