@@ -213,6 +213,7 @@ async fn enforce(
                 session,
                 alerts,
             };
+            team::count_blocked(&app, &budget_name, &row);
             settle::publish(&app, budget_name, &row);
             let _ = app.store.writer.record(row).await;
             return Err(refused.error(now, &budget, &app));

@@ -190,6 +190,7 @@ impl Settlement {
                 created_at: row.created_at.timestamp_millis(),
                 model: row.model.clone(),
                 upstream_request_id: row.upstream_request_id.clone(),
+                day: row.day.to_string(),
             };
             (h, c)
         });

@@ -264,6 +264,20 @@ async fn raise(app: &Service, team: &Team, period: i64, raised: Vec<(u8, NewAler
     }
 }
 
+/// Counts a refusal of a team budget in the team's daily totals, in the background: the
+/// refused request does not wait for it (and a lost count loses no money).
+pub fn count_blocked(app: &Service, budget: &str, row: &store::usage::UsageRow) {
+    let Some(team) = app.team.clone().filter(|_| budget != DEFAULT_BUDGET) else {
+        return;
+    };
+    let (day, budget, model) = (row.day.to_string(), budget.to_string(), row.model.clone());
+    tokio::spawn(async move {
+        if let Err(e) = team.count_blocked(&day, &budget, &model).await {
+            tracing::debug!(budget, "a refusal is not in the team's daily totals: {e}");
+        }
+    });
+}
+
 /// A budget's first refusal of the period: alone, this proxy's first is returned for its
 /// record to carry the alert. On a team, only the proxy that claims the team's first raises
 /// it (returning None); raised here anyway when the database cannot say (a repeated alert

@@ -7,6 +7,7 @@ pub mod keys;
 pub mod pricing;
 pub mod stats;
 pub mod team;
+mod team_stats;
 pub mod upstream_key;
 
 use crate::alerts::webhook;

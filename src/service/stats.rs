@@ -10,18 +10,32 @@ use crate::store;
 use std::collections::BTreeMap;
 
 impl Service {
+    /// Totals for today, this month and all time; on a team, the team's (docs/team.md).
     pub async fn stats(&self) -> Result<Stats, HttpError> {
         let now = period::now();
         let zone = self.config.zone;
         let today = zone.day(now);
         let month = zone.day(period::window(Period::Monthly, now, now, zone).start);
+        if let Some(team) = &self.team
+            && let Some(rows) = self.team_rows(team).await?
+        {
+            let budgets: Vec<(String, i64)> = self
+                .ledger
+                .statuses(now)
+                .into_iter()
+                .map(|s| (s.budget.name, s.budget.id))
+                .collect();
+            let (today, month) = (today.to_string(), month.to_string());
+            return Ok(super::team_stats::stats_of(&rows, &today, &month, &budgets));
+        }
         Ok(self
             .store
             .read(move |c| store::stats::stats(c, today, month))
             .await?)
     }
 
-    /// Spend per day over the last `days` days (today included), by budget and by model.
+    /// Spend per day over the last `days` days (today included), by budget and by model; on a
+    /// team, the team's.
     pub async fn spend_series(&self, days: u32) -> Result<SpendSeries, HttpError> {
         let days = days.clamp(1, 366);
         let today = self.config.zone.day(period::now());
@@ -29,10 +43,22 @@ impl Service {
         let labels: Vec<String> = (0..days)
             .map(|i| (first + chrono::Duration::days(i64::from(i))).to_string())
             .collect();
-        let rows = self
-            .store
-            .read(move |c| store::stats::daily_spend(c, first))
-            .await?;
+        let shared = match &self.team {
+            Some(team) => self.team_rows(team).await?,
+            None => None,
+        };
+        let rows = match shared {
+            // Days before the first label are skipped below.
+            Some(rows) => rows
+                .into_iter()
+                .map(|r| (r.day, r.budget, r.model, r.totals.dollars))
+                .collect(),
+            None => {
+                self.store
+                    .read(move |c| store::stats::daily_spend(c, first))
+                    .await?
+            }
+        };
         let mut by_budget: BTreeMap<String, Vec<Money>> = BTreeMap::new();
         let mut by_model: BTreeMap<String, Vec<Money>> = BTreeMap::new();
         for (day, budget, model, dollars) in rows {

@@ -217,6 +217,10 @@ pub async fn watch(app: Arc<Service>, stop: CancellationToken) {
                     .iter()
                     .find(|(name, period, _)| *name == s.budget.name && *period == key)
                 else {
+                    // No figures (the budget was deleted and made again): none are shown.
+                    if totals.remove(&s.budget.name).is_some() {
+                        changed.push((s.budget.id, s.budget.name.clone()));
+                    }
                     continue;
                 };
                 if totals.get(&s.budget.name) != Some(&(key, *now)) {

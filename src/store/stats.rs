@@ -82,3 +82,33 @@ pub fn daily_spend(
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
+
+/// A budget's totals on one model on one local day.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DayRow {
+    /// YYYY-MM-DD.
+    pub day: String,
+    pub budget: String,
+    pub model: String,
+    pub totals: SpendTotals,
+}
+
+/// Every roll-up row, by budget name (for a team, whose budgets are known by name).
+pub fn daily_rows(conn: &Connection) -> Result<Vec<DayRow>, StoreError> {
+    let sql = format!(
+        "SELECT d.day, b.name, d.model, {SUMS} FROM daily d JOIN budgets b ON b.id = d.budget_id
+         GROUP BY d.day, b.name, d.model"
+    );
+    let rows = conn
+        .prepare_cached(&sql)?
+        .query_map([], |r| {
+            Ok(DayRow {
+                day: r.get(0)?,
+                budget: r.get(1)?,
+                model: r.get(2)?,
+                totals: totals(r, 3)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}

@@ -14,8 +14,10 @@ use std::time::Duration;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
+mod daily;
 mod keys;
 mod outbox;
+pub use daily::TeamDay;
 pub use keys::TeamKey;
 pub use outbox::Queued;
 
@@ -33,11 +35,12 @@ pub enum TeamError {
 }
 
 /// The tables, one migration a version (docs/team.md).
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     include_str!("migrations/0001_team.sql"),
     include_str!("migrations/0002_budgets.sql"),
     include_str!("migrations/0003_outbox.sql"),
     include_str!("migrations/0004_keys.sql"),
+    include_str!("migrations/0005_daily.sql"),
 ];
 
 fn unreachable(e: impl std::error::Error) -> TeamError {
@@ -128,6 +131,8 @@ pub struct Charge {
     pub created_at: i64,
     pub model: String,
     pub upstream_request_id: Option<String>,
+    /// The local day it settles on (YYYY-MM-DD), for the team's daily totals.
+    pub day: String,
 }
 
 #[derive(Debug)]
@@ -186,11 +191,17 @@ const SETTLE: &str = "WITH gone AS (
       spent = spent + $4, spent_tokens = spent_tokens + $5, requests = requests + 1
     WHERE budget = $2 AND period_start = $3
       AND NOT EXISTS (SELECT 1 FROM team_usage WHERE reservation = $1)
-    RETURNING spent)
-  INSERT INTO team_usage
-    (budget, period_start, created_at, proxy, model, cost, tokens, upstream_request_id, reservation)
-  SELECT $2, $3, $6, $7, $8, $4, $5, $9, $1 FROM moved
-  RETURNING (SELECT spent FROM moved)";
+    RETURNING spent),
+  recorded AS (
+    INSERT INTO team_usage
+      (budget, period_start, created_at, proxy, model, cost, tokens, upstream_request_id, reservation)
+    SELECT $2, $3, $6, $7, $8, $4, $5, $9, $1 FROM moved),
+  rolled AS (
+    INSERT INTO team_daily (day, budget, model, dollars, tokens, requests)
+    SELECT $10, $2, $8, $4, $5, 1 FROM moved
+    ON CONFLICT (day, budget, model) DO UPDATE SET dollars = team_daily.dollars + EXCLUDED.dollars,
+      tokens = team_daily.tokens + EXCLUDED.tokens, requests = team_daily.requests + 1)
+  SELECT spent FROM moved";
 
 /// Lowers a reservation (never raises it) and frees the difference; a reservation already
 /// settled or swept is not found and nothing changes.
@@ -408,6 +419,7 @@ impl Team {
                             &self.proxy,
                             &charge.model,
                             &charge.upstream_request_id,
+                            &charge.day,
                         ],
                     )
                     .await
@@ -483,8 +495,10 @@ impl Team {
         .await
     }
 
-    /// Shares a budget's settings (None: deleted, with its keys revoked) with the other
-    /// proxies; the last write wins.
+    /// Shares a budget's settings with the other proxies; the last write wins. None deletes
+    /// it: its keys are revoked and its spend, alert claims and daily totals go, so a budget
+    /// made again under its name starts afresh, as it does on one proxy (the charges stay in
+    /// `team_usage`).
     pub async fn put_budget(&self, name: &str, spec: Option<&str>) -> Result<(), TeamError> {
         self.bounded(async {
             let client = self.client().await?;
@@ -492,9 +506,14 @@ impl Team {
                 .execute(
                     "WITH put AS (
                        INSERT INTO team_budgets (name, spec) VALUES ($1, $2)
-                       ON CONFLICT (name) DO UPDATE SET spec = EXCLUDED.spec, updated_at = now())
-                     UPDATE team_keys SET revoked_at = now()
-                     WHERE $2::TEXT IS NULL AND budget = $1 AND revoked_at IS NULL",
+                       ON CONFLICT (name) DO UPDATE SET spec = EXCLUDED.spec, updated_at = now()),
+                     gone AS (SELECT $2::TEXT IS NULL AS deleted),
+                     revoked AS (
+                       UPDATE team_keys SET revoked_at = now()
+                       WHERE (SELECT deleted FROM gone) AND budget = $1 AND revoked_at IS NULL),
+                     spend AS (DELETE FROM team_spend WHERE (SELECT deleted FROM gone) AND budget = $1),
+                     claims AS (DELETE FROM team_alerts WHERE (SELECT deleted FROM gone) AND budget = $1)
+                     DELETE FROM team_daily WHERE (SELECT deleted FROM gone) AND budget = $1",
                     &[&name, &spec],
                 )
                 .await

@@ -30,6 +30,7 @@ fn charge(cost: &str) -> Charge {
         created_at: 1,
         model: "claude-haiku-4-5".into(),
         upstream_request_id: None,
+        day: "1970-01-01".into(),
     }
 }
 
@@ -777,4 +778,86 @@ async fn a_stream_the_client_abandons_is_charged_in_the_team_too() {
             },
         )
         .await;
+}
+
+#[tokio::test]
+async fn every_proxys_overview_shows_the_teams_totals_and_its_own_default() {
+    let pg = Postgres::start();
+    let apps = three_proxies(&pg, Some("0.2"), 30).await;
+    // $0.12 through two proxies, then a refusal on the third ($0.06 more would fit, $0.12 not).
+    spend_across(&apps[..2], 2).await;
+    let big = json!({"usage": {"input_tokens": 0, "output_tokens": 24_000}});
+    let refused = apps[2]
+        .send(Some("team"), &body("claude-haiku-4-5", 24_000), Some(big))
+        .await;
+    assert_eq!(refused.status(), 429);
+    // The default budget is each proxy's own: its $0.06 shows only on the proxy that spent it.
+    let own = json!({"usage": {"input_tokens": 0, "output_tokens": 12_000}});
+    let r = apps[0]
+        .send(None, &body("claude-haiku-4-5", 12_000), Some(own))
+        .await;
+    assert_eq!(r.status(), 200);
+    for (i, app) in apps.iter().enumerate() {
+        let mine = if i == 0 { "0.18" } else { "0.12" };
+        app.eventually("the team's totals on every overview", || async {
+            let s = app.get("/api/stats").await;
+            s["today"]["dollars"] == mine
+                && s["this_month"]["dollars"] == mine
+                && s["all_time"]["requests"] == if i == 0 { 3 } else { 2 }
+                && s["today"]["blocked"] == 1
+        })
+        .await;
+        let s = app.get("/api/stats").await;
+        let team = s["by_budget"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["budget"] == "team")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (&team["dollars"], &team["requests"]),
+            (&json!("0.12"), &json!(2))
+        );
+        let spend = app.get("/api/spend?days=1").await;
+        let series = spend["by_budget"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["name"] == "team")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            series["dollars"],
+            json!(["0.12"]),
+            "the chart shows the team's spend"
+        );
+    }
+    // Deleted and made again, the budget starts afresh, as it does on one proxy.
+    let r = apps[0]
+        .client
+        .delete(apps[0].url("/api/budgets/team"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    apps[1]
+        .eventually("the others to follow the deletion", || async {
+            status_of(&apps[1], "/api/budgets/team").await == 404
+        })
+        .await;
+    apps[0]
+        .create_budget(json!({"name": "team", "max_dollars": "0.2"}))
+        .await;
+    apps[1]
+        .eventually("the others to follow the new budget", || async {
+            status_of(&apps[1], "/api/budgets/team").await == 200
+        })
+        .await;
+    let fresh = apps[1].budget("team").await;
+    assert_eq!(
+        (&fresh["spent_dollars"], &fresh["requests"]),
+        (&json!("0"), &json!(0))
+    );
+    assert_eq!(apps[0].get("/api/stats").await["today"]["dollars"], "0.06");
 }
