@@ -271,6 +271,9 @@ pub struct Settings {
     pub proxy_url: String,
     pub require_budget: bool,
     pub time_zone: String,
+    /// Whether budgets are enforced with other proxies through a team database
+    /// (`--database`): then the figures shown are the team's, `default`'s excepted.
+    pub team: bool,
 }
 
 /// The body of every REST error: `{ "error": { "type": "...", "message": "..." } }`.

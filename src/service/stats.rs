@@ -93,6 +93,7 @@ impl Service {
             retention_days: self.config.retention_days,
             proxy_url: format!("http://{host}:{port}{BASE_PATH}"),
             require_budget: self.config.require_budget,
+            team: self.team.is_some(),
             time_zone: match zone_name(self.config.zone) {
                 Some(n) => n,
                 None => "local".into(),

@@ -96,7 +96,6 @@ pub struct Shared {
 
 /// A request's reservation in the team database. Settle it; dropped unsettled, it is no longer
 /// renewed and expires with its lease.
-#[derive(Debug)]
 #[must_use = "a team reservation must be settled"]
 pub struct Hold {
     team: Arc<Team>,
@@ -114,6 +113,17 @@ impl Hold {
     }
     pub fn period(&self) -> i64 {
         self.period
+    }
+}
+
+/// Without the team (its pool would fill a failed test's output).
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hold")
+            .field("id", &self.id)
+            .field("budget", &self.budget)
+            .field("period", &self.period)
+            .finish()
     }
 }
 

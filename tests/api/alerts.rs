@@ -69,6 +69,7 @@ async fn concurrent_settlements_raise_each_threshold_once_and_deliver_it_signed(
             .all(|a| a["delivery"] == "delivered" && a["deliveries"].as_array().unwrap().len() == 1)
     })
     .await;
+    assert_eq!(app.get("/api/settings").await["team"], false);
     let secret = app.get("/api/settings").await["webhook_secret"]
         .as_str()
         .unwrap()

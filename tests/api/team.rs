@@ -807,6 +807,11 @@ async fn every_proxys_overview_shows_the_teams_totals_and_its_own_default() {
                 && s["today"]["blocked"] == 1
         })
         .await;
+        assert_eq!(
+            app.get("/api/settings").await["team"],
+            true,
+            "the overview says so"
+        );
         let s = app.get("/api/stats").await;
         let team = s["by_budget"]
             .as_array()

@@ -68,6 +68,7 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
   await t.test("first run explains how to start", async () => {
     await page.goto(`${base}/`);
     await page.getByRole("heading", { name: "Get started in three steps" }).waitFor();
+    assert.equal(await page.getByTestId("team-figures").count(), 0, "alone, the figures are this proxy's");
   });
 
   await t.test("keyboard-only create form with inline validation, client and server side", async () => {

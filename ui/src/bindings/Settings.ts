@@ -7,4 +7,9 @@ export type Settings = {
 /**
  * Signs webhook bodies (`X-Agent-Budget-Signature`); see docs/webhooks.md.
  */
-webhook_secret: string, retention_days: number, proxy_url: string, require_budget: boolean, time_zone: string, };
+webhook_secret: string, retention_days: number, proxy_url: string, require_budget: boolean, time_zone: string, 
+/**
+ * Whether budgets are enforced with other proxies through a team database
+ * (`--database`): then the figures shown are the team's, `default`'s excepted.
+ */
+team: boolean, };
