@@ -82,8 +82,8 @@ impl Settlement {
         }
         if let Some((cost, tokens)) = cost::worst_case_after_start(&self.price, &self.ask, start) {
             self.reservation.shrink(cost, tokens);
-            if let (Some(hold), Some(team)) = (&self.team, &self.app.team) {
-                super::team::shrink(&self.app, team.clone(), hold.id(), cost, tokens);
+            if let Some(hold) = &self.team {
+                super::team::shrink(&self.app, hold, cost, tokens);
             }
         }
     }
@@ -206,11 +206,9 @@ impl Settlement {
         let (app, row, charge) = self.settle(outcome);
         let alone = app.tracker.len() <= 1;
         let saved = app.store.writer.start_save(row, alone);
-        match (charge, app.team.clone()) {
-            (Some((hold, charge)), Some(team)) => Some(super::team::commit(
-                &app, team, hold, budget_id, charge, saved,
-            )),
-            _ => saved,
+        match charge {
+            Some((hold, charge)) => Some(super::team::commit(&app, hold, budget_id, charge, saved)),
+            None => saved,
         }
     }
 
@@ -420,10 +418,8 @@ impl Drop for Relay {
                 let budget_id = s.budget_id;
                 let (app, row, charge) = s.settle(outcome);
                 app.store.writer.record_detached(row);
-                if let (Some((hold, charge)), Some(team)) = (charge, app.team.clone()) {
-                    drop(super::team::commit(
-                        &app, team, hold, budget_id, charge, None,
-                    ));
+                if let Some((hold, charge)) = charge {
+                    drop(super::team::commit(&app, hold, budget_id, charge, None));
                 }
             }
         }

@@ -4,7 +4,7 @@
 
 use super::admission::{Admitted, Refused};
 use crate::alerts::{self, AlertKind, NewAlert, webhook};
-use crate::budget::{Budget, DEFAULT_BUDGET, period};
+use crate::budget::{Budget, period};
 use crate::error::HttpError;
 use crate::ledger::{Limit, Refusal, Slot, Status};
 use crate::money::Money;
@@ -43,14 +43,11 @@ pub async fn share(
     budget: &Budget,
     mut admitted: Admitted,
 ) -> Result<Result<Admitted, Refused>, HttpError> {
-    let Some(team) = &app.team else {
+    let capped = budget.max_dollars.is_some() || budget.max_tokens.is_some();
+    let Some(team) = app.team_of(&budget.name).filter(|_| capped) else {
         return Ok(Ok(admitted));
     };
     let now = period::now();
-    let capped = budget.max_dollars.is_some() || budget.max_tokens.is_some();
-    if !capped || budget.name == DEFAULT_BUDGET {
-        return Ok(Ok(admitted));
-    }
     let window = period::window(budget.period, budget.created_at, now, app.config.zone);
     let (cost, tokens) = (
         admitted.reservation.worst_case(),
@@ -95,7 +92,8 @@ pub async fn share(
 
 /// Lowers a stream's team reservation once its prompt is known, as its local one (in the
 /// background: a failure only leaves more held until the charge).
-pub fn shrink(app: &Service, team: Arc<Team>, hold: i64, cost: Money, tokens: u64) {
+pub fn shrink(app: &Service, hold: &Hold, cost: Money, tokens: u64) {
+    let (team, hold) = (hold.team().clone(), hold.id());
     app.tracker.spawn(async move {
         if let Err(e) = team.shrink(hold, cost, tokens).await {
             tracing::debug!("a team reservation keeps its worst case: {e}");
@@ -107,13 +105,13 @@ pub fn shrink(app: &Service, team: Arc<Team>, hold: i64, cost: Money, tokens: u6
 /// `ack` (with the local record's `saved`) when the response's last byte may go.
 pub fn commit(
     app: &Arc<Service>,
-    team: Arc<Team>,
     hold: Hold,
     budget_id: i64,
     charge: Charge,
     saved: Option<oneshot::Receiver<bool>>,
 ) -> oneshot::Receiver<bool> {
     let (ack, answer) = oneshot::channel();
+    let team = hold.team().clone();
     let (app, abort, period) = (app.clone(), app.abort.clone(), hold.period());
     app.clone().tracker.spawn(async move {
         let local = async move {
@@ -267,7 +265,7 @@ async fn raise(app: &Service, team: &Team, period: i64, raised: Vec<(u8, NewAler
 /// Counts a refusal of a team budget in the team's daily totals, in the background: the
 /// refused request does not wait for it (and a lost count loses no money).
 pub fn count_blocked(app: &Service, budget: &str, row: &store::usage::UsageRow) {
-    let Some(team) = app.team.clone().filter(|_| budget != DEFAULT_BUDGET) else {
+    let Some(team) = app.team_of(budget).cloned() else {
         return;
     };
     let (day, budget, model) = (row.day.to_string(), budget.to_string(), row.model.clone());
@@ -287,12 +285,12 @@ pub async fn first_block(
     first: Option<Status>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Option<Status> {
-    let (Some(team), Some(status)) = (&app.team, &first) else {
+    let Some((team, status)) = first
+        .as_ref()
+        .and_then(|s| Some((app.team_of(&s.budget.name)?, s)))
+    else {
         return first;
     };
-    if status.budget.name == DEFAULT_BUDGET {
-        return first;
-    }
     let period = period_key(status);
     match team.claim(&status.budget.name, period, &[0]).await {
         Ok(claimed) if claimed.is_empty() => None,

@@ -127,11 +127,9 @@ impl Service {
     pub async fn delete_budget(&self, key: &str) -> Result<(), HttpError> {
         let _in_step = self.budget_changes.lock().await;
         let name = self.slot(key)?.budget().name;
-        if name != DEFAULT_BUDGET {
-            self.share(&name, None)
-                .await
-                .map_err(|e| unshared(&name, "deleted", e))?;
-        }
+        self.share(&name, None)
+            .await
+            .map_err(|e| unshared(&name, "deleted", e))?;
         self.delete_here(key).await.map(|_| ())
     }
 

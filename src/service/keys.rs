@@ -3,7 +3,7 @@
 //! stored, and the proxy looks keys up in memory.
 
 use super::Service;
-use crate::budget::{DEFAULT_BUDGET, period};
+use crate::budget::period;
 use crate::dto::{Items, KeyCreated, KeyView, NewKey};
 use crate::error::HttpError;
 use crate::store;
@@ -275,12 +275,6 @@ impl Service {
             self.save_uses(vec![last]).await;
         }
         Ok(())
-    }
-
-    /// The team database a budget's keys are shared through: none for `default`, which is
-    /// each proxy's own.
-    fn team_of(&self, budget: &str) -> Option<&std::sync::Arc<crate::team::Team>> {
-        self.team.as_ref().filter(|_| budget != DEFAULT_BUDGET)
     }
 
     /// Saves the keys' last uses noted since the last save.

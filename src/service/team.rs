@@ -49,17 +49,21 @@ fn spec(view: &BudgetView) -> String {
 }
 
 impl Service {
+    /// The team database a budget is shared through: none for `default`, which is each
+    /// proxy's own (settings, spend and keys).
+    pub fn team_of(&self, budget: &str) -> Option<&Arc<Team>> {
+        self.team.as_ref().filter(|_| budget != DEFAULT_BUDGET)
+    }
+
     /// Tells the other proxies of a budget's new settings (None: deleted).
     pub(super) async fn share(
         &self,
         name: &str,
         view: Option<&BudgetView>,
     ) -> Result<(), TeamError> {
-        match &self.team {
-            Some(team) if name != DEFAULT_BUDGET => {
-                team.put_budget(name, view.map(spec).as_deref()).await
-            }
-            _ => Ok(()),
+        match self.team_of(name) {
+            Some(team) => team.put_budget(name, view.map(spec).as_deref()).await,
+            None => Ok(()),
         }
     }
 

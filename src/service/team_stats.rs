@@ -21,8 +21,7 @@ impl Service {
                 return Ok(None);
             }
         };
-        let mut rows = self.store.read(daily_rows).await?;
-        rows.retain(|r| r.budget == DEFAULT_BUDGET);
+        let mut rows = self.store.read(|c| daily_rows(c, DEFAULT_BUDGET)).await?;
         rows.extend(
             shared
                 .into_iter()

@@ -93,15 +93,15 @@ pub struct DayRow {
     pub totals: SpendTotals,
 }
 
-/// Every roll-up row, by budget name (for a team, whose budgets are known by name).
-pub fn daily_rows(conn: &Connection) -> Result<Vec<DayRow>, StoreError> {
+/// A budget's roll-up rows, by its name (for a team, whose budgets are known by name).
+pub fn daily_rows(conn: &Connection, budget: &str) -> Result<Vec<DayRow>, StoreError> {
     let sql = format!(
         "SELECT d.day, b.name, d.model, {SUMS} FROM daily d JOIN budgets b ON b.id = d.budget_id
-         GROUP BY d.day, b.name, d.model"
+         WHERE b.name = ?1 GROUP BY d.day, d.model"
     );
     let rows = conn
         .prepare_cached(&sql)?
-        .query_map([], |r| {
+        .query_map([budget], |r| {
             Ok(DayRow {
                 day: r.get(0)?,
                 budget: r.get(1)?,

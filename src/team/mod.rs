@@ -105,6 +105,10 @@ pub struct Hold {
 }
 
 impl Hold {
+    /// The team database it is held in.
+    pub fn team(&self) -> &Arc<Team> {
+        &self.team
+    }
     pub fn id(&self) -> i64 {
         self.id
     }
@@ -517,13 +521,12 @@ impl Team {
                     "WITH put AS (
                        INSERT INTO team_budgets (name, spec) VALUES ($1, $2)
                        ON CONFLICT (name) DO UPDATE SET spec = EXCLUDED.spec, updated_at = now()),
-                     gone AS (SELECT $2::TEXT IS NULL AS deleted),
                      revoked AS (
                        UPDATE team_keys SET revoked_at = now()
-                       WHERE (SELECT deleted FROM gone) AND budget = $1 AND revoked_at IS NULL),
-                     spend AS (DELETE FROM team_spend WHERE (SELECT deleted FROM gone) AND budget = $1),
-                     claims AS (DELETE FROM team_alerts WHERE (SELECT deleted FROM gone) AND budget = $1)
-                     DELETE FROM team_daily WHERE (SELECT deleted FROM gone) AND budget = $1",
+                       WHERE $2::TEXT IS NULL AND budget = $1 AND revoked_at IS NULL),
+                     spend AS (DELETE FROM team_spend WHERE $2::TEXT IS NULL AND budget = $1),
+                     claims AS (DELETE FROM team_alerts WHERE $2::TEXT IS NULL AND budget = $1)
+                     DELETE FROM team_daily WHERE $2::TEXT IS NULL AND budget = $1",
                     &[&name, &spec],
                 )
                 .await

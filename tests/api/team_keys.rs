@@ -185,7 +185,7 @@ async fn a_key_change_the_team_database_cannot_take_changes_nothing() {
     let a = member(&pg, None).await;
     a.create_budget(json!({"name": "team", "max_dollars": "10"}))
         .await;
-    let key = new_key(&a, "team", "ci").await;
+    new_key(&a, "team", "ci").await;
     pg.stop_server();
     let made = make_key(&a, "team", "late").await;
     assert_eq!(made.status(), 503);
@@ -209,5 +209,4 @@ async fn a_key_change_the_team_database_cannot_take_changes_nothing() {
         make_key(&a, "team", "late").await.status() == 201
     })
     .await;
-    let _ = key;
 }
