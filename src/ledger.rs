@@ -23,9 +23,9 @@ pub struct Totals {
 impl Totals {
     fn add(&mut self, o: Totals) {
         self.dollars += o.dollars;
-        self.tokens += o.tokens;
-        self.requests += o.requests;
-        self.blocked += o.blocked;
+        self.tokens = self.tokens.saturating_add(o.tokens);
+        self.requests = self.requests.saturating_add(o.requests);
+        self.blocked = self.blocked.saturating_add(o.blocked);
     }
 }
 
@@ -184,7 +184,7 @@ impl Account {
     fn hold(&mut self, slot: &Arc<Slot>, cost: Money, tokens: u64) -> Reservation {
         let remaining = self.room().dollars;
         self.reserved += cost;
-        self.reserved_tokens += tokens;
+        self.reserved_tokens = self.reserved_tokens.saturating_add(tokens);
         Reservation {
             slot: Some(slot.clone()),
             cost,
@@ -335,6 +335,14 @@ impl Slot {
         a.first(None).then(|| a.status())
     }
 
+    /// Frees a reservation that was never settled (its task panicked or was cancelled):
+    /// nothing was charged, so no threshold can have been reached and none is marked.
+    fn release(&self, r: &Reservation) {
+        let mut a = self.lock();
+        a.reserved = a.reserved - r.cost;
+        a.reserved_tokens = a.reserved_tokens.saturating_sub(r.tokens);
+    }
+
     fn settle(&self, r: &Reservation, actual: Totals, now: DateTime<Utc>) -> Settled {
         let mut a = self.lock();
         a.reserved = a.reserved - r.cost;
@@ -429,7 +437,7 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            let _ = slot.settle(self, Totals::default(), Utc::now());
+            slot.release(self);
         }
     }
 }
@@ -615,6 +623,25 @@ mod tests {
             (m("0.1"), Money::ZERO, 1, 2)
         );
         assert_eq!(st.remaining(), Some(m("0.9")));
+    }
+
+    #[test]
+    fn a_dropped_reservation_neither_raises_nor_swallows_an_alert() {
+        let (l, s) = ledger(budget("1", None));
+        let now = Utc::now();
+        s.reserve(m("0.6"), 1, now)
+            .unwrap()
+            .settle(m("0.6"), 1, now);
+        // Spend is past a threshold the budget gains later; no settlement has reached it yet.
+        let mut b = s.budget();
+        b.thresholds = vec![50, 55, 80, 100];
+        l.update(b, now);
+        drop(s.reserve(m("0.1"), 1, now).unwrap());
+        let next = s
+            .reserve(m("0.1"), 1, now)
+            .unwrap()
+            .settle(m("0.1"), 1, now);
+        assert_eq!(next.reached, vec![55], "the drop did not mark 55 as raised");
     }
 
     #[test]

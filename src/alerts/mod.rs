@@ -19,6 +19,9 @@ pub enum AlertKind {
     Threshold,
     Blocked,
     UnpricedModel,
+    /// The upstream reported a usage no response can have; the request was charged its
+    /// reservation instead.
+    MalformedUsage,
     /// The same request sent `loop_guard.repeats` times within its minutes.
     Loop,
     Test,
@@ -30,6 +33,7 @@ impl AlertKind {
             AlertKind::Threshold => "threshold",
             AlertKind::Blocked => "blocked",
             AlertKind::UnpricedModel => "unpriced_model",
+            AlertKind::MalformedUsage => "malformed_usage",
             AlertKind::Loop => "loop",
             AlertKind::Test => "test",
         }
@@ -39,6 +43,7 @@ impl AlertKind {
             "threshold" => AlertKind::Threshold,
             "blocked" => AlertKind::Blocked,
             "unpriced_model" => AlertKind::UnpricedModel,
+            "malformed_usage" => AlertKind::MalformedUsage,
             "loop" => AlertKind::Loop,
             _ => AlertKind::Test,
         }
@@ -101,6 +106,8 @@ impl NewAlert {
             AlertKind::UnpricedModel => {
                 Some(format!("unpriced:{}", self.model.as_deref().unwrap_or("")))
             }
+            // Once per budget and period: a broken upstream repeats itself; its records say each time.
+            AlertKind::MalformedUsage => Some(format!("malformed:{}:{start}", self.budget_id)),
             // Each loop is its own alert: a loop that stops and starts again is a new one.
             AlertKind::Loop => Some(format!(
                 "loop:{}:{}",
@@ -132,6 +139,11 @@ impl NewAlert {
             AlertKind::UnpricedModel => format!(
                 "Model '{}' has no price; it is charged at the dearest known rates. Add its price in the pricing table.",
                 self.model.as_deref().unwrap_or("")
+            ),
+            AlertKind::MalformedUsage => format!(
+                "Budget '{}': the upstream reported a usage no response to '{}' can have (a broken or hostile upstream?); the request was charged its reserved worst case and its record is marked estimated",
+                self.budget,
+                self.model.as_deref().unwrap_or("a model")
             ),
             AlertKind::Loop => {
                 let (repeats, minutes, blocks) = self

@@ -45,30 +45,96 @@ pub struct Usage {
     pub iterations: Option<Vec<Iteration>>,
 }
 
+/// The most tokens any one field of a response's usage can plausibly report: ten times the
+/// largest context window (1M) plus its output, leaving room for server-tool loops that bill
+/// the prompt once per iteration. A larger value is malformed, not a bill (see `plausible`).
+pub const MAX_USAGE_TOKENS: u64 = 100_000_000;
+
 impl Usage {
-    /// Stream rule: fields present (non-null) in a later `message_delta` overwrite, never add.
-    pub fn overwrite_with(&mut self, later: Usage) {
+    /// Stream rule: a later event restates cumulative figures. Each count is billed as the
+    /// larger of what the stream reported (a smaller later figure never lowers a bill);
+    /// other fields present (non-null) in the later event replace earlier ones.
+    pub fn merge_later(&mut self, later: Usage) {
         fn take<T>(slot: &mut Option<T>, v: Option<T>) {
             if v.is_some() {
                 *slot = v;
             }
         }
-        take(&mut self.input_tokens, later.input_tokens);
-        take(&mut self.output_tokens, later.output_tokens);
-        take(
+        fn max(slot: &mut Option<u64>, v: Option<u64>) {
+            *slot = match (*slot, v) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        max(&mut self.input_tokens, later.input_tokens);
+        max(&mut self.output_tokens, later.output_tokens);
+        max(
             &mut self.cache_creation_input_tokens,
             later.cache_creation_input_tokens,
         );
-        take(
+        max(
             &mut self.cache_read_input_tokens,
             later.cache_read_input_tokens,
         );
-        take(&mut self.cache_creation, later.cache_creation);
-        take(&mut self.server_tool_use, later.server_tool_use);
+        if let Some(l) = later.cache_creation {
+            let c = self
+                .cache_creation
+                .get_or_insert_with(CacheCreation::default);
+            max(
+                &mut c.ephemeral_5m_input_tokens,
+                l.ephemeral_5m_input_tokens,
+            );
+            max(
+                &mut c.ephemeral_1h_input_tokens,
+                l.ephemeral_1h_input_tokens,
+            );
+        }
+        if let Some(l) = later.server_tool_use {
+            let s = self
+                .server_tool_use
+                .get_or_insert_with(ServerToolUse::default);
+            max(&mut s.web_search_requests, l.web_search_requests);
+        }
         take(&mut self.service_tier, later.service_tier);
         take(&mut self.inference_geo, later.inference_geo);
         take(&mut self.speed, later.speed);
-        take(&mut self.iterations, later.iterations);
+        // Iterations are restated whole; a longer list is the later one.
+        if later.iterations.as_ref().map_or(0, Vec::len)
+            >= self.iterations.as_ref().map_or(0, Vec::len)
+        {
+            take(&mut self.iterations, later.iterations);
+        }
+    }
+
+    /// Whether every count is one a real response can report (at most `MAX_USAGE_TOKENS`, at
+    /// most 1,000 iterations). An implausible usage block is malformed: its request is charged
+    /// its reservation instead, so no upstream value can overflow a sum or brick the store.
+    pub fn plausible(&self) -> bool {
+        let ok = |v: Option<u64>| v.is_none_or(|n| n <= MAX_USAGE_TOKENS);
+        let cache = |c: &Option<CacheCreation>| {
+            c.as_ref()
+                .is_none_or(|c| ok(c.ephemeral_5m_input_tokens) && ok(c.ephemeral_1h_input_tokens))
+        };
+        let counts = ok(self.input_tokens)
+            && ok(self.output_tokens)
+            && ok(self.cache_creation_input_tokens)
+            && ok(self.cache_read_input_tokens)
+            && cache(&self.cache_creation)
+            && ok(self
+                .server_tool_use
+                .as_ref()
+                .and_then(|s| s.web_search_requests));
+        let iterations = self.iterations.as_ref().is_none_or(|its| {
+            its.len() <= 1000
+                && its.iter().all(|i| {
+                    ok(i.input_tokens)
+                        && ok(i.output_tokens)
+                        && ok(i.cache_creation_input_tokens)
+                        && ok(i.cache_read_input_tokens)
+                        && cache(&i.cache_creation)
+                })
+        });
+        counts && iterations
     }
 
     fn web_searches(&self) -> u64 {
@@ -93,19 +159,24 @@ pub struct Tokens {
 impl Tokens {
     /// The size of the prompt, which decides a prompt-size band.
     pub fn prompt(&self) -> u64 {
-        self.input + self.cache_write_5m + self.cache_write_1h + self.cache_read
+        self.input
+            .saturating_add(self.cache_write_5m)
+            .saturating_add(self.cache_write_1h)
+            .saturating_add(self.cache_read)
     }
     /// Tokens as billed, for token caps: input + cache writes + cache reads + output.
     pub fn total(&self) -> u64 {
-        self.prompt() + self.output
+        self.prompt().saturating_add(self.output)
     }
     pub fn add(&mut self, o: Tokens) {
-        self.input += o.input;
-        self.cache_write_5m += o.cache_write_5m;
-        self.cache_write_1h += o.cache_write_1h;
-        self.cache_read += o.cache_read;
-        self.output += o.output;
-        self.web_search_requests += o.web_search_requests;
+        self.input = self.input.saturating_add(o.input);
+        self.cache_write_5m = self.cache_write_5m.saturating_add(o.cache_write_5m);
+        self.cache_write_1h = self.cache_write_1h.saturating_add(o.cache_write_1h);
+        self.cache_read = self.cache_read.saturating_add(o.cache_read);
+        self.output = self.output.saturating_add(o.output);
+        self.web_search_requests = self
+            .web_search_requests
+            .saturating_add(o.web_search_requests);
     }
 }
 
@@ -445,15 +516,51 @@ mod tests {
     }
 
     #[test]
-    fn stream_usage_overwrites_and_never_adds() {
+    fn stream_usage_takes_the_larger_report_and_never_adds() {
         let mut u =
             usage(r#"{"input_tokens":2679,"output_tokens":3,"cache_read_input_tokens":10}"#);
-        u.overwrite_with(usage(r#"{"output_tokens":15}"#));
-        u.overwrite_with(usage(r#"{"input_tokens":10682,"output_tokens":510,"server_tool_use":{"web_search_requests":1},"cache_read_input_tokens":null}"#));
+        u.merge_later(usage(r#"{"output_tokens":15}"#));
+        u.merge_later(usage(r#"{"input_tokens":10682,"output_tokens":510,"server_tool_use":{"web_search_requests":1},"cache_read_input_tokens":null}"#));
         assert_eq!(u.input_tokens, Some(10682));
         assert_eq!(u.output_tokens, Some(510));
         assert_eq!(u.cache_read_input_tokens, Some(10));
         assert_eq!(u.web_searches(), 1);
+        // A later, smaller figure (a hostile or buggy upstream) never lowers the bill.
+        u.merge_later(usage(r#"{"input_tokens":0,"output_tokens":1,"cache_read_input_tokens":0,"server_tool_use":{"web_search_requests":0},"cache_creation":{"ephemeral_5m_input_tokens":4}}"#));
+        u.merge_later(usage(
+            r#"{"cache_creation":{"ephemeral_5m_input_tokens":2}}"#,
+        ));
+        assert_eq!(
+            (u.input_tokens, u.output_tokens, u.cache_read_input_tokens),
+            (Some(10682), Some(510), Some(10))
+        );
+        assert_eq!(u.web_searches(), 1);
+        assert_eq!(
+            u.cache_creation.and_then(|c| c.ephemeral_5m_input_tokens),
+            Some(4)
+        );
+    }
+
+    #[test]
+    fn usage_beyond_any_response_is_not_plausible() {
+        assert!(usage(r#"{"input_tokens":1000000,"output_tokens":128000}"#).plausible());
+        assert!(usage("{}").plausible());
+        for bad in [
+            r#"{"output_tokens":18446744073709551615}"#,
+            r#"{"input_tokens":100000001}"#,
+            r#"{"cache_creation":{"ephemeral_1h_input_tokens":9223372036854775807}}"#,
+            r#"{"server_tool_use":{"web_search_requests":4294967296000}}"#,
+            r#"{"iterations":[{"output_tokens":18446744073709551615}]}"#,
+        ] {
+            assert!(!usage(bad).plausible(), "{bad}");
+        }
+        // Sums of huge fields saturate instead of wrapping to a small bill.
+        let t = Tokens {
+            input: u64::MAX,
+            output: 5,
+            ..Tokens::default()
+        };
+        assert_eq!(t.total(), u64::MAX);
     }
 
     #[test]

@@ -42,10 +42,13 @@ fn fits(r: &Refusal, cost: Money, tokens: u64) -> bool {
         .budget
         .max_dollars
         .is_none_or(|cap| s.period.dollars + s.reserved + cost <= cap);
-    let toks = s
-        .budget
-        .max_tokens
-        .is_none_or(|cap| s.period.tokens + s.reserved_tokens + tokens <= cap);
+    let toks = s.budget.max_tokens.is_none_or(|cap| {
+        s.period
+            .tokens
+            .saturating_add(s.reserved_tokens)
+            .saturating_add(tokens)
+            <= cap
+    });
     dollars && toks
 }
 
@@ -188,7 +191,11 @@ pub async fn admit(
             worst_case: full,
         });
     }
-    let refusal = match slot.reserve(full, est.high + req.ask.max_tokens, period::now()) {
+    let refusal = match slot.reserve(
+        full,
+        est.high.saturating_add(req.ask.max_tokens),
+        period::now(),
+    ) {
         Ok(r) => return Ok(admitted(r, high)),
         Err(r) => r,
     };
@@ -197,12 +204,16 @@ pub async fn admit(
     if fits(
         &refusal,
         worst_case(price, &low),
-        est.low + req.ask.max_tokens,
+        est.low.saturating_add(req.ask.max_tokens),
     ) {
         if let Some(exact) = count_tokens(app, headers, body).await {
             known = ask(exact);
             let cost = worst_case(price, &known);
-            match slot.reserve(cost, exact + req.ask.max_tokens, period::now()) {
+            match slot.reserve(
+                cost,
+                exact.saturating_add(req.ask.max_tokens),
+                period::now(),
+            ) {
                 Ok(r) => return Ok(admitted(r, known)),
                 Err(_) if refusal.status.budget.admission == Admission::Clamp => {}
                 Err(refusal) => return Err(Refused::limit(refusal, cost)),
@@ -211,7 +222,7 @@ pub async fn admit(
     }
     let worst = worst_case(price, &known);
     if refusal.status.budget.admission == Admission::Clamp && req.max_tokens_at.is_some() {
-        let floor = CLAMP_FLOOR.max(req.thinking_budget.map_or(0, |b| b + 1));
+        let floor = CLAMP_FLOOR.max(req.thinking_budget.map_or(0, |b| b.saturating_add(1)));
         let clamped = slot.reserve_within(worst, period::now(), |room| {
             largest_fit(price, &known, floor, room)
         });
@@ -261,7 +272,7 @@ fn largest_fit(price: &Price, ask: &Ask, floor: u64, room: Room) -> Option<(Mone
             hi = mid - 1;
         }
     }
-    Some((cost(lo), ask.input_tokens + lo, lo))
+    Some((cost(lo), ask.input_tokens.saturating_add(lo), lo))
 }
 
 #[derive(Deserialize)]

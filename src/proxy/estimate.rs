@@ -90,10 +90,22 @@ impl Runs {
     }
 }
 
+/// The largest context window of any model: no request's prompt can be billed beyond it (the
+/// API refuses a longer one), so it bounds content the proxy cannot measure.
+pub const CONTEXT_TOKENS: u64 = 1_000_000;
+
+/// The most tokens one image can cost: the largest image any model accepts, in 28-pixel tiles.
+const MAX_IMAGE: u64 = (2576 / 28 + 1) * (2576 / 28 + 1);
+
 /// Estimates the prompt tokens of a Messages request body. `new_tokenizer` is true for models
 /// whose tokenizer yields up to 35 % more tokens (Opus 4.7 and later, the 5.x family).
+///
+/// Content the proxy cannot see — an image or document by `url` or `file_id`, a PDF (each
+/// page is billed as an image plus its text) — is bounded conservatively: an image at the
+/// largest image's tokens, anything else at `CONTEXT_TOKENS`. Where that bound decides a
+/// capped budget's admission, the upstream's free `count_tokens` settles it exactly.
 pub fn estimate(body: &[u8], new_tokenizer: bool) -> Estimate {
-    let mut blob_high = 0;
+    let mut blob_high = unmeasured(body);
     let c = scan(body, &mut blob_high);
     // A further 10 % covers what the sample in docs/admission.md did not show.
     let high_text = c.tokens + c.tokens.div_ceil(10) + 8;
@@ -106,8 +118,75 @@ pub fn estimate(body: &[u8], new_tokenizer: bool) -> Estimate {
     let low = c.ascii / 8 + c.other / 4;
     Estimate {
         low,
-        high: high + blob_high,
+        high: high.saturating_add(blob_high),
     }
+}
+
+/// Tokens to reserve for sources given by reference (`{"type": "url" | "file", …}`): an image
+/// (its block says `"image"` just before `"source"`, as every SDK writes it) at `MAX_IMAGE`,
+/// anything else at `CONTEXT_TOKENS`.
+fn unmeasured(body: &[u8]) -> u64 {
+    let mut total: u64 = 0;
+    for at in memchr::memmem::find_iter(body, b"\"source\"") {
+        let rest = &body[at + 8..];
+        let Some(open) = rest
+            .iter()
+            .position(|b| !b.is_ascii_whitespace() && *b != b':')
+        else {
+            continue;
+        };
+        if rest[open] != b'{' {
+            continue;
+        }
+        let object = &rest[open..open + object_len(&rest[open..])];
+        if !by_reference(object) {
+            continue;
+        }
+        let before = &body[at.saturating_sub(64)..at];
+        let image = memchr::memmem::find(before, b"\"image\"").is_some();
+        total = total.saturating_add(if image { MAX_IMAGE } else { CONTEXT_TOKENS });
+    }
+    total
+}
+
+/// The length of the JSON object starting at `b[0] == b'{'` (to the end if unterminated).
+fn object_len(b: &[u8]) -> usize {
+    let (mut depth, mut in_string, mut escaped) = (0u32, false, false);
+    for (i, &c) in b.iter().enumerate() {
+        match (in_string, c) {
+            (true, _) if escaped => escaped = false,
+            (true, b'\\') => escaped = true,
+            (true, b'"') => in_string = false,
+            (true, _) => {}
+            (false, b'"') => in_string = true,
+            (false, b'{') => depth += 1,
+            (false, b'}') => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    b.len()
+}
+
+/// Whether a `source` object names its content instead of carrying it.
+fn by_reference(object: &[u8]) -> bool {
+    let compact: Vec<u8> = object
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .take(4096)
+        .collect();
+    [
+        &b"\"type\":\"url\""[..],
+        b"\"type\":\"file\"",
+        b"\"file_id\":",
+    ]
+    .iter()
+    .any(|p| memchr::memmem::find(&compact, p).is_some())
 }
 
 fn scan(b: &[u8], blob_high: &mut u64) -> Runs {
@@ -176,17 +255,20 @@ fn string(b: &[u8], start: usize, blob_high: &mut u64) -> (Runs, usize) {
     runs.close();
     let end = i.min(b.len());
     if base64ish && end - start >= BLOB_MIN {
-        *blob_high += blob_tokens(&b[start..end]);
+        *blob_high = blob_high.saturating_add(blob_tokens(&b[start..end]));
         return (Runs::default(), end + 1);
     }
     (runs, end + 1)
 }
 
 /// Upper bound for a base64 blob: an image by its pixel size (⌈w/28⌉·⌈h/28⌉, at most the
-/// largest image any model accepts), anything else (PDF pages) at one token per 3 bytes.
+/// largest image any model accepts), a PDF (pages billed as images, not by its bytes) at
+/// `CONTEXT_TOKENS`, anything else at one token per 3 bytes.
 fn blob_tokens(b64: &[u8]) -> u64 {
-    const MAX_IMAGE: u64 = (2576 / 28 + 1) * (2576 / 28 + 1);
     let head = decode_prefix(b64, 64 * 1024);
+    if head.starts_with(b"%PDF") {
+        return CONTEXT_TOKENS;
+    }
     match image_size(&head) {
         Some((w, h)) => (u64::from(w).div_ceil(28) * u64::from(h).div_ceil(28)).min(MAX_IMAGE),
         None => (b64.len() as u64 * 3 / 4).div_ceil(3),
@@ -327,6 +409,41 @@ mod tests {
         // 39 × 39 = 1521 image tokens plus the envelope.
         assert!(e.high >= 1521 && e.high < 1700, "{e:?}");
         assert!(e.low < 100, "{e:?}");
+    }
+
+    #[test]
+    fn content_by_reference_and_pdfs_are_bounded_not_guessed() {
+        let with = |content: &str| {
+            estimate(
+                format!(r#"{{"messages":[{{"role":"user","content":[{content}]}}]}}"#).as_bytes(),
+                false,
+            )
+        };
+        let image_url =
+            with(r#"{"type":"image","source":{"type":"url","url":"https://example.com/a.png"}}"#);
+        assert!(
+            image_url.high >= MAX_IMAGE && image_url.high < CONTEXT_TOKENS,
+            "{image_url:?}"
+        );
+        let doc_file =
+            with(r#"{"type": "document", "source": { "type" : "file", "file_id": "file_011"}}"#);
+        assert!(doc_file.high >= CONTEXT_TOKENS, "{doc_file:?}");
+        let doc_url =
+            with(r#"{"source":{"url":"https://x/y.pdf","type":"url"},"type":"document"}"#);
+        assert!(doc_url.high >= CONTEXT_TOKENS, "{doc_url:?}");
+        let two_images = with(
+            r#"{"type":"image","source":{"type":"file","file_id":"f1"}},{"type":"image","source":{"type":"url","url":"u"}}"#,
+        );
+        assert!(two_images.high >= 2 * MAX_IMAGE, "{two_images:?}");
+        let pdf = format!(
+            r#"{{"type":"document","source":{{"type":"base64","media_type":"application/pdf","data":"{}"}}}}"#,
+            b64(&[b"%PDF-1.7\n".as_slice(), &[b'x'; 3000]].concat())
+        );
+        assert!(with(&pdf).high >= CONTEXT_TOKENS);
+        // A `url` that is not a source (a search result in the history) is text like any other.
+        let result =
+            with(r#"{"type":"web_search_result","url":"https://example.com","title":"t"}"#);
+        assert!(result.high < 1000, "{result:?}");
     }
 
     #[test]

@@ -145,7 +145,7 @@ pub fn parse(body: &[u8]) -> Result<MessagesRequest, BodyError> {
                 .is_some_and(|k| k.starts_with("web_search"))
         })
         .map(|t| t.max_uses.unwrap_or(DEFAULT_WEB_SEARCH_USES))
-        .sum();
+        .fold(0u64, u64::saturating_add);
     Ok(MessagesRequest {
         new_tokenizer: uses_new_tokenizer(&model),
         max_tokens_at,

@@ -92,7 +92,21 @@ impl Settlement {
     /// thresholds are the team's: `team`).
     fn row(self, outcome: Outcome, team: bool) -> UsageRow {
         let now = period::now();
+        let mut malformed = None;
         let (cost, tokens, priced_as, status, estimated, model) = match outcome {
+            Outcome::Usage {
+                usage,
+                model,
+                status,
+                ..
+            } if !usage.plausible() => {
+                let model = model.unwrap_or(self.model);
+                tracing::warn!(model = %model, "the upstream reported an impossible usage; charged the reservation");
+                malformed = Some(model.clone());
+                let priced_as = self.book.lookup(&model).1;
+                let cost = self.reservation.worst_case();
+                (cost, Tokens::default(), priced_as, status, true, model)
+            }
             Outcome::Usage {
                 usage,
                 model,
@@ -137,22 +151,24 @@ impl Settlement {
                     .map(|t| NewAlert::about(AlertKind::Threshold, st, Some(*t), None, now)),
             );
         }
-        if priced_as == PricedAs::Fallback
-            && self
-                .app
-                .unpriced
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(model.clone())
-        {
+        let unpriced = (priced_as == PricedAs::Fallback).then(|| model.clone());
+        let once = [
+            (AlertKind::MalformedUsage, malformed),
+            (AlertKind::UnpricedModel, unpriced),
+        ];
+        for (kind, model) in once.into_iter().filter_map(|(k, m)| Some((k, m?))) {
             if let Some(slot) = self.app.ledger.find(&self.budget_id.to_string()) {
-                alerts.push(NewAlert::about(
-                    AlertKind::UnpricedModel,
-                    &slot.status(now),
-                    None,
-                    Some(model.clone()),
-                    now,
-                ));
+                let alert = NewAlert::about(kind, &slot.status(now), None, Some(model), now);
+                let first = alert.once_key().is_some_and(|k| {
+                    self.app
+                        .raised_once
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(k)
+                });
+                if first {
+                    alerts.push(alert);
+                }
             }
         }
         UsageRow {
@@ -298,15 +314,16 @@ impl Relay {
         }
     }
 
-    /// Usage seen so far, with output at least what was relayed.
+    /// What a stream that ended without its final usage (or whose usage came without a
+    /// `message_delta`'s final figures) is charged: the usage seen, with output at least what
+    /// was relayed, flagged estimated; with no usage seen, the whole reservation. Only an error
+    /// event before any message is free (the API bills nothing for it).
     fn partial(&mut self, status: UsageStatus) -> Outcome {
         let out = self.tap.estimated_output();
         match self.tap.usage.take() {
-            // Nothing relayed, or only an error event: nothing was generated.
-            None if out == 0 && (self.tap.bytes == 0 || self.tap.error.is_some()) => {
+            None if self.tap.error.is_some() && !self.tap.started && out == 0 => {
                 Outcome::Free(status)
             }
-            // Bytes that could not be read as a message: the cost is unknown.
             None => Outcome::WorstCase(status),
             Some(mut usage) => {
                 usage.output_tokens = Some(out);
@@ -317,6 +334,22 @@ impl Relay {
                     estimated: true,
                 }
             }
+        }
+    }
+
+    /// `message_stop` arrived: exact if the stream told its final usage, else as `partial`.
+    fn stopped(&mut self) -> Outcome {
+        if !self.tap.final_usage {
+            return self.partial(UsageStatus::Ok);
+        }
+        match self.tap.usage.take() {
+            Some(usage) => Outcome::Usage {
+                usage,
+                model: self.tap.model.take(),
+                status: UsageStatus::Ok,
+                estimated: false,
+            },
+            None => Outcome::WorstCase(UsageStatus::Ok),
         }
     }
 
@@ -371,17 +404,8 @@ impl Stream for Relay {
                         }
                     }
                     if stopped && this.settlement.is_some() {
-                        let usage = this.tap.usage.take().unwrap_or_default();
-                        let model = this.tap.model.take();
-                        this.settle_then_send(
-                            Outcome::Usage {
-                                usage,
-                                model,
-                                status: UsageStatus::Ok,
-                                estimated: false,
-                            },
-                            chunk,
-                        );
+                        let outcome = this.stopped();
+                        this.settle_then_send(outcome, chunk);
                         continue;
                     }
                     return Poll::Ready(Some(Ok(chunk)));

@@ -91,6 +91,8 @@ pub struct Tap {
     pub stopped: bool,
     /// `message_start` has been read (with its usage, if it had one).
     pub started: bool,
+    /// A `message_delta` reported usage: the stream told its final figures.
+    pub final_usage: bool,
     /// Bytes read in all.
     pub bytes: u64,
     /// `error.type` of an `event: error` the upstream sent mid-stream.
@@ -195,13 +197,19 @@ impl Tap {
                     self.started = true;
                     self.model = s.message.model;
                     self.message_id = s.message.id;
-                    self.usage = s.message.usage.or(self.usage.take());
+                    if let Some(u) = s.message.usage {
+                        match &mut self.usage {
+                            Some(acc) => acc.merge_later(u),
+                            None => self.usage = Some(u),
+                        }
+                    }
                 }
             }
             Kind::MessageDelta => {
                 if let Ok(Delta { usage: Some(u) }) = serde_json::from_slice::<Delta>(&self.data) {
+                    self.final_usage = true;
                     match &mut self.usage {
-                        Some(acc) => acc.overwrite_with(u),
+                        Some(acc) => acc.merge_later(u),
                         None => self.usage = Some(u),
                     }
                 }

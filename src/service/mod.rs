@@ -68,8 +68,9 @@ pub struct Service {
     pub webhook_secret: String,
     /// Poked when alerts are raised, to wake the webhook delivery loop.
     pub alerts_raised: Notify,
-    /// Models already reported as unpriced (one alert per model, ever).
-    pub unpriced: Mutex<HashSet<String>>,
+    /// Once-keys of the alerts the ledger does not track that were raised already (an
+    /// unpriced model, ever; a malformed usage, per budget and period).
+    pub raised_once: Mutex<HashSet<String>>,
     /// `http://host:port/agent-budget`, known once the listener is bound.
     pub base_url: OnceLock<String>,
     /// Virtual keys not revoked, by hash.
@@ -122,7 +123,7 @@ impl Service {
             );
         }
         let mut days = store.read(store::budgets::days).await?;
-        let (mut alerted, unpriced) = alerted(store.read(store::alerts::once_keys).await?);
+        let (mut alerted, raised_once) = alerted(store.read(store::alerts::once_keys).await?);
         let ledger = Ledger::new(config.zone);
         for b in budgets {
             let d = days.remove(&b.id).unwrap_or_default();
@@ -185,7 +186,7 @@ impl Service {
             events: Events::default(),
             webhook_secret,
             alerts_raised: Notify::new(),
-            unpriced: Mutex::new(unpriced),
+            raised_once: Mutex::new(raised_once),
             base_url: OnceLock::new(),
             keys,
             real_key,
@@ -222,10 +223,10 @@ impl Service {
 }
 
 /// Splits stored once-keys into each budget's raised alerts (period start, threshold or None
-/// for "blocked") and the set of models already reported as unpriced.
+/// for "blocked") and the once-keys of the other alerts raised once (`Service::raised_once`).
 fn alerted(keys: Vec<String>) -> (HashMap<i64, Raised>, HashSet<String>) {
     let mut by_budget: HashMap<i64, Raised> = HashMap::new();
-    let mut unpriced = HashSet::new();
+    let mut once = HashSet::new();
     for k in keys {
         let parts: Vec<&str> = k.splitn(4, ':').collect();
         match parts.as_slice() {
@@ -239,11 +240,11 @@ fn alerted(keys: Vec<String>) -> (HashMap<i64, Raised>, HashSet<String>) {
                     by_budget.entry(b).or_default().push((start, None));
                 }
             }
-            ["unpriced", ..] => {
-                unpriced.insert(k["unpriced:".len()..].to_string());
+            ["unpriced" | "malformed", ..] => {
+                once.insert(k);
             }
             _ => {}
         }
     }
-    (by_budget, unpriced)
+    (by_budget, once)
 }

@@ -59,8 +59,8 @@ pub fn load_all(conn: &Connection) -> Result<Vec<Budget>, StoreError> {
 /// Every budget's spend by local day (all models together), for rebuilding the ledger.
 pub fn days(conn: &Connection) -> Result<HashMap<i64, BTreeMap<NaiveDate, Totals>>, StoreError> {
     let mut stmt = conn.prepare(
-        "SELECT budget_id, day, SUM(dollars), SUM(input_tokens + cache_write_tokens + cache_read_tokens + output_tokens),
-                SUM(requests), SUM(blocked)
+        "SELECT budget_id, day, ssum(dollars), ssum(input_tokens, cache_write_tokens, cache_read_tokens, output_tokens),
+                ssum(requests), ssum(blocked)
          FROM daily GROUP BY budget_id, day",
     )?;
     let mut out: HashMap<i64, BTreeMap<NaiveDate, Totals>> = HashMap::new();
@@ -164,9 +164,9 @@ pub fn breakdown(
     since: NaiveDate,
 ) -> Result<Vec<ModelBreakdown>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT model, SUM(requests), SUM(input_tokens), SUM(output_tokens), SUM(cache_write_tokens),
-                SUM(cache_read_tokens), SUM(dollars)
-         FROM daily WHERE budget_id = ?1 AND day >= ?2 GROUP BY model ORDER BY SUM(dollars) DESC, model",
+        "SELECT model, ssum(requests), ssum(input_tokens), ssum(output_tokens), ssum(cache_write_tokens),
+                ssum(cache_read_tokens), ssum(dollars)
+         FROM daily WHERE budget_id = ?1 AND day >= ?2 GROUP BY model ORDER BY ssum(dollars) DESC, model",
     )?;
     let n = |v: i64| v.max(0) as u64;
     let rows = stmt

@@ -8,6 +8,7 @@ pub mod keys;
 pub mod pricing;
 pub mod sessions;
 pub mod stats;
+mod sums;
 pub mod usage;
 mod writer;
 
@@ -25,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_guardrails.sql"),
     include_str!("migrations/0007_virtual_keys.sql"),
     include_str!("migrations/0008_key_last_used.sql"),
+    include_str!("migrations/0009_integer_totals.sql"),
 ];
 pub const FILE_NAME: &str = "agent-budget.db";
 
@@ -77,6 +79,7 @@ fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    sums::register(conn)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // WAL + NORMAL: a commit survives the process being killed (it is in the OS's cache);
     // only a power cut can lose the last transactions.
@@ -224,6 +227,7 @@ impl Store {
                 )
                 .map_err(|e| classify(&self.path, e))?;
                 c.busy_timeout(BUSY_TIMEOUT)?;
+                sums::register(&c)?;
                 c
             }
         };
@@ -293,6 +297,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(Store::open(dir.path()).unwrap());
         let conn = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+        sums::register(&conn).unwrap();
         let plan: Vec<String> = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {}", usage::COUNT_SWEPT))
             .unwrap()

@@ -74,8 +74,8 @@ impl RollUp {
              SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 WHERE EXISTS (SELECT 1 FROM budgets WHERE id = ?1)
              ON CONFLICT (budget_id, session, model) DO UPDATE SET
                 first_seen = min(first_seen, excluded.first_seen), last_seen = max(last_seen, excluded.last_seen),
-                requests = requests + excluded.requests, blocked = blocked + excluded.blocked,
-                tokens = tokens + excluded.tokens, dollars = dollars + excluded.dollars",
+                requests = sadd(requests, excluded.requests), blocked = sadd(blocked, excluded.blocked),
+                tokens = sadd(tokens, excluded.tokens), dollars = sadd(dollars, excluded.dollars)",
         )?;
         for t in &self.totals {
             up.execute(params![
@@ -106,7 +106,7 @@ pub fn page(
         .prepare_cached("SELECT COUNT(DISTINCT session) FROM sessions WHERE budget_id = ?1")?
         .query_row([budget_id], |r| r.get(0))?;
     let mut stmt = conn.prepare_cached(
-        "SELECT session, SUM(dollars), SUM(requests), SUM(blocked), SUM(tokens), MIN(first_seen),
+        "SELECT session, ssum(dollars), ssum(requests), ssum(blocked), ssum(tokens), MIN(first_seen),
                 MAX(last_seen), group_concat(model, char(10))
          FROM sessions WHERE budget_id = ?1 GROUP BY session
          ORDER BY MAX(last_seen) DESC, session LIMIT ?2 OFFSET ?3",

@@ -6,8 +6,8 @@ use crate::money::Money;
 use chrono::NaiveDate;
 use rusqlite::{Connection, params};
 
-const SUMS: &str = "SUM(dollars), SUM(requests), SUM(blocked),
-    SUM(input_tokens + cache_write_tokens + cache_read_tokens + output_tokens)";
+const SUMS: &str = "ssum(dollars), ssum(requests), ssum(blocked),
+    ssum(input_tokens, cache_write_tokens, cache_read_tokens, output_tokens)";
 
 fn totals(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<SpendTotals> {
     let n = |i: usize| -> rusqlite::Result<u64> {
@@ -34,8 +34,9 @@ pub fn stats(
     today: NaiveDate,
     month_start: NaiveDate,
 ) -> Result<Stats, StoreError> {
-    let by_model_sql =
-        format!("SELECT model, {SUMS} FROM daily GROUP BY model ORDER BY SUM(dollars) DESC, model");
+    let by_model_sql = format!(
+        "SELECT model, {SUMS} FROM daily GROUP BY model ORDER BY ssum(dollars) DESC, model"
+    );
     let by_model = conn
         .prepare_cached(&by_model_sql)?
         .query_map([], |r| {
@@ -47,7 +48,7 @@ pub fn stats(
         .collect::<Result<Vec<_>, _>>()?;
     let by_budget_sql = format!(
         "SELECT b.name, b.id, {SUMS} FROM budgets b LEFT JOIN daily d ON d.budget_id = b.id
-         GROUP BY b.id ORDER BY SUM(dollars) DESC, b.id"
+         GROUP BY b.id ORDER BY ssum(dollars) DESC, b.id"
     );
     let by_budget = conn
         .prepare_cached(&by_budget_sql)?
@@ -75,7 +76,7 @@ pub fn daily_spend(
 ) -> Result<Vec<(String, String, String, Money)>, StoreError> {
     let rows = conn
         .prepare_cached(
-            "SELECT d.day, b.name, d.model, SUM(d.dollars) FROM daily d JOIN budgets b ON b.id = d.budget_id
+            "SELECT d.day, b.name, d.model, ssum(d.dollars) FROM daily d JOIN budgets b ON b.id = d.budget_id
              WHERE d.day >= ?1 GROUP BY d.day, b.name, d.model ORDER BY d.day",
         )?
         .query_map(params![since.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, Money::from_picos(r.get(3)?))))?

@@ -187,13 +187,13 @@ impl RollUp {
                 cache_read_tokens, output_tokens, web_search_requests, dollars)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
              ON CONFLICT (budget_id, day, model) DO UPDATE SET
-                requests = requests + excluded.requests, blocked = blocked + excluded.blocked,
-                input_tokens = input_tokens + excluded.input_tokens,
-                cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
-                cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens,
-                output_tokens = output_tokens + excluded.output_tokens,
-                web_search_requests = web_search_requests + excluded.web_search_requests,
-                dollars = dollars + excluded.dollars",
+                requests = sadd(requests, excluded.requests), blocked = sadd(blocked, excluded.blocked),
+                input_tokens = sadd(input_tokens, excluded.input_tokens),
+                cache_write_tokens = sadd(cache_write_tokens, excluded.cache_write_tokens),
+                cache_read_tokens = sadd(cache_read_tokens, excluded.cache_read_tokens),
+                output_tokens = sadd(output_tokens, excluded.output_tokens),
+                web_search_requests = sadd(web_search_requests, excluded.web_search_requests),
+                dollars = sadd(dollars, excluded.dollars)",
         )?;
         for d in &self.days {
             let t = &d.tokens;
@@ -348,7 +348,7 @@ pub fn page(
     // Every row ever written is in the daily roll-up; retention's deletions are counted apart.
     let total: i64 = conn
         .prepare_cached(
-            "SELECT (SELECT COALESCE(SUM(requests + blocked), 0) FROM daily WHERE budget_id = ?1)
+            "SELECT (SELECT COALESCE(ssum(requests, blocked), 0) FROM daily WHERE budget_id = ?1)
                   - COALESCE((SELECT n FROM usage_swept WHERE budget_id = ?1), 0)",
         )?
         .query_row([budget_id], |r| r.get(0))?;
@@ -360,7 +360,7 @@ pub fn page(
 /// million rows, inside the writer's transaction.
 pub(super) const COUNT_SWEPT: &str =
     "INSERT INTO usage_swept (budget_id, n) SELECT budget_id, COUNT(*) FROM usage NOT INDEXED WHERE id <= ?1 GROUP BY budget_id
-     ON CONFLICT (budget_id) DO UPDATE SET n = n + excluded.n";
+     ON CONFLICT (budget_id) DO UPDATE SET n = sadd(n, excluded.n)";
 
 /// Rows deleted per retention transaction, so no commit holds the writer for long.
 pub const SWEEP_BATCH: i64 = 10_000;

@@ -9,6 +9,7 @@ mod faults;
 mod guardrails;
 mod guards;
 mod helpers;
+mod hostile;
 mod instants;
 mod keychain;
 mod keys;

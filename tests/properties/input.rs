@@ -3,8 +3,9 @@
 
 use agent_budget::budget::{NewBudget, check_name};
 use agent_budget::money::Money;
+use agent_budget::pricing::cost::{WEB_SEARCH, worst_case};
 use agent_budget::pricing::model_id::normalise;
-use agent_budget::pricing::{PriceBook, PriceEntry};
+use agent_budget::pricing::{PriceBook, PriceEntry, PricedAs};
 use agent_budget::proxy::{estimate::estimate, request};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -48,7 +49,7 @@ fn json_value() -> impl Strategy<Value = Value> {
 
 /// A Messages request with generated parts in the places clients fill.
 fn messages_body() -> impl Strategy<Value = Value> {
-    (json_value(), json_value(), any::<u32>(), any::<bool>()).prop_map(
+    (json_value(), json_value(), any::<u64>(), any::<bool>()).prop_map(
         |(content, extra, max, stream)| {
             json!({"model": "claude-sonnet-4-6", "max_tokens": max, "stream": stream,
                "messages": [{"role": "user", "content": content}], "system": extra})
@@ -92,7 +93,29 @@ proptest! {
         prop_assert_eq!(normalise(&once), once.clone());
         prop_assert!(once.len() <= id.len());
         let book = PriceBook::seeded(Vec::new()).unwrap();
-        let (_price, _how) = book.lookup(&id);
+        let (price, how) = book.lookup(&id);
+        // Never free: a known family at its own rates, anything else at the dearest known ones.
+        prop_assert!(price.base.input.is_positive() && price.base.output.is_positive());
+        let dearest = book.lookup("no-such-model-anywhere").0;
+        match how {
+            PricedAs::Table => prop_assert!(price.base.output <= dearest.base.output),
+            PricedAs::Fallback => prop_assert_eq!(&*price, &*dearest),
+        }
+    }
+
+    /// No `max_tokens` or `max_uses`, however large, makes the worst case wrap to a small one:
+    /// it is at least the exact output and search charges (capped at the largest amount).
+    #[test]
+    fn the_worst_case_never_wraps(max in any::<u64>(), uses in prop::collection::vec(any::<u64>(), 0..4)) {
+        let tools: Vec<Value> = uses.iter().map(|u| json!({"type": "web_search_20250305", "name": "web_search", "max_uses": u})).collect();
+        let body = serde_json::to_vec(&json!({"model": "claude-opus-4-8", "max_tokens": max, "tools": tools, "messages": []})).unwrap();
+        let r = request::parse(&body).unwrap();
+        let book = PriceBook::seeded(Vec::new()).unwrap();
+        let (price, _) = book.lookup(&r.model);
+        let exact = i128::from(price.base.output.picos()) * i128::from(max)
+            + i128::from(WEB_SEARCH.picos()) * uses.iter().map(|&u| i128::from(u)).sum::<i128>();
+        let got = worst_case(&price, &r.ask);
+        prop_assert!(i128::from(got.picos()) >= exact.min(i128::from(i64::MAX)), "{} < {}", got.picos(), exact);
     }
 
     #[test]

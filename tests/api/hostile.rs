@@ -1,0 +1,287 @@
+//! Round two of hardening (docs/RELIABILITY.md): an upstream that lies about usage, and
+//! requests whose worst case would wrap, change nothing in the books but what they must.
+
+use crate::helpers::*;
+use agent_budget::money::Money;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+fn sse(events: &[Value]) -> String {
+    events
+        .iter()
+        .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap()))
+        .collect()
+}
+
+fn start(usage: Value) -> Value {
+    json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+        "content": [], "model": "claude-sonnet-4-6", "stop_reason": null, "usage": usage}})
+}
+
+fn delta(usage: Value) -> Value {
+    json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": usage})
+}
+
+fn stop() -> Value {
+    json!({"type": "message_stop"})
+}
+
+/// Streams `raw` SSE to `budget` with `max_tokens` 1,000; returns the record it made.
+async fn stream_raw(app: &TestApp, raw: String) -> Value {
+    let mut b = body("claude-sonnet-4-6", 1000);
+    b["stream"] = json!(true);
+    let script = json!({"raw": raw, "content_type": "text/event-stream"});
+    let r = app.send(None, &b, Some(script)).await;
+    assert_eq!(r.status(), 200);
+    assert!(!r.text().await.unwrap().is_empty());
+    app.usage("default").await[0].clone()
+}
+
+fn cost(rec: &Value) -> Money {
+    dollars(&rec["cost_dollars"])
+}
+
+#[tokio::test]
+async fn a_stream_without_usage_is_charged_its_reservation_as_estimated() {
+    let app = spawn_app().await;
+    let rec = stream_raw(&app, sse(&[start(json!(null)), stop()])).await;
+    assert_eq!(rec["estimated"], true, "{rec}");
+    // 1,000 output tokens at $15/MTok alone are $0.015; the reservation covers more.
+    assert!(cost(&rec) >= dollars(&json!("0.015")), "{rec}");
+    assert_eq!(app.budget("default").await["reserved_dollars"], "0");
+}
+
+#[tokio::test]
+async fn a_stream_whose_final_usage_never_comes_is_charged_what_it_saw_as_estimated() {
+    let app = spawn_app().await;
+    let rec = stream_raw(
+        &app,
+        sse(&[
+            start(json!({"input_tokens": 2000, "output_tokens": 1})),
+            stop(),
+        ]),
+    )
+    .await;
+    assert_eq!(rec["estimated"], true, "{rec}");
+    assert_eq!(rec["input_tokens"], 2000, "{rec}");
+}
+
+#[tokio::test]
+async fn a_later_smaller_usage_never_lowers_the_bill() {
+    let app = spawn_app().await;
+    let rec = stream_raw(
+        &app,
+        sse(&[
+            start(
+                json!({"input_tokens": 10000, "cache_read_input_tokens": 5000, "output_tokens": 1}),
+            ),
+            delta(json!({"input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 300})),
+            stop(),
+        ]),
+    )
+    .await;
+    assert_eq!(
+        (
+            &rec["input_tokens"],
+            &rec["cache_read_tokens"],
+            &rec["output_tokens"]
+        ),
+        (&json!(10000), &json!(5000), &json!(300)),
+        "{rec}"
+    );
+    // 10,000 × $3 + 5,000 × $0.30 + 300 × $15 per million tokens.
+    assert_eq!(rec["cost_dollars"], "0.036", "{rec}");
+    assert_eq!(rec["estimated"], false);
+}
+
+/// Headers and then nothing: the upstream took the request, so its cost is unknown, not zero.
+#[tokio::test]
+async fn a_stream_that_ends_before_its_first_event_is_charged_its_reservation() {
+    let app = spawn_with(|s| s.upstream_timeout_secs = Some(1)).await;
+    let mut b = body("claude-sonnet-4-6", 1000);
+    b["stream"] = json!(true);
+    let r = app.send(None, &b, Some(json!({"hang_after": 0}))).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("event: error"));
+    let rec = app.usage("default").await[0].clone();
+    assert_eq!(
+        (rec["status"].as_str(), rec["estimated"].as_bool()),
+        (Some("upstream_error"), Some(true)),
+        "{rec}"
+    );
+    assert!(cost(&rec) >= dollars(&json!("0.015")), "{rec}");
+}
+
+/// One absurd usage value used to make `/api/stats` answer 500 and the next start fail.
+#[tokio::test]
+async fn an_absurd_usage_is_charged_the_reservation_raises_an_alert_and_bricks_nothing() {
+    let app = spawn_app().await;
+    let absurd = [
+        json!({"input_tokens": 10, "output_tokens": u64::MAX}),
+        json!({"input_tokens": i64::MAX, "output_tokens": i64::MAX, "cache_read_input_tokens": i64::MAX}),
+    ];
+    for usage in &absurd {
+        let r = app
+            .send(
+                None,
+                &body("claude-sonnet-4-6", 1000),
+                Some(json!({"usage": usage})),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    let raw = sse(&[
+        start(json!({"input_tokens": 5})),
+        delta(json!({"output_tokens": u64::MAX})),
+        stop(),
+    ]);
+    stream_raw(&app, raw).await;
+    let records = app.usage("default").await;
+    assert_eq!(records.len(), 3);
+    for rec in &records {
+        assert_eq!(rec["estimated"], true, "{rec}");
+        assert_eq!(rec["output_tokens"], 0, "{rec}");
+        let c = cost(rec);
+        assert!(
+            c >= dollars(&json!("0.015")) && c < dollars(&json!("1")),
+            "{rec}"
+        );
+    }
+    let total: Money = records.iter().map(cost).sum();
+    let stats = app.get("/api/stats").await;
+    assert_eq!(dollars(&stats["all_time"]["dollars"]), total);
+    let alerts = app.get("/api/alerts").await;
+    let malformed: Vec<&Value> = alerts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "malformed_usage")
+        .collect();
+    assert_eq!(malformed.len(), 1, "once per budget and period: {alerts}");
+    assert!(
+        malformed[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("claude-sonnet-4-6")
+    );
+    // The data directory still starts, with the same books.
+    let (mock, dir) = app.stop().await;
+    let app = start_on(mock, dir, |_| {}).await;
+    assert_eq!(
+        dollars(&app.budget("default").await["spent_dollars"]),
+        total
+    );
+    assert_eq!(
+        dollars(&app.get("/api/stats").await["all_time"]["dollars"]),
+        total
+    );
+}
+
+/// A data directory written by a build that let a roll-up overflow into a REAL starts.
+#[tokio::test]
+async fn a_roll_up_left_as_real_by_an_older_build_is_read_back_as_an_integer() {
+    let app = spawn_app().await;
+    app.send(None, &body("claude-sonnet-4-6", 1000), None)
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let (mock, dir) = app.stop().await;
+    {
+        let db = rusqlite_path(&dir);
+        let c = rusqlite::Connection::open(db).unwrap();
+        c.execute_batch(
+            "PRAGMA user_version = 8; UPDATE daily SET output_tokens = 1.8446744073709552e19, dollars = 9.3e18;",
+        )
+        .unwrap();
+    }
+    let app = start_on(mock, dir, |_| {}).await;
+    assert_eq!(app.get("/api/stats").await["all_time"]["requests"], 1);
+    let spent = app.budget("default").await["spent_dollars"].clone();
+    assert_eq!(spent, Money::from_picos(i64::MAX).to_string());
+}
+
+fn rusqlite_path(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    dir.path().join(agent_budget::store::FILE_NAME)
+}
+
+#[tokio::test]
+async fn worst_cases_that_would_wrap_are_refused_by_a_cap() {
+    let app = spawn_app().await;
+    app.create_budget(json!({"name": "tokens", "max_dollars": "1000", "max_tokens": 100000}))
+        .await;
+    app.create_budget(json!({"name": "dollars", "max_dollars": "1"}))
+        .await;
+    let huge = body("claude-sonnet-4-6", 0);
+    let mut huge = huge.clone();
+    huge["max_tokens"] = json!(u64::MAX);
+    let r = app.send(Some("tokens"), &huge, None).await;
+    assert_eq!(r.status(), 429, "{}", r.text().await.unwrap());
+    let mut searches = body("claude-sonnet-4-6", 10);
+    let big = u64::MAX / 2 + 1;
+    searches["tools"] = json!([
+        {"type": "web_search_20250305", "name": "web_search", "max_uses": big},
+        {"type": "web_search_20250305", "name": "web_search", "max_uses": big}
+    ]);
+    let r = app.send(Some("dollars"), &searches, None).await;
+    assert_eq!(r.status(), 429, "{}", r.text().await.unwrap());
+    assert_eq!(app.mock.state.messages(), 0, "nothing was forwarded");
+}
+
+/// A stream's chunk-by-chunk reading still sees a first event on its own.
+#[tokio::test]
+async fn a_stream_with_its_final_usage_is_exact() {
+    let app = spawn_app().await;
+    let mut b = body("claude-sonnet-4-6", 1000);
+    b["stream"] = json!(true);
+    let r = app
+        .send(
+            None,
+            &b,
+            Some(json!({"usage": {"input_tokens": 100, "output_tokens": 20}})),
+        )
+        .await;
+    let mut s = r.bytes_stream();
+    while s.next().await.is_some() {}
+    let rec = app.usage("default").await[0].clone();
+    assert_eq!(
+        (rec["estimated"].as_bool(), rec["output_tokens"].as_u64()),
+        (Some(false), Some(20))
+    );
+}
+
+/// A document the proxy cannot read (by `file_id`) is not reserved as ~100 tokens: against a
+/// cap its size is asked of `count_tokens`, and a request it does not fit is refused.
+#[tokio::test]
+async fn content_by_reference_is_sized_by_count_tokens_before_a_cap_admits_it() {
+    let app = spawn_app().await;
+    app.create_budget(json!({"name": "capped", "max_dollars": "1"}))
+        .await;
+    let mut b = body("claude-opus-4-8", 1000);
+    b["messages"] = json!([{"role": "user", "content": [
+        {"type": "document", "source": {"type": "file", "file_id": "file_011CNha8iCJcU1wXNR6q4V8w"}},
+        {"type": "text", "text": "Summarise this."}
+    ]}]);
+    // 300,000 tokens at $5/MTok: $1.50, over the $1 cap.
+    let r = app
+        .send(Some("capped"), &b, Some(json!({"count": 300000})))
+        .await;
+    assert_eq!(r.status(), 429, "{}", r.text().await.unwrap());
+    assert_eq!(app.mock.state.messages(), 0, "nothing was forwarded");
+    // 100,000 tokens ($0.50) fit: admitted with the counted size.
+    let r = app
+        .send(
+            Some("capped"),
+            &b,
+            Some(json!({"count": 100000, "usage": {"input_tokens": 100000, "output_tokens": 10}})),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    r.bytes().await.unwrap();
+    let rec = &app.usage("capped").await[0];
+    assert!(
+        dollars(&rec["worst_case_dollars"]) >= dollars(&rec["cost_dollars"]),
+        "{rec}"
+    );
+}
