@@ -5,7 +5,7 @@ use crate::alerts;
 use crate::budget::Budget;
 use crate::budget::period::{self, Window, Zone};
 use crate::budget::rate::LastHour;
-use crate::budget::repeats::{Repeats, Seen};
+use crate::budget::repeats::Repeats;
 use crate::money::Money;
 use chrono::{DateTime, NaiveDate, Utc};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -315,12 +315,20 @@ impl Slot {
         Some((a.hold(self, cost, tokens), extra))
     }
 
-    /// Counts a request with fingerprint `h` against the budget's loop guard, if it has one.
-    pub fn see(&self, h: u64, now: DateTime<Utc>) -> Seen {
+    /// Whether the budget's loop guard refuses a request with fingerprint `h` now: the
+    /// milliseconds until one more fits. Counts nothing (only forwarded requests count).
+    pub fn loop_refusal(&self, h: u64, now: DateTime<Utc>) -> Option<i64> {
+        let mut a = self.lock();
+        let g = a.budget.loop_guard?;
+        a.repeats.refusal(h, now.timestamp_millis(), &g)
+    }
+
+    /// Counts a forwarded request with fingerprint `h`; true if it makes a loop.
+    pub fn count_repeat(&self, h: u64, now: DateTime<Utc>) -> bool {
         let mut a = self.lock();
         match a.budget.loop_guard {
-            Some(g) => a.repeats.see(h, now.timestamp_millis(), &g),
-            None => Seen::Once,
+            Some(g) => a.repeats.count(h, now.timestamp_millis(), &g),
+            None => false,
         }
     }
 

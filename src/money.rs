@@ -161,20 +161,39 @@ impl Serialize for Money {
 }
 
 impl<'de> Deserialize<'de> for Money {
-    /// Accepts a JSON number or a decimal string; numbers are read from their literal text,
-    /// so `0.1` is exactly ten cents.
+    /// Accepts a decimal string (read exactly) or a JSON number. A whole number is exact; a
+    /// fractional one arrives as the nearest binary float, which is read back as the shortest
+    /// decimal that names it (`0.000001`, never `1e-6`). That is the literal itself for up to
+    /// 15 significant digits; the REST API refuses longer fractional literals before they get
+    /// here (`crate::api`), so no amount is ever rounded silently.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Money, D::Error> {
-        let v = serde_json::Value::deserialize(d)?;
-        let text = match &v {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Number(n) => n.to_string(),
-            _ => {
-                return Err(serde::de::Error::custom(
-                    "expected a number or a decimal string",
-                ));
-            }
-        };
-        Money::parse(&text).map_err(serde::de::Error::custom)
+        d.deserialize_any(MoneyVisitor)
+    }
+}
+
+struct MoneyVisitor;
+
+impl serde::de::Visitor<'_> for MoneyVisitor {
+    type Value = Money;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a number or a decimal string of dollars, like \"12.50\"")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Money, E> {
+        Money::parse(v).map_err(E::custom)
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Money, E> {
+        Money::parse(&v.to_string()).map_err(E::custom)
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Money, E> {
+        Money::parse(&v.to_string()).map_err(E::custom)
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Money, E> {
+        if !v.is_finite() {
+            return Err(E::custom("expected a finite amount of dollars"));
+        }
+        // Rust's `Display` for floats: the shortest round-trip digits, never an exponent.
+        Money::parse(&format!("{v}")).map_err(E::custom)
     }
 }
 
@@ -232,6 +251,18 @@ mod tests {
         assert_eq!(a.picos(), 100_000_000_000);
         assert_eq!(serde_json::to_string(&a).unwrap(), "\"0.1\"");
         assert!(serde_json::from_str::<Money>("true").is_err());
+        for (json, picos) in [
+            ("0.000001", 1_000_000),
+            ("1e-6", 1_000_000),
+            ("0.000000000001", 1),
+            ("123456.789012", 123_456_789_012_000_000),
+            ("25", 25 * SCALE),
+            ("-3", -3 * SCALE),
+        ] {
+            let m: Money = serde_json::from_str(json).unwrap();
+            assert_eq!(m.picos(), picos, "{json}");
+        }
+        assert!(serde_json::from_str::<Money>("1e300").is_err());
     }
 
     #[test]

@@ -34,14 +34,78 @@ pub async fn events(
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
-const CSV_HEADER: &str = "id,created_at,budget,model,status,estimated,priced_as,http_status,stream,input_tokens,cache_write_5m_tokens,cache_write_1h_tokens,cache_read_tokens,output_tokens,web_search_requests,cost_dollars,duration_ms,upstream_request_id,worst_case_dollars,clamped_max_tokens,session\n";
+/// The export's columns; each row is a `[String; COLUMNS.len()]`, so a row can never have a
+/// column more or less than the header.
+const COLUMNS: [&str; 21] = [
+    "id",
+    "created_at",
+    "budget",
+    "model",
+    "status",
+    "estimated",
+    "priced_as",
+    "http_status",
+    "stream",
+    "input_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+    "output_tokens",
+    "web_search_requests",
+    "cost_dollars",
+    "duration_ms",
+    "upstream_request_id",
+    "worst_case_dollars",
+    "clamped_max_tokens",
+    "session",
+];
 
+/// A text cell a client chose (model, session…): quoted where CSV needs it, and kept from
+/// being read as a formula by a spreadsheet (a leading `= + - @`, tab or CR gets a `'`).
 fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
-        s.to_string()
+        s
     }
+}
+
+fn csv_row(r: crate::dto::UsageRecord) -> [String; COLUMNS.len()] {
+    let word = |v: serde_json::Result<serde_json::Value>| {
+        v.ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    [
+        r.id.to_string(),
+        r.created_at,
+        csv_field(&r.budget),
+        csv_field(&r.model),
+        word(serde_json::to_value(r.status)),
+        r.estimated.to_string(),
+        word(serde_json::to_value(r.priced_as)),
+        r.http_status.to_string(),
+        r.stream.to_string(),
+        r.input_tokens.to_string(),
+        r.cache_write_5m_tokens.to_string(),
+        r.cache_write_1h_tokens.to_string(),
+        r.cache_read_tokens.to_string(),
+        r.output_tokens.to_string(),
+        r.web_search_requests.to_string(),
+        r.cost_dollars.to_string(),
+        r.duration_ms.to_string(),
+        csv_field(r.upstream_request_id.as_deref().unwrap_or("")),
+        r.worst_case_dollars.to_string(),
+        r.clamped_max_tokens
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+        csv_field(r.session.as_deref().unwrap_or("")),
+    ]
 }
 
 /// `GET /api/budgets/:id/usage.csv`: every record of the budget, newest first, streamed in
@@ -80,41 +144,11 @@ pub async fn usage_csv(
             let next = (rows.len() == 1000).then_some(last).flatten();
             let mut out = String::new();
             if first {
-                out.push_str(CSV_HEADER);
+                out.push_str(&COLUMNS.join(","));
+                out.push('\n');
             }
             for r in rows {
-                let line = [
-                    r.id.to_string(),
-                    r.created_at,
-                    csv_field(&r.budget),
-                    csv_field(&r.model),
-                    serde_json::to_value(r.status)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default(),
-                    r.estimated.to_string(),
-                    serde_json::to_value(r.priced_as)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default(),
-                    r.http_status.to_string(),
-                    r.stream.to_string(),
-                    r.input_tokens.to_string(),
-                    r.cache_write_5m_tokens.to_string(),
-                    r.cache_write_1h_tokens.to_string(),
-                    r.cache_read_tokens.to_string(),
-                    r.output_tokens.to_string(),
-                    r.web_search_requests.to_string(),
-                    r.cost_dollars.to_string(),
-                    r.duration_ms.to_string(),
-                    csv_field(r.upstream_request_id.as_deref().unwrap_or("")),
-                    r.worst_case_dollars.to_string(),
-                    r.clamped_max_tokens
-                        .map(|n| n.to_string())
-                        .unwrap_or_default(),
-                ]
-                .join(",");
-                out.push_str(&line);
+                out.push_str(&csv_row(r).join(","));
                 out.push('\n');
             }
             Some((Ok(bytes::Bytes::from(out)), (app, next, false)))

@@ -24,8 +24,20 @@ use std::sync::Arc;
 
 type App = State<Arc<Service>>;
 
-/// Parses a JSON body; errors name the offending field (`field 'max_dollars': …`).
+/// Parses a JSON object body; errors name the offending field (`field 'max_dollars': …`).
+/// Anything but an object is refused (serde would otherwise take an array's items as the
+/// fields in order), and so is a fractional number longer than a JSON number carries exactly.
 fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, HttpError> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(HttpError::invalid(
+            "the request body must be a JSON object ({\"field\": value, …}) with the fields this endpoint documents",
+        ));
+    }
+    if let Some(n) = inexact_number(body) {
+        return Err(HttpError::invalid(format!(
+            "the number {n} has more significant digits than a JSON number carries exactly (15); send amounts of money as decimal strings, e.g. \"{n}\""
+        )));
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -36,6 +48,54 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, HttpError> {
             HttpError::invalid(format!("field '{path}': {inner}"))
         }
     })
+}
+
+/// The first fractional number literal (with `.` or an exponent) of a JSON text with more
+/// than 15 significant digits: parsed as a binary float, it would be rounded.
+fn inexact_number(body: &[u8]) -> Option<String> {
+    let (mut i, mut in_string, mut escaped) = (0, false, false);
+    while i < body.len() {
+        let c = body[i];
+        if in_string {
+            match c {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        if c == b'"' {
+            in_string = true;
+            i += 1;
+            continue;
+        }
+        if c == b'-' || c.is_ascii_digit() {
+            let end = body[i..]
+                .iter()
+                .position(|b| !matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                .map_or(body.len(), |p| i + p);
+            let literal = &body[i..end];
+            let mantissa = literal
+                .split(|b| matches!(b, b'e' | b'E'))
+                .next()
+                .unwrap_or(literal);
+            let fractional = literal.len() != mantissa.len() || mantissa.contains(&b'.');
+            let significant = mantissa
+                .iter()
+                .filter(|b| b.is_ascii_digit())
+                .skip_while(|b| **b == b'0')
+                .count();
+            if fractional && significant > 15 {
+                return Some(String::from_utf8_lossy(literal).into_owned());
+            }
+            i = end;
+            continue;
+        }
+        i += 1;
+    }
+    None
 }
 
 /// `GET /health`: 200 `{"ok":true}`, or 503 with the reason while usage cannot be saved.
@@ -191,6 +251,36 @@ pub async fn delete_upstream_key(State(app): App) -> Result<StatusCode, HttpErro
 /// The port the server actually listens on (differs from the config when it asked for 0).
 #[derive(Clone, Copy, Debug)]
 pub struct LocalPort(pub u16);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_fractional_numbers_are_found_and_others_are_not() {
+        let found = |s: &str| inexact_number(s.as_bytes());
+        assert_eq!(
+            found(r#"{"max_dollars": 0.10000000000000000555}"#).as_deref(),
+            Some("0.10000000000000000555")
+        );
+        assert_eq!(
+            found(r#"{"a": 1.234567890123456e2}"#).as_deref(),
+            Some("1.234567890123456e2")
+        );
+        assert_eq!(
+            found(r#"{"a": 0.000000000001, "b": 18446744073709551615}"#),
+            None
+        );
+        assert_eq!(
+            found(r#"{"a": "0.10000000000000000555", "b\"": 1.5}"#),
+            None
+        );
+        assert_eq!(
+            found(r#"{"a": 123456789012345.6}"#).as_deref(),
+            Some("123456789012345.6")
+        );
+    }
+}
 
 /// Claude Code's warm-up probe (`HEAD /api/hello`).
 pub async fn hello() -> StatusCode {

@@ -53,61 +53,67 @@ impl LoopGuard {
     }
 }
 
-/// What a request is, as far as the guard is concerned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Seen {
-    /// Fine (counted).
-    Once,
-    /// This one makes `repeats` in the window: raise the alert (it is still forwarded).
-    Loop,
-    /// Already a loop and the guard blocks: refuse; one more fits in this many milliseconds.
-    Refuse { frees_in_ms: i64 },
-}
+/// The most requests the guard remembers per budget: past it the oldest are forgotten early,
+/// so memory stays bounded whatever the request rate (at 100,000 a window, a loop still needs
+/// its repeats among the latest 100,000 requests).
+const MAX_TRACKED: usize = 100_000;
 
-/// The requests of the last window, by fingerprint.
+/// The forwarded requests of the last window, by fingerprint.
 #[derive(Clone, Debug, Default)]
 pub struct Repeats {
-    seen: VecDeque<(i64, u64)>,
-    counts: HashMap<u64, u32>,
+    /// Every counted request, oldest first (for expiry).
+    order: VecDeque<(i64, u64)>,
+    /// Each fingerprint's latest counted times in the window, at most `repeats` of them: all
+    /// a decision needs, so no decision scans the window.
+    times: HashMap<u64, VecDeque<i64>>,
 }
 
 impl Repeats {
     fn expire(&mut self, now_ms: i64, window_ms: i64) {
-        while let Some(&(t, h)) = self.seen.front() {
-            if t > now_ms - window_ms {
+        while let Some(&(t, h)) = self.order.front() {
+            if t > now_ms.saturating_sub(window_ms) && self.order.len() <= MAX_TRACKED {
                 break;
             }
-            self.seen.pop_front();
-            if let Some(c) = self.counts.get_mut(&h) {
-                *c -= 1;
-                if *c == 0 {
-                    self.counts.remove(&h);
+            self.order.pop_front();
+            if let Some(times) = self.times.get_mut(&h) {
+                if times.front() == Some(&t) {
+                    times.pop_front();
+                }
+                if times.is_empty() {
+                    self.times.remove(&h);
                 }
             }
         }
     }
 
-    /// Counts a request with fingerprint `h` at `now_ms`, unless it is refused.
-    pub fn see(&mut self, h: u64, now_ms: i64, g: &LoopGuard) -> Seen {
+    /// Whether a blocking guard refuses a request with fingerprint `h` now (`repeats` of it
+    /// are in the window already): the milliseconds until one more fits. Counts nothing.
+    pub fn refusal(&mut self, h: u64, now_ms: i64, g: &LoopGuard) -> Option<i64> {
         self.expire(now_ms, g.window_ms());
-        let n = self.counts.get(&h).copied().unwrap_or(0);
-        if n >= g.repeats && g.action == LoopAction::Block {
-            let oldest = self
-                .seen
-                .iter()
-                .find(|(_, x)| *x == h)
-                .map_or(now_ms, |(t, _)| *t);
-            return Seen::Refuse {
-                frees_in_ms: (oldest + g.window_ms() - now_ms).max(1),
-            };
+        if g.action != LoopAction::Block {
+            return None;
         }
-        self.seen.push_back((now_ms, h));
-        *self.counts.entry(h).or_default() += 1;
-        if n + 1 == g.repeats {
-            Seen::Loop
-        } else {
-            Seen::Once
+        let times = self.times.get(&h)?;
+        let oldest = *times.front()?;
+        (times.len() >= g.repeats as usize).then(|| (oldest + g.window_ms() - now_ms).max(1))
+    }
+
+    /// Counts a forwarded request; true if it is the `repeats`-th in the window (a loop).
+    pub fn count(&mut self, h: u64, now_ms: i64, g: &LoopGuard) -> bool {
+        self.expire(now_ms, g.window_ms());
+        self.order.push_back((now_ms, h));
+        let times = self.times.entry(h).or_default();
+        times.push_back(now_ms);
+        let n = times.len();
+        if n > g.repeats as usize {
+            times.pop_front();
         }
+        n == g.repeats as usize
+    }
+
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.order.len()
     }
 }
 
@@ -137,34 +143,53 @@ mod tests {
             ..alert
         };
         let min = 60_000;
-        // (guard, fingerprint, minute, expected)
-        let steps: [(&LoopGuard, u64, i64, Seen); 10] = [
-            (&block, 1, 0, Seen::Once),
-            (&block, 2, 1, Seen::Once),
-            (&block, 1, 2, Seen::Once),
-            (&block, 1, 3, Seen::Loop),
-            (
-                &block,
-                1,
-                4,
-                Seen::Refuse {
-                    frees_in_ms: 6 * min,
-                },
-            ),
-            (&block, 2, 5, Seen::Once),
+        // (guard, fingerprint, minute, refused with ms to wait, or counted: a loop?)
+        let steps: [(&LoopGuard, u64, i64, Result<bool, i64>); 10] = [
+            (&block, 1, 0, Ok(false)),
+            (&block, 2, 1, Ok(false)),
+            (&block, 1, 2, Ok(false)),
+            (&block, 1, 3, Ok(true)),
+            (&block, 1, 4, Err(6 * min)),
+            (&block, 2, 5, Ok(false)),
             // The first of the three left the window at minute 10: one more passes, and is the
             // third again.
-            (&block, 1, 10, Seen::Loop),
-            (&block, 1, 11, Seen::Refuse { frees_in_ms: min }),
+            (&block, 1, 10, Ok(true)),
+            (&block, 1, 11, Err(min)),
             // An alert-only guard never refuses; it counts on, and the count reaching three
             // again (minute 2's left) is a loop again.
-            (&alert, 1, 12, Seen::Loop),
-            (&alert, 1, 12, Seen::Once),
+            (&alert, 1, 12, Ok(true)),
+            (&alert, 1, 12, Ok(false)),
         ];
         let mut r = Repeats::default();
         for (i, (g, h, minute, want)) in steps.iter().enumerate() {
-            assert_eq!(r.see(*h, minute * min, g), *want, "step {i}");
+            let now = minute * min;
+            let got = match r.refusal(*h, now, g) {
+                Some(ms) => Err(ms),
+                None => Ok(r.count(*h, now, g)),
+            };
+            assert_eq!(got, *want, "step {i}");
         }
+    }
+
+    #[test]
+    fn memory_stays_bounded_whatever_the_rate() {
+        let g = LoopGuard {
+            repeats: 3,
+            minutes: 1440,
+            action: LoopAction::Block,
+        };
+        let mut r = Repeats::default();
+        for i in 0..(MAX_TRACKED as u64 + 5000) {
+            assert!(!r.count(i, 1, &g));
+        }
+        assert!(r.tracked() <= MAX_TRACKED + 1);
+        assert!(r.times.len() <= MAX_TRACKED + 1);
+        // A loop of one request among them is still seen.
+        for _ in 0..2 {
+            r.count(7, 2, &g);
+        }
+        assert!(r.count(7, 3, &g));
+        assert_eq!(r.refusal(7, 4, &g), Some(1440 * 60_000 - 2));
     }
 
     #[test]

@@ -10,12 +10,10 @@ pub mod team;
 pub mod upstream;
 
 use crate::alerts::{AlertKind, NewAlert};
+use crate::budget::DEFAULT_BUDGET;
 use crate::budget::period;
-use crate::budget::repeats::Seen;
-use crate::budget::{Budget, DEFAULT_BUDGET};
 use crate::dto::UsageStatus;
 use crate::error::HttpError;
-use crate::ledger::Slot;
 use crate::pricing::cost::Usage;
 use crate::service::Service;
 use crate::store::usage::UsageRow;
@@ -169,12 +167,12 @@ async fn enforce(
     let (price, priced_as) = book.lookup(&parsed.model);
     let budget = slot.budget();
     let (budget_id, budget_name) = (budget.id, budget.name.clone());
-    let (mut alerts, looping) = match watch_loops(&slot, &budget, &body, &parsed.model) {
-        Ok(alerts) => (alerts, None),
-        Err(refused) => (Vec::new(), Some(refused)),
-    };
+    let repeat = budget
+        .loop_guard
+        .map(|_| request::fingerprint(&body, &parsed.model));
+    let looping = repeat.and_then(|h| slot.loop_refusal(h, period::now()));
     let admitted = match looping {
-        Some(refused) => Err(refused),
+        Some(frees_in_ms) => Err(admission::Refused::looping(frees_in_ms)),
         None => {
             admission::admit(&app, &slot, &budget, &price, &parsed, &body, &parts.headers).await
         }
@@ -183,6 +181,7 @@ async fn enforce(
         Ok(a) => team::share(&app, &slot, &budget, a).await?,
         Err(refused) => Err(refused),
     };
+    let mut alerts = Vec::new();
     let admitted = match admitted {
         Ok(a) => a,
         Err(refused) => {
@@ -219,6 +218,20 @@ async fn enforce(
             return Err(refused.error(now, &budget, &app));
         }
     };
+    // Only forwarded requests count towards a loop (docs/guardrails.md).
+    if let Some(h) = repeat {
+        let now = period::now();
+        if slot.count_repeat(h, now) {
+            let model = Some(parsed.model.clone());
+            alerts.push(NewAlert::about(
+                AlertKind::Loop,
+                &slot.status(now),
+                None,
+                model,
+                now,
+            ));
+        }
+    }
     let mut budget_headers = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&budget_name) {
         budget_headers.insert("x-agent-budget-id", v);
@@ -272,35 +285,6 @@ async fn enforce(
             "agent-budget: the request failed internally",
         )
     })
-}
-
-/// The loop guard's verdict: the alert to raise with the request's record if it makes a loop,
-/// or its refusal if it repeats one the guard blocks.
-fn watch_loops(
-    slot: &Slot,
-    budget: &Budget,
-    body: &[u8],
-    model: &str,
-) -> Result<Vec<NewAlert>, admission::Refused> {
-    if budget.loop_guard.is_none() {
-        return Ok(Vec::new());
-    }
-    let now = period::now();
-    match slot.see(request::fingerprint(body, model), now) {
-        Seen::Once => Ok(Vec::new()),
-        Seen::Refuse { frees_in_ms } => Err(admission::Refused::looping(frees_in_ms)),
-        Seen::Loop => {
-            let st = slot.status(now);
-            let model = Some(model.to_string());
-            Ok(vec![NewAlert::about(
-                AlertKind::Loop,
-                &st,
-                None,
-                model,
-                now,
-            )])
-        }
-    }
 }
 
 struct Exchange {

@@ -285,3 +285,40 @@ async fn content_by_reference_is_sized_by_count_tokens_before_a_cap_admits_it() 
         "{rec}"
     );
 }
+
+/// The loop guard counts forwarded requests only: repeats the cap refused do not make a loop.
+#[tokio::test]
+async fn requests_a_cap_refused_do_not_count_towards_a_loop() {
+    let app = spawn_app().await;
+    app.create_budget(json!({"name": "tight", "max_dollars": "0.001",
+        "loop_guard": {"repeats": 2, "minutes": 10, "action": "block"}}))
+        .await;
+    let request = body("claude-sonnet-4-6", 1000);
+    for _ in 0..3 {
+        let r = app.send(Some("tight"), &request, None).await;
+        let text = r.text().await.unwrap();
+        assert!(
+            text.contains("daily cap") || text.contains("total cap"),
+            "{text}"
+        );
+    }
+    let r = app
+        .client
+        .patch(app.url("/api/budgets/tight"))
+        .json(&json!({"max_dollars": "10"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = app.send(Some("tight"), &request, None).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let r = app.send(Some("tight"), &request, None).await;
+    assert_eq!(
+        r.status(),
+        200,
+        "the second forwarded repeat makes the loop"
+    );
+    let r = app.send(Some("tight"), &request, None).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.text().await.unwrap().contains("loop_guard"));
+}

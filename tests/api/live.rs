@@ -72,7 +72,16 @@ async fn usage_exports_as_csv_with_every_record() {
     let text = r.text().await.unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 4, "{text}");
-    assert!(lines[0].starts_with("id,created_at,budget,model,status"));
+    assert_eq!(
+        lines[0],
+        "id,created_at,budget,model,status,estimated,priced_as,http_status,stream,input_tokens,\
+         cache_write_5m_tokens,cache_write_1h_tokens,cache_read_tokens,output_tokens,\
+         web_search_requests,cost_dollars,duration_ms,upstream_request_id,worst_case_dollars,\
+         clamped_max_tokens,session"
+    );
+    for l in &lines {
+        assert_eq!(cells(l).len(), 21, "every row has every column: {l}");
+    }
     let costs: Vec<&str> = lines[1..]
         .iter()
         .map(|l| l.split(',').nth(15).unwrap())
@@ -91,6 +100,53 @@ async fn usage_exports_as_csv_with_every_record() {
             .status(),
         404
     );
+}
+
+/// The cells of one CSV line (quotes honoured).
+fn cells(line: &str) -> Vec<String> {
+    let (mut out, mut cell, mut quoted) = (Vec::new(), String::new(), false);
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cell.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => out.push(std::mem::take(&mut cell)),
+            _ => cell.push(c),
+        }
+    }
+    out.push(cell);
+    out
+}
+
+/// A client picks the model name and the session: neither reaches a spreadsheet as a formula.
+#[tokio::test]
+async fn csv_cells_a_client_chose_are_never_formulas_and_sessions_are_exported() {
+    let app = spawn_app().await;
+    let evil = "=HYPERLINK(\"http://evil.example\",\"click\")";
+    let r = app
+        .client
+        .post(app.url("/v1/messages"))
+        .header("x-api-key", "sk-test")
+        .header("x-agent-budget-session", "@SUM(A1:A9)")
+        .json(&body(evil, 10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = app.get_text("/api/budgets/default/usage.csv").await;
+    let row = cells(text.lines().nth(1).unwrap());
+    assert_eq!(row.len(), 21, "{text}");
+    assert_eq!(row[3], format!("'{evil}"));
+    assert_eq!(row[20], "'@SUM(A1:A9)");
+    for cell in &row {
+        assert!(
+            !cell.starts_with(['=', '+', '@', '\t', '\r']),
+            "a cell a spreadsheet would evaluate: {cell}"
+        );
+    }
 }
 
 #[tokio::test]
