@@ -252,36 +252,6 @@ pub async fn delete_upstream_key(State(app): App) -> Result<StatusCode, HttpErro
 #[derive(Clone, Copy, Debug)]
 pub struct LocalPort(pub u16);
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_fractional_numbers_are_found_and_others_are_not() {
-        let found = |s: &str| inexact_number(s.as_bytes());
-        assert_eq!(
-            found(r#"{"max_dollars": 0.10000000000000000555}"#).as_deref(),
-            Some("0.10000000000000000555")
-        );
-        assert_eq!(
-            found(r#"{"a": 1.234567890123456e2}"#).as_deref(),
-            Some("1.234567890123456e2")
-        );
-        assert_eq!(
-            found(r#"{"a": 0.000000000001, "b": 18446744073709551615}"#),
-            None
-        );
-        assert_eq!(
-            found(r#"{"a": "0.10000000000000000555", "b\"": 1.5}"#),
-            None
-        );
-        assert_eq!(
-            found(r#"{"a": 123456789012345.6}"#).as_deref(),
-            Some("123456789012345.6")
-        );
-    }
-}
-
 /// Claude Code's warm-up probe (`HEAD /api/hello`).
 pub async fn hello() -> StatusCode {
     StatusCode::OK
@@ -330,4 +300,34 @@ pub async fn test_webhook(
 pub async fn spend(State(app): App, RawQuery(q): RawQuery) -> Result<Json<SpendSeries>, HttpError> {
     let days = query_number::<u32>(&q, "days")?.unwrap_or(30);
     Ok(Json(app.spend_series(days).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_fractional_numbers_are_found_and_others_are_not() {
+        let found = |s: &str| inexact_number(s.as_bytes());
+        assert_eq!(
+            found(r#"{"max_dollars": 0.10000000000000000555}"#).as_deref(),
+            Some("0.10000000000000000555")
+        );
+        assert_eq!(
+            found(r#"{"a": 1.234567890123456e2}"#).as_deref(),
+            Some("1.234567890123456e2")
+        );
+        assert_eq!(
+            found(r#"{"a": 0.000000000001, "b": 18446744073709551615}"#),
+            None
+        );
+        assert_eq!(
+            found(r#"{"a": "0.10000000000000000555", "b\"": 1.5}"#),
+            None
+        );
+        assert_eq!(
+            found(r#"{"a": 123456789012345.6}"#).as_deref(),
+            Some("123456789012345.6")
+        );
+    }
 }
