@@ -48,7 +48,9 @@ pub fn request_headers(src: &HeaderMap) -> HeaderMap {
             || k == "x-budget-id"
             || k == super::SESSION_HEADER
             || k == "accept-encoding"
-            || k == "proxy-authorization";
+            || k == "proxy-authorization"
+            // A virtual key never leaves the proxy, whatever header carries it.
+            || crate::service::keys::carries_virtual_key(v.as_bytes());
         if !skip {
             out.append(k.clone(), v.clone());
         }

@@ -102,13 +102,28 @@ fn path_and_query(req_uri: &axum::http::Uri, upstream_path: &str) -> String {
     }
 }
 
+/// The budget `X-Budget-Id` names, if the header is there: one non-empty visible-ASCII
+/// value, else 400 (a request is never charged to `default` by mistake).
+fn budget_header(headers: &HeaderMap) -> Result<Option<String>, HttpError> {
+    let mut values = headers.get_all("x-budget-id").iter();
+    let Some(v) = values.next() else {
+        return Ok(None);
+    };
+    let name = v.to_str().map(str::trim).unwrap_or("");
+    if values.next().is_some() || name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(HttpError::invalid(
+            "agent-budget: the header 'X-Budget-Id' must appear once and name a budget (its name or id, e.g. 'X-Budget-Id: my-agents'); leave it out to use the 'default' budget",
+        ));
+    }
+    Ok(Some(name.to_string()))
+}
+
 /// `POST /agent-budget/v1/messages`: budget from `X-Budget-Id`, else `default`.
 pub async fn messages(State(app): State<Arc<Service>>, req: Request) -> Response {
-    let key = req
-        .headers()
-        .get("x-budget-id")
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.trim().to_string());
+    let key = match budget_header(req.headers()) {
+        Ok(k) => k,
+        Err(e) => return e.into_response(),
+    };
     enforce(app, key, req)
         .await
         .unwrap_or_else(IntoResponse::into_response)
@@ -400,11 +415,32 @@ pub async fn passthrough(State(app): State<Arc<Service>>, req: Request) -> Respo
         .unwrap_or_else(IntoResponse::into_response)
 }
 
+/// Whether a free endpoint's path may go upstream as it is: exactly one of the routes, with a
+/// plain model id (an encoded `/` or `..` could reach another endpoint with the real key).
+fn forwardable(v1: &str) -> bool {
+    match v1.strip_prefix("/v1/models/") {
+        Some(id) => {
+            !id.is_empty()
+                && id != "."
+                && id != ".."
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._:@".contains(&b))
+        }
+        None => v1 == "/v1/models" || v1 == "/v1/messages/count_tokens",
+    }
+}
+
 async fn forward_free(app: Arc<Service>, req: Request) -> Result<Response, HttpError> {
     let (mut parts, body) = req.into_parts();
     app.resolve_key(&mut parts.headers)?;
     let path = parts.uri.path();
     let v1 = path.find("/v1/").map(|i| &path[i..]).unwrap_or(path);
+    if !forwardable(v1) {
+        return Err(HttpError::invalid(format!(
+            "agent-budget: the path '{v1}' is not forwarded: model ids are letters, digits and '-._:@', with no percent-encoding or dot segments"
+        )));
+    }
     let target = path_and_query(&parts.uri, v1);
     let body = if parts.method == Method::GET {
         None

@@ -126,25 +126,61 @@ fn unauthorized(msg: impl Into<String>) -> HttpError {
         .with_header("x-should-retry", "false")
 }
 
-/// The request's API key as sent: `x-api-key`, else a bearer token.
-fn presented(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| {
-            headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-        })
-        .map(str::trim)
+/// A bearer token, whatever the scheme's case (`Bearer`, `bearer`).
+fn bearer(v: &str) -> Option<&str> {
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+/// Every credential the request carries: each `x-api-key`, and each bearer `authorization`.
+/// A value that is not visible ASCII is kept as "" (it is no virtual key, but it is one more
+/// credential).
+fn credentials(headers: &HeaderMap) -> Vec<&str> {
+    let keys = headers
+        .get_all("x-api-key")
+        .iter()
+        .map(|v| v.to_str().map_or("", str::trim));
+    let bearers = headers
+        .get_all("authorization")
+        .iter()
+        .map(|v| v.to_str().ok().and_then(bearer).unwrap_or(""));
+    keys.chain(bearers).collect()
+}
+
+/// Whether a header value carries a virtual key anywhere (it must never go upstream).
+pub fn carries_virtual_key(v: &[u8]) -> bool {
+    memchr::memmem::find(v, KEY_PREFIX.as_bytes()).is_some()
 }
 
 impl Service {
     /// Swaps a virtual key for the real one and says whose budget it is; refuses unknown or
-    /// revoked virtual keys, and (with `--require-virtual-key`) any other key.
+    /// revoked virtual keys, a virtual key sent with any other credential (one of them would
+    /// otherwise go upstream), and (with `--require-virtual-key`) any other key.
     pub fn resolve_key(&self, headers: &mut HeaderMap) -> Result<Option<i64>, HttpError> {
-        let Some(key) = presented(headers).filter(|k| k.starts_with(KEY_PREFIX)) else {
+        let creds = credentials(headers);
+        let virtual_key = creds.iter().any(|c| c.starts_with(KEY_PREFIX))
+            || headers
+                .get_all("x-api-key")
+                .iter()
+                .chain(headers.get_all("authorization"))
+                .any(|v| carries_virtual_key(v.as_bytes()));
+        if virtual_key && creds.len() != 1 {
+            return Err(HttpError::invalid(
+                "agent-budget: the request carries a virtual key (sk-ab-…) and another credential; send only the virtual key, as 'x-api-key' or as 'Authorization: Bearer'",
+            ));
+        }
+        let Some(key) = creds
+            .first()
+            .copied()
+            .filter(|k| virtual_key && k.starts_with(KEY_PREFIX))
+        else {
+            if virtual_key {
+                return Err(unauthorized(
+                    "agent-budget: this virtual key is malformed; send it exactly as it was created (sk-ab-…)",
+                ));
+            }
             if self.config.require_virtual_key {
                 return Err(unauthorized(
                     "agent-budget: this proxy accepts only its virtual keys (sk-ab-…): create one on the budget's page and send it as the API key",
@@ -347,11 +383,15 @@ mod tests {
     }
 
     #[test]
-    fn the_key_comes_from_x_api_key_or_a_bearer_token() {
+    fn credentials_come_from_every_x_api_key_and_bearer_token() {
         let mut h = HeaderMap::new();
-        h.insert("authorization", HeaderValue::from_static("Bearer sk-ab-x"));
-        assert_eq!(presented(&h), Some("sk-ab-x"));
+        h.insert("authorization", HeaderValue::from_static("bearer sk-ab-x"));
+        assert_eq!(credentials(&h), ["sk-ab-x"]);
         h.insert("x-api-key", HeaderValue::from_static("sk-ant-y"));
-        assert_eq!(presented(&h), Some("sk-ant-y"));
+        assert_eq!(credentials(&h), ["sk-ant-y", "sk-ab-x"]);
+        h.append("x-api-key", HeaderValue::from_static("z"));
+        assert_eq!(credentials(&h).len(), 3);
+        assert!(carries_virtual_key(b"Basic sk-ab-123"));
+        assert!(!carries_virtual_key(b"sk-ant-api03"));
     }
 }

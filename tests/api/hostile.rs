@@ -322,3 +322,156 @@ async fn requests_a_cap_refused_do_not_count_towards_a_loop() {
     assert_eq!(r.status(), 429);
     assert!(r.text().await.unwrap().contains("loop_guard"));
 }
+
+async fn post_with(app: &TestApp, path: &str, headers: &[(&str, &[u8])]) -> reqwest::Response {
+    let mut req = app
+        .client
+        .post(app.url(path))
+        .json(&body("claude-haiku-4-5", 10));
+    for (k, v) in headers {
+        req = req.header(*k, reqwest::header::HeaderValue::from_bytes(v).unwrap());
+    }
+    req.send().await.unwrap()
+}
+
+/// An empty, unreadable or repeated `X-Budget-Id` is a 400, never a charge to `default`.
+#[tokio::test]
+async fn a_bad_budget_header_is_refused_not_charged_to_default() {
+    let app = spawn_app().await;
+    app.create_budget(json!({"name": "a", "max_dollars": "5"}))
+        .await;
+    app.create_budget(json!({"name": "b", "max_dollars": "5"}))
+        .await;
+    let key: (&str, &[u8]) = ("x-api-key", b"sk-test");
+    for bad in [
+        vec![key, ("x-budget-id", b"")],
+        vec![key, ("x-budget-id", b"   ")],
+        vec![key, ("x-budget-id", b"caf\xc3\xa9")],
+        vec![key, ("x-budget-id", b"a"), ("x-budget-id", b"b")],
+    ] {
+        let r = post_with(&app, "/v1/messages", &bad).await;
+        assert_eq!(r.status(), 400);
+        let text = r.text().await.unwrap();
+        assert!(
+            text.contains("X-Budget-Id") && text.contains("invalid_request_error"),
+            "{text}"
+        );
+    }
+    assert_eq!(app.mock.state.messages(), 0);
+    assert!(app.usage("default").await.is_empty());
+}
+
+/// A virtual key never leaves the proxy: not beside the client's own key, not in another
+/// header, not under a lower-case scheme.
+#[tokio::test]
+async fn a_virtual_key_never_goes_upstream() {
+    let app = spawn_with(|s| {
+        s.upstream_key = Some(agent_budget::config::Secret::new("sk-ant-real".into()))
+    })
+    .await;
+    let r = app
+        .client
+        .post(app.url("/api/budgets/default/keys"))
+        .json(&json!({"name": "agent"}))
+        .send()
+        .await
+        .unwrap();
+    let key = r.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bearer = format!("Bearer {key}");
+    let lower = format!("bearer {key}");
+    for (headers, status) in [
+        (
+            vec![
+                ("x-api-key", &b"sk-ant-mine"[..]),
+                ("authorization", bearer.as_bytes()),
+            ],
+            400,
+        ),
+        (
+            vec![
+                ("authorization", bearer.as_bytes()),
+                ("authorization", b"Bearer other"),
+            ],
+            400,
+        ),
+        (
+            vec![("x-api-key", key.as_bytes()), ("x-api-key", key.as_bytes())],
+            400,
+        ),
+        (
+            vec![
+                ("x-api-key", b"sk-ant-mine"),
+                ("x-forwarded-key", key.as_bytes()),
+            ],
+            200,
+        ),
+        (vec![("authorization", lower.as_bytes())], 200),
+    ] {
+        let r = post_with(&app, "/v1/messages", &headers).await;
+        assert_eq!(
+            r.status(),
+            status,
+            "{headers:?}: {}",
+            r.text().await.unwrap()
+        );
+    }
+    let seen = app.mock.state.seen();
+    assert_eq!(seen.len(), 2);
+    for s in &seen {
+        assert!(
+            !format!("{:?}", s.headers).contains("sk-ab-"),
+            "{:?}",
+            s.headers
+        );
+    }
+    assert_eq!(
+        seen[1].headers["x-api-key"], "sk-ant-real",
+        "the lower-case bearer is swapped"
+    );
+}
+
+/// Encoded separators and dot segments under a forwarded path never reach the upstream with
+/// the client's (or the real) key.
+#[tokio::test]
+async fn encoded_paths_are_refused_not_forwarded() {
+    let app = spawn_app().await;
+    for path in [
+        "/v1/models/..%2F..%2Fv1%2Fmessages%2Fbatches",
+        "/v1/models/%2e%2e",
+        "/v1/models/a%2Fb",
+        "/v1/models/..",
+        "/v1/models/%2E%2E%2Fmessages%2Fbatches",
+    ] {
+        // Raw bytes on the socket: an HTTP client library would normalise the path first.
+        let status = raw_get(app.port, &format!("/agent-budget{path}")).await;
+        assert!(status == 400 || status == 404, "{path}: {status}");
+    }
+    assert_eq!(app.mock.state.seen().len(), 0);
+    let ok = app
+        .client
+        .get(app.url("/v1/models/claude-opus-4-8"))
+        .header("x-api-key", "sk-test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+/// `GET path` written byte for byte; the response's status code.
+async fn raw_get(port: u16, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nx-api-key: sk-test\r\nConnection: close\r\n\r\n"
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tcp.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    text.split(' ').nth(1).unwrap().parse().unwrap()
+}
