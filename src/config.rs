@@ -77,7 +77,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Scheme, host and optional path prefix of the Anthropic API, without a trailing slash.
     pub upstream: String,
+    /// The admin token given by flag or environment; without one (and without `open_admin`)
+    /// the server makes one in `<data-dir>/admin-token`.
     pub admin_token: Option<String>,
+    /// `--open-admin`: the REST API needs no token (loopback only).
+    pub open_admin: bool,
     pub retention_days: u32,
     pub require_budget: bool,
     /// Forward requests even while usage records cannot be saved (docs/RELIABILITY.md).
@@ -110,9 +114,9 @@ pub enum ConfigError {
     )]
     Upstream(String),
     #[error(
-        "--host {0} is not a loopback address, so the REST API would be open to the network: set --admin-token (or AGENT_BUDGET_ADMIN_TOKEN)"
+        "--open-admin would open the REST API to the network on --host {0}, which is not a loopback address: drop --open-admin (the API then takes the admin token)"
     )]
-    TokenRequired(IpAddr),
+    OpenAdminRemote(IpAddr),
     #[error(
         "--admin-token / AGENT_BUDGET_ADMIN_TOKEN must be at least 16 characters with no spaces"
     )]
@@ -153,6 +157,7 @@ pub struct Settings {
     pub data_dir: Option<PathBuf>,
     pub upstream: Option<String>,
     pub admin_token: Option<String>,
+    pub open_admin: bool,
     pub retention_days: Option<u32>,
     pub require_budget: bool,
     pub fail_open: bool,
@@ -246,8 +251,8 @@ impl Settings {
                 return Err(ConfigError::WeakToken);
             }
         }
-        if !host.is_loopback() && admin_token.is_none() {
-            return Err(ConfigError::TokenRequired(host));
+        if !host.is_loopback() && self.open_admin {
+            return Err(ConfigError::OpenAdminRemote(host));
         }
         let retention_days = self.retention_days.unwrap_or(90);
         if !(1..=36500).contains(&retention_days) {
@@ -304,6 +309,7 @@ impl Settings {
             },
             upstream: upstream.trim_end_matches('/').to_string(),
             admin_token,
+            open_admin: self.open_admin,
             retention_days,
             require_budget: self.require_budget,
             fail_open: self.fail_open,
@@ -435,9 +441,10 @@ mod tests {
             (
                 Settings {
                     host: Some("0.0.0.0".into()),
+                    open_admin: true,
                     ..s()
                 },
-                "--admin-token",
+                "--open-admin",
             ),
             (
                 Settings {

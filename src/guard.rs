@@ -1,6 +1,8 @@
 //! Request guards for every route: the `Host` check (DNS rebinding), the `Origin` check on
-//! mutations (CSRF from web pages), and the admin token on `/api/*`.
+//! mutations (CSRF from web pages), admin authentication on `/api/*`, and no admin token as
+//! a proxy credential.
 
+use crate::admin::Admin;
 use crate::config::{BASE_PATH, Config};
 use crate::error::HttpError;
 use axum::extract::{Request, State};
@@ -13,14 +15,14 @@ use std::sync::Arc;
 #[derive(Clone, Debug)]
 pub struct Policy {
     allowed_hosts: Vec<String>,
-    admin_token: Option<String>,
+    admin: Arc<Admin>,
 }
 
 impl Policy {
-    pub fn new(c: &Config) -> Policy {
+    pub fn new(c: &Config, admin: Arc<Admin>) -> Policy {
         Policy {
             allowed_hosts: c.allowed_hosts.clone(),
-            admin_token: c.admin_token.clone(),
+            admin,
         }
     }
 
@@ -57,16 +59,41 @@ fn forbidden(msg: String) -> Response {
     HttpError::new(StatusCode::FORBIDDEN, "permission_error", msg).into_response()
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn host_of(req: &Request) -> Option<String> {
     let h: &HeaderMap = req.headers();
     h.get("host")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .or_else(|| req.uri().authority().map(|a| a.to_string()))
+}
+
+/// Routes under the base path that go upstream.
+fn is_proxied(rest: &str) -> bool {
+    rest.starts_with("/v1/") || (rest.starts_with("/b/") && rest.contains("/v1/"))
+}
+
+/// Whether the route is the admin API: every `/api/*` but Claude Code's probe and the
+/// embeddable badge (PRODUCT.md §12).
+fn needs_admin(method: &Method, rest: &str) -> bool {
+    let Some(api) = rest.strip_prefix("/api/") else {
+        return false;
+    };
+    let open = api == "hello"
+        || (method == Method::GET
+            && api.starts_with("budgets/")
+            && api.ends_with("/badge")
+            && api.matches('/').count() == 2);
+    !open
+}
+
+/// Whether any credential header holds the admin token.
+fn carries_admin_token(admin: &Admin, h: &HeaderMap) -> bool {
+    let key = h.get_all("x-api-key").iter();
+    let auth = h.get_all("authorization").iter();
+    key.chain(auth).filter_map(|v| v.to_str().ok()).any(|v| {
+        let token = v.split_once(' ').map_or(v, |(_, t)| t);
+        admin.is_token(token) || admin.is_token(v)
+    })
 }
 
 pub async fn check(State(policy): State<Arc<Policy>>, req: Request, next: Next) -> Response {
@@ -90,24 +117,24 @@ pub async fn check(State(policy): State<Arc<Policy>>, req: Request, next: Next) 
         }
     }
     let path = req.uri().path();
-    let is_api = path
-        .strip_prefix(BASE_PATH)
-        .is_some_and(|p| p.starts_with("/api/"))
-        && !path.ends_with("/api/hello");
-    if let (true, Some(token)) = (is_api, &policy.admin_token) {
-        let given = req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| constant_time_eq(g.trim().as_bytes(), token.as_bytes())) {
-            return HttpError::new(
-                StatusCode::UNAUTHORIZED,
-                "authentication_error",
-                "agent-budget: this API needs the admin token: send 'Authorization: Bearer <token>' (the value of --admin-token)",
-            )
-            .into_response();
-        }
+    let Some(rest) = path.strip_prefix(BASE_PATH) else {
+        return next.run(req).await;
+    };
+    if is_proxied(rest) && carries_admin_token(&policy.admin, req.headers()) {
+        return HttpError::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "agent-budget: the admin token is not an API key and is never forwarded; send your Anthropic key or a virtual key (sk-ab-…)",
+        )
+        .into_response();
+    }
+    if needs_admin(req.method(), rest) && !policy.admin.allows(req.headers()) {
+        return HttpError::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "agent-budget: this API needs the admin token: send 'Authorization: Bearer <token>' (the token is in <data-dir>/admin-token, or the value of --admin-token), or sign the dashboard in with the link `agent-budget dashboard` prints",
+        )
+        .into_response();
     }
     next.run(req).await
 }
@@ -120,7 +147,7 @@ mod tests {
     fn hosts() {
         let p = Policy {
             allowed_hosts: vec!["budget.internal".into()],
-            admin_token: None,
+            admin: Arc::new(Admin::new(None)),
         };
         for ok in [
             "localhost",
@@ -148,5 +175,26 @@ mod tests {
         }
         assert_eq!(origin_host("http://localhost:5173"), Some("localhost:5173"));
         assert_eq!(origin_host("null"), None);
+    }
+
+    #[test]
+    fn the_admin_api_is_every_api_route_but_the_probe_and_the_badge() {
+        for (method, rest, admin) in [
+            (Method::GET, "/api/budgets", true),
+            (Method::GET, "/api/settings", true),
+            (Method::GET, "/api/events", true),
+            (Method::POST, "/api/budgets/x/keys", true),
+            (Method::GET, "/api/budgets/x/badge", false),
+            (Method::POST, "/api/budgets/x/badge", true),
+            (Method::GET, "/api/budgets/x/keys/badge", true),
+            (Method::HEAD, "/api/hello", false),
+            (Method::GET, "/health", false),
+            (Method::GET, "/", false),
+            (Method::POST, "/v1/messages", false),
+        ] {
+            assert_eq!(needs_admin(&method, rest), admin, "{method} {rest}");
+        }
+        assert!(is_proxied("/v1/messages") && is_proxied("/b/team/v1/models"));
+        assert!(!is_proxied("/api/budgets") && !is_proxied("/b/x"));
     }
 }

@@ -3,6 +3,7 @@
 //! The headless core: proxy, exact ledger, SQLite store and REST API. The `agent-budget`
 //! binary serves it; the desktop app embeds the same `RunningServer`.
 
+pub mod admin;
 pub mod alerts;
 pub mod api;
 pub mod budget;

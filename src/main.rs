@@ -28,6 +28,27 @@ enum Command {
     /// Keep the real Anthropic API key in the OS keychain (virtual keys are forwarded with it).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Open the dashboard of a running agent-budget in the browser, signed in (a one-time link).
+    Dashboard(Dashboard),
+}
+
+#[derive(clap::Args)]
+struct Dashboard {
+    /// The running server's address.
+    #[arg(long, env = "AGENT_BUDGET_HOST", default_value = "127.0.0.1")]
+    host: String,
+    /// The running server's port.
+    #[arg(long, env = "AGENT_BUDGET_PORT", default_value_t = agent_budget::config::DEFAULT_PORT)]
+    port: u16,
+    /// Its data directory, where the admin token is (default: the platform's app data dir).
+    #[arg(long, env = "AGENT_BUDGET_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Its admin token, if it was started with one.
+    #[arg(long, env = "AGENT_BUDGET_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Only print the link; do not open a browser.
+    #[arg(long)]
+    no_browser: bool,
 }
 
 #[derive(Subcommand)]
@@ -54,9 +75,13 @@ struct Serve {
     /// The Anthropic API base URL.
     #[arg(long, env = "AGENT_BUDGET_UPSTREAM")]
     upstream: Option<String>,
-    /// Bearer token required on /api/* (mandatory when not bound to loopback).
+    /// Bearer token required on /api/* (default: a random one in <data-dir>/admin-token).
     #[arg(long, env = "AGENT_BUDGET_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Serve the REST API without the admin token (loopback only): any local process may
+    /// then change budgets and keys (docs/security.md).
+    #[arg(long = "open-admin", env = "AGENT_BUDGET_OPEN_ADMIN")]
+    open_admin: bool,
     /// Days of usage records to keep.
     #[arg(long, env = "AGENT_BUDGET_RETENTION_DAYS")]
     retention_days: Option<u32>,
@@ -137,6 +162,7 @@ fn main() -> ExitCode {
     let args = match cli.command {
         Command::Serve(args) => args,
         Command::Key(what) => return key(what),
+        Command::Dashboard(d) => return dashboard(d),
     };
     let port = match (args.port, std::env::var("PORT").ok()) {
         (Some(p), _) => Some(p),
@@ -152,6 +178,7 @@ fn main() -> ExitCode {
         data_dir: args.data_dir,
         upstream: args.upstream,
         admin_token: args.admin_token,
+        open_admin: args.open_admin,
         retention_days: args.retention_days,
         require_budget: args.require_budget,
         fail_open: args.fail_open,
@@ -189,6 +216,12 @@ fn main() -> ExitCode {
         };
         // Tests and scripts read the actual port from this line on stderr.
         tracing::info!(port = server.port(), "ready");
+        match agent_budget::api::session::new_link(server.service()) {
+            Ok(url) if !server.service().admin.is_open() => tracing::info!(
+                "dashboard: open {url} to sign in (works once, for five minutes; `agent-budget dashboard` makes another)"
+            ),
+            _ => {}
+        }
         wait_for_signal().await;
         tracing::info!("shutting down");
         server.shutdown().await;
@@ -238,6 +271,84 @@ fn key(what: KeyCommand) -> ExitCode {
         }
         Err(e) => fail(e),
     }
+}
+
+/// `agent-budget dashboard`: asks the running server for a one-time sign-in link with the
+/// admin token, prints it and opens it.
+fn dashboard(d: Dashboard) -> ExitCode {
+    let token = match d.admin_token {
+        Some(t) => t,
+        None => {
+            let dir = d.data_dir.or_else(agent_budget::config::default_data_dir);
+            let Some(dir) = dir else {
+                return fail("no data directory: pass --data-dir");
+            };
+            let path = dir.join(agent_budget::admin::TOKEN_FILE);
+            match std::fs::read_to_string(&path) {
+                Ok(t) => t.trim().to_string(),
+                Err(e) => {
+                    return fail(format!(
+                        "cannot read the admin token in {}: {e}; is agent-budget running with this --data-dir (or was it started with --admin-token)?",
+                        path.display()
+                    ));
+                }
+            }
+        }
+    };
+    let runtime = match agent_budget::runtime::build() {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    let base = format!("http://{}:{}/agent-budget", d.host, d.port);
+    let link: Result<String, String> = runtime.block_on(async move {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let r = client
+            .post(format!("{base}/api/sign-in-links"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "agent-budget is not reachable at {base} ({e}); start it, or pass --host/--port"
+                )
+            })?;
+        let status = r.status();
+        let bytes = r.bytes().await.unwrap_or_default();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        match body["url"].as_str() {
+            Some(url) if status.is_success() => Ok(url.to_string()),
+            _ => Err(format!(
+                "the server refused a sign-in link ({status}): {}",
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap_or("no reason given")
+            )),
+        }
+    });
+    let url = match link {
+        Ok(u) => u,
+        Err(e) => return fail(e),
+    };
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{url}");
+    if !d.no_browser {
+        let opener = if cfg!(target_os = "macos") {
+            "open"
+        } else {
+            "xdg-open"
+        };
+        if std::process::Command::new(opener)
+            .arg(&url)
+            .spawn()
+            .is_err()
+        {
+            eprintln!("agent-budget: could not start a browser ({opener}); open the link above");
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 async fn wait_for_signal() {

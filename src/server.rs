@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 /// All routes, with the guards in front. `fn app` so tests can call it without a socket.
 pub fn app(service: Arc<Service>, port: u16) -> Router {
-    let policy = Arc::new(Policy::new(&service.config));
+    let policy = Arc::new(Policy::new(&service.config, service.admin.clone()));
     let v1 = |prefix: &str| {
         Router::new()
             .route(
@@ -83,6 +83,15 @@ pub fn app(service: Arc<Service>, port: u16) -> Router {
             get(api::get_pricing).put(api::put_pricing),
         )
         .route("/agent-budget/api/stats", get(api::stats))
+        .route(
+            "/agent-budget/sign-in",
+            get(api::session::redeem).post(api::session::with_token),
+        )
+        .route(
+            "/agent-budget/api/sign-in-links",
+            post(api::session::create_link),
+        )
+        .route("/agent-budget/api/sign-out", post(api::session::sign_out))
         .route("/agent-budget/api/spend", get(api::spend))
         .route("/agent-budget/api/settings", get(api::settings))
         .route(

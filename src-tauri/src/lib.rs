@@ -159,6 +159,7 @@ fn settings_from_env() -> Settings {
         data_dir: var("AGENT_BUDGET_DATA_DIR").map(Into::into),
         upstream: var("AGENT_BUDGET_UPSTREAM"),
         admin_token: var("AGENT_BUDGET_ADMIN_TOKEN"),
+        open_admin: yes("AGENT_BUDGET_OPEN_ADMIN"),
         time_zone: var("AGENT_BUDGET_TIME_ZONE"),
         fail_open: yes("AGENT_BUDGET_FAIL_OPEN"),
         no_keychain: yes("AGENT_BUDGET_NO_KEYCHAIN"),

@@ -3,6 +3,7 @@
 
 pub mod assets;
 pub mod live;
+pub mod session;
 
 use crate::budget::{BudgetPatch, NewBudget};
 use crate::dto::{

@@ -49,6 +49,8 @@ pub fn request_headers(src: &HeaderMap) -> HeaderMap {
             || k == super::SESSION_HEADER
             || k == "accept-encoding"
             || k == "proxy-authorization"
+            // Cookies are the dashboard's (sent only to /api, but never forwarded either way).
+            || k == "cookie"
             // A virtual key never leaves the proxy, whatever header carries it.
             || crate::service::keys::carries_virtual_key(v.as_bytes());
         if !skip {

@@ -43,7 +43,7 @@ pub enum StartError {
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
     #[error(
-        "cannot create the webhook secret in {path}: {source}; check that the data directory is writable"
+        "cannot create the secret file {path}: {source}; check that the data directory is writable"
     )]
     Secret {
         path: std::path::PathBuf,
@@ -53,6 +53,8 @@ pub enum StartError {
 
 pub struct Service {
     pub config: Config,
+    /// The admin token, sign-in links and dashboard sessions.
+    pub admin: Arc<crate::admin::Admin>,
     pub ledger: Ledger,
     prices: RwLock<Arc<PriceBook>>,
     pub store: Store,
@@ -149,10 +151,22 @@ impl Service {
         let webhook_secret =
             webhook::load_or_create_secret(&config.data_dir).map_err(|source| {
                 StartError::Secret {
-                    path: config.data_dir.clone(),
+                    path: config.data_dir.join(webhook::SECRET_FILE),
                     source,
                 }
             })?;
+        let admin_token = match (&config.admin_token, config.open_admin) {
+            (Some(t), _) => Some(t.clone()),
+            (None, true) => None,
+            (None, false) => Some(
+                crate::admin::load_or_create_token(&config.data_dir).map_err(|source| {
+                    StartError::Secret {
+                        path: config.data_dir.join(crate::admin::TOKEN_FILE),
+                        source,
+                    }
+                })?,
+            ),
+        };
         let client = reqwest::Client::builder()
             // Webhooks are not redirected, like the proxy's own requests (see `Upstream`).
             .redirect(reqwest::redirect::Policy::none())
@@ -176,6 +190,7 @@ impl Service {
         };
         let service = Service {
             config,
+            admin: Arc::new(crate::admin::Admin::new(admin_token)),
             ledger,
             prices: RwLock::new(Arc::new(book)),
             store,

@@ -59,7 +59,8 @@ pub fn serve_with(mut cmd: Command) -> Proc {
     Proc { child, port, log }
 }
 
-/// A mock upstream, a data directory, and the `serve` arguments that use them.
+/// A mock upstream, a data directory, and the `serve` arguments that use them. The admin API
+/// is open (`--open-admin`): these tests are about accounting, `guards.rs` about signing in.
 pub async fn fixture() -> (mock_upstream::Mock, tempfile::TempDir, Vec<String>) {
     let mock = mock_upstream::start(0).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -71,6 +72,7 @@ pub async fn fixture() -> (mock_upstream::Mock, tempfile::TempDir, Vec<String>) 
         "--upstream",
         &mock.url(),
         "--no-keychain",
+        "--open-admin",
     ]
     .map(String::from)
     .to_vec();
@@ -259,7 +261,7 @@ async fn start_up_failures_are_one_clear_line_and_a_non_zero_exit() {
         (vec!["--lease-secs", "0"], "--lease-secs"),
         (vec!["--bogus"], "--bogus"),
         (vec!["--port", "seventy"], "seventy"),
-        (vec!["--host", "0.0.0.0"], "--admin-token"),
+        (vec!["--host", "0.0.0.0", "--open-admin"], "--open-admin"),
         (vec!["--upstream", "nope"], "--upstream"),
     ] {
         let (code, err) = start_error(&args);

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 /// Every route the server has (one concrete path each), plus an unknown one: the guards sit
 /// in front of routing, so they must hold for all of them.
-const ROUTES: [(&str, &str); 32] = [
+const ROUTES: [(&str, &str); 36] = [
     ("GET", "/api/hello"),
     ("HEAD", "/api/hello"),
     ("GET", "/agent-budget/api/hello"),
@@ -34,6 +34,10 @@ const ROUTES: [(&str, &str); 32] = [
     ("GET", "/agent-budget/api/stats"),
     ("GET", "/agent-budget/api/spend"),
     ("GET", "/agent-budget/api/settings"),
+    ("POST", "/agent-budget/api/sign-in-links"),
+    ("POST", "/agent-budget/api/sign-out"),
+    ("GET", "/agent-budget/sign-in"),
+    ("POST", "/agent-budget/sign-in"),
     ("GET", "/agent-budget"),
     ("GET", "/agent-budget/"),
     ("GET", "/agent-budget/budgets/default"),
@@ -149,54 +153,264 @@ async fn a_foreign_origin_cannot_change_anything() {
     assert_eq!(local.status(), 201);
 }
 
+fn plain() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Admin authentication is on by default (PRODUCT.md §12): a token made on first start, a
+/// one-time link that signs a browser in, and nothing else opens `/api/*` — not a virtual key,
+/// not the client's own key.
 #[tokio::test]
-async fn the_admin_token_guards_the_api_but_not_the_proxy() {
-    let token = "0123456789abcdef-token";
-    let app = spawn_with(|s| s.admin_token = Some(token.into())).await;
-    let r = app
-        .client
-        .get(app.url("/api/budgets"))
-        .send()
-        .await
-        .unwrap();
+async fn the_admin_api_needs_the_token_or_a_signed_in_session_by_default() {
+    let app = spawn_app().await;
+    let token = app.admin_token.clone().unwrap();
+    assert_eq!(token.len(), 64, "made on first start");
+    let c = plain();
+    let r = c.get(app.url("/api/budgets")).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["error"]["type"],
-        "authentication_error"
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("authentication_error") && text.contains("admin-token"),
+        "{text}"
     );
-    let wrong = app
-        .client
-        .get(app.url("/api/budgets"))
-        .bearer_auth("0123456789abcdef-tokem")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wrong.status(), 401);
-    let right = app
-        .client
-        .get(app.url("/api/budgets"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(right.status(), 200);
-    // Every /api route (but the discovery `hello`) wants the token.
+    // Every /api route but Claude Code's probe and the embeddable badge.
     for (method, path) in ROUTES
         .iter()
-        .filter(|(_, p)| p.starts_with("/agent-budget/api/") && !p.ends_with("/hello"))
+        .filter(|(_, p)| p.starts_with("/agent-budget/api/"))
     {
-        let r = app
-            .client
+        let r = c
             .request(method.parse().unwrap(), raw_url(&app, path))
             .json(&json!({"name": "x", "max_dollars": 1}))
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 401, "{method} {path}");
+        let open = path.ends_with("/hello") || (path.ends_with("/badge") && *method == "GET");
+        assert_eq!(r.status() == 401, !open, "{method} {path}: {}", r.status());
     }
-    // The proxy carries the client's Anthropic key in Authorization; it is not ours to check.
-    let proxied = app
+    for wrong in ["0123456789abcdef-tokem", "", &token[1..]] {
+        let r = c
+            .get(app.url("/api/budgets"))
+            .bearer_auth(wrong)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{wrong}");
+    }
+    let r = c
+        .get(app.url("/api/budgets"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The dashboard, its files and health stay open.
+    for path in ["/health", "/", "/api/budgets/default/badge"] {
+        let r = c.get(app.url(path)).send().await.unwrap();
+        assert_ne!(r.status(), 401, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_one_time_link_signs_a_browser_in_once_and_sign_out_ends_it() {
+    let app = spawn_app().await;
+    let token = app.admin_token.clone().unwrap();
+    let c = plain();
+    let link: Value = c
+        .post(app.url("/api/sign-in-links"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = link["url"]
+        .as_str()
+        .unwrap()
+        .replace("localhost", "127.0.0.1");
+    assert!(url.contains("/agent-budget/sign-in?code="), "{url}");
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/agent-budget/");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/agent-budget/api"] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    let session = cookie.split(';').next().unwrap().to_string();
+    let again = c.get(&url).send().await.unwrap();
+    assert_eq!(again.status(), 401, "a link works once");
+    let with_cookie = |path: &str| {
+        c.get(app.url(path))
+            .header("cookie", session.clone())
+            .send()
+    };
+    assert_eq!(with_cookie("/api/settings").await.unwrap().status(), 200);
+    // The cookie is the dashboard's: a proxied request never forwards it.
+    let r = c
+        .post(app.url("/v1/messages"))
+        .header("x-api-key", "sk-test")
+        .header("cookie", session.clone())
+        .json(&body("claude-haiku-4-5", 5))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(app.mock.state.seen()[0].headers.get("cookie").is_none());
+    let out = c
+        .post(app.url("/api/sign-out"))
+        .header("cookie", session.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 204);
+    assert_eq!(with_cookie("/api/settings").await.unwrap().status(), 401);
+    // The token typed into the dashboard's form signs in too; a wrong one does not.
+    let wrong = c
+        .post(app.url("/sign-in"))
+        .json(&json!({"token": "nope"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let typed = c
+        .post(app.url("/sign-in"))
+        .json(&json!({"token": token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(typed.status(), 204);
+    assert!(
+        typed.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("HttpOnly")
+    );
+    // A page on another origin cannot sign a browser in.
+    let csrf = c
+        .post(app.url("/sign-in"))
+        .header("origin", "https://evil.example")
+        .json(&json!({"token": token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csrf.status(), 403);
+}
+
+/// An agent given only a capped virtual key (or its own Anthropic key) cannot mint itself a
+/// key, raise its cap or read the webhook secret; and the admin token is no proxy credential.
+#[tokio::test]
+async fn a_local_agent_cannot_raise_its_own_cap_and_the_token_is_no_api_key() {
+    let app = spawn_with(|s| {
+        s.upstream_key = Some(agent_budget::config::Secret::new("sk-ant-real".into()))
+    })
+    .await;
+    let token = app.admin_token.clone().unwrap();
+    app.create_budget(json!({"name": "capped", "max_dollars": "1"}))
+        .await;
+    let made: Value = app
         .client
+        .post(app.url("/api/budgets/capped/keys"))
+        .json(&json!({"name": "agent"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = made["key"].as_str().unwrap();
+    let c = plain();
+    for (method, path, body) in [
+        ("POST", "/api/budgets/capped/keys", json!({"name": "mine"})),
+        (
+            "PATCH",
+            "/api/budgets/capped",
+            json!({"max_dollars": "9000000"}),
+        ),
+        ("GET", "/api/settings", json!(null)),
+        (
+            "POST",
+            "/api/budgets",
+            json!({"name": "free", "max_dollars": "9000000"}),
+        ),
+    ] {
+        for auth in [key, "sk-ant-mine"] {
+            let r = c
+                .request(method.parse().unwrap(), app.url(path))
+                .bearer_auth(auth)
+                .header("x-api-key", auth)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401, "{method} {path}");
+        }
+    }
+    assert_eq!(app.budget("capped").await["max_dollars"], "1");
+    for (name, value) in [
+        ("x-api-key", token.clone()),
+        ("authorization", format!("Bearer {token}")),
+    ] {
+        let r = c
+            .post(app.url("/v1/messages"))
+            .header(name, value)
+            .json(&body("claude-haiku-4-5", 5))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{name}");
+        assert!(
+            r.text()
+                .await
+                .unwrap()
+                .contains("admin token is not an API key")
+        );
+    }
+    assert!(
+        app.mock.state.seen().is_empty(),
+        "the admin token never went upstream"
+    );
+}
+
+#[tokio::test]
+async fn open_admin_restores_an_open_loopback_api() {
+    let app = spawn_with(|s| s.open_admin = true).await;
+    assert!(app.admin_token.is_none());
+    let r = plain().get(app.url("/api/budgets")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        !app.dir
+            .path()
+            .join(agent_budget::admin::TOKEN_FILE)
+            .exists()
+    );
+}
+
+#[tokio::test]
+async fn a_given_admin_token_is_used_instead_of_the_file() {
+    let token = "0123456789abcdef-token";
+    let app = spawn_with(|s| s.admin_token = Some(token.into())).await;
+    let c = plain();
+    assert_eq!(
+        c.get(app.url("/api/budgets"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let r = c
+        .get(app.url("/api/budgets"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The proxy carries the client's Anthropic key in Authorization; it is not ours to check.
+    let proxied = c
         .post(app.url("/v1/messages"))
         .bearer_auth("sk-ant-key")
         .json(&body("claude-haiku-4-5", 5))
@@ -204,13 +418,4 @@ async fn the_admin_token_guards_the_api_but_not_the_proxy() {
         .await
         .unwrap();
     assert_eq!(proxied.status(), 200);
-    assert_eq!(
-        app.client
-            .get(app.url("/health"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
 }

@@ -9,8 +9,11 @@ pub struct TestApp {
     pub server: Option<RunningServer>,
     pub mock: Mock,
     pub port: u16,
+    /// Signed in to the dashboard (its session cookie goes to `/api/*` only).
     pub client: reqwest::Client,
     pub dir: tempfile::TempDir,
+    /// The admin token (None with `--open-admin`).
+    pub admin_token: Option<String>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -38,18 +41,65 @@ pub async fn start_on(
         ..Settings::default()
     };
     adjust(&mut settings);
-    let server = RunningServer::bind(settings.validate().unwrap())
+    let server = RunningServer::bind(settings.clone().validate().unwrap())
         .await
         .unwrap();
     let port = server.port();
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let admin_token = (!settings.open_admin).then(|| admin_token_of(&settings, &dir));
+    let client = signed_in_client(port, admin_token.as_deref()).await;
     TestApp {
         server: Some(server),
         mock,
         port,
         client,
         dir,
+        admin_token,
     }
+}
+
+fn admin_token_of(s: &Settings, dir: &tempfile::TempDir) -> String {
+    let data = s
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| dir.path().to_path_buf());
+    s.admin_token.clone().unwrap_or_else(|| {
+        std::fs::read_to_string(data.join(agent_budget::admin::TOKEN_FILE))
+            .unwrap()
+            .trim()
+            .to_string()
+    })
+}
+
+/// A client signed in the way a browser is: a one-time link, then the session cookie.
+pub async fn signed_in_client(port: u16, token: Option<&str>) -> reqwest::Client {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let Some(token) = token else { return client };
+    let base = format!("http://127.0.0.1:{port}/agent-budget");
+    let link: Value = client
+        .post(format!("{base}/api/sign-in-links"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = link["url"]
+        .as_str()
+        .unwrap()
+        .replace("localhost", "127.0.0.1");
+    client.get(url).send().await.unwrap();
+    let r = client
+        .get(format!("{base}/api/budgets"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the session cookie signs the client in");
+    client
 }
 
 /// A small Messages request body.

@@ -186,6 +186,7 @@ async fn the_data_directory_and_its_files_are_private_to_the_user() {
         "agent-budget.db-wal",
         "agent-budget.db-shm",
         "webhook-secret",
+        "admin-token",
     ] {
         assert_eq!(mode(&data.join(f)), 0o600, "{f}");
     }

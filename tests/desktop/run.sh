@@ -53,7 +53,11 @@ launch main "$port"
 api="http://127.0.0.1:$port/agent-budget"
 healthy() { curl -sf "$api/health" >/dev/null; }
 check "the app starts its proxy" wait_for 60 healthy
-curl -sf "$api/api/budgets" -H 'content-type: application/json' -d '{"name":"desk","max_dollars":"1","period":"daily"}' >/dev/null
+# The admin API takes the token the app wrote on first start.
+admin=(-H "Authorization: Bearer $(cat "$T/main-data/admin-token")")
+check "the app wrote a private admin token" test "$(stat -c %a "$T/main-data/admin-token")" = 600
+check "the admin API refuses a request without it" test "$(curl -s -o /dev/null -w '%{http_code}' "$api/api/budgets")" = 401
+curl -sf "$api/api/budgets" "${admin[@]}" -H 'content-type: application/json' -d '{"name":"desk","max_dollars":"1","period":"daily"}' >/dev/null
 spend() { # dollars as output tokens of Haiku 4.5 at $5/MTok
   curl -sf "$api/v1/messages" -H 'content-type: application/json' -H 'x-api-key: sk-desk' -H 'x-budget-id: desk' \
     -H "x-mock: {\"usage\":{\"input_tokens\":0,\"output_tokens\":$1}}" \
@@ -120,7 +124,7 @@ DBUS_SESSION_BUS_ADDRESS="$wbus" AGENT_BUDGET_PORT="$taken" AGENT_BUDGET_DATA_DI
   "$root/tests/desktop/node_modules/.bin/tauri-driver" --port "$dport" --native-port "$nport" --native-driver /usr/bin/WebKitWebDriver >"$T/driver.log" 2>&1 & pids+=($!)
 driver_up() { curl -sf "http://127.0.0.1:$dport/status" >/dev/null; }
 check "tauri-driver is up" wait_for 20 driver_up
-if WEBDRIVER_URL="http://127.0.0.1:$dport" KEY_CLI="$target/agent-budget" DBUS_SESSION_BUS_ADDRESS="$wbus" python3 "$root/tests/desktop/webdriver.py" "$target/agent-budget-desktop" \
+if WEBDRIVER_URL="http://127.0.0.1:$dport" ADMIN_TOKEN_FILE="$T/wd-data/admin-token" KEY_CLI="$target/agent-budget" DBUS_SESSION_BUS_ADDRESS="$wbus" python3 "$root/tests/desktop/webdriver.py" "$target/agent-budget-desktop" \
     "$wport" "$T/wd.notify" >"$T/wd.out" 2>&1; then wd=0; else wd=1; fi
 cat "$T/wd.out"; cp "$T/driver.log" /tmp/driver.log
 passed=$((passed + $(grep -c '^ok - ' "$T/wd.out" || true)))

@@ -139,7 +139,9 @@ def create_budget():
     until("typing the cap", lambda: call("POST", f"{S}/element/{find('input[name=max_dollars]')}/value", {"text": "1"}) or True)
     until("submitting", lambda: call("POST", f"{S}/element/{find('button[type=submit]')}/click", {}) or True)
     until("the new budget's page", lambda: text("h1") == "Budget window")
-    assert call("GET", f"{API}/api/budgets/window")["max_dollars"] == "1"
+    token = open(os.environ["ADMIN_TOKEN_FILE"]).read().strip()
+    window = call("GET", f"{API}/api/budgets/window", headers={"authorization": f"Bearer {token}"})
+    assert window["max_dollars"] == "1"
 
 
 def live_update():

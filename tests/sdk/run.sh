@@ -39,6 +39,9 @@ proxy_port="$(sed -n 's/.*ready port=\([0-9]*\).*/\1/p' "$work/proxy.log")"
 [ -n "$proxy_port" ] || { cat "$work/proxy.log"; exit 1; }
 
 export AGENT_BUDGET_URL="http://127.0.0.1:$proxy_port/agent-budget" MOCK_URL="http://127.0.0.1:$mock_port"
+# The admin API takes the token the server wrote on first start (the proxy routes never do).
+AGENT_BUDGET_ADMIN_TOKEN="$(cat "$work/data/admin-token")"
+export AGENT_BUDGET_ADMIN_TOKEN
 export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
 echo "== Python SDK (anthropic $("$here/.venv/bin/python" -c 'import anthropic; print(anthropic.__version__)'))"
 "$here/.venv/bin/pytest" -q "$here/python"

@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -21,7 +21,7 @@ function start(cmd, args, stream, pattern) {
     child[stream].on("data", (d) => {
       text += d;
       const m = pattern.exec(text);
-      if (m) resolve({ child, port: Number(m[1]) });
+      if (m) resolve({ child, port: Number(m[1]), link: m[2] });
     });
     child.on("exit", (code) => reject(new Error(`${cmd} exited with ${code}: ${text}`)));
   });
@@ -33,8 +33,11 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
   const data = mkdtempSync(join(tmpdir(), "agent-budget-e2e-"));
   const keyFile = join(data, "upstream-key");
   writeFileSync(keyFile, "sk-ant-e2e-real", { mode: 0o600 });
-  const proxy = await start(bin("agent-budget"), ["serve", "--port", "0", "--data-dir", data, "--upstream", `http://127.0.0.1:${mock.port}`, "--upstream-key-file", keyFile], "stderr", /ready port=(\d+)/);
+  const proxy = await start(bin("agent-budget"), ["serve", "--port", "0", "--data-dir", data, "--upstream", `http://127.0.0.1:${mock.port}`, "--upstream-key-file", keyFile], "stderr", /ready port=(\d+)[\s\S]*dashboard: open (http:\/\/\S+\/sign-in\?code=[0-9a-f]+)/);
   const base = `http://127.0.0.1:${proxy.port}/agent-budget`;
+  // The admin API takes the token the server wrote on first start; the browser signs in below.
+  const token = readFileSync(join(data, "admin-token"), "utf8").trim();
+  const adminFetch = (url, init = {}) => fetch(url, { ...init, headers: { ...(init.headers ?? {}), authorization: `Bearer ${token}` } });
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
@@ -64,6 +67,21 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
     assert.equal(r.status, 200);
     await r.text();
   }
+
+  await t.test("a browser without a session is asked to sign in, then the link signs it in", async () => {
+    await page.goto(`${base}/`);
+    await page.getByRole("heading", { name: "Sign in to agent-budget" }).waitFor();
+    await page.getByText("agent-budget dashboard").first().waitFor();
+    await page.screenshot({ path: join(shots, "sign-in.png") });
+    await page.getByLabel("Admin token").fill("not-the-token");
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("alert").filter({ hasText: "not the admin token" }).waitFor();
+    // The one-time link `serve` printed (on this host, so the cookie is this host's).
+    await page.goto(proxy.link.replace("localhost", "127.0.0.1"));
+    await page.waitForURL(`${base}/`);
+    const again = await page.request.get(proxy.link.replace("localhost", "127.0.0.1"), { maxRedirects: 0 });
+    assert.equal(again.status(), 401, "a link works once");
+  });
 
   await t.test("first run explains how to start", async () => {
     await page.goto(`${base}/`);
@@ -136,7 +154,7 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
     await page.getByRole("button", { name: "Save prices" }).click();
     await page.getByText("Saved claude-haiku-4-5").waitFor();
     await spend("e2e-team", 0.5, 5); // 100,000 output tokens, now at $10/MTok
-    const usage = await (await fetch(`${base}/api/budgets/e2e-team/usage?limit=1`)).json();
+    const usage = await (await adminFetch(`${base}/api/budgets/e2e-team/usage?limit=1`)).json();
     assert.equal(usage.items[0].cost_dollars, "1");
   });
 
@@ -163,7 +181,7 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
     const headroom = page.getByTestId("headroom");
     await headroom.getByText("0 such requests fit now").waitFor();
     await headroom.getByText("Clamp: a request that does not fit gets a lower max_tokens").waitFor();
-    const b = await (await fetch(`${base}/api/budgets/e2e-clamp`)).json();
+    const b = await (await adminFetch(`${base}/api/budgets/e2e-clamp`)).json();
     // money() rounds up to the cent.
     await headroom.getByText(`$${(Math.ceil(Number(b.worst_case_dollars) * 100) / 100).toFixed(2)}`).waitFor();
     // The edit form sizes the cap being typed in typical requests.
@@ -176,7 +194,7 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
   });
 
   await t.test("guardrails: sessions, the forecast and the form", async () => {
-    await fetch(`${base}/api/budgets`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ name: "e2e-guard", max_dollars: "10" }) });
+    await adminFetch(`${base}/api/budgets`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ name: "e2e-guard", max_dollars: "10" }) });
     for (const [session, tokens] of [["build-7", 200000], ["build-7", 100000], ["review-2", 40000]]) {
       const r = await fetch(`${base}/v1/messages`, {
         method: "POST",
@@ -212,7 +230,7 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
     await rails.getByText("At most $4.00 in any 60 minutes").waitFor();
     await rails.getByText("Only claude-haiku-4-5, claude-sonnet-4-6").waitFor();
     await rails.getByText("The same request 4 times within 10 minutes is a loop: alert and refuse repeats").waitFor();
-    const b = await (await fetch(`${base}/api/budgets/e2e-guard`)).json();
+    const b = await (await adminFetch(`${base}/api/budgets/e2e-guard`)).json();
     assert.deepEqual([b.max_dollars_per_hour, b.max_request_dollars, b.loop_guard], ["4", "0.5", { repeats: 4, minutes: 10, action: "block" }]);
   });
 
@@ -265,7 +283,7 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
   });
 
   await t.test("Setup makes a virtual key for the chosen budget and its snippets carry it", async () => {
-    const made = await fetch(`${base}/api/budgets`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ name: "e2e-setup", max_dollars: "5" }) });
+    const made = await adminFetch(`${base}/api/budgets`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ name: "e2e-setup", max_dollars: "5" }) });
     assert.equal(made.status, 201);
     await page.goto(`${base}/#/setup`);
     await page.reload(); // the page is open from the test before: load the new budget
@@ -279,7 +297,7 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
     const key = /ANTHROPIC_API_KEY=(sk-ab-[0-9a-f]{64})/.exec(await snippet.textContent())?.[1];
     assert.ok(key, "the snippet carries the new key");
     assert.match(await page.getByTestId("setup-key-snippet-Python SDK").textContent(), new RegExp(`api_key="${key}"`));
-    const requests = async () => (await (await fetch(`${base}/api/budgets/e2e-setup`)).json()).requests;
+    const requests = async () => (await (await adminFetch(`${base}/api/budgets/e2e-setup`)).json()).requests;
     assert.equal(await requests(), 0);
     const r = await fetch(`${base}/v1/messages`, {
       method: "POST",

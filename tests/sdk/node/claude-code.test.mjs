@@ -14,8 +14,15 @@ const PROXY = process.env.AGENT_BUDGET_URL;
 const MOCK = process.env.MOCK_URL;
 const claude = join(dirname(fileURLToPath(import.meta.url)), "node_modules", ".bin", "claude");
 
+/** The admin token goes to the admin API only (never to a proxy route or the mock). */
+function adminHeaders(url) {
+  const h = { "content-type": "application/json" };
+  if (url.includes("/agent-budget/api/")) h.authorization = `Bearer ${process.env.AGENT_BUDGET_ADMIN_TOKEN}`;
+  return h;
+}
+
 async function call(method, url, body) {
-  const r = await fetch(url, { method, headers: { "content-type": "application/json" }, body: body && JSON.stringify(body) });
+  const r = await fetch(url, { method, headers: adminHeaders(url), body: body && JSON.stringify(body) });
   const text = await r.text();
   return text ? JSON.parse(text) : null;
 }

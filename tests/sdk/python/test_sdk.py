@@ -16,7 +16,11 @@ MOCK = os.environ["MOCK_URL"]
 
 def call(method, url, body=None):
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    headers = {"content-type": "application/json"}
+    # The admin token goes to the admin API only (never to a proxy route or the mock).
+    if "/agent-budget/api/" in url:
+        headers["authorization"] = "Bearer " + os.environ["AGENT_BUDGET_ADMIN_TOKEN"]
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     with urllib.request.urlopen(req) as r:
         text = r.read()
         return json.loads(text) if text else None
