@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub const DEFAULT_PORT: u16 = 4727;
+/// Open connections at most, by default: far above any laptop's agents, well below the
+/// open-file limit once it is raised (docs/RELIABILITY.md).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub const BASE_PATH: &str = "/agent-budget";
 
 /// A secret that never prints: `Debug` shows only its last four characters.
@@ -90,6 +93,10 @@ pub struct Config {
     pub allowed_hosts: Vec<String>,
     pub upstream_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Open connections at most; one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// For a request's headers, and for the next request on an idle kept-alive connection.
+    pub idle_timeout: Duration,
     pub zone: Zone,
     /// The real Anthropic key given by file or environment; without one, the keychain's.
     pub upstream_key: Option<(Secret, KeySource)>,
@@ -147,6 +154,10 @@ pub enum ConfigError {
     Database(String),
     #[error("--lease-secs must be between 1 and 3600")]
     Lease,
+    #[error("--max-connections must be between 1 and 1000000")]
+    MaxConnections,
+    #[error("--idle-timeout must be between 1 and 3600 seconds")]
+    IdleTimeout,
 }
 
 /// Raw settings as given (flags or environment); `validate` turns them into a `Config`.
@@ -164,6 +175,8 @@ pub struct Settings {
     pub allowed_hosts: Vec<String>,
     pub upstream_timeout_secs: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub idle_timeout_secs: Option<u64>,
     pub time_zone: Option<String>,
     /// A file (mode 0600) holding the real Anthropic key, for servers without a keychain.
     pub upstream_key_file: Option<PathBuf>,
@@ -266,6 +279,14 @@ impl Settings {
         if grace > 3600 {
             return Err(ConfigError::Grace);
         }
+        let max_connections = self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if !(1..=1_000_000).contains(&max_connections) {
+            return Err(ConfigError::MaxConnections);
+        }
+        let idle = self.idle_timeout_secs.unwrap_or(30);
+        if !(1..=3600).contains(&idle) {
+            return Err(ConfigError::IdleTimeout);
+        }
         let zone = match self.time_zone.filter(|z| !z.is_empty()) {
             None => Zone::Local,
             Some(z) => Zone::parse(&z).ok_or(ConfigError::Zone(z))?,
@@ -320,6 +341,8 @@ impl Settings {
                 .collect(),
             upstream_timeout: Duration::from_secs(timeout),
             shutdown_grace: Duration::from_secs(grace),
+            max_connections,
+            idle_timeout: Duration::from_secs(idle),
             zone,
             upstream_key,
             keychain: !self.no_keychain,

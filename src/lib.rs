@@ -8,6 +8,7 @@ pub mod alerts;
 pub mod api;
 pub mod budget;
 pub mod config;
+pub mod connections;
 pub mod dto;
 pub mod error;
 pub mod events;

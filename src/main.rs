@@ -132,6 +132,12 @@ struct Serve {
     /// Seconds open requests get to finish on SIGTERM before they are ended and charged.
     #[arg(long = "shutdown-grace", env = "AGENT_BUDGET_SHUTDOWN_GRACE")]
     shutdown_grace: Option<u64>,
+    /// Open connections at most (one more is answered 503 and closed).
+    #[arg(long = "max-connections", env = "AGENT_BUDGET_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Seconds a client may take to send a request's headers, or stay idle between requests.
+    #[arg(long = "idle-timeout", env = "AGENT_BUDGET_IDLE_TIMEOUT")]
+    idle_timeout: Option<u64>,
     /// IANA time zone for budget periods (default: the machine's).
     #[arg(long, env = "AGENT_BUDGET_TIME_ZONE")]
     time_zone: Option<String>,
@@ -185,6 +191,8 @@ fn main() -> ExitCode {
         allowed_hosts: args.allowed_hosts,
         upstream_timeout_secs: args.upstream_timeout,
         shutdown_grace_secs: args.shutdown_grace,
+        max_connections: args.max_connections,
+        idle_timeout_secs: args.idle_timeout,
         time_zone: args.time_zone,
         upstream_key_file: args.upstream_key_file,
         upstream_key: args.upstream_key.map(agent_budget::config::Secret::new),

@@ -164,6 +164,7 @@ impl RunningServer {
     /// Opens the store, rebuilds the ledger and binds the listener.
     pub async fn bind(config: Config) -> Result<RunningServer, ServeError> {
         let addr = SocketAddr::new(config.host, config.port);
+        crate::connections::raise_file_limit();
         let (service, writer) = Service::start(config).await?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -177,20 +178,11 @@ impl RunningServer {
         let router = app(service.clone(), addr.port());
         let stop = CancellationToken::new();
         let stopped = stop.clone();
-        let served = tokio::spawn(async move {
-            use axum::serve::ListenerExt;
-            // Each SSE event goes out as written, not held back waiting for an ACK (Nagle).
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            // `into_make_service` resolves the routes once; serving the `Router` itself rebuilds
-            // them for every connection (18 KiB each, docs/PERFORMANCE.md).
-            let serve = axum::serve(listener, router.into_make_service())
-                .with_graceful_shutdown(stopped.cancelled_owned());
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "server stopped with an error");
-            }
-        });
+        let limits = crate::connections::Limits {
+            max_connections: service.config.max_connections,
+            header_timeout: service.config.idle_timeout,
+        };
+        let served = tokio::spawn(crate::connections::serve(listener, router, limits, stopped));
         let host = match addr.ip() {
             ip if ip.is_loopback() || ip.is_unspecified() => "localhost".to_string(),
             std::net::IpAddr::V6(ip) => format!("[{ip}]"),

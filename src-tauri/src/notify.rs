@@ -19,6 +19,9 @@ pub fn text(e: &CoreEvent) -> Option<(String, String)> {
         AlertKind::Threshold => format!("Budget '{budget}' at {}%", threshold.unwrap_or(0)),
         AlertKind::Blocked => format!("Budget '{budget}' blocked a request"),
         AlertKind::UnpricedModel => "A model has no price".to_string(),
+        AlertKind::MalformedUsage => {
+            format!("Budget '{budget}': the upstream reported an impossible usage")
+        }
         AlertKind::Loop => format!("Budget '{budget}': a runaway loop?"),
         AlertKind::Test => return None,
     };

@@ -95,12 +95,25 @@ pub async fn send(
     }
 }
 
-/// Reads a whole response body within the upstream timeout.
+/// The largest non-streamed response the proxy reads: a Messages reply is at most a few MB
+/// (128K output tokens, server-tool results), so this bounds a request's memory whatever the
+/// upstream sends (docs/RELIABILITY.md).
+pub const RESPONSE_LIMIT: usize = 32 * 1024 * 1024;
+
+/// Reads a whole response body within the upstream timeout and `RESPONSE_LIMIT`.
 pub async fn read_all(app: &Service, body: Incoming) -> Result<Bytes, HttpError> {
     let timeout = app.config.upstream_timeout;
-    match tokio::time::timeout(timeout, body.collect()).await {
+    let limited = http_body_util::Limited::new(body, RESPONSE_LIMIT);
+    match tokio::time::timeout(timeout, limited.collect()).await {
         Ok(Ok(b)) => Ok(b.to_bytes()),
-        Ok(Err(e)) => Err(unreachable(&app.config.upstream, &e)),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(HttpError::new(
+            StatusCode::BAD_GATEWAY,
+            "api_error",
+            format!(
+                "agent-budget: the upstream's response is larger than {RESPONSE_LIMIT} bytes, more than any Messages response; it was not relayed"
+            ),
+        )),
+        Ok(Err(e)) => Err(unreachable(&app.config.upstream, e.as_ref())),
         Err(_) => Err(timed_out(timeout)),
     }
 }

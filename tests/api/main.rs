@@ -13,6 +13,7 @@ mod hostile;
 mod instants;
 mod keychain;
 mod keys;
+mod limits;
 mod live;
 mod load;
 mod modes;

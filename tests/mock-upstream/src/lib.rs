@@ -59,6 +59,9 @@ pub struct Script {
     /// reply says `stop_reason: "max_tokens"`. Off by default, because many tests report
     /// more output than a small `max_tokens` to spend a given amount while reserving little.
     pub stop_at_max_tokens: bool,
+    /// Non-streaming: a 200 reply this many bytes long, its text padded, sent in 64 KiB chunks
+    /// (a hostile upstream's huge response; the mock never holds it whole).
+    pub pad_bytes: Option<u64>,
 }
 
 impl Script {
@@ -94,6 +97,7 @@ impl Script {
                 .get("stop_at_max_tokens")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+            pad_bytes: u("pad_bytes"),
         }
     }
 }
@@ -250,6 +254,9 @@ pub async fn respond(script: Script, body: &Bytes) -> Response {
     }
     if script.delay_ms > 0 {
         tokio::time::sleep(Duration::from_millis(script.delay_ms)).await;
+    }
+    if let Some(n) = script.pad_bytes {
+        return padded(n);
     }
     if let Some(raw) = script.raw {
         let ct = script
@@ -417,6 +424,26 @@ fn sse(
         .header("cache-control", "no-cache")
         .header("request-id", request_id())
         .body(Body::from_stream(body))
+        .unwrap_or_default()
+}
+
+/// A JSON reply `n` bytes long whose text is padding, streamed in 64 KiB chunks.
+fn padded(n: u64) -> Response {
+    const CHUNK: usize = 64 * 1024;
+    let head = r#"{"id":"msg_pad","type":"message","role":"assistant","model":"claude-sonnet-4-6","usage":{"input_tokens":10,"output_tokens":10},"content":[{"type":"text","text":""#;
+    let tail = r#""}]}"#;
+    let pad = (n as usize).saturating_sub(head.len() + tail.len());
+    let chunks = std::iter::once(Bytes::from_static(head.as_bytes()))
+        .chain(
+            (0..pad.div_ceil(CHUNK))
+                .map(move |i| Bytes::from(vec![b'x'; CHUNK.min(pad - i * CHUNK)])),
+        )
+        .chain(std::iter::once(Bytes::from_static(tail.as_bytes())))
+        .map(Ok::<_, std::io::Error>);
+    Response::builder()
+        .header("content-type", "application/json")
+        .header("request-id", request_id())
+        .body(Body::from_stream(stream::iter(chunks)))
         .unwrap_or_default()
 }
 
