@@ -24,7 +24,7 @@ pub struct Limits {
     pub header_timeout: Duration,
 }
 
-const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 174\r\n\r\n{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"agent-budget: too many open connections; retry shortly, or raise --max-connections on the server\"}}";
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 161\r\n\r\n{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"agent-budget: too many open connections; retry shortly, or raise --max-connections on the server\"}}";
 
 /// Raises the soft open-file limit to the hard one (each proxied request holds two sockets);
 /// returns the limit now in force, if it could be read.

@@ -126,6 +126,10 @@ impl Account {
             return;
         }
         self.window = period::window(self.budget.period, self.budget.created_at, now, zone);
+        // Alerts of past periods can never be raised again: forget them (the store keeps
+        // their once-keys).
+        let start = self.window.start.timestamp_millis();
+        self.alerted.retain(|(s, _)| *s >= start);
         self.recount(zone);
     }
 
@@ -650,6 +654,27 @@ mod tests {
             .unwrap()
             .settle(m("0.1"), 1, now);
         assert_eq!(next.reached, vec![55], "the drop did not mark 55 as raised");
+    }
+
+    #[test]
+    fn alerts_of_past_periods_are_forgotten_when_the_period_rolls() {
+        let (_l, s) = ledger(budget("1", None));
+        let day1 = Utc::now();
+        s.reserve(m("0.9"), 1, day1)
+            .unwrap()
+            .settle(m("0.9"), 1, day1);
+        assert_eq!(s.lock().alerted.len(), 2, "50 % and 80 %");
+        let day2 = day1 + chrono::Duration::days(1);
+        s.status(day2);
+        assert!(
+            s.lock().alerted.is_empty(),
+            "yesterday's alerts are not kept"
+        );
+        let next = s
+            .reserve(m("0.5"), 1, day2)
+            .unwrap()
+            .settle(m("0.5"), 1, day2);
+        assert_eq!(next.reached, vec![50], "a new period alerts afresh");
     }
 
     #[test]

@@ -159,7 +159,12 @@ async fn enforce(
         }
         (None, None) => DEFAULT_BUDGET.to_string(),
     };
-    if let Some(failure) = app.store.health.failure() {
+    let failure = app
+        .store
+        .health
+        .failure()
+        .or_else(|| app.store.writer.overloaded());
+    if let Some(failure) = failure {
         if !app.config.fail_open {
             return Err(HttpError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -269,7 +269,8 @@ pub fn count_blocked(app: &Service, budget: &str, row: &store::usage::UsageRow) 
         return;
     };
     let (day, budget, model) = (row.day.to_string(), budget.to_string(), row.model.clone());
-    tokio::spawn(async move {
+    // Tracked, so shutdown waits for it like for any accounting.
+    app.tracker.spawn(async move {
         if let Err(e) = team.count_blocked(&day, &budget, &model).await {
             tracing::debug!(budget, "a refusal is not in the team's daily totals: {e}");
         }

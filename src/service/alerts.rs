@@ -128,8 +128,15 @@ impl Service {
                 .await?;
             total += n;
             if (n as i64) < SWEEP_BATCH {
-                return Ok(total);
+                break;
             }
         }
+        if let Some(team) = &self.team {
+            // The team's records follow the same retention; a failure is retried next hour.
+            if let Err(e) = team.sweep(cutoff.timestamp_millis()).await {
+                tracing::warn!("the team's old records were not swept: {e}");
+            }
+        }
+        Ok(total)
     }
 }

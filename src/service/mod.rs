@@ -96,7 +96,11 @@ impl Service {
             path: config.data_dir.clone(),
             source,
         })?;
-        let (store, handle) = Store::open(&config.data_dir)?;
+        // Opening migrates the database: blocking work, off the async threads.
+        let dir = config.data_dir.clone();
+        let (store, handle) = tokio::task::spawn_blocking(move || Store::open(&dir))
+            .await
+            .map_err(|_| StartError::from(store::StoreError::Closed))??;
         let overrides = store.read(store::pricing::overrides).await?;
         let book = PriceBook::seeded(overrides)?;
         let now = period::now();

@@ -67,13 +67,41 @@ impl Service {
         }
     }
 
-    /// Applies the team's budget settings here, and shares the budgets it has never seen (a
-    /// proxy joining the team brings its own).
+    /// Applies the team's budget settings and keys here, and shares the budgets and keys it
+    /// has never seen (a proxy joining the team brings its own). The team is read before and
+    /// written after the step in which local changes wait: an edit here never waits behind a
+    /// slow database.
     async fn follow(&self, team: &Team) {
-        let _in_step = self.budget_changes.lock().await;
         let Ok(shared) = team.budgets().await else {
             return;
         };
+        let keys = team.keys().await.ok();
+        let (budgets, keys) = {
+            let _in_step = self.budget_changes.lock().await;
+            let budgets = self.apply_budgets(shared).await;
+            let keys = match keys {
+                Some(keys) => self.apply_keys(&keys).await.unwrap_or_else(|e| {
+                    tracing::warn!(
+                        "the team's virtual keys cannot be applied here: {}",
+                        e.message
+                    );
+                    Vec::new()
+                }),
+                None => Vec::new(),
+            };
+            (budgets, keys)
+        };
+        for (name, spec) in budgets {
+            let _ = team.put_budget(&name, Some(&spec)).await;
+        }
+        for key in keys {
+            let _ = team.put_key(&key).await;
+        }
+    }
+
+    /// Applies the team's budgets here; returns the local budgets the team has never seen,
+    /// with their settings, to share.
+    async fn apply_budgets(&self, shared: Vec<(String, Option<String>)>) -> Vec<(String, String)> {
         let mut known = HashSet::new();
         for (name, spec) in shared {
             if name == DEFAULT_BUDGET {
@@ -111,32 +139,22 @@ impl Service {
                 );
             }
         }
-        for s in self.ledger.statuses(crate::budget::period::now()) {
-            if s.budget.name != DEFAULT_BUDGET && !known.contains(&s.budget.name) {
-                let _ = team
-                    .put_budget(&s.budget.name, Some(&spec(&self.view(&s))))
-                    .await;
-            }
-        }
-        if let Err(e) = self.follow_keys(team).await {
-            tracing::warn!(
-                "the team's virtual keys cannot be applied here: {}",
-                e.message
-            );
-        }
+        self.ledger
+            .statuses(crate::budget::period::now())
+            .into_iter()
+            .filter(|s| s.budget.name != DEFAULT_BUDGET && !known.contains(&s.budget.name))
+            .map(|s| (s.budget.name.clone(), spec(&self.view(&s))))
+            .collect()
     }
 
-    /// Makes here the team's keys this proxy lacks, revokes those the team revoked, and shares
-    /// the keys the team has never seen (a joining proxy brings its own). A key the team knows
-    /// as revoked is never made here, so a proxy that was away cannot bring one back.
-    async fn follow_keys(&self, team: &Team) -> Result<(), HttpError> {
-        let Ok(shared) = team.keys().await else {
-            return Ok(());
-        };
+    /// Makes here the team's keys this proxy lacks and revokes those the team revoked; returns
+    /// the keys the team has never seen, to share. A key the team knows as revoked is never
+    /// made here, so a proxy that was away cannot bring one back.
+    async fn apply_keys(&self, shared: &[TeamKey]) -> Result<Vec<TeamKey>, HttpError> {
         let local = self.store.read(crate::store::keys::all).await?;
         let here: HashMap<&str, &crate::store::keys::Known> =
             local.iter().map(|k| (k.hash.as_str(), k)).collect();
-        for key in &shared {
+        for key in shared {
             match here.get(key.hash.as_str()) {
                 Some(k) if key.revoked && !k.revoked => self.revoke_here(k.id, &k.hash).await?,
                 None if !key.revoked && key.budget != DEFAULT_BUDGET => {
@@ -157,20 +175,17 @@ impl Service {
             }
         }
         let theirs: HashSet<&str> = shared.iter().map(|k| k.hash.as_str()).collect();
-        for k in local.iter().filter(|k| !theirs.contains(k.hash.as_str())) {
-            if k.budget != DEFAULT_BUDGET {
-                let _ = team
-                    .put_key(&TeamKey {
-                        hash: k.hash.clone(),
-                        budget: k.budget.clone(),
-                        name: k.name.clone(),
-                        created_at: k.created_at,
-                        revoked: k.revoked,
-                    })
-                    .await;
-            }
-        }
-        Ok(())
+        Ok(local
+            .iter()
+            .filter(|k| !theirs.contains(k.hash.as_str()) && k.budget != DEFAULT_BUDGET)
+            .map(|k| TeamKey {
+                hash: k.hash.clone(),
+                budget: k.budget.clone(),
+                name: k.name.clone(),
+                created_at: k.created_at,
+                revoked: k.revoked,
+            })
+            .collect())
     }
 
     /// A status with the team's spend, requests and reservations, where it has them.

@@ -327,7 +327,17 @@ fn commit_one(db: &mut Db, row: &UsageRow) -> rusqlite::Result<()> {
     result
 }
 
+/// Most messages queued for the writer before new requests are refused (fail closed, like a
+/// failing database): the channel cannot grow without bound while the disk stalls.
+pub const MAX_QUEUED: usize = 100_000;
+
 impl Writer {
+    /// Why new requests should wait, if the writer is this far behind.
+    pub fn overloaded(&self) -> Option<String> {
+        let n = self.shared.queued.load(Ordering::Acquire);
+        (n > MAX_QUEUED).then(|| format!("{n} usage records are waiting to be written"))
+    }
+
     /// Queues a message; false if the writer thread is gone.
     fn send(&self, m: Message) -> bool {
         self.shared.queued.fetch_add(1, Ordering::AcqRel);
@@ -547,6 +557,20 @@ mod tests {
             })
             .await
             .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_writer_too_far_behind_says_so() {
+        let (_dir, store) = store().await;
+        assert_eq!(store.writer.overloaded(), None);
+        store
+            .writer
+            .shared
+            .queued
+            .store(super::MAX_QUEUED + 1, Ordering::Release);
+        let why = store.writer.overloaded().unwrap();
+        assert!(why.contains("100001 usage records"), "{why}");
+        store.writer.shared.queued.store(0, Ordering::Release);
     }
 
     #[tokio::test]

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 mod daily;
 mod keys;
 mod outbox;
+mod retention;
 pub use daily::TeamDay;
 pub use keys::TeamKey;
 pub use outbox::Queued;
@@ -384,7 +385,10 @@ impl Team {
                 let row_key = (ask.budget.to_string(), ask.period);
                 if !self.rows().contains(&row_key) {
                     client.execute(&ensure, &key).await.map_err(unreachable)?;
-                    self.rows().insert(row_key.clone());
+                    let mut rows = self.rows();
+                    // A budget's earlier periods are never reserved in again.
+                    rows.retain(|(b, p)| b != &row_key.0 || *p >= row_key.1);
+                    rows.insert(row_key.clone());
                 }
                 if let Some(row) = client.query_opt(&reserve, &args).await.map_err(unreachable)? {
                     let id: i64 = col(&row, 0)?;
