@@ -118,6 +118,9 @@ async fn a_dead_proxys_reservations_expire_with_their_lease() {
     let stop = tokio_util::sync::CancellationToken::new();
     let upkeep = tokio::spawn(living.clone().keep_leases(stop.clone()));
     tokio::time::sleep(lease * 3).await;
+    // A sweep by another proxy now frees every expired reservation: renewed ones are not.
+    let sweeper = Team::connect(&pg.url("postgres"), lease).await.unwrap();
+    sweeper.beat().await.unwrap();
     let expect_held = living.totals("team", 0).await.unwrap();
     assert_eq!(
         expect_held.reserved_tokens, 200,
