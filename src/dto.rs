@@ -274,6 +274,9 @@ pub struct Settings {
     /// Whether budgets are enforced with other proxies through a team database
     /// (`--database`): then the figures shown are the team's, `default`'s excepted.
     pub team: bool,
+    /// The file holding the admin token that scripts present to `/api/*`; null when the token
+    /// was given with `--admin-token` or the API is open (`--open-admin`).
+    pub admin_token_file: Option<String>,
 }
 
 /// The body of every REST error: `{ "error": { "type": "...", "message": "..." } }`.

@@ -75,7 +75,11 @@ pub async fn time_get(client: &reqwest::Client, url: &str, n: usize) -> Result<(
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        let r = client.get(url).send().await?;
+        let r = client
+            .get(url)
+            .bearer_auth(crate::procs::ADMIN_TOKEN)
+            .send()
+            .await?;
         anyhow::ensure!(r.status().is_success(), "GET {url}: {}", r.status());
         r.bytes().await?;
         v.push(t.elapsed().as_secs_f64() * 1e3);

@@ -358,6 +358,7 @@ async fn run() -> Result<()> {
         ))
         .body(r#"{"name":"bench","max_dollars":"1000000","period":"monthly"}"#)
         .header("content-type", "application/json")
+        .bearer_auth(procs::ADMIN_TOKEN)
         .send()
         .await?;
     let id = serde_json::from_slice::<serde_json::Value>(&created.bytes().await?)?["id"]

@@ -72,6 +72,9 @@ pub fn proxy(data_dir: &Path, upstream_port: u16) -> Result<(Proc, Duration)> {
     proxy_with(data_dir, upstream_port, &[])
 }
 
+/// The admin token the benchmark's proxies run with (its REST calls present it).
+pub const ADMIN_TOKEN: &str = "agent-budget-bench-admin-token";
+
 /// `proxy` with more `serve` arguments.
 pub fn proxy_with(data_dir: &Path, upstream_port: u16, extra: &[&str]) -> Result<(Proc, Duration)> {
     let started = Instant::now();
@@ -90,6 +93,7 @@ pub fn proxy_with(data_dir: &Path, upstream_port: u16, extra: &[&str]) -> Result
         .args(["serve", "--port", "0", "--data-dir"])
         .arg(data_dir)
         .args(["--upstream", &format!("http://127.0.0.1:{upstream_port}")])
+        .args(["--admin-token", ADMIN_TOKEN])
         .args(extra)
         .env("RUST_LOG", "agent_budget=info")
         .stderr(Stdio::piped())

@@ -13,6 +13,7 @@ async fn capped(client: &reqwest::Client, port: u16) -> Result<String> {
         .post(format!("http://127.0.0.1:{port}/agent-budget/api/budgets"))
         .body(r#"{"name":"bench","max_dollars":"1000000","period":"monthly"}"#)
         .header("content-type", "application/json")
+        .bearer_auth(procs::ADMIN_TOKEN)
         .send()
         .await?;
     anyhow::ensure!(

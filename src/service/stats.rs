@@ -94,6 +94,12 @@ impl Service {
             proxy_url: format!("http://{host}:{port}{BASE_PATH}"),
             require_budget: self.config.require_budget,
             team: self.team.is_some(),
+            admin_token_file: (self.config.admin_token.is_none() && !self.config.open_admin).then(
+                || {
+                    let path = self.config.data_dir.join(crate::admin::TOKEN_FILE);
+                    path.display().to_string()
+                },
+            ),
             time_zone: match zone_name(self.config.zone) {
                 Some(n) => n,
                 None => "local".into(),

@@ -475,3 +475,56 @@ async fn raw_get(port: u16, path: &str) -> u16 {
     let text = String::from_utf8_lossy(&out);
     text.split(' ').nth(1).unwrap().parse().unwrap()
 }
+
+/// REST bodies are objects, and money is never rounded on the way in.
+#[tokio::test]
+async fn rest_bodies_that_are_not_objects_or_round_money_change_nothing() {
+    let app = spawn_app().await;
+    app.create_budget(json!({"name": "x", "max_dollars": "5"}))
+        .await;
+    let send = |method: &str, path: &str, body: &str| {
+        app.client
+            .request(method.parse().unwrap(), app.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    for (method, path) in [
+        ("PATCH", "/api/budgets/x"),
+        ("POST", "/api/budgets"),
+        ("PUT", "/api/pricing"),
+        ("POST", "/api/budgets/x/keys"),
+    ] {
+        for body in ["[1,2]", "[\"y\", 1]", "\"x\"", "7"] {
+            let r = send(method, path, body).await.unwrap();
+            assert_eq!(r.status(), 400, "{method} {path} {body}");
+            let text = r.text().await.unwrap();
+            assert!(text.contains("must be a JSON object"), "{text}");
+        }
+    }
+    let long = send(
+        "PATCH",
+        "/api/budgets/x",
+        r#"{"max_dollars": 0.10000000000000000555}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(long.status(), 400);
+    assert!(long.text().await.unwrap().contains("decimal strings"));
+    let b = app.budget("x").await;
+    assert_eq!(
+        (&b["max_dollars"], &b["max_tokens"]),
+        (&json!("5"), &Value::Null)
+    );
+    assert!(
+        app.get("/api/budgets/x/keys").await["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let tiny = send("PATCH", "/api/budgets/x", r#"{"max_dollars": 0.000001}"#)
+        .await
+        .unwrap();
+    assert_eq!(tiny.status(), 200, "{}", tiny.text().await.unwrap());
+    assert_eq!(app.budget("x").await["max_dollars"], "0.000001");
+}

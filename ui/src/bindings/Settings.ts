@@ -12,4 +12,9 @@ webhook_secret: string, retention_days: number, proxy_url: string, require_budge
  * Whether budgets are enforced with other proxies through a team database
  * (`--database`): then the figures shown are the team's, `default`'s excepted.
  */
-team: boolean, };
+team: boolean, 
+/**
+ * The file holding the admin token that scripts present to `/api/*`; null when the token
+ * was given with `--admin-token` or the API is open (`--open-admin`).
+ */
+admin_token_file: string | null, };
