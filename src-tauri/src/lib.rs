@@ -280,10 +280,29 @@ fn show_main(app: &AppHandle, hash: Option<&str>) {
     }
 }
 
+/// Opens the dashboard in the default browser through a one-time sign-in link (the browser has
+/// no session of its own; the app's window needs none).
+fn open_in_browser(core: &Core) {
+    let Ok(service) = core.service() else { return };
+    let url = match agent_budget::api::session::new_link(&service) {
+        Ok(url) => url,
+        Err(e) => return tracing::warn!("no sign-in link: {}", e.message),
+    };
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    if let Err(e) = std::process::Command::new(opener).arg(&url).spawn() {
+        tracing::warn!(error = %e, "could not start a browser ({opener})");
+    }
+}
+
 fn on_menu(app: &AppHandle, id: &str) {
     let core = app.state::<Core>();
     match MenuId::parse(id) {
         Some(MenuId::OpenDashboard) => show_main(app, None),
+        Some(MenuId::OpenInBrowser) => open_in_browser(&core),
         Some(MenuId::Budget(name)) => show_main(app, Some(&format!("#/budgets/{name}"))),
         Some(MenuId::CopyUrl) => {
             let url = format!("http://localhost:{}/agent-budget", core.port());

@@ -17,6 +17,8 @@ pub enum IconState {
 pub enum MenuId {
     Budget(String),
     OpenDashboard,
+    /// The dashboard in the default browser, signed in by a one-time link.
+    OpenInBrowser,
     CopyUrl,
     PauseNotifications,
     LaunchAtLogin,
@@ -28,6 +30,7 @@ impl MenuId {
         match self {
             MenuId::Budget(name) => format!("budget:{name}"),
             MenuId::OpenDashboard => "open".into(),
+            MenuId::OpenInBrowser => "browser".into(),
             MenuId::CopyUrl => "copy-url".into(),
             MenuId::PauseNotifications => "pause".into(),
             MenuId::LaunchAtLogin => "autostart".into(),
@@ -37,6 +40,7 @@ impl MenuId {
     pub fn parse(id: &str) -> Option<MenuId> {
         Some(match id {
             "open" => MenuId::OpenDashboard,
+            "browser" => MenuId::OpenInBrowser,
             "copy-url" => MenuId::CopyUrl,
             "pause" => MenuId::PauseNotifications,
             "autostart" => MenuId::LaunchAtLogin,
@@ -176,6 +180,9 @@ pub fn tray_view(s: &Snapshot) -> TrayView {
     }
     items.push(None);
     items.push(item(MenuId::OpenDashboard, "Open dashboard"));
+    if s.stopped.is_none() {
+        items.push(item(MenuId::OpenInBrowser, "Open dashboard in browser"));
+    }
     items.push(item(MenuId::CopyUrl, "Copy proxy URL"));
     items.push(Some(Item {
         id: MenuId::PauseNotifications,
@@ -293,6 +300,7 @@ mod tests {
                 "default  $0.00 / no cap  0%",
                 "",
                 "Open dashboard",
+                "Open dashboard in browser",
                 "Copy proxy URL",
                 "Pause notifications",
                 "Launch at login",
@@ -300,8 +308,8 @@ mod tests {
                 "Quit agent-budget"
             ]
         );
-        assert_eq!(v.items[6].as_ref().and_then(|i| i.checked), Some(true));
-        assert_eq!(v.items[5].as_ref().and_then(|i| i.checked), Some(false));
+        assert_eq!(v.items[7].as_ref().and_then(|i| i.checked), Some(true));
+        assert_eq!(v.items[6].as_ref().and_then(|i| i.checked), Some(false));
     }
 
     #[test]
@@ -328,6 +336,7 @@ mod tests {
         for id in [
             MenuId::Budget("my-agents".into()),
             MenuId::OpenDashboard,
+            MenuId::OpenInBrowser,
             MenuId::CopyUrl,
             MenuId::PauseNotifications,
             MenuId::LaunchAtLogin,
