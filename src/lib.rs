@@ -7,6 +7,7 @@ pub mod admin;
 pub mod alerts;
 pub mod api;
 pub mod budget;
+pub mod cli;
 pub mod config;
 pub mod connections;
 pub mod dto;

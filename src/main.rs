@@ -1,6 +1,6 @@
 //! The `agent-budget` command line: `agent-budget serve`.
 
-use agent_budget::{RunningServer, Settings};
+use agent_budget::RunningServer;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy, REST API and dashboard without a GUI.
-    Serve(Box<Serve>),
+    Serve(Box<agent_budget::cli::ServeArgs>),
     /// Keep the real Anthropic API key in the OS keychain (virtual keys are forwarded with it).
     #[command(subcommand)]
     Key(KeyCommand),
@@ -61,88 +61,6 @@ enum KeyCommand {
     Delete,
 }
 
-#[derive(clap::Args)]
-struct Serve {
-    /// Address to listen on.
-    #[arg(long, env = "AGENT_BUDGET_HOST")]
-    host: Option<String>,
-    /// Port to listen on (also read from PORT).
-    #[arg(long, env = "AGENT_BUDGET_PORT")]
-    port: Option<u16>,
-    /// Where the database and logs live (default: the platform's app data dir).
-    #[arg(long, env = "AGENT_BUDGET_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// The Anthropic API base URL.
-    #[arg(long, env = "AGENT_BUDGET_UPSTREAM")]
-    upstream: Option<String>,
-    /// Bearer token required on /api/* (default: a random one in <data-dir>/admin-token).
-    #[arg(long, env = "AGENT_BUDGET_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
-    /// Serve the REST API without the admin token (loopback only): any local process may
-    /// then change budgets and keys (docs/security.md).
-    #[arg(long = "open-admin", env = "AGENT_BUDGET_OPEN_ADMIN")]
-    open_admin: bool,
-    /// Days of usage records to keep.
-    #[arg(long, env = "AGENT_BUDGET_RETENTION_DAYS")]
-    retention_days: Option<u32>,
-    /// A file (mode 0600) with the real Anthropic API key: requests carrying a virtual key
-    /// (sk-ab-…) are forwarded with it.
-    #[arg(long = "upstream-key-file", env = "AGENT_BUDGET_UPSTREAM_KEY_FILE")]
-    upstream_key_file: Option<PathBuf>,
-    /// The real Anthropic API key itself (prefer the file: environments leak).
-    #[arg(
-        long = "upstream-key",
-        env = "AGENT_BUDGET_UPSTREAM_KEY",
-        hide_env_values = true,
-        hide = true
-    )]
-    upstream_key: Option<String>,
-    /// Refuse requests whose key is not a virtual key of this proxy.
-    #[arg(long = "require-virtual-key", env = "AGENT_BUDGET_REQUIRE_VIRTUAL_KEY")]
-    require_virtual_key: bool,
-    /// Leave the OS keychain alone: the real key comes only from --upstream-key-file or
-    /// AGENT_BUDGET_UPSTREAM_KEY.
-    #[arg(long = "no-keychain", env = "AGENT_BUDGET_NO_KEYCHAIN")]
-    no_keychain: bool,
-    /// PostgreSQL shared with other proxies: budgets are enforced across all of them
-    /// (docs/team.md). Without it, each proxy enforces its own budgets alone.
-    #[arg(long, env = "AGENT_BUDGET_DATABASE_URL", hide_env_values = true)]
-    database: Option<String>,
-    /// Seconds a team reservation outlives its proxy (a proxy that dies frees its
-    /// reservations within this and a third).
-    #[arg(long = "lease-secs", env = "AGENT_BUDGET_LEASE_SECS")]
-    lease_secs: Option<u64>,
-    /// Refuse /v1/messages requests that name no budget.
-    #[arg(long, env = "AGENT_BUDGET_REQUIRE_BUDGET")]
-    require_budget: bool,
-    /// Keep forwarding requests while usage records cannot be saved to the database
-    /// (by default such requests are refused with 503 until saving works again).
-    #[arg(long, env = "AGENT_BUDGET_FAIL_OPEN")]
-    fail_open: bool,
-    /// Extra host name accepted in the Host header (repeatable).
-    #[arg(
-        long = "allowed-host",
-        env = "AGENT_BUDGET_ALLOWED_HOSTS",
-        value_delimiter = ','
-    )]
-    allowed_hosts: Vec<String>,
-    /// Seconds to wait for the upstream.
-    #[arg(long = "upstream-timeout", env = "AGENT_BUDGET_UPSTREAM_TIMEOUT")]
-    upstream_timeout: Option<u64>,
-    /// Seconds open requests get to finish on SIGTERM before they are ended and charged.
-    #[arg(long = "shutdown-grace", env = "AGENT_BUDGET_SHUTDOWN_GRACE")]
-    shutdown_grace: Option<u64>,
-    /// Open connections at most (one more is answered 503 and closed).
-    #[arg(long = "max-connections", env = "AGENT_BUDGET_MAX_CONNECTIONS")]
-    max_connections: Option<usize>,
-    /// Seconds a client may take to send a request's headers, or stay idle between requests.
-    #[arg(long = "idle-timeout", env = "AGENT_BUDGET_IDLE_TIMEOUT")]
-    idle_timeout: Option<u64>,
-    /// IANA time zone for budget periods (default: the machine's).
-    #[arg(long, env = "AGENT_BUDGET_TIME_ZONE")]
-    time_zone: Option<String>,
-}
-
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("agent-budget: error: {msg}");
     ExitCode::FAILURE
@@ -156,12 +74,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            let text = e.to_string();
-            let first = text
-                .lines()
-                .next()
-                .unwrap_or("bad arguments")
-                .trim_start_matches("error: ");
+            let first = agent_budget::cli::first_line(&e.to_string());
             return fail(format!("{first} (see 'agent-budget --help')"));
         }
     };
@@ -170,36 +83,9 @@ fn main() -> ExitCode {
         Command::Key(what) => return key(what),
         Command::Dashboard(d) => return dashboard(d),
     };
-    let port = match (args.port, std::env::var("PORT").ok()) {
-        (Some(p), _) => Some(p),
-        (None, Some(p)) => match p.parse() {
-            Ok(p) => Some(p),
-            Err(_) => return fail(format!("PORT: '{p}' is not a port number (0-65535)")),
-        },
-        (None, None) => None,
-    };
-    let settings = Settings {
-        host: args.host,
-        port,
-        data_dir: args.data_dir,
-        upstream: args.upstream,
-        admin_token: args.admin_token,
-        open_admin: args.open_admin,
-        retention_days: args.retention_days,
-        require_budget: args.require_budget,
-        fail_open: args.fail_open,
-        allowed_hosts: args.allowed_hosts,
-        upstream_timeout_secs: args.upstream_timeout,
-        shutdown_grace_secs: args.shutdown_grace,
-        max_connections: args.max_connections,
-        idle_timeout_secs: args.idle_timeout,
-        time_zone: args.time_zone,
-        upstream_key_file: args.upstream_key_file,
-        upstream_key: args.upstream_key.map(agent_budget::config::Secret::new),
-        require_virtual_key: args.require_virtual_key,
-        no_keychain: args.no_keychain,
-        database: args.database,
-        lease_secs: args.lease_secs,
+    let settings = match args.settings() {
+        Ok(s) => s,
+        Err(e) => return fail(e),
     };
     let config = match settings.validate() {
         Ok(c) => c,

@@ -147,28 +147,10 @@ fn status(app: &AppHandle) -> commands::DesktopStatus {
     }
 }
 
-/// The server's settings from the same environment variables `agent-budget serve` reads.
-fn settings_from_env() -> Settings {
-    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let yes = |k: &str| var(k).is_some_and(|v| v == "true" || v == "1");
-    Settings {
-        host: var("AGENT_BUDGET_HOST"),
-        port: var("AGENT_BUDGET_PORT")
-            .or_else(|| var("PORT"))
-            .and_then(|p| p.parse().ok()),
-        data_dir: var("AGENT_BUDGET_DATA_DIR").map(Into::into),
-        upstream: var("AGENT_BUDGET_UPSTREAM"),
-        admin_token: var("AGENT_BUDGET_ADMIN_TOKEN"),
-        open_admin: yes("AGENT_BUDGET_OPEN_ADMIN"),
-        time_zone: var("AGENT_BUDGET_TIME_ZONE"),
-        fail_open: yes("AGENT_BUDGET_FAIL_OPEN"),
-        no_keychain: yes("AGENT_BUDGET_NO_KEYCHAIN"),
-        database: var("AGENT_BUDGET_DATABASE_URL"),
-        lease_secs: var("AGENT_BUDGET_LEASE_SECS").and_then(|v| v.parse().ok()),
-        upstream_key_file: var("AGENT_BUDGET_UPSTREAM_KEY_FILE").map(Into::into),
-        upstream_key: var("AGENT_BUDGET_UPSTREAM_KEY").map(agent_budget::config::Secret::new),
-        ..Settings::default()
-    }
+/// The server's settings from the environment variables `agent-budget serve` reads, parsed
+/// by the same definitions (`agent_budget::cli`): a bad value is an error here too.
+fn settings_from_env() -> Result<Settings, String> {
+    agent_budget::cli::ServeArgs::from_env()?.settings()
 }
 
 fn icon(state: IconState) -> Option<Image<'static>> {
@@ -338,14 +320,16 @@ fn on_menu(app: &AppHandle, id: &str) {
 /// shows the proxy stopped.
 async fn start_core(app: &AppHandle, port: Option<u16>) {
     let core = app.state::<Core>();
-    let mut settings = settings_from_env();
-    if port.is_some() {
-        settings.port = port;
-    }
-    if settings.database.is_none() {
-        settings.database = core.database();
-    }
-    let bound = match settings.validate() {
+    let validated = settings_from_env().and_then(|mut settings| {
+        if port.is_some() {
+            settings.port = port;
+        }
+        if settings.database.is_none() {
+            settings.database = core.database();
+        }
+        settings.validate().map_err(|e| e.to_string())
+    });
+    let bound = match validated {
         Ok(config) => {
             core.port.store(config.port, Ordering::Relaxed);
             RunningServer::bind(config).await.map_err(|e| e.to_string())

@@ -419,3 +419,78 @@ async fn a_given_admin_token_is_used_instead_of_the_file() {
         .unwrap();
     assert_eq!(proxied.status(), 200);
 }
+
+/// `serve` prints a sign-in link at start, and `agent-budget dashboard` asks the running
+/// server for a fresh one with the token from the data directory.
+#[tokio::test]
+async fn agent_budget_dashboard_prints_a_link_that_signs_a_browser_in() {
+    use crate::durability::{fixture, serve};
+    let (_mock, dir, args) = fixture().await;
+    let args: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| *a != "--open-admin")
+        .collect();
+    let p = serve(&args);
+    let printed = || {
+        p.log
+            .lock()
+            .unwrap()
+            .contains("/agent-budget/sign-in?code=")
+    };
+    for _ in 0..200 {
+        if printed() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(printed(), "serve prints a sign-in link");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_agent-budget"))
+        .args(["dashboard", "--no-browser", "--port", &p.port.to_string()])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("AGENT_BUDGET_PORT")
+        .env_remove("AGENT_BUDGET_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .replace("localhost", "127.0.0.1");
+    let c = plain();
+    let r = c.get(&link).send().await.unwrap();
+    assert_eq!(r.status(), 303, "{link}");
+    let session = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let api = format!("http://127.0.0.1:{}/agent-budget/api/budgets", p.port);
+    assert_eq!(
+        c.get(&api)
+            .header("cookie", session)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Another data directory has no token: the error names the file.
+    let other = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_agent-budget"))
+        .args(["dashboard", "--no-browser", "--port", &p.port.to_string()])
+        .arg("--data-dir")
+        .arg(other.path())
+        .env_remove("AGENT_BUDGET_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin-token"));
+}

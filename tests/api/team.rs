@@ -869,3 +869,34 @@ async fn every_proxys_overview_shows_the_teams_totals_and_its_own_default() {
     );
     assert_eq!(apps[0].get("/api/stats").await["today"]["dollars"], "0.06");
 }
+
+/// Team charges follow the local retention; the team's totals do not change because of it.
+#[tokio::test]
+async fn retention_sweeps_old_team_charges_and_keeps_the_totals() {
+    let pg = Postgres::start();
+    let team = Team::connect(&pg.url("postgres"), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let old = team.reserve(ask("1")).await.unwrap().unwrap();
+    team.settle(old, &charge("0.5")).await.unwrap(); // created at 1 ms after the epoch
+    let recent = team.reserve(ask("1")).await.unwrap().unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let c = Charge {
+        created_at: now,
+        ..charge("0.25")
+    };
+    team.settle(recent, &c).await.unwrap();
+    let before = team.totals("team", 0).await.unwrap();
+    assert_eq!(
+        team.sweep(1_000).await.unwrap(),
+        1,
+        "the old charge, not the recent one"
+    );
+    assert_eq!(team.sweep(1_000).await.unwrap(), 0);
+    let after = team.totals("team", 0).await.unwrap();
+    assert_eq!(
+        (after.spent, after.requests),
+        (before.spent, before.requests)
+    );
+    assert_eq!(after.spent, dollars("0.75"));
+}
