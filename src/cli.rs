@@ -6,7 +6,8 @@ use crate::config::{Secret, Settings};
 use clap::Parser;
 use std::path::PathBuf;
 
-/// No `Debug`: it holds the admin token and the upstream key.
+/// No `Debug`: it holds the admin token and the upstream key. Switches set in the
+/// environment take `1`/`0`, `true`/`false`, `yes`/`no` and `on`/`off`.
 #[derive(clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -26,7 +27,7 @@ pub struct ServeArgs {
     pub admin_token: Option<String>,
     /// Serve the REST API without the admin token (loopback only): any local process may
     /// then change budgets and keys (docs/security.md).
-    #[arg(long = "open-admin", env = "AGENT_BUDGET_OPEN_ADMIN")]
+    #[arg(long = "open-admin", env = "AGENT_BUDGET_OPEN_ADMIN", value_parser = clap::builder::BoolishValueParser::new())]
     pub open_admin: bool,
     /// Days of usage records to keep.
     #[arg(long, env = "AGENT_BUDGET_RETENTION_DAYS")]
@@ -44,11 +45,11 @@ pub struct ServeArgs {
     )]
     pub upstream_key: Option<String>,
     /// Refuse requests whose key is not a virtual key of this proxy.
-    #[arg(long = "require-virtual-key", env = "AGENT_BUDGET_REQUIRE_VIRTUAL_KEY")]
+    #[arg(long = "require-virtual-key", env = "AGENT_BUDGET_REQUIRE_VIRTUAL_KEY", value_parser = clap::builder::BoolishValueParser::new())]
     pub require_virtual_key: bool,
     /// Leave the OS keychain alone: the real key comes only from --upstream-key-file or
     /// AGENT_BUDGET_UPSTREAM_KEY.
-    #[arg(long = "no-keychain", env = "AGENT_BUDGET_NO_KEYCHAIN")]
+    #[arg(long = "no-keychain", env = "AGENT_BUDGET_NO_KEYCHAIN", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_keychain: bool,
     /// PostgreSQL shared with other proxies: budgets are enforced across all of them
     /// (docs/team.md). Without it, each proxy enforces its own budgets alone.
@@ -59,11 +60,11 @@ pub struct ServeArgs {
     #[arg(long = "lease-secs", env = "AGENT_BUDGET_LEASE_SECS")]
     pub lease_secs: Option<u64>,
     /// Refuse /v1/messages requests that name no budget.
-    #[arg(long, env = "AGENT_BUDGET_REQUIRE_BUDGET")]
+    #[arg(long, env = "AGENT_BUDGET_REQUIRE_BUDGET", value_parser = clap::builder::BoolishValueParser::new())]
     pub require_budget: bool,
     /// Keep forwarding requests while usage records cannot be saved to the database
     /// (by default such requests are refused with 503 until saving works again).
-    #[arg(long, env = "AGENT_BUDGET_FAIL_OPEN")]
+    #[arg(long, env = "AGENT_BUDGET_FAIL_OPEN", value_parser = clap::builder::BoolishValueParser::new())]
     pub fail_open: bool,
     /// Extra host name accepted in the Host header (repeatable).
     #[arg(

@@ -218,6 +218,14 @@ pub async fn set_notifications_muted(app: AppHandle, muted: bool) -> Result<Desk
     Ok(crate::status(&app))
 }
 
+/// Opens `path` of the server (a download, say) in the default browser, signed in by a
+/// one-time link: the app's own window has no browser session.
+#[tauri::command]
+pub async fn open_in_browser(app: AppHandle, path: String) -> Result<()> {
+    crate::open_in_browser(&app.state::<Core>(), Some(&path));
+    Ok(())
+}
+
 /// Saves the team database (None or empty: none) and restarts the proxy on it.
 #[tauri::command]
 pub async fn set_team_database(app: AppHandle, url: Option<String>) -> Result<DesktopStatus> {

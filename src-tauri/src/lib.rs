@@ -264,9 +264,9 @@ fn show_main(app: &AppHandle, hash: Option<&str>) {
 
 /// Opens the dashboard in the default browser through a one-time sign-in link (the browser has
 /// no session of its own; the app's window needs none).
-fn open_in_browser(core: &Core) {
+fn open_in_browser(core: &Core, next: Option<&str>) {
     let Ok(service) = core.service() else { return };
-    let url = match agent_budget::api::session::new_link(&service) {
+    let url = match agent_budget::api::session::new_link_to(&service, next) {
         Ok(url) => url,
         Err(e) => return tracing::warn!("no sign-in link: {}", e.message),
     };
@@ -284,7 +284,7 @@ fn on_menu(app: &AppHandle, id: &str) {
     let core = app.state::<Core>();
     match MenuId::parse(id) {
         Some(MenuId::OpenDashboard) => show_main(app, None),
-        Some(MenuId::OpenInBrowser) => open_in_browser(&core),
+        Some(MenuId::OpenInBrowser) => open_in_browser(&core, None),
         Some(MenuId::Budget(name)) => show_main(app, Some(&format!("#/budgets/{name}"))),
         Some(MenuId::CopyUrl) => {
             let url = format!("http://localhost:{}/agent-budget", core.port());
@@ -427,6 +427,7 @@ pub fn run() {
             commands::set_autostart,
             commands::set_notifications_muted,
             commands::set_team_database,
+            commands::open_in_browser,
         ])
         .setup(|app| {
             let handle = app.handle().clone();

@@ -25,6 +25,12 @@ pub struct SignInLink {
 /// A new one-time sign-in URL for this server (the tray, `serve`'s start-up line, and
 /// `agent-budget dashboard` use it).
 pub fn new_link(app: &Service) -> Result<String, HttpError> {
+    new_link_to(app, None)
+}
+
+/// A sign-in URL that goes on to `next` (a path of this server, such as a CSV export) once
+/// the browser is signed in: the desktop app opens its downloads this way.
+pub fn new_link_to(app: &Service, next: Option<&str>) -> Result<String, HttpError> {
     let code = app.admin.new_link().map_err(|e| {
         HttpError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -33,7 +39,47 @@ pub fn new_link(app: &Service) -> Result<String, HttpError> {
         )
     })?;
     let base = app.base_url.get().map(String::as_str).unwrap_or("");
-    Ok(format!("{base}/sign-in?code={code}"))
+    let next = next
+        .filter(|n| local_path(n))
+        .map(|n| format!("&next={}", encode(n)))
+        .unwrap_or_default();
+    Ok(format!("{base}/sign-in?code={code}{next}"))
+}
+
+/// A path of this server's own pages or API, never another site (no open redirect).
+fn local_path(p: &str) -> bool {
+    p.starts_with("/agent-budget/")
+        && !p.contains("//")
+        && !p.contains('\\')
+        && p.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn encode(p: &str) -> String {
+    p.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn decode(p: &str) -> Option<String> {
+    let b = p.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 pub async fn create_link(State(app): App) -> Result<Json<SignInLink>, HttpError> {
@@ -62,16 +108,25 @@ fn refused(msg: &str) -> Response {
     HttpError::new(StatusCode::UNAUTHORIZED, "authentication_error", msg).into_response()
 }
 
-/// `GET /sign-in?code=…`: a one-time link from the tray, `serve` or `agent-budget dashboard`.
+/// `GET /sign-in?code=…[&next=…]`: a one-time link from the tray, `serve` or
+/// `agent-budget dashboard`; goes on to `next` (a local path) or the dashboard.
 pub async fn redeem(State(app): App, RawQuery(q): RawQuery) -> Response {
-    let code = q
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .find_map(|p| p.strip_prefix("code="))
-        .unwrap_or("");
+    let param = |name: &str| {
+        q.as_deref()
+            .unwrap_or("")
+            .split('&')
+            .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
+    };
+    let code = param("code").unwrap_or("");
+    let next = param("next").and_then(decode).filter(|n| local_path(n));
     match app.admin.redeem(code) {
-        Some(session) => signed_in(session, StatusCode::SEE_OTHER),
+        Some(session) => {
+            let mut r = signed_in(session, StatusCode::SEE_OTHER);
+            if let Some(v) = next.and_then(|n| header::HeaderValue::from_str(&n).ok()) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
         None => refused(
             "agent-budget: this sign-in link was used already or has expired (links work once, for five minutes); open a new one with the tray's Open dashboard or `agent-budget dashboard`",
         ),
@@ -111,4 +166,33 @@ pub async fn sign_out(State(app): App, headers: HeaderMap) -> Response {
         [(header::SET_COOKIE, clear_cookie())],
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_is_a_local_path_or_nothing() {
+        for ok in [
+            "/agent-budget/",
+            "/agent-budget/api/budgets/a%20b/usage.csv",
+        ] {
+            assert!(local_path(ok), "{ok}");
+        }
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/x",
+            "/agent-budget//evil",
+            "/other",
+            "/agent-budget/\\x",
+            "/agent-budget/a b",
+        ] {
+            assert!(!local_path(bad), "{bad}");
+        }
+        let p = "/agent-budget/api/budgets/my-agents/usage.csv";
+        assert_eq!(decode(&encode(p)).as_deref(), Some(p));
+        assert_eq!(decode("%2F%2Fevil").as_deref(), Some("//evil"));
+        assert_eq!(decode("%zz"), None);
+    }
 }

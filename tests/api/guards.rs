@@ -494,3 +494,80 @@ async fn agent_budget_dashboard_prints_a_link_that_signs_a_browser_in() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("admin-token"));
 }
+
+/// The desktop window opens a download in the browser through a link that signs the browser
+/// in and goes on to it; a link never redirects off the server.
+#[tokio::test]
+async fn a_sign_in_link_goes_on_to_a_local_path_only() {
+    let app = spawn_app().await;
+    let service = app.server.as_ref().unwrap().service().clone();
+    let csv = "/agent-budget/api/budgets/default/usage.csv";
+    let link = agent_budget::api::session::new_link_to(&service, Some(csv))
+        .unwrap()
+        .replace("localhost", "127.0.0.1");
+    let c = plain();
+    let r = c.get(&link).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], csv);
+    let session = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let export = c
+        .get(app.url("/api/budgets/default/usage.csv"))
+        .header("cookie", session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(export.status(), 200);
+    assert!(export.text().await.unwrap().starts_with("id,created_at"));
+    // A made-up `next` on a real link goes to the dashboard, never elsewhere.
+    for next in ["https://evil.example/", "%2F%2Fevil.example", "/elsewhere"] {
+        let fresh = agent_budget::api::session::new_link(&service)
+            .unwrap()
+            .replace("localhost", "127.0.0.1");
+        let r = c.get(format!("{fresh}&next={next}")).send().await.unwrap();
+        assert_eq!(r.headers()["location"], "/agent-budget/", "{next}");
+    }
+}
+
+/// Switches set in the environment as `1`, as the README shows them (the desktop app reads
+/// only the environment, through the same definitions).
+#[tokio::test]
+async fn switches_set_in_the_environment_as_1_are_on() {
+    use crate::durability::{fixture, serve_with, url};
+    let (_mock, _dir, args) = fixture().await;
+    let args: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !["--open-admin", "--no-keychain"].contains(a))
+        .collect();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_agent-budget"));
+    cmd.arg("serve")
+        .args(&args)
+        .env("AGENT_BUDGET_OPEN_ADMIN", "1")
+        .env("AGENT_BUDGET_NO_KEYCHAIN", "1")
+        .env("AGENT_BUDGET_REQUIRE_BUDGET", "1");
+    let p = serve_with(cmd);
+    let r = plain()
+        .get(url(p.port, "/api/budgets"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "AGENT_BUDGET_OPEN_ADMIN=1 opens the API");
+    let untagged = plain()
+        .post(url(p.port, "/v1/messages"))
+        .header("x-api-key", "sk-test")
+        .json(&body("claude-haiku-4-5", 5))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        untagged.status(),
+        400,
+        "AGENT_BUDGET_REQUIRE_BUDGET=1 is on"
+    );
+}

@@ -119,12 +119,16 @@ keyring_up() { DBUS_SESSION_BUS_ADDRESS="$wbus" gdbus call --session --dest org.
 check "gnome-keyring is on the WebDriver session's bus" wait_for 10 keyring_up
 wport="$(free_port)"; dport="$(free_port)"; nport="$(free_port)"
 # It starts on the taken port, so the run begins by picking another one in its settings page.
+# A stand-in browser: the app's "open in browser" writes the link it was given here.
+mkdir -p "$T/fakebin"
+printf '#!/bin/sh\nprintf "%%s" "$1" > "%s"\n' "$T/opened" > "$T/fakebin/xdg-open"
+chmod +x "$T/fakebin/xdg-open"
 DBUS_SESSION_BUS_ADDRESS="$wbus" AGENT_BUDGET_PORT="$taken" AGENT_BUDGET_DATA_DIR="$T/wd-data" \
-  AGENT_BUDGET_UPSTREAM="http://127.0.0.1:$mock_port" \
+  AGENT_BUDGET_UPSTREAM="http://127.0.0.1:$mock_port" PATH="$T/fakebin:$PATH" \
   "$root/tests/desktop/node_modules/.bin/tauri-driver" --port "$dport" --native-port "$nport" --native-driver /usr/bin/WebKitWebDriver >"$T/driver.log" 2>&1 & pids+=($!)
 driver_up() { curl -sf "http://127.0.0.1:$dport/status" >/dev/null; }
 check "tauri-driver is up" wait_for 20 driver_up
-if WEBDRIVER_URL="http://127.0.0.1:$dport" ADMIN_TOKEN_FILE="$T/wd-data/admin-token" KEY_CLI="$target/agent-budget" DBUS_SESSION_BUS_ADDRESS="$wbus" python3 "$root/tests/desktop/webdriver.py" "$target/agent-budget-desktop" \
+if WEBDRIVER_URL="http://127.0.0.1:$dport" ADMIN_TOKEN_FILE="$T/wd-data/admin-token" OPENED_FILE="$T/opened" KEY_CLI="$target/agent-budget" DBUS_SESSION_BUS_ADDRESS="$wbus" python3 "$root/tests/desktop/webdriver.py" "$target/agent-budget-desktop" \
     "$wport" "$T/wd.notify" >"$T/wd.out" 2>&1; then wd=0; else wd=1; fi
 cat "$T/wd.out"; cp "$T/driver.log" /tmp/driver.log
 passed=$((passed + $(grep -c '^ok - ' "$T/wd.out" || true)))

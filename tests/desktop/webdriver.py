@@ -174,6 +174,33 @@ def team_database_from_settings():
     assert json.load(open(prefs))["database"] is None
 
 
+def export_opens_in_browser():
+    # The window has no browser session: Export CSV opens a one-time link in the browser
+    # (a stand-in xdg-open on the app's PATH writes down what it was given).
+    script("location.hash = '#/budgets/window'")
+    until("the budget page", lambda: text("h1") == "Budget window")
+    opened = os.environ["OPENED_FILE"]
+    until("clicking Export CSV", lambda: call("POST", f"{S}/element/{find('a[download]')}/click", {}) or True)
+    link = until("the browser to be opened", lambda: open(opened).read().strip() if os.path.exists(opened) else None)
+    assert "/agent-budget/sign-in?code=" in link and "usage.csv" in link, link
+    req = urllib.request.Request(link.replace("localhost", "127.0.0.1"))
+    opener = urllib.request.build_opener(NoRedirect())
+    try:
+        opener.open(req, timeout=30)
+        raise AssertionError("no redirect")
+    except urllib.error.HTTPError as e:
+        assert e.code == 303, e.code
+        assert e.headers["location"] == "/agent-budget/api/budgets/window/usage.csv", e.headers["location"]
+        cookie = e.headers["set-cookie"].split(";")[0]
+    csv = urllib.request.urlopen(urllib.request.Request(f"{API}/api/budgets/window/usage.csv", headers={"cookie": cookie}), timeout=30).read().decode()
+    assert csv.startswith("id,created_at"), csv[:80]
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
 def close_keeps_proxy():
     # What the window manager's close button does: ask the window to close (it hides instead).
     script("window.__TAURI_INTERNALS__.invoke('plugin:window|close', {label: 'main'})")
@@ -188,6 +215,7 @@ check("pausing notifications is saved for the next start", pause_is_saved)
 check("the Anthropic key typed into Settings goes to the OS keychain, and is removed from there", keychain_from_settings)
 check("create a budget in the window", create_budget)
 check("spend and notifications update live as requests arrive", live_update)
+check("Export CSV in the window opens a signed-in link in the browser", export_opens_in_browser)
 check("a team database set in Settings is saved and the proxy restarts on it", team_database_from_settings)
 check("closing the window leaves the proxy running", close_keeps_proxy)
 try:

@@ -168,6 +168,8 @@ export function desktopApi() {
     setAutostart: (enabled: boolean) => call("set_autostart", { enabled }),
     setNotificationsMuted: (muted: boolean) => call("set_notifications_muted", { muted }),
     setTeamDatabase: (url: string | null) => call("set_team_database", { url }),
+    /** Opens a path of the server (a CSV export) in the default browser, signed in. */
+    openInBrowser: (path: string) => t.call<null>({ name: "open_in_browser", path } as unknown as Op),
   };
 }
 
