@@ -342,5 +342,18 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
     assert.equal(await page.getByTestId("budget-e2e-team").count(), 0);
   });
 
+  await t.test("signing out ends the session: the dashboard asks to sign in again", async () => {
+    await page.goto(`${base}/#/settings`);
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await page.getByRole("heading", { name: "Sign in to agent-budget" }).waitFor();
+    const r = await page.request.get(`${base}/api/budgets`);
+    assert.equal(r.status(), 401, "the cookie no longer opens the API");
+    // The token typed in signs it in again.
+    await page.getByLabel("Admin token").fill(token);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("heading", { name: "Settings", level: 1 }).waitFor();
+    assert.equal((await page.request.get(`${base}/api/budgets`)).status(), 200);
+  });
+
   assert.deepEqual(errors, [], "no errors in the page");
 });

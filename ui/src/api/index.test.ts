@@ -1,5 +1,5 @@
 import { describe, expect, test } from "vitest";
-import { ApiError, httpTransport, makeApi, tauriTransport } from "./index";
+import { ApiError, httpTransport, makeApi, session, tauriTransport } from "./index";
 
 function fakeFetch(status: number, body: unknown, seen: { url?: string; init?: RequestInit }) {
   return (async (url: string, init?: RequestInit) => {
@@ -29,6 +29,16 @@ describe("http transport", () => {
     const err = await api.createBudget({ name: "x", max_dollars: "0" }).catch((e) => e);
     expect(err).toBeInstanceOf(ApiError);
     expect([err.kind, err.status, err.field]).toEqual(["invalid_request_error", 400, "max_dollars"]);
+  });
+  test("a 401 tells the app the browser is signed out", async () => {
+    let told = 0;
+    session.onSignedOut = () => told++;
+    const body = { type: "error", error: { type: "authentication_error", message: "agent-budget: this API needs the admin token" } };
+    const err = await makeApi(httpTransport("", fakeFetch(401, body, {}))).stats().catch((e) => e);
+    expect([err.kind, err.status, told]).toEqual(["authentication_error", 401, 1]);
+    await makeApi(httpTransport("", fakeFetch(200, {}, {}))).stats();
+    expect(told).toBe(1);
+    session.onSignedOut = () => {};
   });
   test("DELETE's empty 204 is fine", async () => {
     const api = makeApi(httpTransport("", fakeFetch(204, null, {})));

@@ -87,6 +87,10 @@ export function route(op: Op): [string, string, unknown?] {
   }
 }
 
+/** Told when the server no longer knows this browser (401: signed out, or restarted), so the
+ *  app can show its sign-in page instead of errors on every page. */
+export const session = { onSignedOut: () => {} };
+
 export function httpTransport(base: string, fetchFn: typeof fetch = fetch): Transport {
   return {
     async call<T>(op: Op): Promise<T> {
@@ -103,6 +107,7 @@ export function httpTransport(base: string, fetchFn: typeof fetch = fetch): Tran
       }
       const text = await r.text();
       const json = text ? JSON.parse(text) : null;
+      if (r.status === 401) session.onSignedOut();
       if (!r.ok) throw new ApiError(json?.error?.type ?? "api_error", json?.error?.message ?? r.statusText, r.status);
       return json as T;
     },
