@@ -37,33 +37,16 @@ fn digest(s: &str) -> [u8; 32] {
     Sha256::digest(s.as_bytes()).into()
 }
 
-fn random_hex() -> std::io::Result<String> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
-    Ok(hex::encode(bytes))
-}
-
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Reads `<dir>/admin-token`, creating it (64 hex characters, mode 0600) if it is missing
-/// or unusable.
+/// or unusable. A token written there by hand (16 characters or more) is kept.
 pub fn load_or_create_token(dir: &Path) -> std::io::Result<String> {
-    let path = dir.join(TOKEN_FILE);
-    if let Ok(s) = std::fs::read_to_string(&path) {
-        let t = s.trim();
-        if t.len() >= 16 && !t.chars().any(char::is_whitespace) {
-            return Ok(t.to_string());
-        }
-    }
-    let token = random_hex()?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    std::io::Write::write_all(&mut options.open(&path)?, token.as_bytes())?;
-    Ok(token)
+    crate::secret_file::load_or_create(&dir.join(TOKEN_FILE), |t| {
+        t.len() >= 16 && !t.chars().any(char::is_whitespace)
+    })
 }
 
 /// Inserts `key` expiring at `until`, dropping expired entries and, past `max`, the oldest.
@@ -103,7 +86,7 @@ impl Admin {
 
     /// A new one-time sign-in code (kept only as its hash).
     pub fn new_link(&self) -> std::io::Result<String> {
-        let code = random_hex()?;
+        let code = crate::secret_file::random_hex()?;
         remember(
             &self.links,
             digest(&code),
@@ -127,7 +110,7 @@ impl Admin {
 
     /// A new dashboard session (for a valid link, or the admin token typed in).
     pub fn new_session(&self) -> Option<String> {
-        let id = random_hex().ok()?;
+        let id = crate::secret_file::random_hex().ok()?;
         remember(
             &self.sessions,
             digest(&id),
@@ -152,13 +135,11 @@ impl Admin {
         if self.is_open() {
             return true;
         }
-        let bearer = headers
+        let token = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t);
-        if bearer.is_some_and(|t| self.is_token(t)) {
+            .and_then(bearer);
+        if token.is_some_and(|t| self.is_token(t)) {
             return true;
         }
         session_cookie(headers).is_some_and(|id| {
@@ -169,6 +150,14 @@ impl Admin {
                 .is_some_and(|until| *until > Instant::now())
         })
     }
+}
+
+/// A bearer token, whatever the scheme's case (`Bearer`, `bearer`).
+pub fn bearer(v: &str) -> Option<&str> {
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 /// Our session id from the `Cookie` headers, if there is one.

@@ -51,6 +51,7 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, stop: 
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)));
+    let builder = Arc::new(builder);
     loop {
         let tcp = tokio::select! {
             _ = stop.cancelled() => break,

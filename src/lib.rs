@@ -20,6 +20,7 @@ pub mod money;
 pub mod pricing;
 pub mod proxy;
 pub mod runtime;
+pub mod secret_file;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -31,21 +31,7 @@ fn valid_secret(s: &str) -> bool {
 /// The per-install signing secret: 64 lowercase hex characters in `<data-dir>/webhook-secret`,
 /// created on first start with mode 0600.
 pub fn load_or_create_secret(dir: &Path) -> std::io::Result<String> {
-    let path = dir.join(SECRET_FILE);
-    if let Ok(s) = std::fs::read_to_string(&path) {
-        if valid_secret(s.trim()) {
-            return Ok(s.trim().to_string());
-        }
-    }
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
-    let secret = hex::encode(bytes);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    std::io::Write::write_all(&mut options.open(&path)?, secret.as_bytes())?;
-    Ok(secret)
+    crate::secret_file::load_or_create(&dir.join(SECRET_FILE), valid_secret)
 }
 
 /// `sha256=<lowercase hex HMAC-SHA256(secret, body)>`.

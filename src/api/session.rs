@@ -7,8 +7,8 @@ use crate::error::HttpError;
 use crate::service::Service;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -38,12 +38,19 @@ pub fn new_link_to(app: &Service, next: Option<&str>) -> Result<String, HttpErro
             format!("agent-budget: no randomness for a sign-in link: {e}"),
         )
     })?;
-    let base = app.base_url.get().map(String::as_str).unwrap_or("");
-    let next = next
-        .filter(|n| local_path(n))
-        .map(|n| format!("&next={}", encode(n)))
-        .unwrap_or_default();
-    Ok(format!("{base}/sign-in?code={code}{next}"))
+    let base = app.base_url.get().map(String::as_str).unwrap_or_default();
+    let mut url = reqwest::Url::parse(&format!("{base}/sign-in")).map_err(|e| {
+        HttpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "api_error",
+            format!("agent-budget: the server's address is not known yet ({e}); try again"),
+        )
+    })?;
+    url.query_pairs_mut().append_pair("code", &code);
+    if let Some(n) = next.filter(|n| local_path(n)) {
+        url.query_pairs_mut().append_pair("next", n);
+    }
+    Ok(url.into())
 }
 
 /// A path of this server's own pages or API, never another site (no open redirect).
@@ -52,34 +59,6 @@ fn local_path(p: &str) -> bool {
         && !p.contains("//")
         && !p.contains('\\')
         && p.bytes().all(|b| b.is_ascii_graphic())
-}
-
-fn encode(p: &str) -> String {
-    p.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn decode(p: &str) -> Option<String> {
-    let b = p.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 pub async fn create_link(State(app): App) -> Result<Json<SignInLink>, HttpError> {
@@ -108,18 +87,21 @@ fn refused(msg: &str) -> Response {
     HttpError::new(StatusCode::UNAUTHORIZED, "authentication_error", msg).into_response()
 }
 
+#[derive(Deserialize)]
+struct SignInQuery {
+    #[serde(default)]
+    code: String,
+    next: Option<String>,
+}
+
 /// `GET /sign-in?code=…[&next=…]`: a one-time link from the tray, `serve` or
 /// `agent-budget dashboard`; goes on to `next` (a local path) or the dashboard.
-pub async fn redeem(State(app): App, RawQuery(q): RawQuery) -> Response {
-    let param = |name: &str| {
-        q.as_deref()
-            .unwrap_or("")
-            .split('&')
-            .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
+pub async fn redeem(State(app): App, uri: Uri) -> Response {
+    let (code, next) = match Query::<SignInQuery>::try_from_uri(&uri) {
+        Ok(Query(q)) => (q.code, q.next.filter(|n| local_path(n))),
+        Err(_) => (String::new(), None),
     };
-    let code = param("code").unwrap_or("");
-    let next = param("next").and_then(decode).filter(|n| local_path(n));
-    match app.admin.redeem(code) {
+    match app.admin.redeem(&code) {
         Some(session) => {
             let mut r = signed_in(session, StatusCode::SEE_OTHER);
             if let Some(v) = next.and_then(|n| header::HeaderValue::from_str(&n).ok()) {
@@ -190,9 +172,5 @@ mod tests {
         ] {
             assert!(!local_path(bad), "{bad}");
         }
-        let p = "/agent-budget/api/budgets/my-agents/usage.csv";
-        assert_eq!(decode(&encode(p)).as_deref(), Some(p));
-        assert_eq!(decode("%2F%2Fevil").as_deref(), Some("//evil"));
-        assert_eq!(decode("%zz"), None);
     }
 }

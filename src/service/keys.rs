@@ -3,6 +3,7 @@
 //! stored, and the proxy looks keys up in memory.
 
 use super::Service;
+use crate::admin::bearer;
 use crate::budget::period;
 use crate::dto::{Items, KeyCreated, KeyView, NewKey};
 use crate::error::HttpError;
@@ -126,18 +127,10 @@ fn unauthorized(msg: impl Into<String>) -> HttpError {
         .with_header("x-should-retry", "false")
 }
 
-/// A bearer token, whatever the scheme's case (`Bearer`, `bearer`).
-fn bearer(v: &str) -> Option<&str> {
-    let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then_some(token.trim())
-}
-
 /// Every credential the request carries: each `x-api-key`, and each bearer `authorization`.
 /// A value that is not visible ASCII is kept as "" (it is no virtual key, but it is one more
 /// credential).
-fn credentials(headers: &HeaderMap) -> Vec<&str> {
+fn credentials(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     let keys = headers
         .get_all("x-api-key")
         .iter()
@@ -146,7 +139,7 @@ fn credentials(headers: &HeaderMap) -> Vec<&str> {
         .get_all("authorization")
         .iter()
         .map(|v| v.to_str().ok().and_then(bearer).unwrap_or(""));
-    keys.chain(bearers).collect()
+    keys.chain(bearers)
 }
 
 /// Whether a header value carries a virtual key anywhere (it must never go upstream).
@@ -159,23 +152,22 @@ impl Service {
     /// revoked virtual keys, a virtual key sent with any other credential (one of them would
     /// otherwise go upstream), and (with `--require-virtual-key`) any other key.
     pub fn resolve_key(&self, headers: &mut HeaderMap) -> Result<Option<i64>, HttpError> {
-        let creds = credentials(headers);
-        let virtual_key = creds.iter().any(|c| c.starts_with(KEY_PREFIX))
-            || headers
-                .get_all("x-api-key")
-                .iter()
-                .chain(headers.get_all("authorization"))
-                .any(|v| carries_virtual_key(v.as_bytes()));
-        if virtual_key && creds.len() != 1 {
+        // A credential that starts with the prefix carries it too: one scan finds both.
+        let virtual_key = headers
+            .get_all("x-api-key")
+            .iter()
+            .chain(headers.get_all("authorization"))
+            .any(|v| carries_virtual_key(v.as_bytes()));
+        let (first, more) = {
+            let mut creds = credentials(headers);
+            (creds.next(), creds.next().is_some())
+        };
+        if virtual_key && more {
             return Err(HttpError::invalid(
                 "agent-budget: the request carries a virtual key (sk-ab-…) and another credential; send only the virtual key, as 'x-api-key' or as 'Authorization: Bearer'",
             ));
         }
-        let Some(key) = creds
-            .first()
-            .copied()
-            .filter(|k| virtual_key && k.starts_with(KEY_PREFIX))
-        else {
+        let Some(key) = first.filter(|k| virtual_key && k.starts_with(KEY_PREFIX)) else {
             if virtual_key {
                 return Err(unauthorized(
                     "agent-budget: this virtual key is malformed; send it exactly as it was created (sk-ab-…)",
@@ -385,12 +377,13 @@ mod tests {
     #[test]
     fn credentials_come_from_every_x_api_key_and_bearer_token() {
         let mut h = HeaderMap::new();
+        let all = |h: &HeaderMap| credentials(h).map(str::to_string).collect::<Vec<_>>();
         h.insert("authorization", HeaderValue::from_static("bearer sk-ab-x"));
-        assert_eq!(credentials(&h), ["sk-ab-x"]);
+        assert_eq!(all(&h), ["sk-ab-x"]);
         h.insert("x-api-key", HeaderValue::from_static("sk-ant-y"));
-        assert_eq!(credentials(&h), ["sk-ant-y", "sk-ab-x"]);
+        assert_eq!(all(&h), ["sk-ant-y", "sk-ab-x"]);
         h.append("x-api-key", HeaderValue::from_static("z"));
-        assert_eq!(credentials(&h).len(), 3);
+        assert_eq!(all(&h).len(), 3);
         assert!(carries_virtual_key(b"Basic sk-ab-123"));
         assert!(!carries_virtual_key(b"sk-ant-api03"));
     }

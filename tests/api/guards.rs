@@ -207,6 +207,12 @@ async fn the_admin_api_needs_the_token_or_a_signed_in_session_by_default() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // Settings says where the token is, for scripts (the Setup page shows it).
+    let file = app.dir.path().join(agent_budget::admin::TOKEN_FILE);
+    assert_eq!(
+        app.get("/api/settings").await["admin_token_file"],
+        file.display().to_string()
+    );
     // The dashboard, its files and health stay open.
     for path in ["/health", "/", "/api/budgets/default/badge"] {
         let r = c.get(app.url(path)).send().await.unwrap();
@@ -219,19 +225,7 @@ async fn a_one_time_link_signs_a_browser_in_once_and_sign_out_ends_it() {
     let app = spawn_app().await;
     let token = app.admin_token.clone().unwrap();
     let c = plain();
-    let link: Value = c
-        .post(app.url("/api/sign-in-links"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let url = link["url"]
-        .as_str()
-        .unwrap()
-        .replace("localhost", "127.0.0.1");
+    let url = sign_in_link(app.port, &token).await;
     assert!(url.contains("/agent-budget/sign-in?code="), "{url}");
     let r = c.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 303);
@@ -387,6 +381,10 @@ async fn open_admin_restores_an_open_loopback_api() {
             .join(agent_budget::admin::TOKEN_FILE)
             .exists()
     );
+    assert_eq!(
+        app.get("/api/settings").await["admin_token_file"],
+        Value::Null
+    );
 }
 
 #[tokio::test]
@@ -409,6 +407,11 @@ async fn a_given_admin_token_is_used_instead_of_the_file() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    assert_eq!(
+        app.get("/api/settings").await["admin_token_file"],
+        Value::Null,
+        "a token given by flag is in no file"
+    );
     // The proxy carries the client's Anthropic key in Authorization; it is not ours to check.
     let proxied = c
         .post(app.url("/v1/messages"))

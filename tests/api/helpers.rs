@@ -70,6 +70,28 @@ fn admin_token_of(s: &Settings, dir: &tempfile::TempDir) -> String {
     })
 }
 
+/// A one-time sign-in link from `POST /api/sign-in-links`, on 127.0.0.1.
+pub async fn sign_in_link(port: u16, token: &str) -> String {
+    let link: Value = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(format!(
+            "http://127.0.0.1:{port}/agent-budget/api/sign-in-links"
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    link["url"]
+        .as_str()
+        .unwrap()
+        .replace("localhost", "127.0.0.1")
+}
+
 /// A client signed in the way a browser is: a one-time link, then the session cookie.
 pub async fn signed_in_client(port: u16, token: Option<&str>) -> reqwest::Client {
     let client = reqwest::Client::builder()
@@ -79,20 +101,11 @@ pub async fn signed_in_client(port: u16, token: Option<&str>) -> reqwest::Client
         .unwrap();
     let Some(token) = token else { return client };
     let base = format!("http://127.0.0.1:{port}/agent-budget");
-    let link: Value = client
-        .post(format!("{base}/api/sign-in-links"))
-        .bearer_auth(token)
+    client
+        .get(sign_in_link(port, token).await)
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
-    let url = link["url"]
-        .as_str()
-        .unwrap()
-        .replace("localhost", "127.0.0.1");
-    client.get(url).send().await.unwrap();
     let r = client
         .get(format!("{base}/api/budgets"))
         .send()

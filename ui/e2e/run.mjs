@@ -342,6 +342,13 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
     assert.equal(await page.getByTestId("budget-e2e-team").count(), 0);
   });
 
+  await t.test("Setup says where the admin token is, for scripts", async () => {
+    await page.goto(`${base}/#/setup`);
+    const section = page.getByTestId("admin-api");
+    await section.getByText(join(data, "admin-token")).first().waitFor();
+    assert.match(await section.innerText(), /Authorization: Bearer \$TOKEN/);
+  });
+
   await t.test("signing out ends the session: the dashboard asks to sign in again", async () => {
     await page.goto(`${base}/#/settings`);
     await page.getByRole("button", { name: "Sign out" }).click();
