@@ -11,6 +11,10 @@ pub const DEFAULT_PORT: u16 = 4727;
 /// open-file limit once it is raised (docs/RELIABILITY.md).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub const BASE_PATH: &str = "/agent-budget";
+/// How a virtual key begins: how the proxy tells one from a real Anthropic key.
+pub const KEY_PREFIX: &str = "sk-ab-";
+/// How long a team reservation outlives its proxy's last renewal (`--lease-secs`).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
 /// A secret that never prints: `Debug` shows only its last four characters.
 #[derive(Clone, PartialEq, Eq)]
@@ -50,7 +54,7 @@ pub fn parse_upstream_key(text: &str) -> Result<Secret, BadKey> {
     if key.is_empty() || key.len() > 1024 || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(BadKey::Malformed);
     }
-    if key.starts_with(crate::service::keys::KEY_PREFIX) {
+    if key.starts_with(KEY_PREFIX) {
         return Err(BadKey::Virtual);
     }
     Ok(Secret(key.to_string()))
@@ -315,9 +319,7 @@ impl Settings {
         if let Some(url) = &database {
             check_database(url)?;
         }
-        let lease = self
-            .lease_secs
-            .unwrap_or(crate::team::DEFAULT_LEASE.as_secs());
+        let lease = self.lease_secs.unwrap_or(DEFAULT_LEASE.as_secs());
         if !(1..=3600).contains(&lease) {
             return Err(ConfigError::Lease);
         }

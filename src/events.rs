@@ -1,7 +1,7 @@
 //! Core events: what happened, broadcast to whoever listens (the dashboard's live updates,
 //! the desktop tray). Publishing never waits: with no listener, or a slow one, events drop.
 
-use crate::alerts::AlertKind;
+use crate::budget::alert::AlertKind;
 use crate::dto::UsageStatus;
 use crate::money::Money;
 use serde::{Deserialize, Serialize};

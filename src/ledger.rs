@@ -1,8 +1,8 @@
 //! The in-memory ledger: per-budget spend by local day, reservations in flight, and the
 //! atomic admission decision. The hot path touches only this; the store is written behind it.
 
-use crate::alerts;
 use crate::budget::Budget;
+use crate::budget::alert::{self, AlertKind, NewAlert};
 use crate::budget::period::{self, Window, Zone};
 use crate::budget::rate::LastHour;
 use crate::budget::repeats::Repeats;
@@ -50,6 +50,30 @@ pub struct Status {
 }
 
 impl Status {
+    /// An alert about the budget as it stands.
+    pub fn alert(
+        &self,
+        kind: AlertKind,
+        threshold: Option<u8>,
+        model: Option<String>,
+        now: DateTime<Utc>,
+    ) -> NewAlert {
+        NewAlert {
+            kind,
+            created_at: now,
+            budget_id: self.budget.id,
+            budget: self.budget.name.clone(),
+            period: self.budget.period,
+            window: self.window,
+            threshold,
+            model,
+            spent: self.period.dollars,
+            cap: self.budget.max_dollars,
+            webhook_url: self.budget.webhook_url.clone(),
+            loop_guard: self.budget.loop_guard,
+        }
+    }
+
     /// Dollars left before in-flight requests settle: cap − spent − reserved (None if uncapped).
     pub fn remaining(&self) -> Option<Money> {
         self.budget
@@ -371,7 +395,7 @@ impl Slot {
             .filter(|(s, _)| *s == start)
             .filter_map(|(_, t)| *t)
             .collect();
-        let reached = alerts::reached(
+        let reached = alert::reached(
             &a.budget.thresholds,
             a.budget.max_dollars,
             a.current.dollars,

@@ -4,7 +4,6 @@
 //! binary serves it; the desktop app embeds the same `RunningServer`.
 
 pub mod admin;
-pub mod alerts;
 pub mod api;
 pub mod budget;
 pub mod cli;
@@ -25,6 +24,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod team;
+pub mod upstream;
 
 pub use config::{Config, Settings};
 pub use server::{RunningServer, ServeError};

@@ -165,7 +165,7 @@ impl<'de> Deserialize<'de> for Money {
     /// fractional one arrives as the nearest binary float, which is read back as the shortest
     /// decimal that names it (`0.000001`, never `1e-6`). That is the literal itself for up to
     /// 15 significant digits; the REST API refuses longer fractional literals before they get
-    /// here (`crate::api`), so no amount is ever rounded silently.
+    /// here (the REST API's parser), so no amount is ever rounded silently.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Money, D::Error> {
         d.deserialize_any(MoneyVisitor)
     }

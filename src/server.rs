@@ -1,11 +1,11 @@
 //! The server: binds the listener, assembles the router, and shuts down gracefully
 //! (stop accepting, let requests finish within the grace period, flush accounting).
 
-use crate::alerts::webhook;
 use crate::api::{self, LocalPort};
 use crate::config::Config;
 use crate::guard::{self, Policy};
 use crate::proxy;
+use crate::service::webhook;
 use crate::service::{Service, StartError};
 use axum::routing::{any, delete, get, post};
 use axum::{Extension, Router, middleware};

@@ -1,5 +1,6 @@
 //! Budgets: the model, its validated inputs, and the period arithmetic.
 
+pub mod alert;
 pub mod period;
 pub mod rate;
 pub mod repeats;

@@ -1,9 +1,9 @@
 //! Forwarding to the upstream: which headers cross, and how transport failures become
 //! `502 api_error` / `504 timeout_error`.
 
-use super::upstream::SendError;
 use crate::error::HttpError;
 use crate::service::Service;
+use crate::upstream::SendError;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};

@@ -7,16 +7,16 @@ pub mod request;
 pub mod settle;
 pub mod sse;
 pub mod team;
-pub mod upstream;
 
-use crate::alerts::{AlertKind, NewAlert};
 use crate::budget::DEFAULT_BUDGET;
+use crate::budget::alert::AlertKind;
 use crate::budget::period;
 use crate::dto::UsageStatus;
 use crate::error::HttpError;
 use crate::pricing::cost::Usage;
 use crate::service::Service;
 use crate::store::usage::UsageRow;
+use crate::upstream::Chunks;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -28,7 +28,6 @@ use settle::{Outcome, Relay, Settlement};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::oneshot;
-use upstream::Chunks;
 
 /// Says a request was forwarded with a lower `max_tokens` than it asked for, and which.
 pub const CLAMPED_HEADER: &str = "x-agent-budget-clamped-max-tokens";
@@ -211,7 +210,7 @@ async fn enforce(
             alerts.extend(
                 first
                     .iter()
-                    .map(|st| NewAlert::about(AlertKind::Blocked, st, None, None, now)),
+                    .map(|st| st.alert(AlertKind::Blocked, None, None, now)),
             );
             let row = UsageRow {
                 created_at: now,
@@ -243,13 +242,7 @@ async fn enforce(
         let now = period::now();
         if slot.count_repeat(h, now) {
             let model = Some(parsed.model.clone());
-            alerts.push(NewAlert::about(
-                AlertKind::Loop,
-                &slot.status(now),
-                None,
-                model,
-                now,
-            ));
+            alerts.push(slot.status(now).alert(AlertKind::Loop, None, model, now));
         }
     }
     let mut budget_headers = HeaderMap::new();

@@ -3,7 +3,7 @@
 //! holding back only the chunk that ends the message until its record is committed.
 
 use super::sse::Tap;
-use crate::alerts::{AlertKind, NewAlert};
+use crate::budget::alert::{AlertKind, NewAlert};
 use crate::budget::period;
 use crate::dto::UsageStatus;
 use crate::events::CoreEvent;
@@ -148,7 +148,7 @@ impl Settlement {
                 settled
                     .reached
                     .iter()
-                    .map(|t| NewAlert::about(AlertKind::Threshold, st, Some(*t), None, now)),
+                    .map(|t| st.alert(AlertKind::Threshold, Some(*t), None, now)),
             );
         }
         let unpriced = (priced_as == PricedAs::Fallback).then(|| model.clone());
@@ -158,7 +158,7 @@ impl Settlement {
         ];
         for (kind, model) in once.into_iter().filter_map(|(k, m)| Some((k, m?))) {
             if let Some(slot) = self.app.ledger.find(&self.budget_id.to_string()) {
-                let alert = NewAlert::about(kind, &slot.status(now), None, Some(model), now);
+                let alert = slot.status(now).alert(kind, None, Some(model), now);
                 let first = alert.once_key().is_some_and(|k| {
                     self.app
                         .raised_once

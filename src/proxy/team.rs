@@ -3,12 +3,13 @@
 //! response's last byte waits for the charge to be committed there.
 
 use super::admission::{Admitted, Refused};
-use crate::alerts::{self, AlertKind, NewAlert, webhook};
+use crate::budget::alert::{self, AlertKind, NewAlert};
 use crate::budget::{Budget, period};
 use crate::error::HttpError;
 use crate::ledger::{Limit, Refusal, Slot, Status};
 use crate::money::Money;
 use crate::service::Service;
+use crate::service::webhook;
 use crate::store;
 use crate::team::{Ask, Charge, Hold, Shared, Team};
 use axum::http::StatusCode;
@@ -179,8 +180,8 @@ async fn raise_thresholds(
     let now = period::now();
     let mut status = slot.status(now);
     let (thresholds, cap) = (status.budget.thresholds.clone(), status.budget.max_dollars);
-    let earlier = alerts::reached(&thresholds, cap, before, &[]);
-    let crossed = alerts::reached(&thresholds, cap, after, &earlier);
+    let earlier = alert::reached(&thresholds, cap, before, &[]);
+    let crossed = alert::reached(&thresholds, cap, after, &earlier);
     if crossed.is_empty() {
         return;
     }
@@ -198,7 +199,7 @@ async fn raise_thresholds(
     let raised = claimed
         .iter()
         .map(|t| {
-            let a = NewAlert::about(AlertKind::Threshold, &status, Some(*t), None, now);
+            let a = status.alert(AlertKind::Threshold, Some(*t), None, now);
             (*t, a)
         })
         .collect();
@@ -296,7 +297,7 @@ pub async fn first_block(
     match team.claim(&status.budget.name, period, &[0]).await {
         Ok(claimed) if claimed.is_empty() => None,
         Ok(_) => {
-            let alert = NewAlert::about(AlertKind::Blocked, status, None, None, now);
+            let alert = status.alert(AlertKind::Blocked, None, None, now);
             raise(app, team, period, vec![(0, alert)]).await;
             None
         }

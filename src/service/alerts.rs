@@ -1,7 +1,8 @@
 //! Alert operations: the alert log, the badge, test webhooks, and retention.
 
 use super::Service;
-use crate::alerts::{AlertKind, NewAlert, badge, webhook};
+use super::{badge, webhook};
+use crate::budget::alert::AlertKind;
 use crate::budget::period;
 use crate::error::HttpError;
 use crate::store::alerts::{self as rows, AlertView, Delivery, DeliveryAttempt};
@@ -57,7 +58,7 @@ impl Service {
                 status.budget.name, status.budget.name
             )));
         };
-        let alert = NewAlert::about(AlertKind::Test, &status, None, None, now);
+        let alert = status.alert(AlertKind::Test, None, None, now);
         let stored = alert.clone();
         let id = self
             .store

@@ -5,6 +5,7 @@
 use super::Service;
 use crate::admin::bearer;
 use crate::budget::period;
+use crate::config::KEY_PREFIX;
 use crate::dto::{Items, KeyCreated, KeyView, NewKey};
 use crate::error::HttpError;
 use crate::store;
@@ -15,8 +16,6 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicI64, Ordering};
 use tokio_util::sync::CancellationToken;
-
-pub const KEY_PREFIX: &str = "sk-ab-";
 
 /// The keys not revoked, by hash.
 #[derive(Debug, Default)]

@@ -2,6 +2,7 @@
 //! called by the REST API and the proxy (and later the desktop commands).
 
 pub mod alerts;
+pub mod badge;
 pub mod budgets;
 pub mod keys;
 pub mod pricing;
@@ -9,16 +10,16 @@ pub mod stats;
 pub mod team;
 mod team_stats;
 pub mod upstream_key;
+pub mod webhook;
 
-use crate::alerts::webhook;
 use crate::budget::period;
 use crate::budget::{Budget, DEFAULT_BUDGET, DEFAULT_THRESHOLDS};
 use crate::config::Config;
 use crate::events::Events;
 use crate::ledger::{History, Ledger, Raised};
 use crate::pricing::{PriceBook, PricingError};
-use crate::proxy::upstream::Upstream;
 use crate::store::{self, Store, StoreError};
+use crate::upstream::Upstream;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use tokio::sync::Notify;

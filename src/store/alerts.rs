@@ -1,7 +1,7 @@
 //! The `alerts` table: the alert log and the webhook outbox.
 
 use super::StoreError;
-use crate::alerts::{AlertKind, NewAlert};
+use crate::budget::alert::{AlertKind, NewAlert};
 use crate::budget::period::{self, Zone};
 use crate::money::Money;
 use chrono::{DateTime, Utc};

@@ -1,7 +1,7 @@
 //! The `usage` table (one row per request) and its daily roll-up.
 
 use super::StoreError;
-use crate::alerts::NewAlert;
+use crate::budget::alert::NewAlert;
 use crate::budget::period::{self, Zone};
 use crate::dto::{UsageRecord, UsageStatus};
 use crate::money::Money;

@@ -22,8 +22,6 @@ pub use daily::TeamDay;
 pub use keys::TeamKey;
 pub use outbox::Queued;
 
-/// How long a reservation outlives its proxy's last renewal (`--lease-secs`).
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// The longest any one call may take: an unanswered database fails the request, closed.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 

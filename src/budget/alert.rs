@@ -1,12 +1,8 @@
 //! Alerts: which thresholds a settlement reached (pure), the alert model and its texts.
-//! Delivery (webhooks) and the badge live in the submodules.
-
-pub mod badge;
-pub mod webhook;
+//! Delivery (webhooks) is the service's (`service::webhook`).
 
 use crate::budget::period::{Period, Window};
 use crate::budget::repeats::{LoopAction, LoopGuard};
-use crate::ledger::Status;
 use crate::money::Money;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -69,30 +65,6 @@ pub struct NewAlert {
 }
 
 impl NewAlert {
-    /// An alert about a budget in its current state.
-    pub fn about(
-        kind: AlertKind,
-        s: &Status,
-        threshold: Option<u8>,
-        model: Option<String>,
-        now: DateTime<Utc>,
-    ) -> NewAlert {
-        NewAlert {
-            kind,
-            created_at: now,
-            budget_id: s.budget.id,
-            budget: s.budget.name.clone(),
-            period: s.budget.period,
-            window: s.window,
-            threshold,
-            model,
-            spent: s.period.dollars,
-            cap: s.budget.max_dollars,
-            webhook_url: s.budget.webhook_url.clone(),
-            loop_guard: s.budget.loop_guard,
-        }
-    }
-
     /// What makes this alert unique (`None` for test alerts, which may repeat).
     pub fn once_key(&self) -> Option<String> {
         let start = self.window.start.timestamp_millis();
