@@ -1,6 +1,6 @@
 //! Desktop notifications: the text of each one, from one function, and sending it.
 
-use agent_budget::alerts::AlertKind;
+use agent_budget::budget::alert::AlertKind;
 use agent_budget::events::CoreEvent;
 
 /// Title and body for an event worth a notification (alerts only).

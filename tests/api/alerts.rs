@@ -404,7 +404,7 @@ async fn badges_are_valid_svg_coloured_by_use() {
 
 #[test]
 fn badge_text_is_escaped() {
-    use agent_budget::alerts::badge;
+    use agent_budget::service::badge;
     use agent_budget::budget::{Budget, period};
     use agent_budget::ledger::{Status, Totals};
     let now = chrono::Utc::now();

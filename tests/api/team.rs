@@ -710,7 +710,7 @@ async fn a_team_webhook_is_delivered_once_and_signed_with_the_teams_secret() {
     let sig = d.headers["x-agent-budget-signature"].to_str().unwrap();
     assert_eq!(
         sig,
-        agent_budget::alerts::webhook::signature(secrets[0].as_str().unwrap(), &d.body)
+        agent_budget::service::webhook::signature(secrets[0].as_str().unwrap(), &d.body)
     );
     let payload: Value = serde_json::from_slice(&d.body).unwrap();
     assert_eq!(
