@@ -2,8 +2,8 @@
 //! the desktop tray). Publishing never waits: with no listener, or a slow one, events drop.
 
 use crate::budget::alert::AlertKind;
-use crate::dto::UsageStatus;
 use crate::money::Money;
+use crate::record::UsageStatus;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use ts_rs::TS;

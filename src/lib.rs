@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod money;
 pub mod pricing;
 pub mod proxy;
+pub mod record;
 pub mod runtime;
 pub mod secret_file;
 pub mod server;

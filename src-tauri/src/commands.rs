@@ -4,13 +4,15 @@
 use crate::Core;
 use agent_budget::budget::{BudgetPatch, NewBudget};
 use agent_budget::dto::{
-    BudgetDetail, BudgetView, Items, KeyCreated, KeyView, NewKey, NewUpstreamKey, SessionPage,
-    Settings, SpendSeries, Stats, UpstreamKeyView, UsagePage,
+    BudgetDetail, BudgetView, Items, KeyCreated, NewKey, NewUpstreamKey, SessionPage, Settings,
+    UpstreamKeyView, UsagePage,
 };
 use agent_budget::error::HttpError;
 use agent_budget::pricing::{PriceEntry, PricingTable};
+use agent_budget::record::AlertView;
+use agent_budget::record::KeyView;
+use agent_budget::record::stats::{SpendSeries, Stats};
 use agent_budget::service::alerts::WebhookTest;
-use agent_budget::store::alerts::AlertView;
 use serde::Serialize;
 use tauri::{AppHandle, Manager, State};
 use ts_rs::TS;

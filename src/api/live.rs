@@ -1,6 +1,5 @@
 //! Streams for the dashboard: core events as server-sent events, and usage as CSV.
 
-use crate::budget::period;
 use crate::error::HttpError;
 use crate::service::Service;
 use axum::body::Body;
@@ -75,7 +74,7 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-fn csv_row(r: crate::dto::UsageRecord) -> [String; COLUMNS.len()] {
+fn csv_row(r: crate::record::UsageRecord) -> [String; COLUMNS.len()] {
     let word = |v: serde_json::Result<serde_json::Value>| {
         v.ok()
             .and_then(|v| v.as_str().map(str::to_string))
@@ -114,28 +113,16 @@ pub async fn usage_csv(
     State(app): State<Arc<Service>>,
     Path(id): Path<String>,
 ) -> Result<Response, HttpError> {
-    let status = app
-        .ledger
-        .find(&id)
-        .ok_or_else(|| HttpError::not_found(format!("budget '{id}' does not exist")))?
-        .status(period::now());
-    let (budget_id, name) = (status.budget.id, status.budget.name);
-    let zone = app.config.zone;
+    let (budget_id, name) = app.budget_ref(&id)?;
     let pages = stream::unfold(
         (app, Some(i64::MAX), true),
         move |(app, before, first)| async move {
             let before = before?;
-            let page = app
-                .store
-                .read(move |c| crate::store::usage::before(c, budget_id, before, 1000, zone))
-                .await;
+            let page = app.usage_before(budget_id, before, 1000).await;
             let (rows, last) = match page {
                 Ok(page) => page,
                 Err(e) => {
-                    return Some((
-                        Err(std::io::Error::other(e.to_string())),
-                        (app, None, false),
-                    ));
+                    return Some((Err(std::io::Error::other(e.message)), (app, None, false)));
                 }
             };
             if rows.is_empty() && !first {

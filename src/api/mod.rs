@@ -7,14 +7,16 @@ pub mod session;
 
 use crate::budget::{BudgetPatch, NewBudget};
 use crate::dto::{
-    BudgetDetail, BudgetView, Items, KeyCreated, KeyView, NewKey, NewUpstreamKey, SessionPage,
-    Settings, SpendSeries, Stats, UpstreamKeyView, UsagePage,
+    BudgetDetail, BudgetView, Items, KeyCreated, NewKey, NewUpstreamKey, SessionPage, Settings,
+    UpstreamKeyView, UsagePage,
 };
 use crate::error::HttpError;
 use crate::pricing::{PriceEntry, PricingTable};
+use crate::record::AlertView;
+use crate::record::KeyView;
+use crate::record::stats::{SpendSeries, Stats};
 use crate::service::Service;
 use crate::service::alerts::WebhookTest;
-use crate::store::alerts::AlertView;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -101,7 +103,7 @@ fn inexact_number(body: &[u8]) -> Option<String> {
 
 /// `GET /health`: 200 `{"ok":true}`, or 503 with the reason while usage cannot be saved.
 pub async fn health(State(app): App) -> Response {
-    match app.store.health.failure() {
+    match app.failure() {
         None => Json(serde_json::json!({ "ok": true })).into_response(),
         Some(f) => (
             StatusCode::SERVICE_UNAVAILABLE,

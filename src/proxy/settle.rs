@@ -5,14 +5,14 @@
 use super::sse::Tap;
 use crate::budget::alert::{AlertKind, NewAlert};
 use crate::budget::period;
-use crate::dto::UsageStatus;
 use crate::events::CoreEvent;
 use crate::ledger::Reservation;
 use crate::money::Money;
 use crate::pricing::cost::{self, Ask, Tokens, Usage};
 use crate::pricing::{Price, PriceBook, PricedAs};
+use crate::record::UsageRow;
+use crate::record::UsageStatus;
 use crate::service::Service;
-use crate::store::usage::UsageRow;
 use crate::team::{Charge, Hold};
 use bytes::Bytes;
 use futures_util::Stream;

@@ -265,7 +265,7 @@ async fn raise(app: &Service, team: &Team, period: i64, raised: Vec<(u8, NewAler
 
 /// Counts a refusal of a team budget in the team's daily totals, in the background: the
 /// refused request does not wait for it (and a lost count loses no money).
-pub fn count_blocked(app: &Service, budget: &str, row: &store::usage::UsageRow) {
+pub fn count_blocked(app: &Service, budget: &str, row: &crate::record::UsageRow) {
     let Some(team) = app.team_of(budget).cloned() else {
         return;
     };

@@ -8,6 +8,7 @@ use crate::error::HttpError;
 use crate::events::CoreEvent;
 use crate::ledger::{Slot, Status};
 use crate::money::Money;
+use crate::record::UsageRecord;
 use crate::store;
 use std::sync::Arc;
 
@@ -211,6 +212,27 @@ impl Service {
             limit,
             offset,
         })
+    }
+
+    /// The budget a key names: its id and name.
+    pub fn budget_ref(&self, key: &str) -> Result<(i64, String), HttpError> {
+        let b = self.slot(key)?.budget();
+        Ok((b.id, b.name))
+    }
+
+    /// Up to `limit` of a budget's records older than the record `before`, newest first, with
+    /// the id to continue from (for exports that stream every record).
+    pub async fn usage_before(
+        &self,
+        budget_id: i64,
+        before: i64,
+        limit: u32,
+    ) -> Result<(Vec<UsageRecord>, Option<i64>), HttpError> {
+        let zone = self.config.zone;
+        Ok(self
+            .store
+            .read(move |c| store::usage::before(c, budget_id, before, limit, zone))
+            .await?)
     }
 
     /// A page of the budget's agent sessions, most recently seen first.

@@ -8,7 +8,6 @@ pub mod keys;
 pub mod pricing;
 pub mod stats;
 pub mod team;
-mod team_stats;
 pub mod upstream_key;
 pub mod webhook;
 
@@ -219,6 +218,11 @@ impl Service {
     }
 
     /// The price table in force now; a request keeps the snapshot it started with.
+    /// Why usage records cannot be saved now, if they cannot.
+    pub fn failure(&self) -> Option<String> {
+        self.store.health.failure()
+    }
+
     pub fn prices(&self) -> Arc<PriceBook> {
         self.prices
             .read()

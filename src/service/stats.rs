@@ -1,41 +1,82 @@
-//! Spend statistics and settings.
+//! Spend statistics (the one read model, `record::stats`, over this proxy's or the team's
+//! roll-up rows) and settings.
 
 use super::Service;
+use crate::budget::DEFAULT_BUDGET;
 use crate::budget::period::{self, Period, Zone};
 use crate::config::BASE_PATH;
-use crate::dto::{Series, Settings, SpendSeries, Stats};
+use crate::dto::Settings;
 use crate::error::HttpError;
-use crate::money::Money;
+use crate::record::stats::{DayRow, SpendSeries, SpendTotals, Stats};
 use crate::store;
-use std::collections::BTreeMap;
+use crate::team::Team;
 
 impl Service {
-    /// Totals for today, this month and all time; on a team, the team's (docs/team.md).
-    pub async fn stats(&self) -> Result<Stats, HttpError> {
-        let now = period::now();
-        let zone = self.config.zone;
-        let today = zone.day(now);
-        let month = zone.day(period::window(Period::Monthly, now, now, zone).start);
+    /// The roll-up rows the statistics are made of: on a team, the team's for each shared
+    /// budget this proxy has and this proxy's own for `default` (docs/team.md); alone, or while
+    /// the team database cannot say, this proxy's own.
+    async fn day_rows(&self) -> Result<Vec<DayRow>, HttpError> {
         if let Some(team) = &self.team
             && let Some(rows) = self.team_rows(team).await?
         {
-            let budgets: Vec<(String, i64)> = self
-                .ledger
-                .statuses(now)
-                .into_iter()
-                .map(|s| (s.budget.name, s.budget.id))
-                .collect();
-            let (today, month) = (today.to_string(), month.to_string());
-            return Ok(super::team_stats::stats_of(&rows, &today, &month, &budgets));
+            return Ok(rows);
         }
-        Ok(self
-            .store
-            .read(move |c| store::stats::stats(c, today, month))
-            .await?)
+        Ok(self.store.read(|c| store::stats::day_rows(c, None)).await?)
     }
 
-    /// Spend per day over the last `days` days (today included), by budget and by model; on a
-    /// team, the team's.
+    /// The roll-up rows of the team's figures: the team's for each shared budget this proxy
+    /// has, this proxy's own for `default`. None while the team database cannot say (the
+    /// overview then shows this proxy's own figures).
+    async fn team_rows(&self, team: &Team) -> Result<Option<Vec<DayRow>>, HttpError> {
+        let shared = match team.daily().await {
+            Ok(days) => days,
+            Err(e) => {
+                tracing::debug!("the team's daily totals are not available: {e}");
+                return Ok(None);
+            }
+        };
+        let mut rows = self
+            .store
+            .read(|c| store::stats::day_rows(c, Some(DEFAULT_BUDGET)))
+            .await?;
+        rows.extend(
+            shared
+                .into_iter()
+                .filter(|d| d.budget != DEFAULT_BUDGET && self.ledger.find(&d.budget).is_some())
+                .map(|d| DayRow {
+                    day: d.day,
+                    budget: d.budget,
+                    model: d.model,
+                    totals: SpendTotals {
+                        dollars: d.dollars,
+                        requests: d.requests,
+                        blocked: d.blocked,
+                        tokens: d.tokens,
+                    },
+                }),
+        );
+        Ok(Some(rows))
+    }
+
+    /// Totals for today, this month and all time, and all-time spend by model and budget.
+    pub async fn stats(&self) -> Result<Stats, HttpError> {
+        let now = period::now();
+        let zone = self.config.zone;
+        let today = zone.day(now).to_string();
+        let month = zone
+            .day(period::window(Period::Monthly, now, now, zone).start)
+            .to_string();
+        let rows = self.day_rows().await?;
+        let budgets: Vec<(String, i64)> = self
+            .ledger
+            .statuses(now)
+            .into_iter()
+            .map(|s| (s.budget.name, s.budget.id))
+            .collect();
+        Ok(Stats::of(&rows, &today, &month, &budgets))
+    }
+
+    /// Spend per day over the last `days` days (today included), by budget and by model.
     pub async fn spend_series(&self, days: u32) -> Result<SpendSeries, HttpError> {
         let days = days.clamp(1, 366);
         let today = self.config.zone.day(period::now());
@@ -43,43 +84,7 @@ impl Service {
         let labels: Vec<String> = (0..days)
             .map(|i| (first + chrono::Duration::days(i64::from(i))).to_string())
             .collect();
-        let shared = match &self.team {
-            Some(team) => self.team_rows(team).await?,
-            None => None,
-        };
-        let rows = match shared {
-            // Days before the first label are skipped below.
-            Some(rows) => rows
-                .into_iter()
-                .map(|r| (r.day, r.budget, r.model, r.totals.dollars))
-                .collect(),
-            None => {
-                self.store
-                    .read(move |c| store::stats::daily_spend(c, first))
-                    .await?
-            }
-        };
-        let mut by_budget: BTreeMap<String, Vec<Money>> = BTreeMap::new();
-        let mut by_model: BTreeMap<String, Vec<Money>> = BTreeMap::new();
-        for (day, budget, model, dollars) in rows {
-            let Some(i) = labels.iter().position(|d| *d == day) else {
-                continue;
-            };
-            for (map, key) in [(&mut by_budget, budget), (&mut by_model, model)] {
-                map.entry(key)
-                    .or_insert_with(|| vec![Money::ZERO; labels.len()])[i] += dollars;
-            }
-        }
-        let series = |m: BTreeMap<String, Vec<Money>>| {
-            m.into_iter()
-                .map(|(name, dollars)| Series { name, dollars })
-                .collect()
-        };
-        Ok(SpendSeries {
-            days: labels,
-            by_budget: series(by_budget),
-            by_model: series(by_model),
-        })
+        Ok(SpendSeries::of(&self.day_rows().await?, labels))
     }
 
     pub fn settings(&self, port: u16) -> Settings {

@@ -3,8 +3,9 @@
 //! never on the proxy's path.
 
 use crate::budget::period::{self, Zone};
+use crate::record::{Delivery, DeliveryAttempt};
 use crate::service::Service;
-use crate::store::alerts::{self as rows, Delivery, DeliveryAttempt, Due};
+use crate::store::alerts::{self as rows, Due};
 use chrono::{DateTime, Duration as Span, Utc};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};

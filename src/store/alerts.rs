@@ -4,67 +4,9 @@ use super::StoreError;
 use crate::budget::alert::{AlertKind, NewAlert};
 use crate::budget::period::{self, Zone};
 use crate::money::Money;
+use crate::record::{AlertView, Delivery, DeliveryAttempt};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Transaction, params};
-use serde::{Deserialize, Serialize};
-use ts_rs::TS;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
-#[serde(rename_all = "snake_case")]
-#[ts(export)]
-pub enum Delivery {
-    Pending,
-    Delivered,
-    Failed,
-    None,
-}
-
-impl Delivery {
-    fn as_str(self) -> &'static str {
-        match self {
-            Delivery::Pending => "pending",
-            Delivery::Delivered => "delivered",
-            Delivery::Failed => "failed",
-            Delivery::None => "none",
-        }
-    }
-    fn parse(s: &str) -> Delivery {
-        match s {
-            "pending" => Delivery::Pending,
-            "delivered" => Delivery::Delivered,
-            "failed" => Delivery::Failed,
-            _ => Delivery::None,
-        }
-    }
-}
-
-/// One webhook delivery attempt.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
-#[ts(export)]
-pub struct DeliveryAttempt {
-    pub at: String,
-    /// The receiver's HTTP status, if it answered.
-    pub status: Option<u16>,
-    pub error: Option<String>,
-}
-
-/// An alert as the API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
-#[ts(export)]
-pub struct AlertView {
-    pub id: i64,
-    pub created_at: String,
-    pub kind: AlertKind,
-    pub budget: String,
-    pub budget_id: i64,
-    pub threshold: Option<u8>,
-    pub model: Option<String>,
-    pub spent_dollars: Money,
-    pub cap_dollars: Option<Money>,
-    pub message: String,
-    pub delivery: Delivery,
-    pub deliveries: Vec<DeliveryAttempt>,
-}
 
 /// Stores an alert unless one with the same once-key exists. Returns whether it was new.
 pub fn insert(

@@ -3,9 +3,9 @@
 use super::StoreError;
 use crate::budget::period::{self, Period};
 use crate::budget::{Admission, Budget};
-use crate::dto::ModelBreakdown;
 use crate::ledger::Totals;
 use crate::money::Money;
+use crate::record::ModelBreakdown;
 use chrono::NaiveDate;
 use rusqlite::{Connection, ErrorCode, Transaction, params};
 use std::collections::{BTreeMap, HashMap};

@@ -2,7 +2,7 @@
 
 use super::StoreError;
 use crate::budget::period::{self, Zone};
-use crate::dto::KeyView;
+use crate::record::KeyView;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::collections::HashMap;

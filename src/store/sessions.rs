@@ -2,10 +2,10 @@
 //! of each of the writer's transactions, and read a page of sessions at a time.
 
 use super::StoreError;
-use super::usage::UsageRow;
 use crate::budget::period::{self, Zone};
-use crate::dto::{SessionView, UsageStatus};
 use crate::money::Money;
+use crate::record::UsageRow;
+use crate::record::{SessionView, UsageStatus};
 use rusqlite::{Connection, Transaction, params};
 
 /// What a transaction's rows add to `sessions`.

@@ -1,41 +1,13 @@
 //! The `usage` table (one row per request) and its daily roll-up.
 
 use super::StoreError;
-use crate::budget::alert::NewAlert;
 use crate::budget::period::{self, Zone};
-use crate::dto::{UsageRecord, UsageStatus};
 use crate::money::Money;
 use crate::pricing::PricedAs;
 use crate::pricing::cost::Tokens;
+use crate::record::{UsageRecord, UsageRow, UsageStatus};
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{Connection, Transaction, params};
-
-/// A usage record on its way to the database.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UsageRow {
-    pub created_at: DateTime<Utc>,
-    /// The local day the spend counts towards (same zone as the ledger).
-    pub day: NaiveDate,
-    pub budget_id: i64,
-    pub model: String,
-    pub status: UsageStatus,
-    pub estimated: bool,
-    pub priced_as: PricedAs,
-    pub http_status: u16,
-    pub stream: bool,
-    pub tokens: Tokens,
-    pub cost: Money,
-    pub duration_ms: u64,
-    pub upstream_request_id: Option<String>,
-    /// The worst case the request was admitted (or refused) with.
-    pub worst_case: Money,
-    /// The `max_tokens` it was forwarded with, when admission lowered it.
-    pub clamped_max_tokens: Option<u64>,
-    /// The agent session it belongs to (a header of the request).
-    pub session: Option<String>,
-    /// Alerts this request raised, stored in the same transaction.
-    pub alerts: Vec<NewAlert>,
-}
 
 fn as_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)

@@ -4,8 +4,9 @@
 //! thread and being woken by it cost several times the ~15 µs commit (docs/PERFORMANCE.md).
 
 use super::checkpoint::Checkpointer;
-use super::usage::{self, UsageRow};
+use super::usage;
 use super::{Health, StoreError};
+use crate::record::UsageRow;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -433,7 +434,7 @@ mod tests {
             day: now.date_naive(),
             budget_id: 1,
             model: model.into(),
-            status: crate::dto::UsageStatus::Ok,
+            status: crate::record::UsageStatus::Ok,
             estimated: false,
             priced_as: crate::pricing::PricedAs::Table,
             http_status: 200,
@@ -483,7 +484,7 @@ mod tests {
             r.day = r.day - chrono::Days::new(days_ago);
             r.budget_id = budget;
             if blocked {
-                r.status = crate::dto::UsageStatus::Blocked;
+                r.status = crate::record::UsageStatus::Blocked;
             }
             rows.push(r);
         }

@@ -404,9 +404,9 @@ async fn badges_are_valid_svg_coloured_by_use() {
 
 #[test]
 fn badge_text_is_escaped() {
-    use agent_budget::service::badge;
     use agent_budget::budget::{Budget, period};
     use agent_budget::ledger::{Status, Totals};
+    use agent_budget::service::badge;
     let now = chrono::Utc::now();
     let status = Status {
         budget: Budget {

@@ -1,0 +1,197 @@
+//! Records: what each request leaves behind (its usage record, written once) and the views
+//! read back from the books (records, sessions, keys, spend by model). Defined once here,
+//! below the store that keeps them and the API that shows them; generated for TypeScript.
+
+pub mod stats;
+
+use crate::budget::alert::{AlertKind, NewAlert};
+use crate::money::Money;
+use crate::pricing::PricedAs;
+use crate::pricing::cost::Tokens;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+
+/// Spend by model (`breakdown` in budget detail and webhook payloads).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct ModelBreakdown {
+    pub model: String,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub dollars: Money,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum UsageStatus {
+    Ok,
+    Blocked,
+    UpstreamError,
+    ClientAborted,
+}
+
+impl UsageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageStatus::Ok => "ok",
+            UsageStatus::Blocked => "blocked",
+            UsageStatus::UpstreamError => "upstream_error",
+            UsageStatus::ClientAborted => "client_aborted",
+        }
+    }
+    pub fn parse(s: &str) -> UsageStatus {
+        match s {
+            "ok" => UsageStatus::Ok,
+            "blocked" => UsageStatus::Blocked,
+            "client_aborted" => UsageStatus::ClientAborted,
+            _ => UsageStatus::UpstreamError,
+        }
+    }
+}
+
+/// One proxied (or blocked) request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct UsageRecord {
+    pub id: i64,
+    pub created_at: String,
+    pub budget: String,
+    pub model: String,
+    pub status: UsageStatus,
+    pub estimated: bool,
+    pub priced_as: PricedAs,
+    pub http_status: u16,
+    pub stream: bool,
+    pub input_tokens: u64,
+    pub cache_write_5m_tokens: u64,
+    pub cache_write_1h_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub output_tokens: u64,
+    pub web_search_requests: u64,
+    pub cost_dollars: Money,
+    pub duration_ms: u64,
+    pub upstream_request_id: Option<String>,
+    /// The worst case admission reserved (or refused) for this request ("0" before 0.5 records).
+    pub worst_case_dollars: Money,
+    /// Set when admission lowered `max_tokens` to fit the budget (`admission: "clamp"`).
+    pub clamped_max_tokens: Option<u64>,
+    /// The agent session it belongs to, if the client said.
+    pub session: Option<String>,
+}
+
+/// A budget's virtual key as listed: never the key itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct KeyView {
+    pub id: i64,
+    pub name: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+    /// When a request last carried it (saved every few seconds; None: never).
+    pub last_used_at: Option<String>,
+}
+
+/// One agent session's spend in a budget (`GET /api/budgets/:id/sessions`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct SessionView {
+    /// Claude Code's `x-claude-code-session-id`, or the client's `X-Agent-Budget-Session`.
+    pub session: String,
+    pub spent_dollars: Money,
+    /// Forwarded requests; refused ones are in `blocked`.
+    pub requests: u64,
+    pub blocked: u64,
+    pub tokens: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub models: Vec<String>,
+}
+
+/// A usage record on its way to the database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageRow {
+    pub created_at: DateTime<Utc>,
+    /// The local day the spend counts towards (same zone as the ledger).
+    pub day: NaiveDate,
+    pub budget_id: i64,
+    pub model: String,
+    pub status: UsageStatus,
+    pub estimated: bool,
+    pub priced_as: PricedAs,
+    pub http_status: u16,
+    pub stream: bool,
+    pub tokens: Tokens,
+    pub cost: Money,
+    pub duration_ms: u64,
+    pub upstream_request_id: Option<String>,
+    /// The worst case the request was admitted (or refused) with.
+    pub worst_case: Money,
+    /// The `max_tokens` it was forwarded with, when admission lowered it.
+    pub clamped_max_tokens: Option<u64>,
+    /// The agent session it belongs to (a header of the request).
+    pub session: Option<String>,
+    /// Alerts this request raised, stored in the same transaction.
+    pub alerts: Vec<NewAlert>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum Delivery {
+    Pending,
+    Delivered,
+    Failed,
+    None,
+}
+
+impl Delivery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Pending => "pending",
+            Delivery::Delivered => "delivered",
+            Delivery::Failed => "failed",
+            Delivery::None => "none",
+        }
+    }
+    pub fn parse(s: &str) -> Delivery {
+        match s {
+            "pending" => Delivery::Pending,
+            "delivered" => Delivery::Delivered,
+            "failed" => Delivery::Failed,
+            _ => Delivery::None,
+        }
+    }
+}
+
+/// One webhook delivery attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct DeliveryAttempt {
+    pub at: String,
+    /// The receiver's HTTP status, if it answered.
+    pub status: Option<u16>,
+    pub error: Option<String>,
+}
+
+/// An alert as the API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct AlertView {
+    pub id: i64,
+    pub created_at: String,
+    pub kind: AlertKind,
+    pub budget: String,
+    pub budget_id: i64,
+    pub threshold: Option<u8>,
+    pub model: Option<String>,
+    pub spent_dollars: Money,
+    pub cap_dollars: Option<Money>,
+    pub message: String,
+    pub delivery: Delivery,
+    pub deliveries: Vec<DeliveryAttempt>,
+}
