@@ -1,13 +1,14 @@
 //! Admission: reserve the request's worst case against its budget, deferring to the
 //! upstream's free `count_tokens` when the estimate's uncertainty could flip the decision.
 
+use super::books::Reservation;
+use super::call::Call;
 use super::estimate::estimate;
 use super::forward;
-use super::request::MessagesRequest;
 use crate::budget::period;
 use crate::budget::{Admission, Budget};
 use crate::error::HttpError;
-use crate::ledger::{Limit, Refusal, Reservation, Room, Slot};
+use crate::ledger::{self, Limit, Refusal, Room};
 use crate::money::Money;
 use crate::pricing::Price;
 use crate::pricing::cost::{Ask, worst_case};
@@ -16,7 +17,6 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Fields `/v1/messages` accepts but `count_tokens` refuses; they do not change the prompt.
@@ -64,8 +64,33 @@ pub struct Admitted {
     pub ask: Ask,
     /// Set when `max_tokens` was lowered to fit (`admission: "clamp"`).
     pub clamped: Option<u64>,
-    /// Its reservation across all proxies, with `--database`.
-    pub team: Option<crate::team::Hold>,
+}
+
+/// What this proxy's ledger admitted, before the budget's books take it (`Books::reserve`).
+struct Here {
+    reservation: ledger::Reservation,
+    ask: Ask,
+    clamped: Option<u64>,
+}
+
+/// Why a request is not forwarded: refused by its budget (recorded: 429 or 400), or failed
+/// before a decision could be made (not recorded: the team database is unreachable).
+#[derive(Debug)]
+pub enum Denied {
+    Refused(Refused),
+    Failed(HttpError),
+}
+
+impl From<Refused> for Denied {
+    fn from(r: Refused) -> Denied {
+        Denied::Refused(r)
+    }
+}
+
+impl From<HttpError> for Denied {
+    fn from(e: HttpError) -> Denied {
+        Denied::Failed(e)
+    }
 }
 
 /// A refused request: why, and the worst case it asked for.
@@ -162,26 +187,42 @@ fn check_rules(budget: &Budget, model: &str, worst: Money) -> Result<(), String>
     Ok(())
 }
 
-/// Reserves the request's worst case, or explains why it cannot be admitted.
-pub async fn admit(
-    app: &Service,
-    slot: &Arc<Slot>,
-    budget: &Budget,
-    price: &Price,
-    req: &MessagesRequest,
-    body: &Bytes,
-    headers: &HeaderMap,
-) -> Result<Admitted, Refused> {
+/// Reserves the request's worst case in its budget's books, or says why it cannot be
+/// admitted: a repeat the loop guard blocks, a rule of the budget, a cap here or the team's.
+pub async fn admit(call: &Call) -> Result<Admitted, Denied> {
+    let slot = &call.slot;
+    if let Some(h) = call.repeat
+        && let Some(frees_in_ms) = slot.loop_refusal(h, period::now())
+    {
+        return Err(Refused::looping(frees_in_ms).into());
+    }
+    let here = reserve_here(call).await?;
+    let zone = call.app.config.zone;
+    let reservation = call
+        .books
+        .reserve(zone, slot, &call.budget, here.reservation)
+        .await?;
+    Ok(Admitted {
+        reservation,
+        ask: here.ask,
+        clamped: here.clamped,
+    })
+}
+
+/// Reserves the request's worst case in this proxy's ledger, deferring to `count_tokens`
+/// when the estimate's uncertainty could flip the decision.
+async fn reserve_here(call: &Call) -> Result<Here, Refused> {
+    let (app, slot, budget, price) = (&*call.app, &call.slot, &call.budget, &*call.price);
+    let (req, body, headers) = (&call.parsed, &call.body, &call.headers);
     let est = estimate(body, req.new_tokenizer);
     let ask = |input_tokens| Ask {
         input_tokens,
         ..req.ask
     };
-    let admitted = |reservation, ask| Admitted {
+    let admitted = |reservation, ask| Here {
         reservation,
         ask,
         clamped: None,
-        team: None,
     };
     let high = ask(est.high);
     let full = worst_case(price, &high);
@@ -227,7 +268,7 @@ pub async fn admit(
             largest_fit(price, &known, floor, room)
         });
         if let Some((reservation, n)) = clamped {
-            return Ok(Admitted {
+            return Ok(Here {
                 reservation,
                 ask: Ask {
                     max_tokens: n,
@@ -235,7 +276,6 @@ pub async fn admit(
                 },
                 // Room freed meanwhile can make the whole request fit after all.
                 clamped: (n < known.max_tokens).then_some(n),
-                team: None,
             });
         }
     }

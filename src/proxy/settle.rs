@@ -2,18 +2,17 @@
 //! and queues the usage record. `Relay` does this for a stream as its bytes pass through,
 //! holding back only the chunk that ends the message until its record is committed.
 
+use super::admission::Admitted;
+use super::books::{Reservation, TeamCharge};
+use super::call::Call;
+use super::facts::{Charged, Facts, Reply};
 use super::sse::Tap;
 use crate::budget::alert::{AlertKind, NewAlert};
 use crate::budget::period;
-use crate::events::CoreEvent;
-use crate::ledger::Reservation;
-use crate::money::Money;
 use crate::pricing::cost::{self, Ask, Tokens, Usage};
 use crate::pricing::{Price, PriceBook, PricedAs};
-use crate::record::UsageRow;
-use crate::record::UsageStatus;
+use crate::record::{UsageRow, UsageStatus};
 use crate::service::Service;
-use crate::team::{Charge, Hold};
 use bytes::Bytes;
 use futures_util::Stream;
 use futures_util::stream::BoxStream;
@@ -21,7 +20,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 use tokio::sync::oneshot;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 use tokio_util::task::task_tracker::TaskTrackerToken;
@@ -47,33 +45,48 @@ pub enum Outcome {
 
 /// Everything needed to settle one admitted request.
 pub struct Settlement {
-    pub reservation: Reservation,
-    /// Its reservation across all proxies, with `--database`.
-    pub team: Option<crate::team::Hold>,
-    /// The worst case as admitted (the reservation may shrink later).
-    pub worst_case: Money,
+    app: Arc<Service>,
+    book: Arc<PriceBook>,
+    price: Arc<Price>,
+    reservation: Reservation,
     /// What was reserved for, to shrink the reservation once a stream's prompt is known.
-    pub ask: Ask,
-    pub price: Arc<Price>,
+    ask: Ask,
     /// Whether the prompt `message_start` reports bounds the request's input (no server tools).
-    pub early_input: bool,
-    pub clamped_max_tokens: Option<u64>,
-    pub session: Option<String>,
+    early_input: bool,
+    facts: Facts,
     /// Alerts raised while admitting it (a loop), stored with its record.
-    pub alerts: Vec<NewAlert>,
-    pub app: Arc<Service>,
-    pub book: Arc<PriceBook>,
-    pub budget_id: i64,
-    /// The budget's name, for the events this request publishes.
-    pub budget: String,
-    pub model: String,
-    pub stream: bool,
-    pub started: Instant,
-    pub http_status: u16,
-    pub upstream_request_id: Option<String>,
+    alerts: Vec<NewAlert>,
 }
 
 impl Settlement {
+    /// The settlement of an admitted request.
+    pub fn new(call: Call, admitted: Admitted, alerts: Vec<NewAlert>) -> Settlement {
+        let facts = Facts {
+            budget_id: call.budget.id,
+            budget: call.budget.name,
+            model: call.parsed.model,
+            stream: call.parsed.stream,
+            session: call.session,
+            started: call.started,
+            worst_case: admitted.reservation.worst_case(),
+            clamped_max_tokens: admitted.clamped,
+        };
+        Settlement {
+            app: call.app,
+            book: call.book,
+            price: call.price,
+            reservation: admitted.reservation,
+            ask: admitted.ask,
+            early_input: !call.parsed.server_tools,
+            facts,
+            alerts,
+        }
+    }
+
+    pub fn app(&self) -> &Arc<Service> {
+        &self.app
+    }
+
     /// A stream's `message_start` told the exact prompt: hold only what the request can still
     /// cost (exact input + the output's worst case), freeing the rest for other requests now.
     fn shrink_to(&mut self, start: &Usage) {
@@ -81,197 +94,118 @@ impl Settlement {
             return;
         }
         if let Some((cost, tokens)) = cost::worst_case_after_start(&self.price, &self.ask, start) {
-            self.reservation.shrink(cost, tokens);
-            if let Some(hold) = &self.team {
-                super::team::shrink(&self.app, hold, cost, tokens);
-            }
+            self.reservation.shrink(&self.app, cost, tokens);
         }
     }
 
-    /// The record, with the alerts the charge raised here (none for a team budget, whose
-    /// thresholds are the team's: `team`).
-    fn row(self, outcome: Outcome, team: bool) -> UsageRow {
-        let now = period::now();
-        let mut malformed = None;
-        let (cost, tokens, priced_as, status, estimated, model) = match outcome {
+    /// What the outcome costs; with the model when its usage was impossible (charged the
+    /// reservation, and alerted once).
+    fn charged(&self, outcome: Outcome) -> (Charged, Option<String>) {
+        let model = |m: Option<String>| m.unwrap_or_else(|| self.facts.model.clone());
+        let whole = |model: String, status| Charged {
+            priced_as: self.book.lookup(&model).1,
+            model,
+            status,
+            estimated: true,
+            tokens: Tokens::default(),
+            cost: self.reservation.worst_case(),
+        };
+        match outcome {
             Outcome::Usage {
                 usage,
-                model,
+                model: m,
                 status,
                 ..
             } if !usage.plausible() => {
-                let model = model.unwrap_or(self.model);
+                let model = model(m);
                 tracing::warn!(model = %model, "the upstream reported an impossible usage; charged the reservation");
-                malformed = Some(model.clone());
-                let priced_as = self.book.lookup(&model).1;
-                let cost = self.reservation.worst_case();
-                (cost, Tokens::default(), priced_as, status, true, model)
+                (whole(model.clone(), status), Some(model))
             }
             Outcome::Usage {
                 usage,
-                model,
+                model: m,
                 status,
                 estimated,
             } => {
-                let model = model.unwrap_or(self.model);
+                let model = model(m);
                 let c = cost::charge(&self.book, &model, &usage);
                 if let Some(m) = &c.unpriced_model {
                     tracing::warn!(model = %m, "no price for this model; charged at the dearest known rates");
                 }
-                (c.cost, c.tokens, c.priced_as, status, estimated, model)
-            }
-            Outcome::Free(status) => (
-                Money::ZERO,
-                Tokens::default(),
-                PricedAs::Table,
-                status,
-                false,
-                self.model,
-            ),
-            Outcome::WorstCase(status) => {
-                let priced_as = self.book.lookup(&self.model).1;
-                (
-                    self.reservation.worst_case(),
-                    Tokens::default(),
-                    priced_as,
+                let charged = Charged {
+                    model,
                     status,
-                    true,
-                    self.model,
-                )
+                    estimated,
+                    priced_as: c.priced_as,
+                    tokens: c.tokens,
+                    cost: c.cost,
+                };
+                (charged, None)
             }
-        };
-        let settled = self.reservation.settle(cost, tokens.total(), now);
-        let mut alerts = self.alerts;
-        // A team budget's thresholds are the team's spend, raised once it is committed there.
-        if let Some(st) = settled.status.as_ref().filter(|_| !team) {
-            alerts.extend(
-                settled
-                    .reached
-                    .iter()
-                    .map(|t| st.alert(AlertKind::Threshold, Some(*t), None, now)),
-            );
+            Outcome::Free(status) => {
+                let charged = Charged::nothing(model(None), status, PricedAs::Table);
+                (charged, None)
+            }
+            Outcome::WorstCase(status) => (whole(model(None), status), None),
         }
-        let unpriced = (priced_as == PricedAs::Fallback).then(|| model.clone());
+    }
+
+    /// Settles and makes the record, and tells listeners of it; returns what is left to
+    /// commit in the team database, if anything.
+    fn settle(
+        self,
+        outcome: Outcome,
+        reply: Reply,
+    ) -> (Arc<Service>, UsageRow, Option<TeamCharge>) {
+        let now = period::now();
+        let (charged, malformed) = self.charged(outcome);
+        let slot = self.reservation.slot().clone();
+        let settled = self
+            .reservation
+            .settle(charged.cost, charged.tokens.total(), now);
+        let mut alerts = self.alerts;
+        alerts.extend_from_slice(&settled.alerts);
+        let unpriced = (charged.priced_as == PricedAs::Fallback).then(|| charged.model.clone());
         let once = [
             (AlertKind::MalformedUsage, malformed),
             (AlertKind::UnpricedModel, unpriced),
         ];
         for (kind, model) in once.into_iter().filter_map(|(k, m)| Some((k, m?))) {
-            if let Some(slot) = self.app.ledger.find(&self.budget_id.to_string()) {
-                let alert = slot.status(now).alert(kind, None, Some(model), now);
-                let first = alert.once_key().is_some_and(|k| {
-                    self.app
-                        .raised_once
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(k)
-                });
-                if first {
-                    alerts.push(alert);
-                }
+            let alert = slot.status(now).alert(kind, None, Some(model), now);
+            if self.app.first_time(&alert) {
+                alerts.push(alert);
             }
         }
-        UsageRow {
-            created_at: now,
-            day: self.app.config.zone.day(now),
-            budget_id: self.budget_id,
-            model,
-            status,
-            estimated,
-            priced_as,
-            http_status: self.http_status,
-            stream: self.stream,
-            tokens,
-            cost,
-            duration_ms: self.started.elapsed().as_millis() as u64,
-            upstream_request_id: self.upstream_request_id,
-            worst_case: self.worst_case,
-            clamped_max_tokens: self.clamped_max_tokens,
-            session: self.session,
-            alerts,
-        }
-    }
-
-    /// Settles and makes the record; says who should be told of it. The team reservation, if
-    /// any, comes back with what to charge it.
-    fn settle(mut self, outcome: Outcome) -> (Arc<Service>, UsageRow, Option<(Hold, Charge)>) {
-        let (app, budget) = (self.app.clone(), std::mem::take(&mut self.budget));
-        let hold = self.team.take();
-        let row = self.row(outcome, hold.is_some());
-        publish(&app, budget, &row);
-        let charge = hold.map(|h| {
-            let c = Charge {
-                cost: row.cost,
-                tokens: row.tokens.total(),
-                created_at: row.created_at.timestamp_millis(),
-                model: row.model.clone(),
-                upstream_request_id: row.upstream_request_id.clone(),
-                day: row.day.to_string(),
-            };
-            (h, c)
-        });
-        (app, row, charge)
+        let day = self.app.config.zone.day(now);
+        let (name, row) = self.facts.row(charged, reply, alerts, now, day);
+        self.app.publish(name, &row);
+        let team = settled.in_team(&row);
+        (self.app, row, team)
     }
 
     /// Settles and saves the record; the receiver, if any, says when it is committed (here,
     /// and in the team database for a team budget). Called from the exchange's tracked task or
     /// a stream's relay (which holds a tracker token), so the request is alone when it is the
     /// only one tracked.
-    pub fn finish(self, outcome: Outcome) -> Option<oneshot::Receiver<bool>> {
-        let budget_id = self.budget_id;
-        let (app, row, charge) = self.settle(outcome);
+    pub fn finish(self, outcome: Outcome, reply: Reply) -> Option<oneshot::Receiver<bool>> {
+        let (app, row, team) = self.settle(outcome, reply);
         let alone = app.tracker.len() <= 1;
         let saved = app.store.writer.start_save(row, alone);
-        match charge {
-            Some((hold, charge)) => Some(super::team::commit(&app, hold, budget_id, charge, saved)),
+        match team {
+            Some(charge) => Some(charge.commit(&app, saved)),
             None => saved,
         }
     }
 
     /// Settles and waits for the record's commit.
-    pub async fn finish_durably(self, outcome: Outcome) {
-        let committed = match self.finish(outcome) {
+    pub async fn finish_durably(self, outcome: Outcome, reply: Reply) {
+        let committed = match self.finish(outcome, reply) {
             None => true,
             Some(ack) => ack.await.unwrap_or(false),
         };
         if !committed {
             tracing::warn!("a usage record is not saved yet; the writer keeps it and retries");
         }
-    }
-}
-
-/// Tells listeners what a usage record says (under the budget's `name`, known to the caller,
-/// so the hot path looks nothing up), and wakes webhook delivery if it raised alerts.
-pub fn publish(app: &Service, name: String, row: &UsageRow) {
-    if row.status == UsageStatus::Blocked {
-        app.events.emit(CoreEvent::RequestBlocked {
-            budget_id: row.budget_id,
-            budget: name,
-        });
-    } else {
-        app.events.emit(CoreEvent::UsageRecorded {
-            budget_id: row.budget_id,
-            budget: name,
-            status: row.status,
-            cost_dollars: row.cost,
-        });
-    }
-    announce(app, &row.alerts);
-}
-
-/// Tells listeners of raised alerts and wakes webhook delivery.
-pub fn announce(app: &Service, alerts: &[NewAlert]) {
-    for a in alerts {
-        app.events.emit(CoreEvent::AlertRaised {
-            budget_id: a.budget_id,
-            budget: a.budget.clone(),
-            kind: a.kind,
-            threshold: a.threshold,
-            message: a.message(),
-        });
-    }
-    if !alerts.is_empty() {
-        app.alerts_raised.notify_one();
     }
 }
 
@@ -284,6 +218,8 @@ pub struct Relay {
     upstream: BoxStream<'static, std::io::Result<Bytes>>,
     tap: Tap,
     settlement: Option<Settlement>,
+    /// The upstream's answer, for the record.
+    reply: Reply,
     ack: Option<oneshot::Receiver<bool>>,
     held: Option<Bytes>,
     finished: bool,
@@ -298,6 +234,7 @@ impl Relay {
     pub fn new(
         upstream: BoxStream<'static, std::io::Result<Bytes>>,
         settlement: Settlement,
+        reply: Reply,
     ) -> Relay {
         let abort = Box::pin(settlement.app.abort.clone().cancelled_owned());
         let _in_flight = settlement.app.tracker.token();
@@ -305,6 +242,7 @@ impl Relay {
             upstream,
             tap: Tap::default(),
             settlement: Some(settlement),
+            reply,
             ack: None,
             held: None,
             finished: false,
@@ -356,7 +294,7 @@ impl Relay {
     /// Settles now and holds `chunk` back until the record is committed.
     fn settle_then_send(&mut self, outcome: Outcome, chunk: Bytes) {
         if let Some(s) = self.settlement.take() {
-            self.ack = s.finish(outcome);
+            self.ack = s.finish(outcome, std::mem::take(&mut self.reply));
         }
         self.held = Some(chunk);
     }
@@ -439,11 +377,10 @@ impl Drop for Relay {
         if self.settlement.is_some() {
             let outcome = self.partial(UsageStatus::ClientAborted);
             if let Some(s) = self.settlement.take() {
-                let budget_id = s.budget_id;
-                let (app, row, charge) = s.settle(outcome);
+                let (app, row, team) = s.settle(outcome, std::mem::take(&mut self.reply));
                 app.store.writer.record_detached(row);
-                if let Some((hold, charge)) = charge {
-                    drop(super::team::commit(&app, hold, budget_id, charge, None));
+                if let Some(charge) = team {
+                    drop(charge.commit(&app, None));
                 }
             }
         }

@@ -2,10 +2,11 @@
 
 use super::Service;
 use super::{badge, webhook};
-use crate::budget::alert::AlertKind;
+use crate::budget::alert::{AlertKind, NewAlert};
 use crate::budget::period;
 use crate::error::HttpError;
-use crate::record::{AlertView, Delivery, DeliveryAttempt};
+use crate::events::CoreEvent;
+use crate::record::{AlertView, Delivery, DeliveryAttempt, UsageRow, UsageStatus};
 use crate::store::alerts as rows;
 use crate::store::{self, usage::SWEEP_BATCH};
 use chrono::Duration;
@@ -25,6 +26,53 @@ pub struct WebhookTest {
 }
 
 impl Service {
+    /// Tells listeners what a usage record says (under the budget's `name`, known to the
+    /// caller, so the hot path looks nothing up), and wakes webhook delivery if it raised
+    /// alerts.
+    pub fn publish(&self, name: String, row: &UsageRow) {
+        if row.status == UsageStatus::Blocked {
+            self.events.emit(CoreEvent::RequestBlocked {
+                budget_id: row.budget_id,
+                budget: name,
+            });
+        } else {
+            self.events.emit(CoreEvent::UsageRecorded {
+                budget_id: row.budget_id,
+                budget: name,
+                status: row.status,
+                cost_dollars: row.cost,
+            });
+        }
+        self.announce(&row.alerts);
+    }
+
+    /// Whether `alert` is raised here for the first time since the proxy started (an alert
+    /// without a once-key never is).
+    pub fn first_time(&self, alert: &NewAlert) -> bool {
+        alert.once_key().is_some_and(|k| {
+            self.raised_once
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(k)
+        })
+    }
+
+    /// Tells listeners of raised alerts and wakes webhook delivery.
+    pub fn announce(&self, alerts: &[NewAlert]) {
+        for a in alerts {
+            self.events.emit(CoreEvent::AlertRaised {
+                budget_id: a.budget_id,
+                budget: a.budget.clone(),
+                kind: a.kind,
+                threshold: a.threshold,
+                message: a.message(),
+            });
+        }
+        if !alerts.is_empty() {
+            self.alerts_raised.notify_one();
+        }
+    }
+
     pub async fn alerts(
         &self,
         limit: Option<u32>,

@@ -2,7 +2,7 @@
 
 use super::Service;
 use crate::budget::period;
-use crate::budget::{BudgetPatch, DEFAULT_BUDGET, NewBudget};
+use crate::budget::{Budget, BudgetPatch, DEFAULT_BUDGET, NewBudget};
 use crate::dto::{BudgetDetail, BudgetView, SessionPage, UsagePage};
 use crate::error::HttpError;
 use crate::events::CoreEvent;
@@ -98,31 +98,33 @@ impl Service {
         })
     }
 
-    /// Creates a budget, and shares it with the other proxies of a team. A change the team
-    /// database does not take is undone here, so the proxies never disagree.
+    /// Creates a budget: in the team database first, for a team, so that a budget this proxy
+    /// has is one all proxies have (if saving it here then fails, the team's copy is made
+    /// here by the next poll).
     pub async fn create_budget(&self, input: NewBudget) -> Result<BudgetView, HttpError> {
         let _in_step = self.budget_changes.lock().await;
-        let view = self.create_here(input).await?;
-        if let Err(e) = self.share(&view.name, Some(&view)).await {
-            self.delete_here(&view.name).await?;
-            return Err(unshared(&view.name, "created", e));
+        let budget = input.validate(period::now())?;
+        if self.ledger.find(&budget.name).is_some() {
+            return Err(store::StoreError::exists(&budget.name).into());
         }
-        Ok(view)
+        self.share(&budget.name, Some(&budget))
+            .await
+            .map_err(|e| unshared(&budget.name, "created", e))?;
+        self.create_here(budget).await
     }
 
+    /// Changes a budget: in the team database first, for a team, as when it is created.
     pub async fn patch_budget(
         &self,
         key: &str,
         patch: BudgetPatch,
     ) -> Result<BudgetView, HttpError> {
         let _in_step = self.budget_changes.lock().await;
-        let before = self.view(&self.slot(key)?.status(period::now()));
-        let view = self.patch_here(key, patch).await?;
-        if let Err(e) = self.share(&view.name, Some(&view)).await {
-            self.patch_here(key, super::team::undo(&before)?).await?;
-            return Err(unshared(&view.name, "changed", e));
-        }
-        Ok(view)
+        let next = patch.apply(&self.slot(key)?.budget())?;
+        self.share(&next.name, Some(&next))
+            .await
+            .map_err(|e| unshared(&next.name, "changed", e))?;
+        self.update_here(next).await
     }
 
     pub async fn delete_budget(&self, key: &str) -> Result<(), HttpError> {
@@ -134,9 +136,9 @@ impl Service {
         self.delete_here(key).await.map(|_| ())
     }
 
-    pub(super) async fn create_here(&self, input: NewBudget) -> Result<BudgetView, HttpError> {
+    /// Saves a new, validated budget on this proxy.
+    pub(super) async fn create_here(&self, budget: Budget) -> Result<BudgetView, HttpError> {
         let now = period::now();
-        let budget = input.validate(now)?;
         let stored = self
             .store
             .writer
@@ -150,13 +152,9 @@ impl Service {
         Ok(self.view(&self.slot(&stored.id.to_string())?.status(now)))
     }
 
-    pub(super) async fn patch_here(
-        &self,
-        key: &str,
-        patch: BudgetPatch,
-    ) -> Result<BudgetView, HttpError> {
+    /// Saves a budget's new settings on this proxy.
+    pub(super) async fn update_here(&self, next: Budget) -> Result<BudgetView, HttpError> {
         let now = period::now();
-        let next = patch.apply(&self.slot(key)?.status(now).budget)?;
         let stored = next.clone();
         self.store
             .writer

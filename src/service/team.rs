@@ -4,8 +4,7 @@
 //! a second.
 
 use super::Service;
-use crate::budget::{BudgetPatch, DEFAULT_BUDGET, NewBudget};
-use crate::dto::BudgetView;
+use crate::budget::{Budget, BudgetPatch, DEFAULT_BUDGET, NewBudget};
 use crate::error::HttpError;
 use crate::events::CoreEvent;
 use crate::ledger::Status;
@@ -22,30 +21,20 @@ pub type TeamTotals = std::sync::RwLock<HashMap<String, (i64, Shared)>>;
 
 /// The settings of a budget that other proxies apply: as a patch, or with its name as a new
 /// budget. Keys sorted, so equal settings are equal text.
-const SPEC: [&str; 10] = [
-    "max_dollars",
-    "max_tokens",
-    "period",
-    "webhook_url",
-    "thresholds",
-    "admission",
-    "max_dollars_per_hour",
-    "max_request_dollars",
-    "models",
-    "loop_guard",
-];
-
-/// The patch that puts a budget's settings back as they were in `before`.
-pub(super) fn undo(before: &BudgetView) -> Result<BudgetPatch, HttpError> {
-    serde_json::from_str(&spec(before)).map_err(|e| HttpError::invalid(e.to_string()))
-}
-
-fn spec(view: &BudgetView) -> String {
-    let mut v = serde_json::to_value(view).unwrap_or_default();
-    if let Some(fields) = v.as_object_mut() {
-        fields.retain(|k, _| SPEC.contains(&k.as_str()));
-    }
-    v.to_string()
+pub(super) fn spec(b: &Budget) -> String {
+    serde_json::json!({
+        "max_dollars": b.max_dollars,
+        "max_tokens": b.max_tokens,
+        "period": b.period,
+        "webhook_url": b.webhook_url,
+        "thresholds": b.thresholds,
+        "admission": b.admission,
+        "max_dollars_per_hour": b.max_dollars_per_hour,
+        "max_request_dollars": b.max_request_dollars,
+        "models": b.models,
+        "loop_guard": b.loop_guard,
+    })
+    .to_string()
 }
 
 impl Service {
@@ -56,13 +45,9 @@ impl Service {
     }
 
     /// Tells the other proxies of a budget's new settings (None: deleted).
-    pub(super) async fn share(
-        &self,
-        name: &str,
-        view: Option<&BudgetView>,
-    ) -> Result<(), TeamError> {
+    pub(super) async fn share(&self, name: &str, budget: Option<&Budget>) -> Result<(), TeamError> {
         match self.team_of(name) {
-            Some(team) => team.put_budget(name, view.map(spec).as_deref()).await,
+            Some(team) => team.put_budget(name, budget.map(spec).as_deref()).await,
             None => Ok(()),
         }
     }
@@ -108,25 +93,16 @@ impl Service {
                 continue;
             }
             known.insert(name.clone());
-            let local = self
-                .ledger
-                .find(&name)
-                .map(|s| self.view(&s.status(crate::budget::period::now())));
+            let local = self.ledger.find(&name).map(|s| s.budget());
             let applied = match (spec, local) {
                 (None, Some(_)) => self.delete_here(&name).await.map(|_| ()),
-                (Some(spec), None) => match serde_json::from_str::<serde_json::Value>(&spec) {
-                    Ok(mut v) => {
-                        v["name"] = serde_json::Value::String(name.clone());
-                        match serde_json::from_value::<NewBudget>(v) {
-                            Ok(input) => self.create_here(input).await.map(|_| ()),
-                            Err(e) => Err(HttpError::invalid(e.to_string())),
-                        }
-                    }
-                    Err(e) => Err(HttpError::invalid(e.to_string())),
-                },
-                (Some(spec), Some(view)) if self::spec(&view) != spec => {
+                (Some(spec), None) => self.create_from(&name, &spec).await,
+                (Some(spec), Some(here)) if self::spec(&here) != spec => {
                     match serde_json::from_str::<BudgetPatch>(&spec) {
-                        Ok(patch) => self.patch_here(&name, patch).await.map(|_| ()),
+                        Ok(patch) => match patch.apply(&here) {
+                            Ok(next) => self.update_here(next).await.map(|_| ()),
+                            Err(e) => Err(e.into()),
+                        },
                         Err(e) => Err(HttpError::invalid(e.to_string())),
                     }
                 }
@@ -143,8 +119,19 @@ impl Service {
             .statuses(crate::budget::period::now())
             .into_iter()
             .filter(|s| s.budget.name != DEFAULT_BUDGET && !known.contains(&s.budget.name))
-            .map(|s| (s.budget.name.clone(), spec(&self.view(&s))))
+            .map(|s| (s.budget.name.clone(), spec(&s.budget)))
             .collect()
+    }
+
+    /// Makes here a budget the team has, from its settings.
+    async fn create_from(&self, name: &str, spec: &str) -> Result<(), HttpError> {
+        let mut v: serde_json::Value =
+            serde_json::from_str(spec).map_err(|e| HttpError::invalid(e.to_string()))?;
+        v["name"] = serde_json::Value::String(name.to_string());
+        let input: NewBudget =
+            serde_json::from_value(v).map_err(|e| HttpError::invalid(e.to_string()))?;
+        let budget = input.validate(crate::budget::period::now())?;
+        self.create_here(budget).await.map(|_| ())
     }
 
     /// Makes here the team's keys this proxy lacks and revokes those the team revoked; returns

@@ -86,11 +86,18 @@ pub fn days(conn: &Connection) -> Result<HashMap<i64, BTreeMap<NaiveDate, Totals
     Ok(out)
 }
 
-fn conflict(e: rusqlite::Error, name: &str) -> StoreError {
-    if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) {
+impl StoreError {
+    /// A budget of that name exists already.
+    pub fn exists(name: &str) -> StoreError {
         StoreError::Conflict(format!(
             "a budget named '{name}' already exists; choose another name or edit that budget"
         ))
+    }
+}
+
+fn conflict(e: rusqlite::Error, name: &str) -> StoreError {
+    if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) {
+        StoreError::exists(name)
     } else {
         StoreError::Sql(e)
     }

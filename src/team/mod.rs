@@ -34,12 +34,13 @@ pub enum TeamError {
 }
 
 /// The tables, one migration a version (docs/team.md).
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     include_str!("migrations/0001_team.sql"),
     include_str!("migrations/0002_budgets.sql"),
     include_str!("migrations/0003_outbox.sql"),
     include_str!("migrations/0004_keys.sql"),
     include_str!("migrations/0005_daily.sql"),
+    include_str!("migrations/0006_since.sql"),
 ];
 
 fn unreachable(e: impl std::error::Error) -> TeamError {
@@ -192,6 +193,18 @@ const RESERVE: &str = "WITH taken AS (
   INSERT INTO team_reservations (budget, period_start, amount, tokens, proxy, lease_until)
   SELECT $1, $2, $3, $4, $7, now() + $8::BIGINT * interval '1 millisecond' FROM taken
   RETURNING id";
+
+/// Makes a budget's row for a period, starting from what the team was charged in it since
+/// the budget was made: a period changed mid-way (daily to monthly, say) keeps the spend it
+/// already had. `$2` is the period's start (0 for a total budget: every charge).
+const OPEN_PERIOD: &str =
+    "INSERT INTO team_spend (budget, period_start, spent, spent_tokens, requests)
+  SELECT $1, $2, LEAST(COALESCE(SUM(u.cost), 0), 9223372036854775807)::BIGINT,
+    LEAST(COALESCE(SUM(u.tokens), 0), 9223372036854775807)::BIGINT, COUNT(u.id)
+  FROM team_usage u
+  WHERE u.budget = $1 AND u.created_at >= $2
+    AND u.created_at >= COALESCE((SELECT since FROM team_budgets WHERE name = $1), 0)
+  ON CONFLICT DO NOTHING";
 
 /// Charges the cost once (a retry after a lost answer finds the record and changes nothing),
 /// and frees the reservation unless its lease already expired and the sweep freed it.
@@ -357,15 +370,15 @@ impl Team {
         self.bounded(async {
             let client = self.client().await?;
             let ensure = client
-                .prepare_cached(
-                    "INSERT INTO team_spend (budget, period_start) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                )
+                .prepare_cached(OPEN_PERIOD)
                 .await
                 .map_err(unreachable)?;
             let reserve = client.prepare_cached(RESERVE).await.map_err(unreachable)?;
             let (amount, tokens) = (ask.amount.picos(), to_i64(ask.tokens));
-            let (max_dollars, max_tokens) =
-                (ask.max_dollars.map(Money::picos), ask.max_tokens.map(to_i64));
+            let (max_dollars, max_tokens) = (
+                ask.max_dollars.map(Money::picos),
+                ask.max_tokens.map(to_i64),
+            );
             let lease_ms = self.lease.as_millis() as i64;
             let key: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&ask.budget, &ask.period];
             let args: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
@@ -388,7 +401,11 @@ impl Team {
                     rows.retain(|(b, p)| b != &row_key.0 || *p >= row_key.1);
                     rows.insert(row_key.clone());
                 }
-                if let Some(row) = client.query_opt(&reserve, &args).await.map_err(unreachable)? {
+                if let Some(row) = client
+                    .query_opt(&reserve, &args)
+                    .await
+                    .map_err(unreachable)?
+                {
                     let id: i64 = col(&row, 0)?;
                     self.live().insert(id);
                     return Ok(Ok(Hold {
@@ -521,15 +538,17 @@ impl Team {
             client
                 .execute(
                     "WITH put AS (
-                       INSERT INTO team_budgets (name, spec) VALUES ($1, $2)
-                       ON CONFLICT (name) DO UPDATE SET spec = EXCLUDED.spec, updated_at = now()),
+                       INSERT INTO team_budgets (name, spec, since) VALUES ($1, $2, $3)
+                       ON CONFLICT (name) DO UPDATE SET spec = EXCLUDED.spec, updated_at = now(),
+                         since = CASE WHEN team_budgets.spec IS NULL THEN EXCLUDED.since
+                                      ELSE team_budgets.since END),
                      revoked AS (
                        UPDATE team_keys SET revoked_at = now()
                        WHERE $2::TEXT IS NULL AND budget = $1 AND revoked_at IS NULL),
                      spend AS (DELETE FROM team_spend WHERE $2::TEXT IS NULL AND budget = $1),
                      claims AS (DELETE FROM team_alerts WHERE $2::TEXT IS NULL AND budget = $1)
                      DELETE FROM team_daily WHERE $2::TEXT IS NULL AND budget = $1",
-                    &[&name, &spec],
+                    &[&name, &spec, &chrono::Utc::now().timestamp_millis()],
                 )
                 .await
                 .map_err(unreachable)?;

@@ -900,3 +900,32 @@ async fn retention_sweeps_old_team_charges_and_keeps_the_totals() {
     );
     assert_eq!(after.spent, dollars("0.75"));
 }
+
+/// A period changed mid-way starts from what the team spent in the new period so far, not
+/// from zero: each proxy's ledger holds only its own share, so the team's figure is the one
+/// that keeps the cap.
+#[tokio::test]
+async fn a_team_budget_given_a_new_period_counts_what_the_team_spent_in_it() {
+    let pg = Postgres::start();
+    let apps = three_proxies(&pg, Some("0.2"), 30).await;
+    // $0.12 this month across two proxies: today's spend too.
+    spend_across(&apps[..2], 2).await;
+    let r = patch(&apps[0], "/api/budgets/team", json!({"period": "daily"})).await;
+    assert_eq!(r.status(), 200);
+    for app in &apps[1..] {
+        app.eventually("the others to follow the new period", || async {
+            app.budget("team").await["period"] == "daily"
+        })
+        .await;
+    }
+    // $0.06 more fits the $0.20 daily cap; then $0.12 + $0.06 + $0.06 would not.
+    spend_across(&apps[2..], 1).await;
+    let b = body("claude-haiku-4-5", 12_000);
+    let script = json!({"usage": {"input_tokens": 0, "output_tokens": 12_000}});
+    let refused = apps[1].send(Some("team"), &b, Some(script)).await;
+    assert_eq!(
+        refused.status(),
+        429,
+        "today's $0.18 + $0.06 would pass the $0.20 daily cap"
+    );
+}

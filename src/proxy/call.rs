@@ -1,0 +1,190 @@
+//! A `/v1/messages` request as admission, refusal and settlement see it: its budget and the
+//! books it is kept in, its parsed body and its price, read once.
+
+use super::books::Books;
+use super::request::{self, MessagesRequest};
+use crate::budget::{Budget, DEFAULT_BUDGET};
+use crate::error::HttpError;
+use crate::ledger::Slot;
+use crate::pricing::{Price, PriceBook, PricedAs};
+use crate::service::Service;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The client's name for its agent session; ours, so it is not forwarded.
+pub const SESSION_HEADER: &str = "x-agent-budget-session";
+/// Claude Code's session id, sent with every request; forwarded unchanged.
+const CLAUDE_CODE_SESSION: &str = "x-claude-code-session-id";
+
+/// The request's session: `X-Agent-Budget-Session`, else Claude Code's header; at most 200
+/// visible ASCII characters.
+fn session_of(headers: &HeaderMap) -> Result<Option<String>, HttpError> {
+    let Some((name, v)) = [SESSION_HEADER, CLAUDE_CODE_SESSION]
+        .into_iter()
+        .find_map(|h| headers.get(h).map(|v| (h, v)))
+    else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(s)
+            if !s.trim().is_empty()
+                && s.len() <= 200
+                && s.bytes().all(|b| b.is_ascii_graphic() || b == b' ') =>
+        {
+            Ok(Some(s.trim().to_string()))
+        }
+        _ => Err(HttpError::invalid(format!(
+            "agent-budget: the header '{name}' must be 1 to 200 visible ASCII characters naming the agent session"
+        ))),
+    }
+}
+
+/// Anthropic's own request limit for Messages and count_tokens.
+pub const BODY_LIMIT: usize = 32 * 1024 * 1024;
+
+pub async fn read_body(body: Body, headers: &HeaderMap) -> Result<Bytes, HttpError> {
+    let too_large = || {
+        HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!(
+                "agent-budget: the request body exceeds {BODY_LIMIT} bytes, the Messages API's limit"
+            ),
+        )
+    };
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|e| {
+        let mut src: Option<&dyn std::error::Error> = Some(&e);
+        while let Some(s) = src {
+            if s.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            src = s.source();
+        }
+        HttpError::invalid(format!(
+            "agent-budget: could not read the request body: {e}"
+        ))
+    })
+}
+
+/// The budget `X-Budget-Id` names, if the header is there: one non-empty visible-ASCII
+/// value, else 400 (a request is never charged to `default` by mistake).
+pub fn budget_header(headers: &HeaderMap) -> Result<Option<String>, HttpError> {
+    let mut values = headers.get_all("x-budget-id").iter();
+    let Some(v) = values.next() else {
+        return Ok(None);
+    };
+    let name = v.to_str().map(str::trim).unwrap_or("");
+    if values.next().is_some() || name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(HttpError::invalid(
+            "agent-budget: the header 'X-Budget-Id' must appear once and name a budget (its name or id, e.g. 'X-Budget-Id: my-agents'); leave it out to use the 'default' budget",
+        ));
+    }
+    Ok(Some(name.to_string()))
+}
+
+/// A request on its way through the proxy.
+pub struct Call {
+    pub app: Arc<Service>,
+    pub started: Instant,
+    pub slot: Arc<Slot>,
+    /// The budget's settings as the request found them.
+    pub budget: Budget,
+    pub books: Books,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub parsed: MessagesRequest,
+    pub session: Option<String>,
+    pub book: Arc<PriceBook>,
+    pub price: Arc<Price>,
+    pub priced_as: PricedAs,
+    /// Its fingerprint, when the budget's loop guard watches for repeats.
+    pub repeat: Option<u64>,
+}
+
+impl Call {
+    /// Reads a request charged to the budget `key` names (a virtual key's own, whatever the
+    /// path or header says; else `default`, unless the proxy requires a budget).
+    pub async fn read(
+        app: Arc<Service>,
+        key: Option<String>,
+        req: Request,
+    ) -> Result<Call, HttpError> {
+        let started = Instant::now();
+        let (mut parts, body) = req.into_parts();
+        let slot = budget_of(&app, key, &mut parts.headers)?;
+        let session = session_of(&parts.headers)?;
+        let body = read_body(body, &parts.headers).await?;
+        let parsed =
+            request::parse(&body).map_err(|e| HttpError::invalid(format!("agent-budget: {e}")))?;
+        let book = app.prices();
+        let (price, priced_as) = book.lookup(&parsed.model);
+        let budget = slot.budget();
+        let repeat = budget
+            .loop_guard
+            .map(|_| request::fingerprint(&body, &parsed.model));
+        Ok(Call {
+            books: Books::of(&app, &budget.name),
+            app,
+            started,
+            slot,
+            budget,
+            uri: parts.uri,
+            headers: parts.headers,
+            body,
+            parsed,
+            session,
+            book,
+            price,
+            priced_as,
+            repeat,
+        })
+    }
+}
+
+/// The budget a request is charged to, once the proxy can record it.
+fn budget_of(
+    app: &Service,
+    key: Option<String>,
+    headers: &mut HeaderMap,
+) -> Result<Arc<Slot>, HttpError> {
+    let keyed = app.resolve_key(headers)?;
+    let key = match (keyed, key.filter(|k| !k.is_empty())) {
+        (Some(id), _) => id.to_string(),
+        (None, Some(k)) => k,
+        (None, None) if app.config.require_budget => {
+            return Err(HttpError::invalid(
+                "agent-budget: this proxy requires a budget: add the header 'X-Budget-Id: <budget>' or use the base URL …/agent-budget/b/<budget>",
+            ));
+        }
+        (None, None) => DEFAULT_BUDGET.to_string(),
+    };
+    let failure = app
+        .store
+        .health
+        .failure()
+        .or_else(|| app.store.writer.overloaded());
+    if let Some(failure) = failure.filter(|_| !app.config.fail_open) {
+        return Err(HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            format!(
+                "agent-budget: usage records cannot be saved to the database ({failure}); requests are refused until they can, so that none goes unaccounted. Free disk space or fix the data directory's permissions, or start with --fail-open to forward anyway"
+            ),
+        ));
+    }
+    app.ledger
+        .find(&key)
+        .ok_or_else(|| HttpError::not_found(format!("budget '{key}' does not exist")))
+}
