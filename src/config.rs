@@ -244,84 +244,58 @@ pub fn default_data_dir() -> Option<PathBuf> {
 
 impl Settings {
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let host_text = self.host.unwrap_or_else(|| "127.0.0.1".into());
-        let host: IpAddr = match host_text.as_str() {
-            "localhost" => IpAddr::from([127, 0, 0, 1]),
-            h => h
-                .trim_matches(|c| c == '[' || c == ']')
-                .parse()
-                .map_err(|_| ConfigError::Host(host_text.clone()))?,
-        };
+        let host = parse_host(self.host.unwrap_or_else(|| "127.0.0.1".into()))?;
         let upstream = self
             .upstream
             .unwrap_or_else(|| "https://api.anthropic.com".into());
-        match reqwest::Url::parse(&upstream) {
-            Ok(u)
-                if matches!(u.scheme(), "http" | "https")
-                    && u.host().is_some()
-                    && u.query().is_none() => {}
-            _ => return Err(ConfigError::Upstream(upstream)),
-        }
+        check_upstream(&upstream)?;
         let admin_token = self.admin_token.filter(|t| !t.is_empty());
-        if let Some(t) = &admin_token {
-            if t.len() < 16 || t.chars().any(char::is_whitespace) {
-                return Err(ConfigError::WeakToken);
-            }
+        if admin_token
+            .as_ref()
+            .is_some_and(|t| t.len() < 16 || t.chars().any(char::is_whitespace))
+        {
+            return Err(ConfigError::WeakToken);
         }
         if !host.is_loopback() && self.open_admin {
             return Err(ConfigError::OpenAdminRemote(host));
         }
-        let retention_days = self.retention_days.unwrap_or(90);
-        if !(1..=36500).contains(&retention_days) {
-            return Err(ConfigError::Retention);
-        }
-        let timeout = self.upstream_timeout_secs.unwrap_or(600);
-        if !(1..=86400).contains(&timeout) {
-            return Err(ConfigError::Timeout);
-        }
-        let grace = self.shutdown_grace_secs.unwrap_or(30);
-        if grace > 3600 {
-            return Err(ConfigError::Grace);
-        }
-        let max_connections = self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
-        if !(1..=1_000_000).contains(&max_connections) {
-            return Err(ConfigError::MaxConnections);
-        }
-        let idle = self.idle_timeout_secs.unwrap_or(30);
-        if !(1..=3600).contains(&idle) {
-            return Err(ConfigError::IdleTimeout);
-        }
+        let retention_days = within(self.retention_days, 90, 1..=36500, ConfigError::Retention)?;
+        let timeout = within(
+            self.upstream_timeout_secs,
+            600,
+            1..=86400,
+            ConfigError::Timeout,
+        )?;
+        let grace = within(self.shutdown_grace_secs, 30, 0..=3600, ConfigError::Grace)?;
+        let max_connections = within(
+            self.max_connections,
+            DEFAULT_MAX_CONNECTIONS,
+            1..=1_000_000,
+            ConfigError::MaxConnections,
+        )?;
+        let idle = within(
+            self.idle_timeout_secs,
+            30,
+            1..=3600,
+            ConfigError::IdleTimeout,
+        )?;
+        let lease = within(
+            self.lease_secs,
+            DEFAULT_LEASE.as_secs(),
+            1..=3600,
+            ConfigError::Lease,
+        )?;
         let zone = match self.time_zone.filter(|z| !z.is_empty()) {
             None => Zone::Local,
             Some(z) => Zone::parse(&z).ok_or(ConfigError::Zone(z))?,
         };
-        for h in &self.allowed_hosts {
-            if h.is_empty()
-                || !h
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-            {
-                return Err(ConfigError::AllowedHost(h.clone()));
-            }
+        if let Some(h) = self.allowed_hosts.iter().find(|h| !is_host_name(h)) {
+            return Err(ConfigError::AllowedHost(h.clone()));
         }
-        let given = match (&self.upstream_key_file, self.upstream_key) {
-            (Some(path), _) => Some((read_key_file(path)?, KeySource::File)),
-            (None, key) => key.map(|k| (k.0, KeySource::Environment)),
-        };
-        let upstream_key = match given {
-            None => None,
-            Some((text, source)) => Some((
-                parse_upstream_key(&text).map_err(ConfigError::BadKey)?,
-                source,
-            )),
-        };
+        let upstream_key = upstream_key_of(self.upstream_key_file.as_deref(), self.upstream_key)?;
         let database = self.database.filter(|d| !d.is_empty());
         if let Some(url) = &database {
             check_database(url)?;
-        }
-        let lease = self.lease_secs.unwrap_or(DEFAULT_LEASE.as_secs());
-        if !(1..=3600).contains(&lease) {
-            return Err(ConfigError::Lease);
         }
         Ok(Config {
             host,
@@ -355,202 +329,68 @@ impl Settings {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn s() -> Settings {
-        Settings {
-            data_dir: Some("/tmp/x".into()),
-            ..Settings::default()
-        }
-    }
-
-    #[test]
-    fn the_upstream_key_file_must_be_private_and_the_key_never_prints() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("key");
-        std::fs::write(&f, "sk-ant-secret-9876\n").unwrap();
-        let with = |path: &std::path::Path| {
-            Settings {
-                upstream_key_file: Some(path.to_path_buf()),
-                ..s()
-            }
-            .validate()
-        };
-        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = with(&f).unwrap_err().to_string();
-        assert!(
-            e.contains("--upstream-key-file") && e.contains("chmod 600"),
-            "{e}"
-        );
-        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let c = with(&f).unwrap();
-        assert_eq!(
-            c.upstream_key.as_ref().map(|(k, s)| (k.expose(), *s)),
-            Some(("sk-ant-secret-9876", KeySource::File))
-        );
-        let shown = format!("{c:?}");
-        assert!(
-            !shown.contains("secret-9876") && shown.contains("…9876"),
-            "{shown}"
-        );
-        let missing = with(&dir.path().join("nope")).unwrap_err().to_string();
-        assert!(missing.contains("cannot read"), "{missing}");
-        let spaced = Settings {
-            upstream_key: Some(Secret::new("sk ant".into())),
-            ..s()
-        };
-        assert_eq!(
-            spaced.validate().unwrap_err(),
-            ConfigError::BadKey(BadKey::Malformed)
-        );
-    }
-
-    #[test]
-    fn a_database_url_is_shown_without_its_password() {
-        let shown = redact_database("postgres://agent:s3cret@db.internal:5432/budgets");
-        assert!(
-            !shown.contains("s3cret") && shown.contains("agent") && shown.contains("db.internal"),
-            "{shown}"
-        );
-        assert_eq!(redact_database("postgres://db/x"), "postgres://db/x");
-    }
-
-    #[test]
-    fn an_upstream_key_is_trimmed_printable_and_not_a_virtual_key() {
-        assert_eq!(
-            parse_upstream_key(" sk-ant-api03-x\n").map(|k| k.expose().to_string()),
-            Ok("sk-ant-api03-x".into())
-        );
-        for bad in ["", "  \n", "sk-ant é", "sk\u{7}ant"] {
-            assert_eq!(
-                parse_upstream_key(bad).err(),
-                Some(BadKey::Malformed),
-                "{bad:?}"
-            );
-        }
-        let e = parse_upstream_key("sk-ab-0123").unwrap_err();
-        assert_eq!(e, BadKey::Virtual);
-        assert!(e.to_string().contains("sk-ant-"), "{e}");
-    }
-
-    #[test]
-    fn defaults_follow_the_contract() {
-        let c = s().validate().unwrap();
-        assert_eq!(
-            (c.host.to_string(), c.port, c.upstream.as_str()),
-            ("127.0.0.1".into(), 4727, "https://api.anthropic.com")
-        );
-        assert_eq!(
-            (
-                c.retention_days,
-                c.upstream_timeout.as_secs(),
-                c.shutdown_grace.as_secs()
-            ),
-            (90, 600, 30)
-        );
-    }
-
-    #[test]
-    fn each_bad_setting_is_named() {
-        let bad = [
-            (
-                Settings {
-                    host: Some("nope".into()),
-                    ..s()
-                },
-                "--host",
-            ),
-            (
-                Settings {
-                    host: Some("0.0.0.0".into()),
-                    open_admin: true,
-                    ..s()
-                },
-                "--open-admin",
-            ),
-            (
-                Settings {
-                    upstream: Some("ftp://x".into()),
-                    ..s()
-                },
-                "--upstream",
-            ),
-            (
-                Settings {
-                    admin_token: Some("short".into()),
-                    ..s()
-                },
-                "--admin-token",
-            ),
-            (
-                Settings {
-                    retention_days: Some(0),
-                    ..s()
-                },
-                "--retention-days",
-            ),
-            (
-                Settings {
-                    shutdown_grace_secs: Some(3601),
-                    ..s()
-                },
-                "--shutdown-grace",
-            ),
-            (
-                Settings {
-                    upstream_timeout_secs: Some(0),
-                    ..s()
-                },
-                "--upstream-timeout",
-            ),
-            (
-                Settings {
-                    time_zone: Some("Mars/Olympus".into()),
-                    ..s()
-                },
-                "--time-zone",
-            ),
-            (
-                Settings {
-                    allowed_hosts: vec!["a b".into()],
-                    ..s()
-                },
-                "--allowed-host",
-            ),
-            (
-                Settings {
-                    database: Some("mysql://x".into()),
-                    ..s()
-                },
-                "--database",
-            ),
-            (
-                Settings {
-                    database: Some("postgres://h:notaport/db".into()),
-                    ..s()
-                },
-                "--database",
-            ),
-            (
-                Settings {
-                    lease_secs: Some(0),
-                    ..s()
-                },
-                "--lease-secs",
-            ),
-        ];
-        for (settings, flag) in bad {
-            let msg = settings.validate().unwrap_err().to_string();
-            assert!(msg.contains(flag), "{msg}");
-        }
-        let open = Settings {
-            host: Some("0.0.0.0".into()),
-            admin_token: Some("0123456789abcdef".into()),
-            ..s()
-        };
-        assert!(open.validate().is_ok());
+/// A setting's value, or its default, if it lies in `range`.
+fn within<T: PartialOrd + Copy>(
+    value: Option<T>,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+    error: ConfigError,
+) -> Result<T, ConfigError> {
+    let v = value.unwrap_or(default);
+    if range.contains(&v) {
+        Ok(v)
+    } else {
+        Err(error)
     }
 }
+
+fn parse_host(text: String) -> Result<IpAddr, ConfigError> {
+    match text.as_str() {
+        "localhost" => Ok(IpAddr::from([127, 0, 0, 1])),
+        h => h
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse()
+            .map_err(|_| ConfigError::Host(text.clone())),
+    }
+}
+
+fn check_upstream(upstream: &str) -> Result<(), ConfigError> {
+    match reqwest::Url::parse(upstream) {
+        Ok(u)
+            if matches!(u.scheme(), "http" | "https")
+                && u.host().is_some()
+                && u.query().is_none() =>
+        {
+            Ok(())
+        }
+        _ => Err(ConfigError::Upstream(upstream.to_string())),
+    }
+}
+
+/// Whether `h` can be a `Host` name: letters, digits, dots and dashes.
+fn is_host_name(h: &str) -> bool {
+    !h.is_empty()
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+}
+
+/// The real Anthropic key given at start-up: from its file, else from the environment.
+fn upstream_key_of(
+    file: Option<&std::path::Path>,
+    env: Option<Secret>,
+) -> Result<Option<(Secret, KeySource)>, ConfigError> {
+    let given = match (file, env) {
+        (Some(path), _) => Some((read_key_file(path)?, KeySource::File)),
+        (None, key) => key.map(|k| (k.0, KeySource::Environment)),
+    };
+    given
+        .map(|(text, source)| {
+            parse_upstream_key(&text)
+                .map(|k| (k, source))
+                .map_err(ConfigError::BadKey)
+        })
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests;

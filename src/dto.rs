@@ -2,6 +2,7 @@
 //! serialised by serde, generated for TypeScript by ts-rs into `ui/src/bindings/`.
 
 use crate::budget::Admission;
+use crate::budget::level::Level;
 use crate::budget::period::Period;
 use crate::money::Money;
 use crate::record::{ModelBreakdown, SessionView, UsageRecord};
@@ -31,6 +32,8 @@ pub struct BudgetView {
     pub remaining_dollars: Option<Money>,
     /// spent ÷ cap × 100, for display; 0 when uncapped.
     pub percent_used: f64,
+    /// How near the cap: `warning` from 80 %, `over` at 100 % or after a refusal this period.
+    pub level: Level,
     pub requests: u64,
     pub blocked: u64,
     pub period_start: String,

@@ -8,6 +8,20 @@ use crate::store::StoreError;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+/// Every error type the server answers with (Anthropic's names).
+const KINDS: [&str; 10] = [
+    "api_error",
+    "authentication_error",
+    "billing_error",
+    "conflict_error",
+    "invalid_request_error",
+    "not_found_error",
+    "overloaded_error",
+    "permission_error",
+    "timeout_error",
+    "upstream_error",
+];
+
 #[derive(Debug, Clone)]
 pub struct HttpError {
     pub status: StatusCode,
@@ -25,6 +39,19 @@ impl HttpError {
             headers: Vec::new(),
         }
     }
+    /// The error an answer of this server carries (`{"error": {"type", "message"}}`), read
+    /// back (by the API called in-process).
+    pub fn from_answer(status: StatusCode, body: &serde_json::Value) -> HttpError {
+        let error = &body["error"];
+        let kind = error["type"].as_str().unwrap_or_default();
+        let kind = KINDS
+            .into_iter()
+            .find(|k| *k == kind)
+            .unwrap_or("api_error");
+        let message = error["message"].as_str().unwrap_or("the request failed");
+        HttpError::new(status, kind, message.to_string())
+    }
+
     pub fn invalid(message: impl Into<String>) -> HttpError {
         HttpError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
     }

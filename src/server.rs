@@ -3,16 +3,19 @@
 
 use crate::api::{self, LocalPort};
 use crate::config::Config;
+use crate::error::HttpError;
 use crate::guard::{self, Policy};
 use crate::proxy;
 use crate::service::webhook;
 use crate::service::{Service, StartError};
-use axum::routing::{any, delete, get, post};
+use axum::http::{Method, StatusCode};
+use axum::routing::{any, get, post};
 use axum::{Extension, Router, middleware};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 /// All routes, with the guards in front. `fn app` so tests can call it without a socket.
 pub fn app(service: Arc<Service>, port: u16) -> Router {
@@ -42,67 +45,7 @@ pub fn app(service: Arc<Service>, port: u16) -> Router {
         )
         .merge(v1("/agent-budget"))
         .merge(v1("/agent-budget/b/{budget}"))
-        .route("/api/hello", get(api::hello).head(api::hello))
-        .route("/agent-budget/health", get(api::health))
-        .route(
-            "/agent-budget/api/budgets",
-            get(api::list_budgets).post(api::create_budget),
-        )
-        .route(
-            "/agent-budget/api/budgets/{id}",
-            get(api::get_budget)
-                .patch(api::patch_budget)
-                .delete(api::delete_budget),
-        )
-        .route("/agent-budget/api/budgets/{id}/usage", get(api::usage))
-        .route(
-            "/agent-budget/api/budgets/{id}/sessions",
-            get(api::sessions),
-        )
-        .route(
-            "/agent-budget/api/budgets/{id}/keys",
-            get(api::list_keys).post(api::create_key),
-        )
-        .route(
-            "/agent-budget/api/budgets/{id}/keys/{key_id}",
-            delete(api::revoke_key),
-        )
-        .route("/agent-budget/api/budgets/{id}/badge", get(api::badge))
-        .route(
-            "/agent-budget/api/budgets/{id}/test-webhook",
-            post(api::test_webhook),
-        )
-        .route("/agent-budget/api/alerts", get(api::alerts))
-        .route("/agent-budget/api/events", get(api::live::events))
-        .route(
-            "/agent-budget/api/budgets/{id}/usage.csv",
-            get(api::live::usage_csv),
-        )
-        .route(
-            "/agent-budget/api/pricing",
-            get(api::get_pricing).put(api::put_pricing),
-        )
-        .route("/agent-budget/api/stats", get(api::stats))
-        .route(
-            "/agent-budget/sign-in",
-            get(api::session::redeem).post(api::session::with_token),
-        )
-        .route(
-            "/agent-budget/api/sign-in-links",
-            post(api::session::create_link),
-        )
-        .route("/agent-budget/api/sign-out", post(api::session::sign_out))
-        .route("/agent-budget/api/spend", get(api::spend))
-        .route("/agent-budget/api/settings", get(api::settings))
-        .route(
-            "/agent-budget/api/settings/upstream-key",
-            get(api::upstream_key)
-                .put(api::set_upstream_key)
-                .delete(api::delete_upstream_key),
-        )
-        .route("/agent-budget", get(api::assets::root))
-        .route("/agent-budget/", get(api::assets::index))
-        .route("/agent-budget/{*path}", get(api::assets::file))
+        .merge(api::routes())
         .fallback(|req: axum::extract::Request| async move {
             crate::error::HttpError::not_found(format!(
                 "agent-budget: no route for {} {}",
@@ -158,7 +101,69 @@ pub struct RunningServer {
     stop: CancellationToken,
     served: tokio::task::JoinHandle<()>,
     writer: crate::store::WriterHandle,
+    router: Router,
 }
+
+/// The REST API called inside the process, as its admin: the desktop app's dashboard goes
+/// through the same routes, handlers and errors as a browser, without a socket.
+#[derive(Clone)]
+pub struct InProcessApi {
+    router: Router,
+    port: u16,
+}
+
+impl InProcessApi {
+    /// Serves one request of `/agent-budget/api/*` (`path` starts with `/api/`): its JSON
+    /// answer (null when it has none), or the API's error.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, HttpError> {
+        let method = Method::from_bytes(method.as_bytes())
+            .map_err(|_| HttpError::invalid(format!("'{method}' is not an HTTP method")))?;
+        if !path.starts_with("/api/") {
+            return Err(HttpError::not_found(format!(
+                "agent-budget: {path} is not an API path"
+            )));
+        }
+        let mut req = axum::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", crate::config::BASE_PATH))
+            .header("host", format!("localhost:{}", self.port));
+        let body = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                serde_json::to_vec(&b).map_err(|e| HttpError::invalid(e.to_string()))?
+            }
+            None => Vec::new(),
+        };
+        let mut req = req
+            .body(axum::body::Body::from(body))
+            .map_err(|e| HttpError::invalid(format!("agent-budget: {e}")))?;
+        req.extensions_mut().insert(guard::InProcess);
+        let resp = match self.router.clone().oneshot(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), MAX_ANSWER)
+            .await
+            .map_err(|e| {
+                let msg = format!("agent-budget: the answer could not be read: {e}");
+                HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "api_error", msg)
+            })?;
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        if status.is_success() {
+            return Ok(json);
+        }
+        Err(HttpError::from_answer(status, &json))
+    }
+}
+
+/// The largest answer read in-process (a page of 500 usage records is well below it).
+const MAX_ANSWER: usize = 16 * 1024 * 1024;
 
 impl RunningServer {
     /// Opens the store, rebuilds the ledger and binds the listener.
@@ -182,7 +187,12 @@ impl RunningServer {
             max_connections: service.config.max_connections,
             header_timeout: service.config.idle_timeout,
         };
-        let served = tokio::spawn(crate::connections::serve(listener, router, limits, stopped));
+        let served = tokio::spawn(crate::connections::serve(
+            listener,
+            router.clone(),
+            limits,
+            stopped,
+        ));
         let host = match addr.ip() {
             ip if ip.is_loopback() || ip.is_unspecified() => "localhost".to_string(),
             std::net::IpAddr::V6(ip) => format!("[{ip}]"),
@@ -212,7 +222,16 @@ impl RunningServer {
             stop,
             served,
             writer,
+            router,
         })
+    }
+
+    /// The REST API inside the process, for the app that embeds the server.
+    pub fn api(&self) -> InProcessApi {
+        InProcessApi {
+            router: self.router.clone(),
+            port: self.port(),
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -1,18 +1,8 @@
-//! Typed Tauri commands: one per dashboard operation (`ui/src/api/index.ts` `Op`), each a thin
-//! call into the same service layer as the REST API. Errors arrive in the UI as `{type, message}`.
+//! Tauri commands: the dashboard's REST API in-process (`api`), and the desktop app's own
+//! settings. Errors arrive in the UI as `{type, message}`.
 
 use crate::Core;
-use agent_budget::budget::{BudgetPatch, NewBudget};
-use agent_budget::dto::{
-    BudgetDetail, BudgetView, Items, KeyCreated, NewKey, NewUpstreamKey, SessionPage, Settings,
-    UpstreamKeyView, UsagePage,
-};
 use agent_budget::error::HttpError;
-use agent_budget::pricing::{PriceEntry, PricingTable};
-use agent_budget::record::AlertView;
-use agent_budget::record::KeyView;
-use agent_budget::record::stats::{SpendSeries, Stats};
-use agent_budget::service::alerts::WebhookTest;
 use serde::Serialize;
 use tauri::{AppHandle, Manager, State};
 use ts_rs::TS;
@@ -37,138 +27,17 @@ impl From<HttpError> for CommandError {
 
 type Result<T> = std::result::Result<T, CommandError>;
 
+/// The dashboard's operations: the REST API itself, called inside the process
+/// (`RunningServer::api`), so the route table is the one list of them. The UI names each by
+/// its method and path (`ui/src/api`); an error arrives as the API's `{type, message}`.
 #[tauri::command]
-pub async fn list_budgets(core: State<'_, Core>) -> Result<Items<BudgetView>> {
-    Ok(Items {
-        items: core.service()?.list_budgets(),
-    })
-}
-
-#[tauri::command]
-pub async fn get_budget(core: State<'_, Core>, id: String) -> Result<BudgetDetail> {
-    Ok(core.service()?.budget_detail(&id).await?)
-}
-
-#[tauri::command]
-pub async fn create_budget(core: State<'_, Core>, input: NewBudget) -> Result<BudgetView> {
-    Ok(core.service()?.create_budget(input).await?)
-}
-
-#[tauri::command]
-pub async fn patch_budget(
+pub async fn api(
     core: State<'_, Core>,
-    id: String,
-    patch: BudgetPatch,
-) -> Result<BudgetView> {
-    Ok(core.service()?.patch_budget(&id, patch).await?)
-}
-
-#[tauri::command]
-pub async fn delete_budget(core: State<'_, Core>, id: String) -> Result<()> {
-    Ok(core.service()?.delete_budget(&id).await?)
-}
-
-#[tauri::command]
-pub async fn usage(
-    core: State<'_, Core>,
-    id: String,
-    limit: u32,
-    offset: u64,
-) -> Result<UsagePage> {
-    Ok(core
-        .service()?
-        .usage_page(&id, Some(limit), Some(offset))
-        .await?)
-}
-
-#[tauri::command]
-pub async fn sessions(
-    core: State<'_, Core>,
-    id: String,
-    limit: u32,
-    offset: u64,
-) -> Result<SessionPage> {
-    Ok(core
-        .service()?
-        .sessions_page(&id, Some(limit), Some(offset))
-        .await?)
-}
-
-#[tauri::command]
-pub async fn list_keys(core: State<'_, Core>, id: String) -> Result<Items<KeyView>> {
-    Ok(core.service()?.list_keys(&id).await?)
-}
-
-#[tauri::command]
-pub async fn create_key(core: State<'_, Core>, id: String, input: NewKey) -> Result<KeyCreated> {
-    Ok(core.service()?.create_key(&id, input).await?)
-}
-
-#[tauri::command]
-pub async fn revoke_key(core: State<'_, Core>, id: String, key_id: String) -> Result<()> {
-    Ok(core.service()?.revoke_key(&id, &key_id).await?)
-}
-
-#[tauri::command]
-pub async fn upstream_key(core: State<'_, Core>) -> Result<UpstreamKeyView> {
-    Ok(core.service()?.upstream_key())
-}
-
-#[tauri::command]
-pub async fn set_upstream_key(
-    core: State<'_, Core>,
-    input: NewUpstreamKey,
-) -> Result<UpstreamKeyView> {
-    Ok(core.service()?.set_upstream_key(input).await?)
-}
-
-#[tauri::command]
-pub async fn delete_upstream_key(core: State<'_, Core>) -> Result<()> {
-    Ok(core.service()?.delete_upstream_key().await?)
-}
-
-#[tauri::command]
-pub async fn alerts(
-    core: State<'_, Core>,
-    limit: u32,
-    budget: Option<String>,
-) -> Result<Items<AlertView>> {
-    Ok(Items {
-        items: core
-            .service()?
-            .alerts(Some(limit), budget.as_deref())
-            .await?,
-    })
-}
-
-#[tauri::command]
-pub async fn pricing(core: State<'_, Core>) -> Result<PricingTable> {
-    Ok(core.service()?.pricing_table())
-}
-
-#[tauri::command]
-pub async fn put_price(core: State<'_, Core>, entry: PriceEntry) -> Result<PriceEntry> {
-    Ok(core.service()?.put_price(entry).await?)
-}
-
-#[tauri::command]
-pub async fn stats(core: State<'_, Core>) -> Result<Stats> {
-    Ok(core.service()?.stats().await?)
-}
-
-#[tauri::command]
-pub async fn spend(core: State<'_, Core>, days: u32) -> Result<SpendSeries> {
-    Ok(core.service()?.spend_series(days).await?)
-}
-
-#[tauri::command]
-pub async fn settings(core: State<'_, Core>) -> Result<Settings> {
-    Ok(core.service()?.settings(core.port()))
-}
-
-#[tauri::command]
-pub async fn test_webhook(core: State<'_, Core>, id: String) -> Result<WebhookTest> {
-    Ok(core.service()?.test_webhook(&id).await?)
+    method: String,
+    path: String,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value> {
+    Ok(core.api()?.call(&method, &path, body).await?)
 }
 
 /// The desktop app's own state, for its settings page.

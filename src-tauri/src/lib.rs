@@ -8,6 +8,7 @@ mod prefs;
 pub mod tray;
 
 use agent_budget::events::CoreEvent;
+use agent_budget::server::InProcessApi;
 use agent_budget::service::Service;
 use agent_budget::{RunningServer, Settings};
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
@@ -24,6 +25,8 @@ use tray::{IconState, MenuId};
 #[derive(Default)]
 pub struct Core {
     service: Mutex<Option<Arc<Service>>>,
+    /// The REST API in-process, while the proxy runs.
+    api: Mutex<Option<InProcessApi>>,
     server: tokio::sync::Mutex<Option<RunningServer>>,
     stopped: Mutex<Option<String>>,
     port: AtomicU16,
@@ -48,6 +51,14 @@ impl Core {
                 "the proxy is not running: {}",
                 self.stopped().unwrap_or_default()
             ),
+        })
+    }
+    fn api(&self) -> Result<InProcessApi, commands::CommandError> {
+        self.service()?;
+        let api = self.api.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        api.ok_or_else(|| commands::CommandError {
+            kind: "api_error".into(),
+            message: "the proxy is not running".into(),
         })
     }
     fn stopped(&self) -> Option<String> {
@@ -111,6 +122,7 @@ async fn set_database(app: &AppHandle, url: Option<String>) -> Result<(), String
     let running = core.server.lock().await.take();
     if let Some(server) = running {
         *core.service.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *core.api.lock().unwrap_or_else(|p| p.into_inner()) = None;
         server.shutdown().await;
     }
     start_core(app, Some(port)).await;
@@ -193,6 +205,7 @@ async fn snapshot(app: &AppHandle) -> tray::Snapshot {
             cap: b.max_dollars,
             percent: b.percent_used,
             blocked: b.blocked,
+            level: b.level,
             cap_at: b.projected_exhaustion_at,
         })
         .collect();
@@ -341,6 +354,7 @@ async fn start_core(app: &AppHandle, port: Option<u16>) {
             core.port.store(server.port(), Ordering::Relaxed);
             let service = server.service().clone();
             *core.service.lock().unwrap_or_else(|p| p.into_inner()) = Some(service.clone());
+            *core.api.lock().unwrap_or_else(|p| p.into_inner()) = Some(server.api());
             *core.server.lock().await = Some(server);
             *core.stopped.lock().unwrap_or_else(|p| p.into_inner()) = None;
             forward_events(app.clone(), service);
@@ -402,26 +416,7 @@ pub fn run() {
         .plugin(tauri_plugin_clipboard_manager::init())
         .manage(Core::default())
         .invoke_handler(tauri::generate_handler![
-            commands::list_budgets,
-            commands::get_budget,
-            commands::create_budget,
-            commands::patch_budget,
-            commands::delete_budget,
-            commands::usage,
-            commands::sessions,
-            commands::list_keys,
-            commands::create_key,
-            commands::revoke_key,
-            commands::upstream_key,
-            commands::set_upstream_key,
-            commands::delete_upstream_key,
-            commands::alerts,
-            commands::pricing,
-            commands::put_price,
-            commands::stats,
-            commands::spend,
-            commands::settings,
-            commands::test_webhook,
+            commands::api,
             commands::desktop_status,
             commands::restart_proxy,
             commands::set_autostart,

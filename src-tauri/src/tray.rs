@@ -1,6 +1,7 @@
 //! The tray: a pure view of the core's state (`tray_view`), and the thin glue that turns it
 //! into Tauri's tray icon and menu.
 
+use agent_budget::budget::level::Level;
 use agent_budget::money::Money;
 
 /// What the icon shows: the worst state of any budget, or that the proxy is not running.
@@ -58,6 +59,7 @@ pub struct BudgetLine {
     pub cap: Option<Money>,
     pub percent: f64,
     pub blocked: u64,
+    pub level: Level,
     /// `projected_exhaustion_at` as the API renders it (in the configured zone).
     pub cap_at: Option<String>,
 }
@@ -125,15 +127,11 @@ pub fn tray_view(s: &Snapshot) -> TrayView {
     let icon = match &s.stopped {
         Some(_) => IconState::Stopped,
         None if s.storage.is_some() => IconState::Blocked,
-        None if s
-            .budgets
-            .iter()
-            .any(|b| b.blocked > 0 || b.percent >= 100.0) =>
-        {
-            IconState::Blocked
-        }
-        None if s.budgets.iter().any(|b| b.percent >= 80.0) => IconState::Warning,
-        None => IconState::Ok,
+        None => match s.budgets.iter().map(|b| b.level).max() {
+            Some(Level::Over) => IconState::Blocked,
+            Some(Level::Warning) => IconState::Warning,
+            _ => IconState::Ok,
+        },
     };
     let tooltip = match (&s.stopped, &s.storage) {
         (Some(why), _) => format!("agent-budget: proxy not running — {why}"),
@@ -210,12 +208,17 @@ mod tests {
     use super::*;
 
     fn line(name: &str, spent: &str, cap: Option<&str>, percent: f64, blocked: u64) -> BudgetLine {
+        let (spent, cap) = (
+            Money::parse(spent).unwrap(),
+            cap.map(|c| Money::parse(c).unwrap()),
+        );
         BudgetLine {
             name: name.into(),
-            spent: Money::parse(spent).unwrap(),
-            cap: cap.map(|c| Money::parse(c).unwrap()),
+            spent,
+            cap,
             percent,
             blocked,
+            level: Level::of(spent, cap, blocked),
             cap_at: None,
         }
     }

@@ -18,14 +18,77 @@ use crate::record::stats::{SpendSeries, Stats};
 use crate::service::Service;
 use crate::service::alerts::WebhookTest;
 use axum::Json;
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
 type App = State<Arc<Service>>;
+
+/// The REST API's routes (under `/agent-budget/api`), sign-in, health and the dashboard.
+pub fn routes() -> Router<Arc<Service>> {
+    Router::new()
+        .route("/api/hello", get(hello).head(hello))
+        .route("/agent-budget/health", get(health))
+        .route(
+            "/agent-budget/api/budgets",
+            get(list_budgets).post(create_budget),
+        )
+        .route(
+            "/agent-budget/api/budgets/{id}",
+            get(get_budget).patch(patch_budget).delete(delete_budget),
+        )
+        .route("/agent-budget/api/budgets/{id}/usage", get(usage))
+        .route("/agent-budget/api/budgets/{id}/sessions", get(sessions))
+        .route(
+            "/agent-budget/api/budgets/{id}/keys",
+            get(list_keys).post(create_key),
+        )
+        .route(
+            "/agent-budget/api/budgets/{id}/keys/{key_id}",
+            delete(revoke_key),
+        )
+        .route("/agent-budget/api/budgets/{id}/badge", get(badge))
+        .route(
+            "/agent-budget/api/budgets/{id}/test-webhook",
+            post(test_webhook),
+        )
+        .route("/agent-budget/api/alerts", get(alerts))
+        .route("/agent-budget/api/events", get(live::events))
+        .route(
+            "/agent-budget/api/budgets/{id}/usage.csv",
+            get(live::usage_csv),
+        )
+        .route(
+            "/agent-budget/api/pricing",
+            get(get_pricing).put(put_pricing),
+        )
+        .route("/agent-budget/api/stats", get(stats))
+        .route(
+            "/agent-budget/sign-in",
+            get(session::redeem).post(session::with_token),
+        )
+        .route(
+            "/agent-budget/api/sign-in-links",
+            post(session::create_link),
+        )
+        .route("/agent-budget/api/sign-out", post(session::sign_out))
+        .route("/agent-budget/api/spend", get(spend))
+        .route("/agent-budget/api/settings", get(settings))
+        .route(
+            "/agent-budget/api/settings/upstream-key",
+            get(upstream_key)
+                .put(set_upstream_key)
+                .delete(delete_upstream_key),
+        )
+        .route("/agent-budget", get(assets::root))
+        .route("/agent-budget/", get(assets::index))
+        .route("/agent-budget/{*path}", get(assets::file))
+}
 
 /// Parses a JSON object body; errors name the offending field (`field 'max_dollars': …`).
 /// Anything but an object is refused (serde would otherwise take an array's items as the

@@ -1,6 +1,7 @@
 //! Budgets: the model, its validated inputs, and the period arithmetic.
 
 pub mod alert;
+pub mod level;
 pub mod period;
 pub mod rate;
 pub mod repeats;
@@ -63,6 +64,27 @@ pub struct Budget {
     pub models: Option<Vec<String>>,
     pub loop_guard: Option<repeats::LoopGuard>,
     pub created_at: DateTime<Utc>,
+}
+
+impl Budget {
+    /// The built-in `default` budget, made on first run: uncapped until the user sets a cap.
+    pub fn built_in(now: DateTime<Utc>) -> Budget {
+        Budget {
+            id: 0,
+            name: DEFAULT_BUDGET.into(),
+            max_dollars: None,
+            max_tokens: None,
+            period: Period::default(),
+            webhook_url: None,
+            thresholds: DEFAULT_THRESHOLDS.to_vec(),
+            admission: Admission::default(),
+            max_dollars_per_hour: None,
+            max_request_dollars: None,
+            models: None,
+            loop_guard: None,
+            created_at: now,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -149,7 +171,7 @@ pub struct BudgetPatch {
     #[ts(optional, type = "Array<string> | null")]
     pub models: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "present")]
-    #[ts(optional, type = "LoopGuard | null")]
+    #[ts(optional, as = "Option<Option<repeats::LoopGuard>>")]
     pub loop_guard: Option<Option<repeats::LoopGuard>>,
 }
 

@@ -1,5 +1,6 @@
 //! The shields-style SVG badge of a budget: `name | $spent / $cap`, coloured by use.
 
+use crate::budget::level::Level;
 use crate::ledger::Status;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,18 +23,13 @@ const GREEN: &str = "#4c1";
 const AMBER: &str = "#dfb317";
 const RED: &str = "#e05d44";
 
-/// Green below 80 %, amber from 80 %, red at 100 % or once a request was blocked this period.
+/// Green, amber from 80 % of the cap, red at 100 % or once a request was refused this period
+/// (`Level`).
 pub fn colour(s: &Status) -> &'static str {
-    let Some(cap) = s.budget.max_dollars.filter(|c| c.is_positive()) else {
-        return if s.period.blocked > 0 { RED } else { GREEN };
-    };
-    let pct = i128::from(s.period.dollars.picos()) * 100 / i128::from(cap.picos());
-    if s.period.blocked > 0 || pct >= 100 {
-        RED
-    } else if pct >= 80 {
-        AMBER
-    } else {
-        GREEN
+    match Level::of(s.period.dollars, s.budget.max_dollars, s.period.blocked) {
+        Level::Ok => GREEN,
+        Level::Warning => AMBER,
+        Level::Over => RED,
     }
 }
 

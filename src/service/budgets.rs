@@ -1,6 +1,7 @@
 //! Budget operations: list, show, create, change, delete, and a budget's usage records.
 
 use super::Service;
+use crate::budget::level::Level;
 use crate::budget::period;
 use crate::budget::{Budget, BudgetPatch, DEFAULT_BUDGET, NewBudget};
 use crate::dto::{BudgetDetail, BudgetView, SessionPage, UsagePage};
@@ -58,6 +59,7 @@ impl Service {
             reserved_dollars: s.reserved,
             remaining_dollars: s.remaining().map(|r| r.max(Money::ZERO)),
             percent_used,
+            level: Level::of(s.period.dollars, b.max_dollars, s.period.blocked),
             requests: s.period.requests,
             blocked: s.period.blocked,
             period_start: zone.render(s.window.start),

@@ -12,7 +12,7 @@ pub mod upstream_key;
 pub mod webhook;
 
 use crate::budget::period;
-use crate::budget::{Budget, DEFAULT_BUDGET, DEFAULT_THRESHOLDS};
+use crate::budget::{Budget, DEFAULT_BUDGET};
 use crate::config::Config;
 use crate::events::Events;
 use crate::ledger::{History, Ledger, Raised};
@@ -103,55 +103,7 @@ impl Service {
             .map_err(|_| StartError::from(store::StoreError::Closed))??;
         let overrides = store.read(store::pricing::overrides).await?;
         let book = PriceBook::seeded(overrides)?;
-        let now = period::now();
-        let mut budgets = store.read(store::budgets::load_all).await?;
-        if !budgets.iter().any(|b| b.name == DEFAULT_BUDGET) {
-            let default = Budget {
-                id: 0,
-                name: DEFAULT_BUDGET.into(),
-                max_dollars: None,
-                max_tokens: None,
-                period: Default::default(),
-                webhook_url: None,
-                thresholds: DEFAULT_THRESHOLDS.to_vec(),
-                admission: Default::default(),
-                max_dollars_per_hour: None,
-                max_request_dollars: None,
-                models: None,
-                loop_guard: None,
-                created_at: now,
-            };
-            budgets.push(
-                store
-                    .writer
-                    .run(move |tx| store::budgets::insert(tx, &default))
-                    .await?,
-            );
-        }
-        let mut days = store.read(store::budgets::days).await?;
-        let (mut alerted, raised_once) = alerted(store.read(store::alerts::once_keys).await?);
-        let ledger = Ledger::new(config.zone);
-        for b in budgets {
-            let d = days.remove(&b.id).unwrap_or_default();
-            let a = alerted.remove(&b.id).unwrap_or_default();
-            let id = b.id;
-            let since = now - chrono::Duration::milliseconds(crate::budget::rate::WINDOW_MS);
-            let (worst_cases, last_hour) = store
-                .read(move |c| {
-                    Ok((
-                        store::usage::recent_worst_cases(c, id, crate::ledger::RECENT_WORST_CASES)?,
-                        store::usage::costs_since(c, id, since)?,
-                    ))
-                })
-                .await?;
-            let history = History {
-                days: d,
-                alerted: a,
-                worst_cases,
-                last_hour,
-            };
-            ledger.insert(b, history, now);
-        }
+        let (ledger, raised_once) = load_ledger(&store, config.zone).await?;
         let webhook_secret =
             webhook::load_or_create_secret(&config.data_dir).map_err(|source| {
                 StartError::Secret {
@@ -159,26 +111,8 @@ impl Service {
                     source,
                 }
             })?;
-        let admin_token = match (&config.admin_token, config.open_admin) {
-            (Some(t), _) => Some(t.clone()),
-            (None, true) => None,
-            (None, false) => Some(
-                crate::admin::load_or_create_token(&config.data_dir).map_err(|source| {
-                    StartError::Secret {
-                        path: config.data_dir.join(crate::admin::TOKEN_FILE),
-                        source,
-                    }
-                })?,
-            ),
-        };
-        let client = reqwest::Client::builder()
-            // Webhooks are not redirected, like the proxy's own requests (see `Upstream`).
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .read_timeout(config.upstream_timeout)
-            .pool_idle_timeout(std::time::Duration::from_secs(90))
-            .build()
-            .map_err(|e| StartError::Client(e.to_string()))?;
+        let admin_token = admin_token(&config)?;
+        let client = webhook_client(&config)?;
         let upstream = Upstream::new(&config.upstream).map_err(StartError::Client)?;
         let keys = keys::Keys::load(store.read(store::keys::active).await?);
         let real_key = upstream_key::initial(&config).await;
@@ -244,6 +178,74 @@ impl Service {
     fn set_prices(&self, book: PriceBook) {
         *self.prices.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(book);
     }
+}
+
+/// The ledger as the store left it: every budget (the built-in `default` made on first run)
+/// with its history; and the once-keys of the alerts already raised.
+async fn load_ledger(
+    store: &Store,
+    zone: period::Zone,
+) -> Result<(Ledger, HashSet<String>), StartError> {
+    let now = period::now();
+    let mut budgets = store.read(store::budgets::load_all).await?;
+    if !budgets.iter().any(|b| b.name == DEFAULT_BUDGET) {
+        let default = Budget::built_in(now);
+        budgets.push(
+            store
+                .writer
+                .run(move |tx| store::budgets::insert(tx, &default))
+                .await?,
+        );
+    }
+    let mut days = store.read(store::budgets::days).await?;
+    let (mut alerted, raised_once) = alerted(store.read(store::alerts::once_keys).await?);
+    let ledger = Ledger::new(zone);
+    let since = now - chrono::Duration::milliseconds(crate::budget::rate::WINDOW_MS);
+    for b in budgets {
+        let id = b.id;
+        let (worst_cases, last_hour) = store
+            .read(move |c| {
+                Ok((
+                    store::usage::recent_worst_cases(c, id, crate::ledger::RECENT_WORST_CASES)?,
+                    store::usage::costs_since(c, id, since)?,
+                ))
+            })
+            .await?;
+        let history = History {
+            days: days.remove(&id).unwrap_or_default(),
+            alerted: alerted.remove(&id).unwrap_or_default(),
+            worst_cases,
+            last_hour,
+        };
+        ledger.insert(b, history, now);
+    }
+    Ok((ledger, raised_once))
+}
+
+/// The admin token: given, none with `--open-admin`, else the data directory's.
+fn admin_token(config: &Config) -> Result<Option<String>, StartError> {
+    match (&config.admin_token, config.open_admin) {
+        (Some(t), _) => Ok(Some(t.clone())),
+        (None, true) => Ok(None),
+        (None, false) => crate::admin::load_or_create_token(&config.data_dir)
+            .map(Some)
+            .map_err(|source| StartError::Secret {
+                path: config.data_dir.join(crate::admin::TOKEN_FILE),
+                source,
+            }),
+    }
+}
+
+/// The client webhooks are delivered with.
+fn webhook_client(config: &Config) -> Result<reqwest::Client, StartError> {
+    reqwest::Client::builder()
+        // Webhooks are not redirected, like the proxy's own requests (see `Upstream`).
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .read_timeout(config.upstream_timeout)
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .build()
+        .map_err(|e| StartError::Client(e.to_string()))
 }
 
 /// Splits stored once-keys into each budget's raised alerts (period start, threshold or None

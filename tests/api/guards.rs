@@ -574,3 +574,58 @@ async fn switches_set_in_the_environment_as_1_are_on() {
         "AGENT_BUDGET_REQUIRE_BUDGET=1 is on"
     );
 }
+
+/// The desktop app's dashboard calls the REST API in-process: the same routes, answers and
+/// errors as over HTTP, as the admin, and only below `/api/`.
+#[tokio::test]
+async fn the_in_process_api_is_the_rest_api_as_its_admin() {
+    let app = spawn_app().await;
+    let api = app.server.as_ref().unwrap().api();
+    let made = api
+        .call(
+            "POST",
+            "/api/budgets",
+            Some(json!({"name": "desk", "max_dollars": "5"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (&made["name"], &made["max_dollars"]),
+        (&json!("desk"), &json!("5"))
+    );
+    let over_http = app.get("/api/budgets/desk").await;
+    let in_process = api.call("GET", "/api/budgets/desk", None).await.unwrap();
+    assert_eq!(in_process["id"], over_http["id"]);
+    assert_eq!(
+        api.call("DELETE", "/api/budgets/desk", None).await.unwrap(),
+        Value::Null,
+        "a 204 is null"
+    );
+    let missing = api
+        .call("GET", "/api/budgets/desk", None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (missing.status.as_u16(), missing.kind),
+        (404, "not_found_error")
+    );
+    let bad = api
+        .call(
+            "POST",
+            "/api/budgets",
+            Some(json!({"name": "x", "max_dollars": "0"})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(bad.kind, "invalid_request_error");
+    assert!(bad.message.contains("max_dollars"), "{}", bad.message);
+    let proxied = api
+        .call("POST", "/v1/messages", Some(json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        proxied.status.as_u16(),
+        404,
+        "only the API is served in-process"
+    );
+}

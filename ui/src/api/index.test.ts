@@ -47,17 +47,20 @@ describe("http transport", () => {
 });
 
 describe("tauri transport", () => {
-  test("invokes one command per operation with its arguments", async () => {
+  test("sends each operation to the in-process REST API as method, path and body", async () => {
     const calls: [string, Record<string, unknown>][] = [];
     const api = makeApi(tauriTransport(async (cmd, args) => {
       calls.push([cmd, args]);
-      return cmd === "list_budgets" ? { items: [{ name: "default" }] } : null;
+      return args.path === "/api/budgets" ? { items: [{ name: "default" }] } : null;
     }));
     expect((await api.budgets())[0].name).toBe("default");
-    await api.patchBudget("team", { period: "daily" });
-    expect(calls).toEqual([["list_budgets", {}], ["patch_budget", { id: "team", patch: { period: "daily" } }]]);
+    await api.patchBudget("team a", { period: "daily" });
+    expect(calls).toEqual([
+      ["api", { method: "GET", path: "/api/budgets", body: null }],
+      ["api", { method: "PATCH", path: "/api/budgets/team%20a", body: { period: "daily" } }],
+    ]);
   });
-  test("tagged command errors become ApiErrors", async () => {
+  test("the API's errors become ApiErrors", async () => {
     const api = makeApi(tauriTransport(async () => { throw { type: "not_found_error", message: "budget 'x' does not exist" }; }));
     const err = await api.budget("x").catch((e) => e);
     expect([err.kind, err.message]).toEqual(["not_found_error", "budget 'x' does not exist"]);

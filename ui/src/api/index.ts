@@ -21,29 +21,6 @@ import type { Stats } from "../bindings/Stats";
 import type { UsagePage } from "../bindings/UsagePage";
 import type { WebhookTest } from "../bindings/WebhookTest";
 
-/** Every operation, with its arguments. Command names double as Tauri command names. */
-export type Op =
-  | { name: "list_budgets" }
-  | { name: "get_budget"; id: string }
-  | { name: "create_budget"; input: NewBudget }
-  | { name: "patch_budget"; id: string; patch: BudgetPatch }
-  | { name: "delete_budget"; id: string }
-  | { name: "usage"; id: string; limit: number; offset: number }
-  | { name: "sessions"; id: string; limit: number; offset: number }
-  | { name: "list_keys"; id: string }
-  | { name: "create_key"; id: string; input: NewKey }
-  | { name: "revoke_key"; id: string; keyId: string }
-  | { name: "alerts"; limit: number; budget?: string }
-  | { name: "pricing" }
-  | { name: "put_price"; entry: PriceEntry }
-  | { name: "stats" }
-  | { name: "spend"; days: number }
-  | { name: "settings" }
-  | { name: "upstream_key" }
-  | { name: "set_upstream_key"; input: NewUpstreamKey }
-  | { name: "delete_upstream_key" }
-  | { name: "test_webhook"; id: string };
-
 /** An error from either transport: `{ type, message }` plus the HTTP status where there is one. */
 export class ApiError extends Error {
   constructor(public kind: string, message: string, public status = 0) {
@@ -55,37 +32,12 @@ export class ApiError extends Error {
   }
 }
 
+/** How a request of the REST API reaches the server: `path` is below `/agent-budget`. */
 export interface Transport {
-  call<T>(op: Op): Promise<T>;
+  request<T>(method: string, path: string, body?: unknown): Promise<T>;
 }
 
 const enc = encodeURIComponent;
-
-/** Method, path and body of each operation on the REST API. */
-export function route(op: Op): [string, string, unknown?] {
-  switch (op.name) {
-    case "list_budgets": return ["GET", "/api/budgets"];
-    case "get_budget": return ["GET", `/api/budgets/${enc(op.id)}`];
-    case "create_budget": return ["POST", "/api/budgets", op.input];
-    case "patch_budget": return ["PATCH", `/api/budgets/${enc(op.id)}`, op.patch];
-    case "delete_budget": return ["DELETE", `/api/budgets/${enc(op.id)}`];
-    case "usage": return ["GET", `/api/budgets/${enc(op.id)}/usage?limit=${op.limit}&offset=${op.offset}`];
-    case "list_keys": return ["GET", `/api/budgets/${enc(op.id)}/keys`];
-    case "create_key": return ["POST", `/api/budgets/${enc(op.id)}/keys`, op.input];
-    case "revoke_key": return ["DELETE", `/api/budgets/${enc(op.id)}/keys/${enc(op.keyId)}`];
-    case "sessions": return ["GET", `/api/budgets/${enc(op.id)}/sessions?limit=${op.limit}&offset=${op.offset}`];
-    case "alerts": return ["GET", `/api/alerts?limit=${op.limit}${op.budget ? `&budget=${enc(op.budget)}` : ""}`];
-    case "pricing": return ["GET", "/api/pricing"];
-    case "put_price": return ["PUT", "/api/pricing", op.entry];
-    case "stats": return ["GET", "/api/stats"];
-    case "spend": return ["GET", `/api/spend?days=${op.days}`];
-    case "settings": return ["GET", "/api/settings"];
-    case "upstream_key": return ["GET", "/api/settings/upstream-key"];
-    case "set_upstream_key": return ["PUT", "/api/settings/upstream-key", op.input];
-    case "delete_upstream_key": return ["DELETE", "/api/settings/upstream-key"];
-    case "test_webhook": return ["POST", `/api/budgets/${enc(op.id)}/test-webhook`];
-  }
-}
 
 /** Told when the server no longer knows this browser (401: signed out, or restarted), so the
  *  app can show its sign-in page instead of errors on every page. */
@@ -93,8 +45,7 @@ export const session = { onSignedOut: () => {} };
 
 export function httpTransport(base: string, fetchFn: typeof fetch = fetch): Transport {
   return {
-    async call<T>(op: Op): Promise<T> {
-      const [method, path, body] = route(op);
+    async request<T>(method: string, path: string, body?: unknown): Promise<T> {
       let r: Response;
       try {
         r = await fetchFn(base + path, {
@@ -114,43 +65,49 @@ export function httpTransport(base: string, fetchFn: typeof fetch = fetch): Tran
   };
 }
 
-/** Inside the desktop app: one Tauri command per operation; errors arrive as `{ type, message }`. */
+/** Inside the desktop app: the same REST API, served in-process by the `api` command. */
 export function tauriTransport(invoke: (cmd: string, args: Record<string, unknown>) => Promise<unknown>): Transport {
   return {
-    async call<T>(op: Op): Promise<T> {
-      const { name, ...args } = op;
+    async request<T>(method: string, path: string, body?: unknown): Promise<T> {
       try {
-        return (await invoke(name, args)) as T;
+        return (await invoke("api", { method, path, body: body ?? null })) as T;
       } catch (e) {
-        const err = e as { type?: string; message?: string };
-        throw new ApiError(err?.type ?? "api_error", err?.message ?? String(e));
+        throw commandError(e);
       }
     },
   };
 }
 
+function commandError(e: unknown): ApiError {
+  const err = e as { type?: string; message?: string };
+  return new ApiError(err?.type ?? "api_error", err?.message ?? String(e));
+}
+
+/** Every operation of the dashboard: one typed line over the REST route that serves it. */
 export function makeApi(t: Transport) {
+  const budget = (id: string) => `/api/budgets/${enc(id)}`;
   return {
-    budgets: () => t.call<Items<BudgetView>>({ name: "list_budgets" }).then((r) => r.items),
-    budget: (id: string) => t.call<BudgetDetail>({ name: "get_budget", id }),
-    createBudget: (input: NewBudget) => t.call<BudgetView>({ name: "create_budget", input }),
-    patchBudget: (id: string, patch: BudgetPatch) => t.call<BudgetView>({ name: "patch_budget", id, patch }),
-    deleteBudget: (id: string) => t.call<null>({ name: "delete_budget", id }),
-    usage: (id: string, limit: number, offset: number) => t.call<UsagePage>({ name: "usage", id, limit, offset }),
-    sessions: (id: string, limit: number, offset: number) => t.call<SessionPage>({ name: "sessions", id, limit, offset }),
-    keys: (id: string) => t.call<Items<KeyView>>({ name: "list_keys", id }).then((r) => r.items),
-    createKey: (id: string, name: string) => t.call<KeyCreated>({ name: "create_key", id, input: { name } }),
-    revokeKey: (id: string, keyId: number) => t.call<null>({ name: "revoke_key", id, keyId: String(keyId) }),
-    alerts: (limit = 50, budget?: string) => t.call<Items<AlertView>>({ name: "alerts", limit, budget }).then((r) => r.items),
-    pricing: () => t.call<PricingTable>({ name: "pricing" }),
-    putPrice: (entry: PriceEntry) => t.call<PriceEntry>({ name: "put_price", entry }),
-    stats: () => t.call<Stats>({ name: "stats" }),
-    spend: (days = 30) => t.call<SpendSeries>({ name: "spend", days }),
-    settings: () => t.call<Settings>({ name: "settings" }),
-    upstreamKey: () => t.call<UpstreamKeyView>({ name: "upstream_key" }),
-    setUpstreamKey: (key: string) => t.call<UpstreamKeyView>({ name: "set_upstream_key", input: { key } }),
-    deleteUpstreamKey: () => t.call<null>({ name: "delete_upstream_key" }),
-    testWebhook: (id: string) => t.call<WebhookTest>({ name: "test_webhook", id }),
+    budgets: () => t.request<Items<BudgetView>>("GET", "/api/budgets").then((r) => r.items),
+    budget: (id: string) => t.request<BudgetDetail>("GET", budget(id)),
+    createBudget: (input: NewBudget) => t.request<BudgetView>("POST", "/api/budgets", input),
+    patchBudget: (id: string, patch: BudgetPatch) => t.request<BudgetView>("PATCH", budget(id), patch),
+    deleteBudget: (id: string) => t.request<null>("DELETE", budget(id)),
+    usage: (id: string, limit: number, offset: number) => t.request<UsagePage>("GET", `${budget(id)}/usage?limit=${limit}&offset=${offset}`),
+    sessions: (id: string, limit: number, offset: number) => t.request<SessionPage>("GET", `${budget(id)}/sessions?limit=${limit}&offset=${offset}`),
+    keys: (id: string) => t.request<Items<KeyView>>("GET", `${budget(id)}/keys`).then((r) => r.items),
+    createKey: (id: string, name: string) => t.request<KeyCreated>("POST", `${budget(id)}/keys`, { name } satisfies NewKey),
+    revokeKey: (id: string, keyId: number) => t.request<null>("DELETE", `${budget(id)}/keys/${keyId}`),
+    alerts: (limit = 50, forBudget?: string) =>
+      t.request<Items<AlertView>>("GET", `/api/alerts?limit=${limit}${forBudget ? `&budget=${enc(forBudget)}` : ""}`).then((r) => r.items),
+    pricing: () => t.request<PricingTable>("GET", "/api/pricing"),
+    putPrice: (entry: PriceEntry) => t.request<PriceEntry>("PUT", "/api/pricing", entry),
+    stats: () => t.request<Stats>("GET", "/api/stats"),
+    spend: (days = 30) => t.request<SpendSeries>("GET", `/api/spend?days=${days}`),
+    settings: () => t.request<Settings>("GET", "/api/settings"),
+    upstreamKey: () => t.request<UpstreamKeyView>("GET", "/api/settings/upstream-key"),
+    setUpstreamKey: (key: string) => t.request<UpstreamKeyView>("PUT", "/api/settings/upstream-key", { key } satisfies NewUpstreamKey),
+    deleteUpstreamKey: () => t.request<null>("DELETE", "/api/settings/upstream-key"),
+    testWebhook: (id: string) => t.request<WebhookTest>("POST", `${budget(id)}/test-webhook`),
   };
 }
 
@@ -165,8 +122,13 @@ declare global {
 /** The desktop app's own settings (proxy start, launch at login, notifications); null in a browser. */
 export function desktopApi() {
   if (typeof window === "undefined" || !window.__TAURI_INTERNALS__) return null;
-  const t = tauriTransport((c, a) => import("./tauri").then((m) => m.invoke(c, a)));
-  const call = (name: string, args: Record<string, unknown> = {}) => t.call<DesktopStatus>({ name, ...args } as unknown as Op);
+  const call = async <T = DesktopStatus>(name: string, args: Record<string, unknown> = {}) => {
+    try {
+      return (await import("./tauri").then((m) => m.invoke(name, args))) as T;
+    } catch (e) {
+      throw commandError(e);
+    }
+  };
   return {
     status: () => call("desktop_status"),
     restartProxy: (port: number) => call("restart_proxy", { port }),
@@ -174,7 +136,7 @@ export function desktopApi() {
     setNotificationsMuted: (muted: boolean) => call("set_notifications_muted", { muted }),
     setTeamDatabase: (url: string | null) => call("set_team_database", { url }),
     /** Opens a path of the server (a CSV export) in the default browser, signed in. */
-    openInBrowser: (path: string) => t.call<null>({ name: "open_in_browser", path } as unknown as Op),
+    openInBrowser: (path: string) => call<null>("open_in_browser", { path }),
   };
 }
 

@@ -1,0 +1,194 @@
+use super::*;
+use crate::budget::period::Period;
+
+fn budget(cap: &str, max_tokens: Option<u64>) -> Budget {
+    Budget {
+        id: 1,
+        name: "a".into(),
+        max_dollars: Some(Money::parse(cap).unwrap()),
+        max_tokens,
+        period: Period::Daily,
+        webhook_url: None,
+        thresholds: vec![50, 80, 100],
+        admission: Default::default(),
+        max_dollars_per_hour: None,
+        max_request_dollars: None,
+        models: None,
+        loop_guard: None,
+        created_at: Utc::now(),
+    }
+}
+fn m(s: &str) -> Money {
+    Money::parse(s).unwrap()
+}
+
+fn ledger(b: Budget) -> (Ledger, Arc<Slot>) {
+    let l = Ledger::new(Zone::parse("UTC").unwrap());
+    l.insert(b, History::default(), Utc::now());
+    let s = l.find("a").unwrap();
+    (l, s)
+}
+
+#[test]
+fn admits_while_spent_plus_reserved_fits_and_counts_refusals() {
+    let (_l, s) = ledger(budget("1", None));
+    let now = Utc::now();
+    let r1 = s.reserve(m("0.6"), 10, now).unwrap();
+    assert_eq!(r1.remaining(), Some(m("1")));
+    let refused = s.reserve(m("0.5"), 10, now).unwrap_err();
+    assert_eq!(
+        (refused.status.reserved, refused.limit == Limit::Tokens),
+        (m("0.6"), false)
+    );
+    assert!(
+        s.count_blocked(Money::ZERO, now).is_some(),
+        "the first block in a period raises an alert"
+    );
+    assert!(s.count_blocked(Money::ZERO, now).is_none());
+    let r2 = s.reserve(m("0.4"), 10, now).unwrap();
+    assert_eq!(r2.remaining(), Some(m("0.4")));
+    r1.settle(m("0.1"), 5, now);
+    drop(r2); // released, not charged
+    let st = s.status(now);
+    assert_eq!(
+        (
+            st.period.dollars,
+            st.reserved,
+            st.period.requests,
+            st.period.blocked
+        ),
+        (m("0.1"), Money::ZERO, 1, 2)
+    );
+    assert_eq!(st.remaining(), Some(m("0.9")));
+}
+
+#[test]
+fn a_dropped_reservation_neither_raises_nor_swallows_an_alert() {
+    let (l, s) = ledger(budget("1", None));
+    let now = Utc::now();
+    s.reserve(m("0.6"), 1, now)
+        .unwrap()
+        .settle(m("0.6"), 1, now);
+    // Spend is past a threshold the budget gains later; no settlement has reached it yet.
+    let mut b = s.budget();
+    b.thresholds = vec![50, 55, 80, 100];
+    l.update(b, now);
+    drop(s.reserve(m("0.1"), 1, now).unwrap());
+    let next = s
+        .reserve(m("0.1"), 1, now)
+        .unwrap()
+        .settle(m("0.1"), 1, now);
+    assert_eq!(next.reached, vec![55], "the drop did not mark 55 as raised");
+}
+
+#[test]
+fn alerts_of_past_periods_are_forgotten_when_the_period_rolls() {
+    let (_l, s) = ledger(budget("1", None));
+    let day1 = Utc::now();
+    s.reserve(m("0.9"), 1, day1)
+        .unwrap()
+        .settle(m("0.9"), 1, day1);
+    assert_eq!(s.lock().alerted.len(), 2, "50 % and 80 %");
+    let day2 = day1 + chrono::Duration::days(1);
+    s.status(day2);
+    assert!(
+        s.lock().alerted.is_empty(),
+        "yesterday's alerts are not kept"
+    );
+    let next = s
+        .reserve(m("0.5"), 1, day2)
+        .unwrap()
+        .settle(m("0.5"), 1, day2);
+    assert_eq!(next.reached, vec![50], "a new period alerts afresh");
+}
+
+#[test]
+fn token_caps_refuse_independently_of_dollars() {
+    let (_l, s) = ledger(budget("100", Some(1000)));
+    let now = Utc::now();
+    let r = s.reserve(m("0.01"), 900, now).unwrap();
+    assert_eq!(
+        s.reserve(m("0.01"), 101, now).unwrap_err().limit,
+        Limit::Tokens
+    );
+    r.settle(m("0.01"), 1000, now);
+    assert!(s.reserve(Money::ZERO, 1, now).is_err());
+}
+
+#[test]
+fn concurrent_reservations_never_exceed_the_cap() {
+    let (_l, s) = ledger(budget("1", None));
+    let now = Utc::now();
+    let admitted: Vec<Reservation> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..64)
+            .map(|_| sc.spawn(|| s.reserve(m("0.1"), 1, now).ok()))
+            .collect();
+        hs.into_iter().filter_map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(admitted.len(), 10);
+    for r in admitted {
+        r.settle(m("0.1"), 1, now);
+    }
+    assert_eq!(s.status(now).period.dollars, m("1"));
+}
+
+#[test]
+fn concurrent_settlements_reach_each_threshold_exactly_once() {
+    let (_l, s) = ledger(budget("10", None));
+    let now = Utc::now();
+    let reservations: Vec<Reservation> = (0..200)
+        .map(|_| s.reserve(m("0.01"), 1, now).unwrap())
+        .collect();
+    let reached: Vec<u8> = std::thread::scope(|sc| {
+        let hs: Vec<_> = reservations
+            .into_iter()
+            .map(|r| sc.spawn(move || r.settle(m("0.05"), 1, now).reached))
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let mut sorted = reached.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, vec![50, 80, 100], "{reached:?}");
+}
+
+#[test]
+fn a_new_period_starts_from_the_daily_history() {
+    let l = Ledger::new(Zone::parse("UTC").unwrap());
+    let now = Utc::now();
+    let today = Zone::parse("UTC").unwrap().day(now);
+    let mut days = BTreeMap::new();
+    days.insert(
+        today.pred_opt().unwrap(),
+        Totals {
+            dollars: m("5"),
+            tokens: 1,
+            requests: 1,
+            blocked: 0,
+        },
+    );
+    days.insert(
+        today,
+        Totals {
+            dollars: m("2"),
+            tokens: 1,
+            requests: 1,
+            blocked: 0,
+        },
+    );
+    let mut b = budget("10", None);
+    l.insert(
+        b.clone(),
+        History {
+            days,
+            ..History::default()
+        },
+        now,
+    );
+    assert_eq!(l.find("1").unwrap().status(now).period.dollars, m("2"));
+    b.period = Period::Total;
+    b.created_at = now - chrono::Duration::days(3);
+    l.update(b, now);
+    assert_eq!(l.find("a").unwrap().status(now).period.dollars, m("7"));
+    l.remove(1);
+    assert!(l.find("a").is_none() && l.find("1").is_none());
+}
