@@ -249,16 +249,7 @@ impl Settings {
             .upstream
             .unwrap_or_else(|| "https://api.anthropic.com".into());
         check_upstream(&upstream)?;
-        let admin_token = self.admin_token.filter(|t| !t.is_empty());
-        if admin_token
-            .as_ref()
-            .is_some_and(|t| t.len() < 16 || t.chars().any(char::is_whitespace))
-        {
-            return Err(ConfigError::WeakToken);
-        }
-        if !host.is_loopback() && self.open_admin {
-            return Err(ConfigError::OpenAdminRemote(host));
-        }
+        let admin_token = check_admin(self.admin_token, self.open_admin, host)?;
         let retention_days = within(self.retention_days, 90, 1..=36500, ConfigError::Retention)?;
         let timeout = within(
             self.upstream_timeout_secs,
@@ -342,6 +333,25 @@ fn within<T: PartialOrd + Copy>(
     } else {
         Err(error)
     }
+}
+
+/// The admin token, if given: 16 characters or more, no spaces. An open API only on loopback.
+fn check_admin(
+    token: Option<String>,
+    open: bool,
+    host: IpAddr,
+) -> Result<Option<String>, ConfigError> {
+    let token = token.filter(|t| !t.is_empty());
+    if token
+        .as_ref()
+        .is_some_and(|t| t.len() < 16 || t.chars().any(char::is_whitespace))
+    {
+        return Err(ConfigError::WeakToken);
+    }
+    if !host.is_loopback() && open {
+        return Err(ConfigError::OpenAdminRemote(host));
+    }
+    Ok(token)
 }
 
 fn parse_host(text: String) -> Result<IpAddr, ConfigError> {

@@ -10,9 +10,10 @@
 mod db;
 mod load;
 mod procs;
+mod sections;
 mod team;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use load::Percentiles;
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -79,400 +80,153 @@ async fn main() -> Result<()> {
     }
 }
 
+/// What the run measures with.
+pub struct Bench {
+    plan: Plan,
+    client: reqwest::Client,
+    work: std::path::PathBuf,
+    proxy: procs::Proc,
+    relay: procs::Proc,
+    direct: String,
+    proxied: String,
+    relayed: String,
+    /// `count_tokens` direct and through the proxy: forwarding alone, the reference.
+    direct_count: String,
+    proxied_count: String,
+    idle_rss: f64,
+}
+
+fn flag_value(args: &[String], flag: &str) -> Option<String> {
+    let i = args.iter().position(|a| a == flag)?;
+    args.get(i + 1).cloned()
+}
+
 async fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let latency_only = args.iter().any(|a| a == "--latency");
-    let cold = args.iter().any(|a| a == "--cold");
-    let memory_only = args.iter().any(|a| a == "--memory");
-    let only_rate: Option<u32> = args
-        .iter()
-        .position(|a| a == "--rate")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|r| r.parse().ok());
-    let out = args
-        .iter()
-        .position(|a| a == "--out")
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| "docs/PERFORMANCE.md".into());
-    let plan = if quick {
-        Plan {
-            secs: 1.0,
-            sequential: 300,
-            streams: 20,
-            open_streams: 200,
-            startup_rows: 50_000,
-            query_rows: 200_000,
-        }
-    } else {
-        Plan {
-            secs: 5.0,
-            sequential: 3000,
-            streams: 100,
-            open_streams: 1000,
-            startup_rows: 1_000_000,
-            query_rows: 10_000_000,
-        }
-    };
+    let has = |f: &str| args.iter().any(|a| a == f);
+    let quick = has("--quick");
+    let only_rate: Option<u32> = flag_value(&args, "--rate").and_then(|r| r.parse().ok());
+    let out = flag_value(&args, "--out").unwrap_or_else(|| "docs/PERFORMANCE.md".into());
+    let plan = Plan::new(quick);
     let mut r = Report {
         text: String::new(),
         targets: Vec::new(),
     };
-    let machine = procs::machine();
-    let client = load::client();
     // Removed when dropped, on every way out (errors and the single-measurement modes too): a
     // full run leaves gigabytes of databases behind otherwise.
     let dir = tempfile::Builder::new()
         .prefix("agent-budget-bench-")
         .tempdir()?;
     let work = dir.path();
-
-    if args.iter().any(|a| a == "--team") {
+    if has("--team") {
         for line in team::run(work, plan.sequential, plan.secs).await? {
             r.line(line);
         }
         return Ok(());
     }
     let mock = procs::mock()?;
-    let (proxy, _) = procs::proxy(&work.join("live"), mock.port)?;
-    let direct = format!("http://127.0.0.1:{}/v1/messages", mock.port);
-    let proxied = format!("http://127.0.0.1:{}/agent-budget/v1/messages", proxy.port);
-    let relay = procs::bare_relay(mock.port)?;
-    let relayed = format!("http://127.0.0.1:{}/v1/messages", relay.port);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (idle_rss, _) = procs::rss(proxy.child.id());
-
-    r.line(format!("Machine: {machine}"));
+    let b = Bench::start(plan, work, mock.port).await?;
+    r.line(format!("Machine: {}", procs::machine()));
     r.line(format!(
         "Run: {}{}",
         if quick { "quick, " } else { "" },
         chrono_free_date()
     ));
     if let Some(rate) = only_rate {
-        let (d, p) = load::rate_pair(&client, &direct, &proxied, rate, plan.secs, !cold).await;
-        r.line(latency_row(
-            &format!("{rate} req/s"),
-            d.latency,
-            p.latency,
-            p.errors,
-        ));
-        return Ok(());
-    }
-    if memory_only {
-        r.line("## Memory (MiB)");
-        let targets = ((relayed.as_str(), &relay), (proxied.as_str(), &proxy));
-        memory_beside_relay(&mut r, &client, targets, "proxy, fresh", plan.open_streams).await;
-        let sp = load::saturate(&client, &proxied, 64, plan.secs)
-            .await
-            .per_sec;
-        let burst = load::at_rate(&client, &proxied, 5000, plan.secs).await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let label = format!(
-            "proxy after saturation ({sp:.0} req/s) and a cold 5,000 req/s burst ({:.0} achieved)",
-            burst.achieved_rps
-        );
-        memory(&mut r, &label, &client, &proxied, &proxy, plan.open_streams).await;
-        return Ok(());
-    }
-    r.line("");
-    r.line("## Non-streaming latency (ms): direct to the mock, through the proxy, added");
-    r.line("");
-    r.line("| load | direct p50 / p90 / p99 | proxy p50 / p90 / p99 | added p50 / p90 / p99 | proxy errors |");
-    r.line("|---|---|---|---|---|");
-    let (d, p) = load::sequential_pair(&client, &direct, &proxied, plan.sequential).await;
-    r.line(latency_row("concurrency 1", d, p, 0));
-    // References: the same hop for a free endpoint (no admission, no accounting), which shows
-    // how much of the overhead is plain forwarding, and the simplest relay hyper allows.
-    let (dc, pc) = (
-        direct.replace("/messages", "/messages/count_tokens"),
-        proxied.replace("/messages", "/messages/count_tokens"),
-    );
-    let (d, p) = load::sequential_pair(&client, &dc, &pc, plan.sequential).await;
-    r.line(latency_row(
-        "concurrency 1, forwarding only (`count_tokens`: not admitted, not recorded)",
-        d,
-        p,
-        0,
-    ));
-    let (d, p) = load::sequential_pair(&client, &direct, &relayed, plan.sequential).await;
-    r.line(latency_row(
-        "concurrency 1, bare hyper relay (reference, not agent-budget: `bench/src/bin/bare-relay.rs`)",
-        d,
-        p,
-        0,
-    ));
-    for rate in [500u32, 2000, 5000] {
-        // Warmed up, so this table is the steady state (PERFORMANCE.md has a cold start).
-        let (d, p) = load::rate_pair(&client, &direct, &proxied, rate, plan.secs, true).await;
-        let a = added(p.latency, d.latency);
-        r.line(latency_row(
-            &format!(
-                "{rate} req/s (achieved {:.0} / {:.0})",
-                d.achieved_rps, p.achieved_rps
-            ),
-            d.latency,
-            p.latency,
-            p.errors,
-        ));
-        if rate == 2000 {
-            // The references again, at the rate the targets name.
-            let (d, p) = load::rate_pair(&client, &dc, &pc, rate, plan.secs, true).await;
-            r.line(latency_row(
-                &format!("{rate} req/s, forwarding only"),
-                d.latency,
-                p.latency,
-                p.errors,
-            ));
-            let (d, p) = load::rate_pair(&client, &direct, &relayed, rate, plan.secs, true).await;
-            r.line(latency_row(
-                &format!("{rate} req/s, bare hyper relay (reference, not agent-budget)"),
-                d.latency,
-                p.latency,
-                p.errors,
-            ));
-            r.target(
-                "added p50 at 2,000 req/s ≤ 0.1 ms",
-                format!("{} ms", ms(a.p50)),
-                a.p50 <= 100.0,
-            );
-            r.target(
-                "added p99 at 2,000 req/s ≤ 0.5 ms",
-                format!("{} ms", ms(a.p99)),
-                a.p99 <= 500.0,
-            );
-        }
-    }
-    r.line("");
-    let pid = proxy.child.id();
-    let s = load::saturate_pair(&client, &direct, &proxied, pid, plan.secs).await;
-    r.line(format!(
-        "## Saturation (64 in flight, medians of one-second turns): direct {:.0} req/s, proxy {:.0} req/s, ratio {:.2}",
-        s.direct,
-        s.via,
-        s.via / s.direct
-    ));
-    // The references again: what plain forwarding and the simplest relay reach here.
-    let f = load::saturate_pair(&client, &dc, &pc, pid, plan.secs).await;
-    let b = load::saturate_pair(&client, &direct, &relayed, relay.child.id(), plan.secs).await;
-    r.line("");
-    r.line(format!(
-        "References: forwarding only (`count_tokens`) {:.0} req/s against {:.0} direct, ratio {:.2}; bare hyper relay {:.0} req/s against {:.0} direct, ratio {:.2}",
-        f.via,
-        f.direct,
-        f.via / f.direct,
-        b.via,
-        b.direct,
-        b.via / b.direct
-    ));
-    r.line("");
-    r.line(format!(
-        "CPU time per request in the hop during those turns (all its threads, user and system): proxy {:.1} µs, forwarding only {:.1} µs, bare relay {:.1} µs",
-        s.via_cpu_us, f.via_cpu_us, b.via_cpu_us
-    ));
-    r.target(
-        "saturation throughput ≥ 50 % of direct",
-        format!("{:.0} %", 100.0 * s.via / s.direct),
-        s.via / s.direct >= 0.5,
-    );
-    r.line("");
-    if latency_only {
-        return Ok(());
-    }
-
-    let sd = load::streams(&client, &direct, plan.streams, 5).await;
-    let sp = load::streams(&client, &proxied, plan.streams, 5).await;
-    let sr = load::streams(&client, &relayed, plan.streams, 5).await;
-    r.line("## Streaming (ms; events 5 ms apart)");
-    r.line("");
-    r.line("| | direct p50 / p99 | through p50 / p99 | added p50 / p99 |");
-    r.line("|---|---|---|---|");
-    let pair = |x: Percentiles| format!("{} / {}", ms(x.p50), ms(x.p99));
-    let row = |what: &str, d: Percentiles, p: Percentiles| {
-        format!(
-            "| {what} | {} | {} | {} |",
-            pair(d),
-            pair(p),
-            pair(added(p, d))
+        let (d, p) = load::rate_pair(
+            &b.client,
+            &b.direct,
+            &b.proxied,
+            rate,
+            b.plan.secs,
+            !has("--cold"),
         )
-    };
-    r.line(row("first byte, proxy", sd.first_byte, sp.first_byte));
-    r.line(row("mean gap between chunks, proxy", sd.gap, sp.gap));
-    r.line(row(
-        "longest gap between chunks but the last, proxy",
-        sd.longest_gap,
-        sp.longest_gap,
-    ));
-    r.line(row(
-        "gap before the last chunk (held for the usage commit), proxy",
-        sd.last_gap,
-        sp.last_gap,
-    ));
-    r.line(row(
-        "first byte, bare hyper relay (reference)",
-        sd.first_byte,
-        sr.first_byte,
-    ));
-    let (af, ag, al) = (
-        added(sp.first_byte, sd.first_byte),
-        added(sp.gap, sd.gap),
-        added(sp.longest_gap, sd.longest_gap),
-    );
-    r.target(
-        "streaming first byte ≤ 0.2 ms later than direct (p50)",
-        format!("{} ms", ms(af.p50)),
-        af.p50 <= 200.0,
-    );
-    r.target(
-        "no extra delay per chunk (p50 mean and longest gap but the last within 0.1 ms)",
-        format!("{} / {} ms", ms(ag.p50), ms(al.p50)),
-        ag.p50 <= 100.0 && al.p50 <= 100.0,
-    );
-    r.line("");
-
-    r.line("## Memory (MiB)");
-    r.line("");
-    let targets = ((relayed.as_str(), &relay), (proxied.as_str(), &proxy));
-    let streams_rss =
-        memory_beside_relay(&mut r, &client, targets, "proxy", plan.open_streams).await;
-    r.target(
-        "RSS idle < 30 MB",
-        format!("{idle_rss:.1} MiB"),
-        idle_rss < 30.0,
-    );
-    r.target(
-        &format!("RSS with {} open streams < 150 MB", plan.open_streams),
-        format!("{streams_rss:.1} MiB"),
-        streams_rss < 150.0,
-    );
-    r.line("");
-    drop(proxy);
-
-    // Large databases.
-    let big = work.join("big");
-    let (p, _) = procs::proxy(&big, mock.port)?;
-    let created = client
-        .post(format!(
-            "http://127.0.0.1:{}/agent-budget/api/budgets",
-            p.port
-        ))
-        .body(r#"{"name":"bench","max_dollars":"1000000","period":"monthly"}"#)
-        .header("content-type", "application/json")
-        .bearer_auth(procs::ADMIN_TOKEN)
-        .send()
-        .await?;
-    let id = serde_json::from_slice::<serde_json::Value>(&created.bytes().await?)?["id"]
-        .as_i64()
-        .context("budget id")?;
-    drop(p);
-    r.line("## Large databases");
-    r.line("");
-    db::fill(&big.join("agent-budget.db"), id, plan.startup_rows)?;
-    let mut starts = Vec::new();
-    // Six starts; the first (cold page cache) is dropped.
-    for _ in 0..6 {
-        let started = std::time::Instant::now();
-        let (p, _) = procs::proxy(&big, mock.port)?;
-        let health = format!("http://127.0.0.1:{}/agent-budget/health", p.port);
-        while client
-            .get(&health)
-            .send()
-            .await
-            .map(|r| !r.status().is_success())
-            .unwrap_or(true)
-        {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        starts.push(started.elapsed().as_secs_f64() * 1e3);
-        drop(p);
+        .await;
+        let label = format!("{rate} req/s");
+        r.line(latency_row(&label, d.latency, p.latency, p.errors));
+        return Ok(());
     }
-    starts.remove(0);
-    starts.sort_by(f64::total_cmp);
-    let start_ms = starts[starts.len() / 2];
-    r.line(format!(
-        "- start-up to healthy with {} usage rows: {start_ms:.0} ms (median of 5)",
-        plan.startup_rows
-    ));
-    r.target(
-        &format!(
-            "start-up to healthy < 200 ms with {} rows",
-            plan.startup_rows
-        ),
-        format!("{start_ms:.0} ms"),
-        start_ms < 200.0,
-    );
-
-    db::fill(
-        &big.join("agent-budget.db"),
-        id,
-        plan.query_rows - plan.startup_rows,
-    )?;
-    let (p, _) = procs::proxy(&big, mock.port)?;
-    // Right after start-up, while retention's first sweep of the big table runs.
-    let first = db::time_message(
-        &client,
-        &format!(
-            "http://127.0.0.1:{}/agent-budget/b/bench/v1/messages",
-            p.port
-        ),
-    )
-    .await?;
-    r.line(format!(
-        "- the first Messages request after start-up with {} usage rows (retention's first sweep running): {first:.1} ms",
-        plan.query_rows
-    ));
-    let base = format!("http://127.0.0.1:{}/agent-budget/api", p.port);
-    r.line(format!(
-        "- dashboard queries with {} usage rows (median / max of 5, ms):",
-        plan.query_rows
-    ));
-    let mut worst: f64 = 0.0;
-    for path in [
-        "/budgets",
-        "/budgets/bench",
-        "/budgets/bench/usage?limit=50",
-        "/budgets/bench/usage?limit=50&offset=1000000",
-        "/stats",
-        "/pricing",
-    ] {
-        let (median, max) = db::time_get(&client, &format!("{base}{path}"), 5).await?;
-        worst = worst.max(max);
-        r.line(format!("  - `GET /api{path}`: {median:.1} / {max:.1}"));
+    if has("--memory") {
+        return memory_only(&mut r, &b).await;
     }
-    r.target(
-        &format!("every dashboard query < 50 ms on {} rows", plan.query_rows),
-        format!("slowest {worst:.1} ms"),
-        worst < 50.0,
-    );
-    drop(p);
+    sections::latency(&mut r, &b).await;
+    sections::saturation(&mut r, &b).await;
+    if has("--latency") {
+        return Ok(());
+    }
+    sections::streaming(&mut r, &b).await;
+    sections::memory(&mut r, &b).await;
+    let port = mock.port;
+    sections::large_databases(&mut r, &b, port).await?;
     drop(mock);
+    sections::write(&mut r, &out)
+}
 
-    r.line("");
-    r.line("## Targets");
-    r.line("");
-    r.line("| target | measured | met |");
-    r.line("|---|---|---|");
-    for (what, got, ok) in std::mem::take(&mut r.targets) {
-        r.line(format!(
-            "| {what} | {got} | {} |",
-            if ok { "yes" } else { "**no**" }
-        ));
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                secs: 1.0,
+                sequential: 300,
+                streams: 20,
+                open_streams: 200,
+                startup_rows: 50_000,
+                query_rows: 200_000,
+            }
+        } else {
+            Plan {
+                secs: 5.0,
+                sequential: 3000,
+                streams: 100,
+                open_streams: 1000,
+                startup_rows: 1_000_000,
+                query_rows: 10_000_000,
+            }
+        }
     }
-    // Everything after the marker is regenerated; what stands before it is kept.
-    const MARKER: &str =
-        "<!-- results: generated by scripts/bench.sh; everything below is rewritten -->";
-    let kept = std::fs::read_to_string(&out)
-        .ok()
-        .and_then(|old| old.split_once(MARKER).map(|(before, _)| before.to_string()))
-        .unwrap_or_else(|| "# Performance\n\n".to_string());
-    let method = "Generated by `scripts/bench.sh` (the `agent-budget-bench` binary): it starts the mock upstream and \
-`agent-budget serve` (release builds, separate processes) and drives both from one load generator, so load generator, mock \
-and proxy share the machine's cores. At a fixed rate the generator is open-loop (requests go out on schedule whatever the \
-responses do); latency is timed from each request's send. Through the proxy every request is admitted against the `default` \
-budget, settled, and its usage record committed to SQLite before the response is sent: durable accounting on.\n\n";
-    std::fs::write(&out, format!("{kept}{MARKER}\n\n{method}{}", r.text))
-        .with_context(|| format!("write {out}"))?;
-    println!("\nwritten to {out}");
+}
+
+impl Bench {
+    /// Starts the proxy and the bare relay in front of the mock.
+    async fn start(plan: Plan, work: &std::path::Path, mock_port: u16) -> Result<Bench> {
+        let (proxy, _) = procs::proxy(&work.join("live"), mock_port)?;
+        let direct = format!("http://127.0.0.1:{mock_port}/v1/messages");
+        let proxied = format!("http://127.0.0.1:{}/agent-budget/v1/messages", proxy.port);
+        let relay = procs::bare_relay(mock_port)?;
+        let relayed = format!("http://127.0.0.1:{}/v1/messages", relay.port);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (idle_rss, _) = procs::rss(proxy.child.id());
+        let count = |u: &str| u.replace("/messages", "/messages/count_tokens");
+        Ok(Bench {
+            plan,
+            client: load::client(),
+            work: work.to_path_buf(),
+            direct_count: count(&direct),
+            proxied_count: count(&proxied),
+            proxy,
+            relay,
+            direct,
+            proxied,
+            relayed,
+            idle_rss,
+        })
+    }
+}
+
+/// `--memory`: on a fresh proxy, then again after saturation and a burst.
+async fn memory_only(r: &mut Report, b: &Bench) -> Result<()> {
+    let (client, proxied, plan) = (&b.client, &b.proxied, &b.plan);
+    r.line("## Memory (MiB)");
+    let targets = ((b.relayed.as_str(), &b.relay), (proxied.as_str(), &b.proxy));
+    memory_beside_relay(r, client, targets, "proxy, fresh", plan.open_streams).await;
+    let sp = load::saturate(client, proxied, 64, plan.secs).await.per_sec;
+    let burst = load::at_rate(client, proxied, 5000, plan.secs).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let label = format!(
+        "proxy after saturation ({sp:.0} req/s) and a cold 5,000 req/s burst ({:.0} achieved)",
+        burst.achieved_rps
+    );
+    memory(r, &label, client, proxied, &b.proxy, plan.open_streams).await;
     Ok(())
 }
 

@@ -368,6 +368,55 @@ async fn start_core(app: &AppHandle, port: Option<u16>) {
     core.mark_dirty();
 }
 
+/// Starts the core and builds the tray once the app is up.
+fn setup(app: &mut tauri::App) -> Result<(), Box<dyn std::error::Error>> {
+    let handle = app.handle().clone();
+    if let Ok(dir) = handle.path().app_config_dir() {
+        let core = handle.state::<Core>();
+        let saved = prefs::load(&dir);
+        core.muted
+            .store(saved.notifications_muted, Ordering::Relaxed);
+        *core.database.lock().unwrap_or_else(|p| p.into_inner()) = saved.database;
+        *core.prefs_dir.lock().unwrap_or_else(|p| p.into_inner()) = Some(dir);
+    }
+    tauri::async_runtime::block_on(start_core(&handle, None));
+    let initial = tauri::async_runtime::block_on(snapshot(&handle));
+    let view = tray::tray_view(&initial);
+    let mut builder = TrayIconBuilder::with_id("main")
+        .tooltip(&view.tooltip)
+        .menu(&menu(&handle, &view)?)
+        .show_menu_on_left_click(true)
+        .on_menu_event(|app, e| on_menu(app, e.id().as_ref()));
+    if let Some(i) = icon(view.icon) {
+        builder = builder.icon(i);
+    }
+    builder.build(app)?;
+    tauri::async_runtime::spawn(redraw_tray(handle));
+    Ok(())
+}
+
+/// Redraws the tray at most twice a second, only when something changed. The database's
+/// health has no event (the writer is a plain thread), so it is compared.
+async fn redraw_tray(handle: AppHandle) {
+    let mut storage = None;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let core = handle.state::<Core>();
+        let now = core.service().ok().and_then(|s| s.store.health.failure());
+        let changed = now != storage;
+        if let (None, Some(why)) = (&storage, &now) {
+            notify::show(
+                "agent-budget: usage cannot be saved",
+                &format!("Requests are refused until it can: {why}"),
+            );
+        }
+        storage = now;
+        if core.dirty.swap(false, Ordering::Relaxed) || changed {
+            refresh_tray(&handle).await;
+        }
+    }
+}
+
 /// Core events → the webview (live updates), notifications, and a (coalesced) tray refresh.
 fn forward_events(app: AppHandle, service: Arc<Service>) {
     let mut rx = service.events.subscribe();
@@ -424,51 +473,7 @@ pub fn run() {
             commands::set_team_database,
             commands::open_in_browser,
         ])
-        .setup(|app| {
-            let handle = app.handle().clone();
-            if let Ok(dir) = handle.path().app_config_dir() {
-                let core = handle.state::<Core>();
-                let saved = prefs::load(&dir);
-                core.muted
-                    .store(saved.notifications_muted, Ordering::Relaxed);
-                *core.database.lock().unwrap_or_else(|p| p.into_inner()) = saved.database;
-                *core.prefs_dir.lock().unwrap_or_else(|p| p.into_inner()) = Some(dir);
-            }
-            tauri::async_runtime::block_on(start_core(&handle, None));
-            let initial = tauri::async_runtime::block_on(snapshot(&handle));
-            let view = tray::tray_view(&initial);
-            let mut builder = TrayIconBuilder::with_id("main")
-                .tooltip(&view.tooltip)
-                .menu(&menu(&handle, &view)?)
-                .show_menu_on_left_click(true)
-                .on_menu_event(|app, e| on_menu(app, e.id().as_ref()));
-            if let Some(i) = icon(view.icon) {
-                builder = builder.icon(i);
-            }
-            builder.build(app)?;
-            // Redraw the tray at most twice a second, only when something changed. The
-            // database's health has no event (the writer is a plain thread), so it is compared.
-            tauri::async_runtime::spawn(async move {
-                let mut storage = None;
-                loop {
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                    let core = handle.state::<Core>();
-                    let now = core.service().ok().and_then(|s| s.store.health.failure());
-                    let changed = now != storage;
-                    if let (None, Some(why)) = (&storage, &now) {
-                        notify::show(
-                            "agent-budget: usage cannot be saved",
-                            &format!("Requests are refused until it can: {why}"),
-                        );
-                    }
-                    storage = now;
-                    if core.dirty.swap(false, Ordering::Relaxed) || changed {
-                        refresh_tray(&handle).await;
-                    }
-                }
-            });
-            Ok(())
-        })
+        .setup(setup)
         .on_window_event(|window, event| {
             // Closing the window hides it; the proxy keeps running in the tray.
             if let tauri::WindowEvent::CloseRequested { api, .. } = event {
