@@ -17,7 +17,8 @@ const RESERVE: &str = "WITH taken AS (
 
 /// Makes a budget's row for a period, starting from what the team was charged in it since
 /// the budget was made: a period changed mid-way (daily to monthly, say) keeps the spend it
-/// already had. `$2` is the period's start (0 for a total budget: every charge).
+/// already had. `$2` is the period's start (0 for a total budget: every charge). The charges
+/// are summed only when the row is missing.
 const OPEN_PERIOD: &str =
     "INSERT INTO team_spend (budget, period_start, spent, spent_tokens, requests)
   SELECT $1, $2, LEAST(COALESCE(SUM(u.cost), 0), 9223372036854775807)::BIGINT,
@@ -25,6 +26,7 @@ const OPEN_PERIOD: &str =
   FROM team_usage u
   WHERE u.budget = $1 AND u.created_at >= $2
     AND u.created_at >= COALESCE((SELECT since FROM team_budgets WHERE name = $1), 0)
+    AND NOT EXISTS (SELECT 1 FROM team_spend s WHERE s.budget = $1 AND s.period_start = $2)
   ON CONFLICT DO NOTHING";
 
 /// Charges the cost once (a retry after a lost answer finds the record and changes nothing),
