@@ -31,6 +31,9 @@ pub fn app(service: Arc<Service>, port: u16) -> Router {
                 &format!("{prefix}/v1/models/{{id}}"),
                 get(proxy::passthrough),
             )
+            .route(&format!("{prefix}/v1/metrics"), post(proxy::telemetry))
+            .route(&format!("{prefix}/v1/logs"), post(proxy::telemetry))
+            .route(&format!("{prefix}/v1/traces"), post(proxy::telemetry))
             .route(&format!("{prefix}/v1/{{*rest}}"), any(proxy::not_proxied))
             .route(
                 &format!("{prefix}/api/hello"),

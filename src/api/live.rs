@@ -35,7 +35,7 @@ pub async fn events(
 
 /// The export's columns; each row is a `[String; COLUMNS.len()]`, so a row can never have a
 /// column more or less than the header.
-const COLUMNS: [&str; 21] = [
+const COLUMNS: [&str; 25] = [
     "id",
     "created_at",
     "budget",
@@ -57,6 +57,10 @@ const COLUMNS: [&str; 21] = [
     "worst_case_dollars",
     "clamped_max_tokens",
     "session",
+    "agent_id",
+    "parent_agent_id",
+    "agent_type",
+    "project",
 ];
 
 /// A text cell a client chose (model, session…): quoted where CSV needs it, and kept from
@@ -104,6 +108,10 @@ fn csv_row(r: crate::record::UsageRecord) -> [String; COLUMNS.len()] {
             .map(|n| n.to_string())
             .unwrap_or_default(),
         csv_field(r.session.as_deref().unwrap_or("")),
+        csv_field(r.agent_id.as_deref().unwrap_or("")),
+        csv_field(r.parent_agent_id.as_deref().unwrap_or("")),
+        csv_field(r.agent_type.as_deref().unwrap_or("")),
+        csv_field(r.project.as_deref().unwrap_or("")),
     ]
 }
 

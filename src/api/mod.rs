@@ -21,7 +21,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde::de::DeserializeOwned;
@@ -85,6 +85,8 @@ pub fn routes() -> Router<Arc<Service>> {
                 .put(set_upstream_key)
                 .delete(delete_upstream_key),
         )
+        .route("/agent-budget/api/oauth/usage", get(oauth_usage))
+        .route("/agent-budget/managed/settings", get(no_managed_settings))
         .route("/agent-budget", get(assets::root))
         .route("/agent-budget/", get(assets::index))
         .route("/agent-budget/{*path}", get(assets::file))
@@ -162,6 +164,19 @@ fn inexact_number(body: &[u8]) -> Option<String> {
         i += 1;
     }
     None
+}
+
+/// `GET /api/oauth/usage` (Claude Code's gateway protocol): the standing of the budget the
+/// request's virtual key is for, in cents and percents; never cached.
+pub async fn oauth_usage(State(app): App, headers: HeaderMap) -> Result<Response, HttpError> {
+    let body = app.oauth_usage(&headers).await?;
+    Ok(([("cache-control", "no-store")], Json(body)).into_response())
+}
+
+/// `GET /managed/settings`: this gateway pushes no Claude Code policy. 404 is the protocol's
+/// clean "none", which the client does not retry.
+pub async fn no_managed_settings() -> HttpError {
+    HttpError::not_found("agent-budget: no managed settings for Claude Code here")
 }
 
 /// `GET /health`: 200 `{"ok":true}`, or 503 with the reason while usage cannot be saved.

@@ -13,6 +13,7 @@ use crate::money::Money;
 use crate::pricing::Price;
 use crate::pricing::cost::{Ask, worst_case};
 use crate::service::Service;
+use crate::service::standing::Standing;
 use axum::http::{HeaderMap, Method, StatusCode};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -412,8 +413,14 @@ pub fn blocked(r: &Refusal, now: DateTime<Utc>, app: &Service) -> HttpError {
         "agent-budget: budget '{}' would exceed its {detail}",
         s.budget.name
     );
-    let err = HttpError::new(StatusCode::TOO_MANY_REQUESTS, "billing_error", msg)
+    let mut err = HttpError::new(StatusCode::TOO_MANY_REQUESTS, "billing_error", msg)
         .with_header("x-should-retry", "false");
+    // At a cap, Claude Code's usage-limit headers: it then prints this message as it is.
+    if matches!(r.limit, Limit::Dollars | Limit::Tokens) {
+        for (name, value) in Standing::of(s).map(|s| s.rejected()).unwrap_or_default() {
+            err = err.with_header(name, value);
+        }
+    }
     match retry_at {
         Some(t) => {
             let ms = (t - now).num_milliseconds().max(1);

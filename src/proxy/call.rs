@@ -7,6 +7,7 @@ use crate::budget::{Budget, DEFAULT_BUDGET};
 use crate::error::HttpError;
 use crate::ledger::Slot;
 use crate::pricing::{Price, PriceBook, PricedAs};
+use crate::record::Attribution;
 use crate::service::Service;
 use axum::body::Body;
 use axum::extract::Request;
@@ -40,6 +41,29 @@ fn session_of(headers: &HeaderMap) -> Result<Option<String>, HttpError> {
         _ => Err(HttpError::invalid(format!(
             "agent-budget: the header '{name}' must be 1 to 200 visible ASCII characters naming the agent session"
         ))),
+    }
+}
+
+/// Claude Code's agent headers: which agent of a session sent the request.
+const AGENT_HEADERS: [&str; 3] = [
+    "x-claude-code-agent-id",
+    "x-claude-code-parent-agent-id",
+    "x-claude-code-agent-type",
+];
+
+/// Who in the session sent the request, as far as the client says: each header kept when it
+/// is 1 to 200 visible ASCII characters, else left out (informational: never refused).
+fn attribution_of(headers: &HeaderMap) -> Attribution {
+    let [agent_id, parent_agent_id, agent_type] = AGENT_HEADERS.map(|h| {
+        let v = headers.get(h)?.to_str().ok()?.trim();
+        let ok = !v.is_empty() && v.len() <= 200 && v.bytes().all(|b| b.is_ascii_graphic());
+        ok.then(|| v.to_string())
+    });
+    Attribution {
+        agent_id,
+        parent_agent_id,
+        agent_type,
+        project: None,
     }
 }
 
@@ -106,6 +130,10 @@ pub struct Call {
     pub body: Bytes,
     pub parsed: MessagesRequest,
     pub session: Option<String>,
+    pub attribution: Attribution,
+    /// Charged through a virtual key (or a sign-in): its user sees the budget's standing, not
+    /// the organisation's rate limits.
+    pub keyed: bool,
     pub book: Arc<PriceBook>,
     pub price: Arc<Price>,
     pub priced_as: PricedAs,
@@ -123,8 +151,10 @@ impl Call {
     ) -> Result<Call, HttpError> {
         let started = Instant::now();
         let (mut parts, body) = req.into_parts();
-        let slot = budget_of(&app, key, &mut parts.headers)?;
+        let keyed = app.resolve_key(&mut parts.headers)?;
+        let slot = budget_of(&app, keyed, key)?;
         let session = session_of(&parts.headers)?;
+        let attribution = attribution_of(&parts.headers);
         let body = read_body(body, &parts.headers).await?;
         let parsed =
             request::parse(&body).map_err(|e| HttpError::invalid(format!("agent-budget: {e}")))?;
@@ -145,6 +175,8 @@ impl Call {
             body,
             parsed,
             session,
+            attribution,
+            keyed: keyed.is_some(),
             book,
             price,
             priced_as,
@@ -156,10 +188,9 @@ impl Call {
 /// The budget a request is charged to, once the proxy can record it.
 fn budget_of(
     app: &Service,
+    keyed: Option<i64>,
     key: Option<String>,
-    headers: &mut HeaderMap,
 ) -> Result<Arc<Slot>, HttpError> {
-    let keyed = app.resolve_key(headers)?;
     let key = match (keyed, key.filter(|k| !k.is_empty())) {
         (Some(id), _) => id.to_string(),
         (None, Some(k)) => k,

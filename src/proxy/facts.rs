@@ -5,7 +5,7 @@ use crate::budget::alert::NewAlert;
 use crate::money::Money;
 use crate::pricing::PricedAs;
 use crate::pricing::cost::Tokens;
-use crate::record::{UsageRow, UsageStatus};
+use crate::record::{Attribution, UsageRow, UsageStatus};
 use chrono::{DateTime, Utc};
 use std::time::Instant;
 
@@ -22,6 +22,7 @@ pub struct Facts {
     /// The worst case admitted (or refused).
     pub worst_case: Money,
     pub clamped_max_tokens: Option<u64>,
+    pub attribution: Attribution,
 }
 
 /// What a request was charged.
@@ -84,6 +85,7 @@ impl Facts {
             worst_case: self.worst_case,
             clamped_max_tokens: self.clamped_max_tokens,
             session: self.session,
+            attribution: self.attribution,
             alerts,
         };
         (self.budget, row)

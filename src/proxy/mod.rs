@@ -13,9 +13,11 @@ pub mod sse;
 use crate::budget::alert::AlertKind;
 use crate::budget::period;
 use crate::error::HttpError;
+use crate::ledger::Slot;
 use crate::pricing::cost::Usage;
 use crate::record::UsageStatus;
 use crate::service::Service;
+use crate::service::standing::{self, Standing};
 use crate::upstream::Chunks;
 use admission::{Admitted, Denied, Refused};
 use axum::body::Body;
@@ -96,6 +98,7 @@ async fn refuse(call: Call, refused: Refused) -> HttpError {
         started: call.started,
         worst_case: refused.worst_case,
         clamped_max_tokens: None,
+        attribution: call.attribution,
     };
     let charged = Charged::nothing(model, UsageStatus::Blocked, call.priced_as);
     let reply = Reply {
@@ -146,6 +149,7 @@ async fn forward(call: Call, admitted: Admitted) -> Result<Response, HttpError> 
         headers: forward::request_headers(&call.headers),
         body,
         budget_headers,
+        keyed: call.keyed.then(|| call.slot.clone()),
     };
     let settlement = Settlement::new(call, admitted, alerts);
     // The exchange runs in its own tracked task so accounting completes even if the client
@@ -166,6 +170,9 @@ struct Exchange {
     headers: HeaderMap,
     body: Bytes,
     budget_headers: HeaderMap,
+    /// The budget of a request charged through a virtual key or sign-in: its user is told
+    /// the budget's standing (Claude Code's usage-limit headers), not the organisation's.
+    keyed: Option<Arc<Slot>>,
 }
 
 /// What a whole response's body says about money.
@@ -208,6 +215,9 @@ impl Exchange {
         let status = parts.status;
         let mut headers = forward::response_headers(&parts.headers);
         headers.extend(self.budget_headers);
+        if let Some(slot) = &self.keyed {
+            standing_of(&app, slot, status, &mut headers);
+        }
         let mut reply = Reply {
             http_status: status.as_u16(),
             request_id: parts
@@ -254,6 +264,18 @@ impl Exchange {
         s.finish_durably(outcome_of(status, &body, finished), reply)
             .await;
         let _ = tx.send(build(Body::from(body)));
+    }
+}
+
+/// A keyed request's answer: the upstream's rate limits out (they are the organisation's),
+/// and on success the budget's standing in Claude Code's usage-limit headers.
+fn standing_of(app: &Service, slot: &Slot, status: StatusCode, headers: &mut HeaderMap) {
+    standing::strip_upstream(headers);
+    let current = status
+        .is_success()
+        .then(|| app.status_of(slot, period::now()));
+    if let Some(standing) = current.as_ref().and_then(Standing::of) {
+        standing.allowed(headers);
     }
 }
 
@@ -329,6 +351,24 @@ async fn forward_free(app: Arc<Service>, req: Request) -> Result<Response, HttpE
     *r.status_mut() = parts.status;
     *r.headers_mut() = forward::response_headers(&parts.headers);
     Ok(r)
+}
+
+/// `POST /v1/metrics|logs|traces`: the telemetry Claude Code sends a gateway (OTLP/HTTP). It
+/// is read and dropped, answered 200 as the protocol asks (a 404 makes the client log an error
+/// on every flush), in the request's encoding: `{}` for JSON, an empty message for protobuf.
+pub async fn telemetry(req: Request) -> Response {
+    let json = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let _ = axum::body::to_bytes(req.into_body(), BODY_LIMIT).await;
+    let (kind, body) = if json {
+        ("application/json", "{}")
+    } else {
+        ("application/x-protobuf", "")
+    };
+    ([("content-type", kind)], body).into_response()
 }
 
 /// Any other `/v1/*` path: not proxied, because it would bypass the budget.

@@ -70,6 +70,7 @@ impl Settlement {
             started: call.started,
             worst_case: admitted.reservation.worst_case(),
             clamped_max_tokens: admitted.clamped,
+            attribution: call.attribution,
         };
         Settlement {
             app: call.app,

@@ -82,6 +82,13 @@ pub struct UsageRecord {
     pub clamped_max_tokens: Option<u64>,
     /// The agent session it belongs to, if the client said.
     pub session: Option<String>,
+    /// The agent that sent it (Claude Code's `x-claude-code-agent-id`), its parent agent, and
+    /// its type (a subagent's); null when the client did not say.
+    pub agent_id: Option<String>,
+    pub parent_agent_id: Option<String>,
+    pub agent_type: Option<String>,
+    /// The project it was for (a sign-in's billing-group tag in the request's `tags`).
+    pub project: Option<String>,
 }
 
 /// A budget's virtual key as listed: never the key itself.
@@ -135,8 +142,19 @@ pub struct UsageRow {
     pub clamped_max_tokens: Option<u64>,
     /// The agent session it belongs to (a header of the request).
     pub session: Option<String>,
+    /// Which agent and project it was for.
+    pub attribution: Attribution,
     /// Alerts this request raised, stored in the same transaction.
     pub alerts: Vec<NewAlert>,
+}
+
+/// Who in an agent session made a request, and for which project: what the client said.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Attribution {
+    pub agent_id: Option<String>,
+    pub parent_agent_id: Option<String>,
+    pub agent_type: Option<String>,
+    pub project: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]

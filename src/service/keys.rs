@@ -192,6 +192,20 @@ impl Service {
         Ok(Some(budget))
     }
 
+    /// The budget of the virtual key (or sign-in) a request presents, as its only credential;
+    /// 401, never to be retried, for anything else (the admin token included).
+    pub fn key_budget(&self, headers: &HeaderMap) -> Result<i64, HttpError> {
+        let mut creds = credentials(headers);
+        let (first, more) = (creds.next(), creds.next().is_some());
+        let key = first.filter(|k| !more && k.starts_with(KEY_PREFIX)).ok_or_else(|| {
+            unauthorized("agent-budget: send the virtual key (sk-ab-…) as 'Authorization: Bearer', alone")
+        })?;
+        let now = period::now().timestamp_millis();
+        self.keys.budget_of(key, now).ok_or_else(|| {
+            unauthorized("agent-budget: this virtual key is unknown or revoked; create a new one on the budget's page")
+        })
+    }
+
     /// Makes a key; on a team (for a budget other than `default`) it is shared first with the
     /// other proxies, and not made at all if the team database does not take it.
     pub async fn create_key(&self, budget: &str, input: NewKey) -> Result<KeyCreated, HttpError> {

@@ -6,6 +6,7 @@ pub mod badge;
 pub mod budgets;
 pub mod keys;
 pub mod pricing;
+pub mod standing;
 pub mod stats;
 pub mod team;
 pub mod upstream_key;

@@ -7,8 +7,9 @@ use super::Service;
 use crate::budget::{Budget, BudgetPatch, DEFAULT_BUDGET, NewBudget};
 use crate::error::HttpError;
 use crate::events::CoreEvent;
-use crate::ledger::Status;
+use crate::ledger::{Slot, Status};
 use crate::team::{Shared, Team, TeamError, TeamKey, period_key};
+use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -176,6 +177,13 @@ impl Service {
     }
 
     /// A status with the team's spend, requests and reservations, where it has them.
+    /// A budget's status as all proxies see it: for a team budget the team's figures (polled
+    /// each second), else this proxy's.
+    pub fn status_of(&self, slot: &Slot, now: DateTime<Utc>) -> Status {
+        let s = slot.status(now);
+        self.with_team(&s).unwrap_or(s)
+    }
+
     pub(super) fn with_team(&self, s: &Status) -> Option<Status> {
         self.team.as_ref()?;
         let totals = self.team_totals.read().unwrap_or_else(|p| p.into_inner());

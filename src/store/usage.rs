@@ -30,8 +30,10 @@ pub(super) fn insert(
     let inserted = tx.prepare_cached(
         "INSERT INTO usage (created_at, budget_id, model, status, estimated, priced_as, http_status, stream,
             input_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, output_tokens,
-            web_search_requests, cost, duration_ms, upstream_request_id, seq, worst_case, clamped_max_tokens, session)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21
+            web_search_requests, cost, duration_ms, upstream_request_id, seq, worst_case, clamped_max_tokens, session,
+            agent_id, parent_agent_id, agent_type, project)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21,
+            ?22, ?23, ?24, ?25
          WHERE EXISTS (SELECT 1 FROM budgets WHERE id = ?2)",
     )?
     .execute(params![
@@ -56,6 +58,10 @@ pub(super) fn insert(
         r.worst_case.picos(),
         r.clamped_max_tokens.map(as_i64),
         r.session,
+        r.attribution.agent_id,
+        r.attribution.parent_agent_id,
+        r.attribution.agent_type,
+        r.attribution.project,
     ])?;
     if inserted == 0 {
         return Ok(()); // the budget was deleted meanwhile
@@ -239,7 +245,8 @@ pub fn costs_since(
 
 const COLUMNS: &str = "u.id, u.created_at, b.name, u.model, u.status, u.estimated, u.priced_as, u.http_status, u.stream,
     u.input_tokens, u.cache_write_5m_tokens, u.cache_write_1h_tokens, u.cache_read_tokens, u.output_tokens,
-    u.web_search_requests, u.cost, u.duration_ms, u.upstream_request_id, u.worst_case, u.clamped_max_tokens, u.session";
+    u.web_search_requests, u.cost, u.duration_ms, u.upstream_request_id, u.worst_case, u.clamped_max_tokens, u.session,
+    u.agent_id, u.parent_agent_id, u.agent_type, u.project";
 
 fn record(row: &rusqlite::Row<'_>, zone: Zone) -> rusqlite::Result<UsageRecord> {
     let n = |i: usize| -> rusqlite::Result<u64> { row.get::<_, i64>(i).map(|v| v.max(0) as u64) };
@@ -270,6 +277,10 @@ fn record(row: &rusqlite::Row<'_>, zone: Zone) -> rusqlite::Result<UsageRecord> 
         worst_case_dollars: Money::from_picos(row.get(18)?),
         clamped_max_tokens: row.get::<_, Option<i64>>(19)?.map(|v| v.max(0) as u64),
         session: row.get(20)?,
+        agent_id: row.get(21)?,
+        parent_agent_id: row.get(22)?,
+        agent_type: row.get(23)?,
+        project: row.get(24)?,
     })
 }
 

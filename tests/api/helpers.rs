@@ -171,6 +171,19 @@ impl TestApp {
         r.json().await.unwrap()
     }
 
+    /// Makes a virtual key of `budget`: the answer, with the key.
+    pub async fn create_key(&self, budget: &str, name: &str) -> Value {
+        let r = self
+            .client
+            .post(self.url(&format!("/api/budgets/{budget}/keys")))
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        r.json().await.unwrap()
+    }
+
     pub async fn budget(&self, key: &str) -> Value {
         self.get(&format!("/api/budgets/{key}")).await
     }

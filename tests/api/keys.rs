@@ -11,15 +11,7 @@ async fn with_key() -> TestApp {
 }
 
 async fn make_key(app: &TestApp, budget: &str, name: &str) -> Value {
-    let r = app
-        .client
-        .post(app.url(&format!("/api/budgets/{budget}/keys")))
-        .json(&json!({ "name": name }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    r.json().await.unwrap()
+    app.create_key(budget, name).await
 }
 
 async fn call(app: &TestApp, path: &str, auth: (&str, String)) -> reqwest::Response {

@@ -77,10 +77,10 @@ async fn usage_exports_as_csv_with_every_record() {
         "id,created_at,budget,model,status,estimated,priced_as,http_status,stream,input_tokens,\
          cache_write_5m_tokens,cache_write_1h_tokens,cache_read_tokens,output_tokens,\
          web_search_requests,cost_dollars,duration_ms,upstream_request_id,worst_case_dollars,\
-         clamped_max_tokens,session"
+         clamped_max_tokens,session,agent_id,parent_agent_id,agent_type,project"
     );
     for l in &lines {
-        assert_eq!(cells(l).len(), 21, "every row has every column: {l}");
+        assert_eq!(cells(l).len(), 25, "every row has every column: {l}");
     }
     let costs: Vec<&str> = lines[1..]
         .iter()
@@ -123,7 +123,7 @@ fn cells(line: &str) -> Vec<String> {
 
 /// A client picks the model name and the session: neither reaches a spreadsheet as a formula.
 #[tokio::test]
-async fn csv_cells_a_client_chose_are_never_formulas_and_sessions_are_exported() {
+async fn csv_cells_a_client_chose_are_never_formulas_and_sessions_and_agents_are_exported() {
     let app = spawn_app().await;
     let evil = "=HYPERLINK(\"http://evil.example\",\"click\")";
     let r = app
@@ -131,6 +131,7 @@ async fn csv_cells_a_client_chose_are_never_formulas_and_sessions_are_exported()
         .post(app.url("/v1/messages"))
         .header("x-api-key", "sk-test")
         .header("x-agent-budget-session", "@SUM(A1:A9)")
+        .header("x-claude-code-agent-type", "=cmd|'/c+calc'!A1")
         .json(&body(evil, 10))
         .send()
         .await
@@ -138,9 +139,13 @@ async fn csv_cells_a_client_chose_are_never_formulas_and_sessions_are_exported()
     assert_eq!(r.status(), 200);
     let text = app.get_text("/api/budgets/default/usage.csv").await;
     let row = cells(text.lines().nth(1).unwrap());
-    assert_eq!(row.len(), 21, "{text}");
+    assert_eq!(row.len(), 25, "{text}");
     assert_eq!(row[3], format!("'{evil}"));
     assert_eq!(row[20], "'@SUM(A1:A9)");
+    assert_eq!(
+        row[23], "'=cmd|'/c+calc'!A1",
+        "agent headers are client text too"
+    );
     for cell in &row {
         assert!(
             !cell.starts_with(['=', '+', '@', '\t', '\r']),

@@ -6,6 +6,7 @@ mod alerts;
 mod budgets;
 mod durability;
 mod faults;
+mod gateway;
 mod guardrails;
 mod guards;
 mod helpers;

@@ -13,7 +13,10 @@ if [ ! -x "$here/.venv/bin/pytest" ] || ! "$here/.venv/bin/pip" freeze | grep -q
   python3 -m venv "$here/.venv"
   "$here/.venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/python/requirements.txt"
 fi
-(cd "$here/node" && { [ -d node_modules/@anthropic-ai/sdk ] && [ -x node_modules/.bin/claude ] || npm install --silent --no-audit --no-fund; })
+# Installed again whenever package.json pins another version than node_modules holds.
+wanted="$(node -p "require('$here/node/package.json').dependencies['@anthropic-ai/claude-code']")"
+have="$(node -p "try { require('$here/node/node_modules/@anthropic-ai/claude-code/package.json').version } catch { '' }")"
+(cd "$here/node" && { [ -d node_modules/@anthropic-ai/sdk ] && [ -x node_modules/.bin/claude ] && [ "$have" = "$wanted" ] || npm install --silent --no-audit --no-fund; })
 
 work="$(mktemp -d)"
 cleanup() {

@@ -241,7 +241,7 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
     const card = page.getByTestId("new-key");
     await card.getByText("copy it now").waitFor();
     const snippet = await page.getByTestId("key-snippet-Claude Code").textContent();
-    const key = /ANTHROPIC_API_KEY=(sk-ab-[0-9a-f]{64})/.exec(snippet)?.[1];
+    const key = /ANTHROPIC_AUTH_TOKEN=(sk-ab-[0-9a-f]{64})/.exec(snippet)?.[1];
     assert.ok(key, snippet);
     const use = () => fetch(`${base}/v1/messages`, {
       method: "POST",
@@ -275,6 +275,7 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
   await t.test("copy a setup snippet", async () => {
     await page.goto(`${base}/#/setup`);
     await page.getByLabel("Budget").selectOption("e2e-team");
+    await page.getByRole("tab", { name: "Python SDK" }).click();
     await page.getByRole("button", { name: "Copy Python SDK snippet", exact: true }).click();
     await page.getByRole("button", { name: "Copied" }).waitFor();
     const clip = await page.evaluate(() => navigator.clipboard.readText());
@@ -290,13 +291,18 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
     await page.getByLabel("Budget").selectOption("e2e-setup");
     assert.match(await page.getByTestId("real-key").textContent(), /ending in …real, from --upstream-key-file/);
     const snippet = page.getByTestId("setup-key-snippet-Claude Code");
-    assert.match(await snippet.textContent(), /ANTHROPIC_API_KEY=sk-ab-…/);
+    assert.match(await snippet.textContent(), /ANTHROPIC_AUTH_TOKEN=sk-ab-…/);
     await page.getByLabel("Key name").fill("setup-laptop");
     await page.getByRole("button", { name: "Create a key for e2e-setup" }).click();
     await page.getByTestId("setup-new-key").waitFor();
-    const key = /ANTHROPIC_API_KEY=(sk-ab-[0-9a-f]{64})/.exec(await snippet.textContent())?.[1];
+    const key = /ANTHROPIC_AUTH_TOKEN=(sk-ab-[0-9a-f]{64})/.exec(await snippet.textContent())?.[1];
     assert.ok(key, "the snippet carries the new key");
+    assert.match(await snippet.textContent(), /CLAUDE_CODE_USE_GATEWAY=1/, "Claude Code first, in gateway mode");
+    // One client at a time: Python's way replaces Claude Code's.
+    await page.getByRole("tab", { name: "Python SDK" }).click();
     assert.match(await page.getByTestId("setup-key-snippet-Python SDK").textContent(), new RegExp(`api_key="${key}"`));
+    assert.equal(await page.getByTestId("setup-key-snippet-Claude Code").count(), 0);
+    await page.getByRole("tab", { name: "Claude Code" }).click();
     const requests = async () => (await (await adminFetch(`${base}/api/budgets/e2e-setup`)).json()).requests;
     assert.equal(await requests(), 0);
     const r = await fetch(`${base}/v1/messages`, {
@@ -308,7 +314,7 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
     assert.equal(await requests(), 1, "charged to the chosen budget");
     // Another budget: the key is not its, so the snippets go back to the placeholder.
     await page.getByLabel("Budget").selectOption("default");
-    assert.match(await snippet.textContent(), /ANTHROPIC_API_KEY=sk-ab-…/);
+    assert.match(await snippet.textContent(), /ANTHROPIC_AUTH_TOKEN=sk-ab-…/);
   });
 
   await t.test("screenshots of every page in both themes", async () => {

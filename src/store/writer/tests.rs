@@ -22,6 +22,7 @@ fn row(model: &str) -> UsageRow {
         worst_case: Default::default(),
         clamped_max_tokens: None,
         session: None,
+        attribution: Default::default(),
         alerts: vec![],
     }
 }

@@ -5,6 +5,9 @@
 //! forwards it like any other header. The mock counts requests and records the headers and
 //! bodies it saw; `GET /_mock/stats` and `POST /_mock/reset` expose that to other processes.
 
+mod hostile;
+mod limits;
+pub use limits::RATE_LIMITS;
 pub mod postgres;
 pub mod trace;
 
@@ -222,7 +225,10 @@ async fn messages(State(st): State<Arc<MockState>>, req: Request) -> Response {
     let (req, body) = read(req).await;
     st.messages.fetch_add(1, Ordering::SeqCst);
     st.remember(&req, &body);
-    let r = respond(Script::from_headers(req.headers()), &body).await;
+    let mut r = respond(Script::from_headers(req.headers()), &body).await;
+    if r.status().is_success() {
+        limits::rate_limits(r.headers_mut());
+    }
     let streamed = r
         .headers()
         .get("content-type")
@@ -256,7 +262,7 @@ pub async fn respond(script: Script, body: &Bytes) -> Response {
         tokio::time::sleep(Duration::from_millis(script.delay_ms)).await;
     }
     if let Some(n) = script.pad_bytes {
-        return padded(n);
+        return hostile::padded(n);
     }
     if let Some(raw) = script.raw {
         let ct = script
@@ -424,26 +430,6 @@ fn sse(
         .header("cache-control", "no-cache")
         .header("request-id", request_id())
         .body(Body::from_stream(body))
-        .unwrap_or_default()
-}
-
-/// A JSON reply `n` bytes long whose text is padding, streamed in 64 KiB chunks.
-fn padded(n: u64) -> Response {
-    const CHUNK: usize = 64 * 1024;
-    let head = r#"{"id":"msg_pad","type":"message","role":"assistant","model":"claude-sonnet-4-6","usage":{"input_tokens":10,"output_tokens":10},"content":[{"type":"text","text":""#;
-    let tail = r#""}]}"#;
-    let pad = (n as usize).saturating_sub(head.len() + tail.len());
-    let chunks = std::iter::once(Bytes::from_static(head.as_bytes()))
-        .chain(
-            (0..pad.div_ceil(CHUNK))
-                .map(move |i| Bytes::from(vec![b'x'; CHUNK.min(pad - i * CHUNK)])),
-        )
-        .chain(std::iter::once(Bytes::from_static(tail.as_bytes())))
-        .map(Ok::<_, std::io::Error>);
-    Response::builder()
-        .header("content-type", "application/json")
-        .header("request-id", request_id())
-        .body(Body::from_stream(stream::iter(chunks)))
         .unwrap_or_default()
 }
 

@@ -1,5 +1,6 @@
-// Claude Code itself (the npm package, offline against the mock) through the proxy: its
-// session header is recorded as the request's session and forwarded unchanged.
+// Claude Code itself (the npm package, offline against the mock) through the proxy: with a
+// virtual key, in gateway mode, or with its own key; its session header is recorded as the
+// request's session and forwarded unchanged.
 // Needs AGENT_BUDGET_URL and MOCK_URL (tests/sdk/run.sh sets them).
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -48,6 +49,37 @@ test("Claude Code with only the base URL and a virtual key", { timeout: 120_000 
     assert.ok((await call("GET", `${PROXY}/api/budgets/${name}`)).requests >= 1, "charged to the key's budget");
     const seen = (await call("GET", `${MOCK}/_mock/stats`)).seen.filter((s) => s.path === "/v1/messages");
     for (const s of seen) assert.equal(s.headers["x-api-key"], "sk-ant-sdk-real");
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+});
+
+test("Claude Code in gateway mode with a virtual key: charged to its budget, which it can read", { timeout: 120_000 }, async () => {
+  await call("POST", `${MOCK}/_mock/reset`);
+  const name = `cc-gateway-${process.pid}`;
+  await call("POST", `${PROXY}/api/budgets`, { name, max_dollars: "2", period: "daily" });
+  const made = await call("POST", `${PROXY}/api/budgets/${name}/keys`, { name: "claude" });
+  const home = mkdtempSync(join(tmpdir(), "claude-home-"));
+  try {
+    const out = await runClaude(home, {
+      CLAUDE_CODE_USE_GATEWAY: "1", ANTHROPIC_BASE_URL: PROXY, ANTHROPIC_AUTH_TOKEN: made.key,
+    });
+    assert.equal(out.result, "Hello from the mock upstream.");
+    const budget = await call("GET", `${PROXY}/api/budgets/${name}`);
+    assert.ok(budget.requests >= 1, "charged to the key's budget");
+    const seen = (await call("GET", `${MOCK}/_mock/stats`)).seen.filter((s) => s.path === "/v1/messages");
+    assert.ok(seen.length >= 1);
+    for (const s of seen) {
+      assert.equal(s.headers["x-api-key"], "sk-ant-sdk-real", "forwarded with the real key");
+      assert.ok(!JSON.stringify(s.headers).includes("sk-ab-"), "never the virtual key");
+    }
+    // What Claude Code's /usage reads: the budget in cents, with the period's reset.
+    const r = await fetch(`${PROXY}/api/oauth/usage`, { headers: { authorization: `Bearer ${made.key}` } });
+    assert.equal(r.status, 200);
+    const usage = await r.json();
+    assert.equal(usage.extra_usage.monthly_limit, 200);
+    assert.equal(usage.limits[0].group, "daily");
+    assert.ok(Math.abs(Date.parse(usage.limits[0].resets_at) - Date.parse(budget.resets_at)) < 1000);
   } finally {
     rmSync(home, { recursive: true, force: true });
   }
