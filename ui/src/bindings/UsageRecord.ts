@@ -18,4 +18,13 @@ clamped_max_tokens: number | null,
 /**
  * The agent session it belongs to, if the client said.
  */
-session: string | null, };
+session: string | null, 
+/**
+ * The agent that sent it (Claude Code's `x-claude-code-agent-id`), its parent agent, and
+ * its type (a subagent's); null when the client did not say.
+ */
+agent_id: string | null, parent_agent_id: string | null, agent_type: string | null, 
+/**
+ * The project it was for (a sign-in's billing-group tag in the request's `tags`).
+ */
+project: string | null, };
