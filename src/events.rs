@@ -44,6 +44,10 @@ pub enum CoreEvent {
     PricingChanged {
         model: String,
     },
+    /// Claude Code asks to sign in: the admin approves or denies the code in the dashboard.
+    SignInRequested {
+        user_code: String,
+    },
 }
 
 /// The broadcast channel of core events.

@@ -434,6 +434,10 @@ fn forward_events(app: AppHandle, service: Arc<Service>) {
             {
                 notify::show(&title, &body);
             }
+            // A sign-in waits for the admin: the window opens on its page, signed in.
+            if let CoreEvent::SignInRequested { user_code } = &event {
+                show_main(&app, Some(&format!("#/device?user_code={user_code}")));
+            }
             core.mark_dirty();
         }
     });

@@ -3,8 +3,14 @@
 use agent_budget::budget::alert::AlertKind;
 use agent_budget::events::CoreEvent;
 
-/// Title and body for an event worth a notification (alerts only).
+/// Title and body for an event worth a notification (alerts, and sign-ins to approve).
 pub fn text(e: &CoreEvent) -> Option<(String, String)> {
+    if let CoreEvent::SignInRequested { user_code } = e {
+        let body = format!(
+            "Code {user_code}: compare it with Claude Code's, choose the budget it spends and approve it in agent-budget's window."
+        );
+        return Some(("Claude Code wants to sign in".to_string(), body));
+    }
     let CoreEvent::AlertRaised {
         budget,
         kind,

@@ -101,6 +101,31 @@ pub struct KeyView {
     pub revoked_at: Option<String>,
     /// When a request last carried it (saved every few seconds; None: never).
     pub last_used_at: Option<String>,
+    /// `key`, made on the budget's page; `sign_in`, made by approving a Claude Code sign-in.
+    pub kind: KeyKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(export)]
+pub enum KeyKind {
+    Key,
+    SignIn,
+}
+
+impl KeyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Key => "key",
+            KeyKind::SignIn => "sign_in",
+        }
+    }
+    pub fn parse(s: &str) -> KeyKind {
+        match s {
+            "sign_in" => KeyKind::SignIn,
+            _ => KeyKind::Key,
+        }
+    }
 }
 
 /// One agent session's spend in a budget (`GET /api/budgets/:id/sessions`).

@@ -3,13 +3,16 @@
 //! stored, and the proxy looks keys up in memory.
 
 use super::Service;
+use super::sign_in::{TOKEN_PREFIX, token_expiry};
 use crate::admin::bearer;
 use crate::budget::period;
 use crate::config::KEY_PREFIX;
 use crate::dto::{Items, KeyCreated, NewKey};
 use crate::error::HttpError;
+use crate::record::KeyKind;
 use crate::record::KeyView;
 use crate::store;
+use crate::store::keys::NewKeyRow;
 use crate::team::TeamKey;
 use axum::http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
@@ -76,6 +79,10 @@ impl Keys {
     /// Forgets a revoked key; its last use if that is not saved yet.
     pub(super) fn remove(&self, hash: &str) -> Option<(i64, i64)> {
         self.write().remove(hash).and_then(|e| e.unsaved())
+    }
+    /// A live key's id and budget, by hash.
+    fn find(&self, hash: &str) -> Option<(i64, i64)> {
+        self.read().get(hash).map(|e| (e.id, e.budget_id))
     }
     /// Forgets a deleted budget's keys.
     pub fn forget_budget(&self, budget_id: i64) {
@@ -145,7 +152,28 @@ fn credentials(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// Whether a header value carries a virtual key anywhere (it must never go upstream).
 pub fn carries_virtual_key(v: &[u8]) -> bool {
     memchr::memmem::find(v, KEY_PREFIX.as_bytes()).is_some()
+        || memchr::memmem::find(v, TOKEN_PREFIX.as_bytes()).is_some()
 }
+
+/// Whether a credential is one of this proxy's: a virtual key or a sign-in's token (an
+/// expired token is still ours, and refused).
+fn is_ours(credential: &str) -> bool {
+    credential.starts_with(KEY_PREFIX) || credential.starts_with(TOKEN_PREFIX)
+}
+
+/// The budget of one of this proxy's credentials, noting its use; None if it is unknown,
+/// revoked, or a sign-in's token past its `exp`.
+fn budget_of(keys: &Keys, credential: &str) -> Option<i64> {
+    let now = period::now();
+    if credential.starts_with(TOKEN_PREFIX)
+        && token_expiry(credential).is_none_or(|exp| exp <= now.timestamp())
+    {
+        return None;
+    }
+    keys.budget_of(credential, now.timestamp_millis())
+}
+
+const UNKNOWN: &str = "agent-budget: this key or sign-in is unknown, revoked or expired; create a new key on the budget's page, or sign in again (Claude Code: /login)";
 
 impl Service {
     /// Swaps a virtual key for the real one and says whose budget it is; refuses unknown or
@@ -167,7 +195,7 @@ impl Service {
                 "agent-budget: the request carries a virtual key (sk-ab-…) and another credential; send only the virtual key, as 'x-api-key' or as 'Authorization: Bearer'",
             ));
         }
-        let Some(key) = first.filter(|k| virtual_key && k.starts_with(KEY_PREFIX)) else {
+        let Some(key) = first.filter(|k| virtual_key && is_ours(k)) else {
             if virtual_key {
                 return Err(unauthorized(
                     "agent-budget: this virtual key is malformed; send it exactly as it was created (sk-ab-…)",
@@ -180,10 +208,7 @@ impl Service {
             }
             return Ok(None);
         };
-        let now = period::now().timestamp_millis();
-        let budget = self.keys.budget_of(key, now).ok_or_else(|| {
-            unauthorized("agent-budget: this virtual key is unknown or revoked; create a new one on the budget's page")
-        })?;
+        let budget = budget_of(&self.keys, key).ok_or_else(|| unauthorized(UNKNOWN))?;
         let real = self.real_key().ok_or_else(|| {
             unauthorized("agent-budget: virtual keys need the real Anthropic key, and none is set: store it in the dashboard's Settings (or with `agent-budget key set`), or start the proxy with --upstream-key-file")
         })?;
@@ -197,13 +222,10 @@ impl Service {
     pub fn key_budget(&self, headers: &HeaderMap) -> Result<i64, HttpError> {
         let mut creds = credentials(headers);
         let (first, more) = (creds.next(), creds.next().is_some());
-        let key = first.filter(|k| !more && k.starts_with(KEY_PREFIX)).ok_or_else(|| {
-            unauthorized("agent-budget: send the virtual key (sk-ab-…) as 'Authorization: Bearer', alone")
+        let key = first.filter(|k| !more && is_ours(k)).ok_or_else(|| {
+            unauthorized("agent-budget: send the virtual key (sk-ab-…) or the sign-in's token as 'Authorization: Bearer', alone")
         })?;
-        let now = period::now().timestamp_millis();
-        self.keys.budget_of(key, now).ok_or_else(|| {
-            unauthorized("agent-budget: this virtual key is unknown or revoked; create a new one on the budget's page")
-        })
+        budget_of(&self.keys, key).ok_or_else(|| unauthorized(UNKNOWN))
     }
 
     /// Makes a key; on a team (for a budget other than `default`) it is shared first with the
@@ -215,8 +237,6 @@ impl Service {
                 "field 'name' must be 1 to 64 characters without control characters (e.g. \"laptop\" or \"ci\")",
             ));
         }
-        let _in_step = self.budget_changes.lock().await;
-        let owner = self.slot(budget)?.status(period::now()).budget;
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).map_err(|e| {
             HttpError::new(
@@ -226,32 +246,72 @@ impl Service {
             )
         })?;
         let key = format!("{KEY_PREFIX}{}", hex::encode(bytes));
-        let (h, at) = (hash(&key), period::now());
-        if let Some(team) = self.team_of(&owner.name) {
-            let shared = TeamKey {
-                hash: h.clone(),
-                budget: owner.name.clone(),
-                name: name.clone(),
-                created_at: at.timestamp_millis(),
-                revoked: false,
-            };
-            team.put_key(&shared)
-                .await
-                .map_err(|e| unshared(&name, &owner.name, "created", e))?;
-        }
-        let (h2, n, budget_id) = (h.clone(), name.clone(), owner.id);
-        let id = self
-            .store
-            .writer
-            .run(move |tx| store::keys::insert(tx, budget_id, &n, &h2, at))
-            .await?;
-        self.keys.add(h, id, budget_id);
+        let (id, at) = self.add_key(budget, &name, KeyKind::Key, &key).await?;
         Ok(KeyCreated {
             id,
             name,
             key,
             created_at: self.config.zone.render(at),
         })
+    }
+
+    /// Keeps a credential as a key of `budget` (its hash only); on a team it is shared first
+    /// with the other proxies, and not kept at all if the team database does not take it.
+    /// Returns its id and when it was made.
+    pub(super) async fn add_key(
+        &self,
+        budget: &str,
+        name: &str,
+        kind: KeyKind,
+        credential: &str,
+    ) -> Result<(i64, chrono::DateTime<chrono::Utc>), HttpError> {
+        let _in_step = self.budget_changes.lock().await;
+        let owner = self.slot(budget)?.budget();
+        let (h, at) = (hash(credential), period::now());
+        if let Some(team) = self.team_of(&owner.name) {
+            let shared = TeamKey {
+                hash: h.clone(),
+                budget: owner.name.clone(),
+                name: name.to_string(),
+                created_at: at.timestamp_millis(),
+                revoked: false,
+            };
+            team.put_key(&shared)
+                .await
+                .map_err(|e| unshared(name, &owner.name, "created", e))?;
+        }
+        let (h2, n, budget_id) = (h.clone(), name.to_string(), owner.id);
+        let id = self
+            .store
+            .writer
+            .run(move |tx| {
+                let row = NewKeyRow {
+                    budget_id,
+                    name: &n,
+                    kind,
+                    hash: &h2,
+                };
+                store::keys::insert(tx, &row, at)
+            })
+            .await?;
+        self.keys.add(h, id, budget_id);
+        Ok((id, at))
+    }
+
+    /// Revokes the key a credential is, wherever it is (RFC 7009: an unknown one is no error).
+    pub async fn revoke_credential(&self, credential: &str) -> Result<(), HttpError> {
+        let Some((id, budget_id)) = self.keys.find(&hash(credential)) else {
+            return Ok(());
+        };
+        match self
+            .revoke_key(&budget_id.to_string(), &id.to_string())
+            .await
+        {
+            Err(e) if e.status == StatusCode::CONFLICT || e.status == StatusCode::NOT_FOUND => {
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     pub async fn list_keys(&self, budget: &str) -> Result<Items<KeyView>, HttpError> {

@@ -6,6 +6,7 @@ pub mod badge;
 pub mod budgets;
 pub mod keys;
 pub mod pricing;
+pub mod sign_in;
 pub mod standing;
 pub mod stats;
 pub mod team;
@@ -20,6 +21,7 @@ use crate::ledger::{History, Ledger, Raised};
 use crate::pricing::{PriceBook, PricingError};
 use crate::store::{self, Store, StoreError};
 use crate::upstream::Upstream;
+use sha2::Digest;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use tokio::sync::Notify;
@@ -69,6 +71,10 @@ pub struct Service {
     pub events: Events,
     /// Signs webhook bodies; kept in `<data-dir>/webhook-secret`.
     pub webhook_secret: String,
+    /// Signs sign-ins' tokens: derived from the webhook secret, which a team shares.
+    token_key: [u8; 32],
+    /// Claude Code sign-ins waiting for approval.
+    sign_ins: sign_in::SignIns,
     /// Poked when alerts are raised, to wake the webhook delivery loop.
     pub alerts_raised: Notify,
     /// Once-keys of the alerts the ledger does not track that were raised already (an
@@ -138,7 +144,12 @@ impl Service {
             tracker: TaskTracker::new(),
             abort: CancellationToken::new(),
             events: Events::default(),
+            token_key: sha2::Sha256::digest(format!(
+                "agent-budget sign-in tokens {webhook_secret}"
+            ))
+            .into(),
             webhook_secret,
+            sign_ins: Default::default(),
             alerts_raised: Notify::new(),
             raised_once: Mutex::new(raised_once),
             base_url: OnceLock::new(),

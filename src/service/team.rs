@@ -155,7 +155,15 @@ impl Service {
                     let id = self
                         .store
                         .writer
-                        .run(move |tx| crate::store::keys::insert(tx, budget_id, &name, &hash, at))
+                        .run(move |tx| {
+                            let row = crate::store::keys::NewKeyRow {
+                                budget_id,
+                                name: &name,
+                                kind: crate::record::KeyKind::Key,
+                                hash: &hash,
+                            };
+                            crate::store::keys::insert(tx, &row, at)
+                        })
                         .await?;
                     self.keys.add(key.hash.clone(), id, budget_id);
                 }

@@ -2,26 +2,32 @@
 
 use super::StoreError;
 use crate::budget::period::{self, Zone};
-use crate::record::KeyView;
+use crate::record::{KeyKind, KeyView};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::collections::HashMap;
 
+/// A key as it is made: its budget, name, kind and hash.
+pub struct NewKeyRow<'a> {
+    pub budget_id: i64,
+    pub name: &'a str,
+    pub kind: KeyKind,
+    pub hash: &'a str,
+}
+
 pub fn insert(
     tx: &Transaction<'_>,
-    budget_id: i64,
-    name: &str,
-    hash: &str,
+    k: &NewKeyRow<'_>,
     at: DateTime<Utc>,
 ) -> Result<i64, StoreError> {
     tx.execute(
-        "INSERT INTO virtual_keys (budget_id, name, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-        params![budget_id, name, hash, at.timestamp_millis()],
+        "INSERT INTO virtual_keys (budget_id, name, kind, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![k.budget_id, k.name, k.kind.as_str(), k.hash, at.timestamp_millis()],
     )?;
     Ok(tx.last_insert_rowid())
 }
 
-/// Columns: id, name, created_at, revoked_at, last_used_at.
+/// Columns: id, name, created_at, revoked_at, last_used_at, kind.
 fn view(r: &rusqlite::Row<'_>, zone: Zone) -> rusqlite::Result<KeyView> {
     let at = |i| -> rusqlite::Result<Option<String>> {
         Ok(r.get::<_, Option<i64>>(i)?
@@ -33,6 +39,7 @@ fn view(r: &rusqlite::Row<'_>, zone: Zone) -> rusqlite::Result<KeyView> {
         created_at: zone.render(period::from_millis(r.get(2)?)),
         revoked_at: at(3)?,
         last_used_at: at(4)?,
+        kind: KeyKind::parse(&r.get::<_, String>(5)?),
     })
 }
 
@@ -45,7 +52,7 @@ pub fn list(
     zone: Zone,
 ) -> Result<Vec<KeyView>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, name, created_at, revoked_at, last_used_at FROM virtual_keys WHERE budget_id = ?1 ORDER BY id DESC",
+        "SELECT id, name, created_at, revoked_at, last_used_at, kind FROM virtual_keys WHERE budget_id = ?1 ORDER BY id DESC",
     )?;
     let rows = stmt
         .query_map([budget_id], |r| {
@@ -81,9 +88,9 @@ pub fn find(
 ) -> Result<Option<(KeyView, String, i64)>, StoreError> {
     Ok(conn
         .query_row(
-            "SELECT id, name, created_at, revoked_at, last_used_at, hash FROM virtual_keys WHERE id = ?1 AND budget_id = ?2",
+            "SELECT id, name, created_at, revoked_at, last_used_at, kind, hash FROM virtual_keys WHERE id = ?1 AND budget_id = ?2",
             params![id, budget_id],
-            |r| Ok((view(r, zone)?, r.get(5)?, r.get(2)?)),
+            |r| Ok((view(r, zone)?, r.get(6)?, r.get(2)?)),
         )
         .optional()?)
 }

@@ -21,6 +21,7 @@ mod modes;
 mod proxy;
 mod receiver;
 mod secrets;
+mod sign_in;
 mod streaming;
 mod team;
 mod team_keys;

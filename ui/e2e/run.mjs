@@ -317,9 +317,37 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
     assert.match(await snippet.textContent(), /ANTHROPIC_AUTH_TOKEN=sk-ab-…/);
   });
 
+  await t.test("Claude Code's sign-in: the code is approved on the device page for a budget", async () => {
+    const form = (path, fields) => fetch(`${base}${path}`, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded", "user-agent": "claude-code/2.1.328" },
+      body: new URLSearchParams(fields).toString(),
+    });
+    const code = await (await form("/oauth/device_authorization", { surface: "claude_code" })).json();
+    // A browser without the dashboard's session is asked to sign in, never shown the buttons.
+    const stranger = await (await browser.newContext()).newPage();
+    await stranger.goto(code.verification_uri_complete);
+    await stranger.getByRole("button", { name: "Sign in" }).waitFor();
+    assert.equal(await stranger.getByRole("button", { name: "Approve" }).count(), 0);
+    await stranger.close();
+    await page.goto(code.verification_uri_complete); // the dashboard's page, signed in
+    const card = page.getByTestId(`sign-in-${code.user_code}`);
+    await card.waitFor();
+    assert.match(await card.textContent(), /claude_code · claude-code\/2\.1\.328/);
+    await page.getByLabel("Budget it spends").selectOption("e2e-setup");
+    await page.getByRole("button", { name: "Approve" }).click();
+    await page.getByTestId("sign-in-done").waitFor();
+    const token = await (await form("/oauth/token", { grant_type: "urn:ietf:params:oauth:grant-type:device_code", device_code: code.device_code })).json();
+    assert.equal(token.token_type, "Bearer");
+    const keys = await (await adminFetch(`${base}/api/budgets/e2e-setup/keys`)).json();
+    assert.ok(keys.items.some((k) => k.kind === "sign_in"), "a key of the chosen budget");
+    await page.goto(`${base}/#/budgets/e2e-setup`);
+    await page.getByText("claude_code sign-in").first().waitFor();
+  });
+
   await t.test("screenshots of every page in both themes", async () => {
     mkdirSync(shots, { recursive: true });
-    const pages = [["overview", "#/"], ["budget", "#/budgets/e2e-team"], ["new-budget", "#/new"], ["alerts", "#/alerts"], ["pricing", "#/pricing"], ["setup", "#/setup"], ["settings", "#/settings"]];
+    const pages = [["overview", "#/"], ["budget", "#/budgets/e2e-team"], ["new-budget", "#/new"], ["alerts", "#/alerts"], ["pricing", "#/pricing"], ["setup", "#/setup"], ["settings", "#/settings"], ["device", "#/device"]];
     for (const scheme of ["light", "dark"]) {
       await page.emulateMedia({ colorScheme: scheme });
       for (const [name, hash] of pages) {

@@ -20,6 +20,8 @@ import type { SpendSeries } from "../bindings/SpendSeries";
 import type { Stats } from "../bindings/Stats";
 import type { UsagePage } from "../bindings/UsagePage";
 import type { WebhookTest } from "../bindings/WebhookTest";
+import type { SignInView } from "../bindings/SignInView";
+import type { ApproveSignIn } from "../bindings/ApproveSignIn";
 
 /** An error from either transport: `{ type, message }` plus the HTTP status where there is one. */
 export class ApiError extends Error {
@@ -108,6 +110,10 @@ export function makeApi(t: Transport) {
     setUpstreamKey: (key: string) => t.request<UpstreamKeyView>("PUT", "/api/settings/upstream-key", { key } satisfies NewUpstreamKey),
     deleteUpstreamKey: () => t.request<null>("DELETE", "/api/settings/upstream-key"),
     testWebhook: (id: string) => t.request<WebhookTest>("POST", `${budget(id)}/test-webhook`),
+    signIns: () => t.request<Items<SignInView>>("GET", "/api/sign-ins").then((r) => r.items),
+    approveSignIn: (code: string, forBudget: string) =>
+      t.request<unknown>("POST", `/api/sign-ins/${enc(code)}/approve`, { budget: forBudget } satisfies ApproveSignIn),
+    denySignIn: (code: string) => t.request<unknown>("POST", `/api/sign-ins/${enc(code)}/deny`),
   };
 }
 

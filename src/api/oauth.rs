@@ -1,0 +1,181 @@
+//! Claude Code's sign-in endpoints (its gateway protocol: RFC 8414 discovery, RFC 8628 device
+//! authorization and token, RFC 7009 revocation), and the admin's approval of a code. OAuth
+//! answers use OAuth's error shape (`{"error", "error_description"}`); unknown form fields
+//! are ignored, as the RFCs ask.
+
+use super::App;
+use crate::config::BASE_PATH;
+use crate::error::HttpError;
+use crate::service::sign_in::{ApproveSignIn, Refused, SignInView};
+use axum::Form;
+use axum::Json;
+use axum::extract::Path;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::HashMap;
+
+/// The base the client reached this server at (`http://<Host>/agent-budget`): the protocol
+/// wants every endpoint on that origin. The guard admitted the Host already.
+fn base(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost");
+    format!("http://{host}{BASE_PATH}")
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    let body = json!({"error": error, "error_description": description});
+    (status, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+}
+
+fn refused(r: &Refused) -> Response {
+    let (error, description) = r.code();
+    oauth_error(StatusCode::BAD_REQUEST, error, description)
+}
+
+/// `GET /.well-known/oauth-authorization-server` (RFC 8414).
+pub async fn discovery(headers: HeaderMap) -> Response {
+    let base = base(&headers);
+    let body = json!({
+        "issuer": base,
+        "device_authorization_endpoint": format!("{base}/oauth/device_authorization"),
+        "token_endpoint": format!("{base}/oauth/token"),
+        "revocation_endpoint": format!("{base}/oauth/revoke"),
+        "grant_types_supported": ["urn:ietf:params:oauth:grant-type:device_code"],
+    });
+    Json(body).into_response()
+}
+
+/// `POST /oauth/device_authorization` (RFC 8628 §3.1): a code for the admin to approve.
+pub async fn device_authorization(
+    axum::extract::State(app): App,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    let started = match app.start_sign_in(form.get("surface").map(String::as_str), agent) {
+        Ok(started) => started,
+        Err(e) => return e.into_response(),
+    };
+    match started {
+        Ok(code) => {
+            let verify = format!("{}/device", base(&headers));
+            let complete = format!("{verify}?user_code={}", code.user_code);
+            let body = json!({
+                "device_code": code.device_code,
+                "user_code": code.user_code,
+                "verification_uri": verify,
+                "verification_uri_complete": complete,
+                "expires_in": code.expires_in,
+                "interval": code.interval,
+                "login_notice": "Approve this code in agent-budget's dashboard and choose the budget it spends.",
+            });
+            ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+        }
+        Err(r) => refused(&r),
+    }
+}
+
+/// `POST /oauth/token` (RFC 8628 §3.4): the device grant.
+pub async fn token(
+    axum::extract::State(app): App,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    const DEVICE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+    match form.get("grant_type").map(String::as_str) {
+        Some(DEVICE) => {}
+        Some(_) => return refused(&Refused::UnsupportedGrant),
+        None => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the form needs grant_type (urn:ietf:params:oauth:grant-type:device_code) and device_code",
+            );
+        }
+    }
+    let Some(device_code) = form
+        .get("device_code")
+        .filter(|c| !c.is_empty() && c.len() <= 200)
+    else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the form needs the device_code the device authorization endpoint gave",
+        );
+    };
+    match app.poll_sign_in(device_code) {
+        Ok(token) => ([(header::CACHE_CONTROL, "no-store")], Json(token)).into_response(),
+        Err(r) => refused(&r),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Revocation {
+    token: Option<String>,
+}
+
+/// `POST /oauth/revoke` (RFC 7009): the token stops working on every proxy; 200 whatever it
+/// was, as the RFC asks.
+pub async fn revoke(axum::extract::State(app): App, Form(form): Form<Revocation>) -> Response {
+    let Some(token) = form.token.filter(|t| !t.is_empty() && t.len() <= 4096) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the form needs the token to revoke",
+        );
+    };
+    match app.revoke_credential(&token).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Code {
+    user_code: Option<String>,
+}
+
+/// `GET /device?user_code=…` (the verification URI): the dashboard's page for the code, which
+/// asks a browser without the dashboard's session to sign in first.
+pub async fn device(axum::extract::Query(q): axum::extract::Query<Code>) -> Redirect {
+    let code: String = q
+        .user_code
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(16)
+        .collect();
+    Redirect::to(&format!("{BASE_PATH}/#/device?user_code={code}"))
+}
+
+/// `GET /api/sign-ins`: the sign-ins waiting for approval.
+pub async fn pending(axum::extract::State(app): App) -> Json<crate::dto::Items<SignInView>> {
+    Json(crate::dto::Items {
+        items: app.pending_sign_ins(),
+    })
+}
+
+/// `POST /api/sign-ins/{code}/approve` `{ "budget": … }`.
+pub async fn approve(
+    axum::extract::State(app): App,
+    Path(code): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    let input: ApproveSignIn = super::parse(&body)?;
+    app.approve_sign_in(&code, input).await?;
+    Ok(Json(json!({"approved": true})))
+}
+
+/// `POST /api/sign-ins/{code}/deny`.
+pub async fn deny(
+    axum::extract::State(app): App,
+    Path(code): Path<String>,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    app.deny_sign_in(&code)?;
+    Ok(Json(json!({"denied": true})))
+}
