@@ -9,9 +9,10 @@ use crate::ledger::Slot;
 use crate::pricing::{Price, PriceBook, PricedAs};
 use crate::record::Attribution;
 use crate::service::Service;
+use crate::service::sign_in::{PROJECT_TAG, TOKEN_PREFIX};
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,6 +42,37 @@ fn session_of(headers: &HeaderMap) -> Result<Option<String>, HttpError> {
         _ => Err(HttpError::invalid(format!(
             "agent-budget: the header '{name}' must be 1 to 200 visible ASCII characters naming the agent session"
         ))),
+    }
+}
+
+/// Whether a sign-in's token is the request's credential (checked before it is swapped).
+fn carries_sign_in(headers: &HeaderMap) -> bool {
+    headers.get_all("authorization").iter().any(|v| {
+        v.as_bytes()
+            .strip_prefix(b"Bearer ")
+            .is_some_and(|t| t.starts_with(TOKEN_PREFIX.as_bytes()))
+    })
+}
+
+/// The beta that lets a request carry `tags`: taken out with them.
+const TAGS_BETA: &str = "request-tags-";
+
+fn drop_tags_beta(headers: &mut HeaderMap) {
+    let Some(v) = headers.get("anthropic-beta").and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    let kept: Vec<&str> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|b| !b.is_empty() && !b.starts_with(TAGS_BETA))
+        .collect();
+    match HeaderValue::from_str(&kept.join(",")) {
+        Ok(v) if !kept.is_empty() => {
+            headers.insert("anthropic-beta", v);
+        }
+        _ => {
+            headers.remove("anthropic-beta");
+        }
     }
 }
 
@@ -151,11 +183,19 @@ impl Call {
     ) -> Result<Call, HttpError> {
         let started = Instant::now();
         let (mut parts, body) = req.into_parts();
+        let signed_in = carries_sign_in(&parts.headers);
         let keyed = app.resolve_key(&mut parts.headers)?;
         let slot = budget_of(&app, keyed, key)?;
         let session = session_of(&parts.headers)?;
-        let attribution = attribution_of(&parts.headers);
-        let body = read_body(body, &parts.headers).await?;
+        let mut attribution = attribution_of(&parts.headers);
+        let mut body = read_body(body, &parts.headers).await?;
+        if signed_in {
+            drop_tags_beta(&mut parts.headers);
+            if let Some((rest, project)) = request::take_tags(&body, PROJECT_TAG) {
+                body = Bytes::from(rest);
+                attribution.project = project;
+            }
+        }
         let parsed =
             request::parse(&body).map_err(|e| HttpError::invalid(format!("agent-budget: {e}")))?;
         let book = app.prices();

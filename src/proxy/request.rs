@@ -74,6 +74,22 @@ struct Messages<'a> {
 }
 
 /// The loop guard's fingerprint of a request: its model and its messages, as sent.
+/// The request's `tags` taken out of its body (the upstream never sees them), with the value
+/// under `name`: the project Claude Code names for a signed-in developer (its gateway
+/// protocol's billing group). None when the body has no top-level `tags`.
+pub fn take_tags(body: &[u8], name: &str) -> Option<(Vec<u8>, Option<String>)> {
+    memchr::memmem::find(body, b"\"tags\"")?;
+    let mut top: std::collections::BTreeMap<String, Box<RawValue>> =
+        serde_json::from_slice(body).ok()?;
+    let tags = top.remove("tags")?;
+    let project =
+        serde_json::from_str::<std::collections::HashMap<String, serde_json::Value>>(tags.get())
+            .ok()
+            .and_then(|t| t.get(name)?.as_str().map(str::to_string))
+            .filter(|p| !p.is_empty() && p.len() <= 200 && !p.chars().any(char::is_control));
+    Some((serde_json::to_vec(&top).ok()?, project))
+}
+
 pub fn fingerprint(body: &[u8], model: &str) -> u64 {
     let messages = serde_json::from_slice::<Messages<'_>>(body)
         .ok()

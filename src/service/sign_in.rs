@@ -22,6 +22,9 @@ use ts_rs::TS;
 /// "agent-budget"}`) and its dot: how a sign-in's token is told from any other credential,
 /// so that it is never forwarded upstream.
 pub const TOKEN_PREFIX: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6ImFnZW50LWJ1ZGdldCJ9.";
+/// The name of the billing-group tag a sign-in's token carries: Claude Code then sends the
+/// developer's `attributionProject` under it in each request's `tags`, recorded as `project`.
+pub const PROJECT_TAG: &str = "project";
 /// How long a user code waits for approval.
 const CODE_TTL: Duration = Duration::from_secs(600);
 /// The least time between two polls of one code, in seconds (RFC 8628 §3.5).
@@ -379,6 +382,7 @@ impl Service {
             "iat": now.timestamp(),
             "exp": now.timestamp() + expires_in,
             "jti": random_hex()?,
+            "billing_group_tag": PROJECT_TAG,
         });
         let body = format!(
             "{TOKEN_PREFIX}{}",

@@ -332,3 +332,59 @@ async fn bad_sign_in_requests_get_clear_errors_and_code_guessing_is_limited() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+/// A sign-in of `dev`, approved: its access token.
+async fn signed_in(app: &TestApp) -> String {
+    let code = start(app).await;
+    let path = format!(
+        "/api/sign-ins/{}/approve",
+        code["user_code"].as_str().unwrap()
+    );
+    assert_eq!(
+        admin_post(app, &path, json!({"budget": "dev"}))
+            .await
+            .status(),
+        200
+    );
+    let token = poll(app, code["device_code"].as_str().unwrap()).await.1;
+    token["access_token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_signed_in_requests_project_tag_is_recorded_and_never_reaches_the_upstream() {
+    let app = gateway().await;
+    let access = signed_in(&app).await;
+    let payload = access.split('.').nth(1).unwrap();
+    use base64::Engine;
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    let claims: Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(
+        claims["billing_group_tag"], "project",
+        "so Claude Code sends the project"
+    );
+    let mut b = body("claude-haiku-4-5", 10);
+    b["tags"] = json!({"project": "alpha"});
+    let r = reqwest::Client::new()
+        .post(app.url("/v1/messages"))
+        .bearer_auth(&access)
+        .header(
+            "anthropic-beta",
+            "request-tags-2026-08-21, fine-grained-tool-streaming-2025-05-14",
+        )
+        .json(&b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = app.mock.state.seen().pop().unwrap();
+    let sent: Value = serde_json::from_slice(&seen.body).unwrap();
+    assert!(sent.get("tags").is_none(), "tags are taken out: {sent}");
+    assert_eq!(sent["model"], "claude-haiku-4-5", "the rest goes as it was");
+    assert_eq!(
+        seen.headers["anthropic-beta"],
+        "fine-grained-tool-streaming-2025-05-14"
+    );
+    assert_eq!(app.usage("dev").await[0]["project"], "alpha");
+}
