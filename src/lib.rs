@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod api;
 pub mod budget;
+pub mod claude_settings;
 pub mod cli;
 pub mod config;
 pub mod connections;

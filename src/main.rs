@@ -30,6 +30,33 @@ enum Command {
     Key(KeyCommand),
     /// Open the dashboard of a running agent-budget in the browser, signed in (a one-time link).
     Dashboard(Dashboard),
+    /// Set Claude Code up to sign in to agent-budget.
+    #[command(subcommand, name = "claude-code")]
+    ClaudeCode(ClaudeCodeCommand),
+}
+
+#[derive(Subcommand)]
+enum ClaudeCodeCommand {
+    /// Point Claude Code's user settings at this gateway; then run /login in Claude Code.
+    Setup(Setup),
+}
+
+#[derive(clap::Args)]
+struct Setup {
+    /// The budget the sign-in is offered for (the dashboard still asks).
+    #[arg(long)]
+    budget: Option<String>,
+    /// Replace another gateway the settings already name.
+    #[arg(long)]
+    force: bool,
+    /// The server's address as Claude Code reaches it.
+    #[arg(long, env = "AGENT_BUDGET_HOST", default_value = "localhost")]
+    host: String,
+    #[arg(long, env = "AGENT_BUDGET_PORT", default_value_t = agent_budget::config::DEFAULT_PORT)]
+    port: u16,
+    /// Claude Code's settings file (default: ~/.claude/settings.json).
+    #[arg(long)]
+    settings: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -82,6 +109,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => args,
         Command::Key(what) => return key(what),
         Command::Dashboard(d) => return dashboard(d),
+        Command::ClaudeCode(ClaudeCodeCommand::Setup(s)) => return setup(s),
     };
     let settings = match args.settings() {
         Ok(s) => s,
@@ -242,6 +270,56 @@ fn dashboard(d: Dashboard) -> ExitCode {
             eprintln!("agent-budget: could not start a browser ({opener}); open the link above");
         }
     }
+    ExitCode::SUCCESS
+}
+
+/// `agent-budget claude-code setup`: Claude Code's `/login` then signs in here.
+fn setup(s: Setup) -> ExitCode {
+    use agent_budget::claude_settings::{self, Setup as Done};
+    let Some(path) = s
+        .settings
+        .or_else(|| dirs::home_dir().map(|h| claude_settings::settings_file(&h)))
+    else {
+        return fail("no home directory: pass --settings <path of Claude Code's settings.json>");
+    };
+    let host = if s.host.contains(':') && !s.host.starts_with('[') {
+        format!("[{}]", s.host)
+    } else {
+        s.host
+    };
+    let mut gateway = format!("http://{host}:{}/agent-budget", s.port);
+    if let Some(b) = s.budget.as_deref().filter(|b| !b.is_empty()) {
+        if !b
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
+        {
+            return fail(format!(
+                "'{b}' is not a budget name (letters, digits, '-', '_', '.')"
+            ));
+        }
+        gateway = format!("{gateway}/b/{b}");
+    }
+    let said = match claude_settings::point_at(&path, &gateway, s.force) {
+        Ok(Done::Unchanged) => format!(
+            "{} already signs Claude Code in to {gateway}",
+            path.display()
+        ),
+        Ok(Done::Written { backup }) => {
+            let kept = backup.map_or(String::new(), |b| {
+                format!(" (the earlier file is {})", b.display())
+            });
+            format!(
+                "{} now signs Claude Code in to {gateway}{kept}",
+                path.display()
+            )
+        }
+        Err(e) => return fail(e),
+    };
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stdout(),
+        "{said}.\nNext: run `claude`, then /login; approve the code it shows in agent-budget's dashboard (the desktop app opens it for you).\nWithout a browser: CLAUDE_CODE_USE_GATEWAY=1 ANTHROPIC_BASE_URL={gateway} ANTHROPIC_AUTH_TOKEN=<a virtual key of the budget> claude"
+    );
     ExitCode::SUCCESS
 }
 

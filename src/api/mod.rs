@@ -86,25 +86,7 @@ pub fn routes() -> Router<Arc<Service>> {
                 .put(set_upstream_key)
                 .delete(delete_upstream_key),
         )
-        .route("/agent-budget/api/oauth/usage", get(oauth_usage))
-        .route(
-            "/agent-budget/.well-known/oauth-authorization-server",
-            get(oauth::discovery),
-        )
-        .route(
-            "/agent-budget/oauth/device_authorization",
-            post(oauth::device_authorization),
-        )
-        .route("/agent-budget/oauth/token", post(oauth::token))
-        .route("/agent-budget/oauth/revoke", post(oauth::revoke))
-        .route("/agent-budget/device", get(oauth::device))
-        .route("/agent-budget/api/sign-ins", get(oauth::pending))
-        .route(
-            "/agent-budget/api/sign-ins/{code}/approve",
-            post(oauth::approve),
-        )
-        .route("/agent-budget/api/sign-ins/{code}/deny", post(oauth::deny))
-        .route("/agent-budget/managed/settings", get(no_managed_settings))
+        .merge(oauth::routes())
         .route("/agent-budget", get(assets::root))
         .route("/agent-budget/", get(assets::index))
         .route("/agent-budget/{*path}", get(assets::file))

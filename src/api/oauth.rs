@@ -6,24 +6,41 @@
 use super::App;
 use crate::config::BASE_PATH;
 use crate::error::HttpError;
-use crate::service::sign_in::{ApproveSignIn, Refused, SignInView};
+use crate::service::Service;
+use crate::service::sign_in::{ApproveSignIn, Client, Refused, SignInView};
 use axum::Form;
 use axum::Json;
+use axum::Router;
 use axum::extract::Path;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashMap;
+use std::sync::Arc;
 
-/// The base the client reached this server at (`http://<Host>/agent-budget`): the protocol
-/// wants every endpoint on that origin. The guard admitted the Host already.
-fn base(headers: &HeaderMap) -> String {
+/// The base the client reached this server at (`http://<Host>/agent-budget`, or with
+/// `/b/<budget>` after it when the client was set up for a budget): the protocol wants every
+/// endpoint on that origin, under that base. The guard admitted the Host already.
+fn base(headers: &HeaderMap, budget: Option<&str>) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("localhost");
-    format!("http://{host}{BASE_PATH}")
+    match budget {
+        Some(b) => format!("http://{host}{BASE_PATH}/b/{b}"),
+        None => format!("http://{host}{BASE_PATH}"),
+    }
+}
+
+/// The budget a `/b/{budget}/…` path names: the one the sign-in is offered for.
+type Hint = Option<Path<String>>;
+
+fn hinted(hint: &Hint) -> Option<&str> {
+    hint.as_ref().map(|Path(b)| b.as_str()).filter(|b| {
+        !b.is_empty() && b.len() <= 64 && b.bytes().all(|c| c.is_ascii_graphic() && c != b'/')
+    })
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
@@ -36,9 +53,38 @@ fn refused(r: &Refused) -> Response {
     oauth_error(StatusCode::BAD_REQUEST, error, description)
 }
 
+/// Claude Code's gateway endpoints under `/agent-budget`, and again under a base set up for a
+/// budget (`/agent-budget/b/{budget}`); the admin's sign-in approval; the verification page.
+pub fn routes() -> Router<Arc<Service>> {
+    let mut r = Router::new()
+        .route("/agent-budget/device", get(device))
+        .route("/agent-budget/api/sign-ins", get(pending))
+        .route("/agent-budget/api/sign-ins/{code}/approve", post(approve))
+        .route("/agent-budget/api/sign-ins/{code}/deny", post(deny));
+    for base in ["/agent-budget", "/agent-budget/b/{budget}"] {
+        r = r
+            .route(
+                &format!("{base}/.well-known/oauth-authorization-server"),
+                get(discovery),
+            )
+            .route(
+                &format!("{base}/oauth/device_authorization"),
+                post(device_authorization),
+            )
+            .route(&format!("{base}/oauth/token"), post(token))
+            .route(&format!("{base}/oauth/revoke"), post(revoke))
+            .route(&format!("{base}/api/oauth/usage"), get(super::oauth_usage))
+            .route(
+                &format!("{base}/managed/settings"),
+                get(super::no_managed_settings),
+            );
+    }
+    r
+}
+
 /// `GET /.well-known/oauth-authorization-server` (RFC 8414).
-pub async fn discovery(headers: HeaderMap) -> Response {
-    let base = base(&headers);
+pub async fn discovery(hint: Hint, headers: HeaderMap) -> Response {
+    let base = base(&headers, hinted(&hint));
     let body = json!({
         "issuer": base,
         "device_authorization_endpoint": format!("{base}/oauth/device_authorization"),
@@ -52,19 +98,24 @@ pub async fn discovery(headers: HeaderMap) -> Response {
 /// `POST /oauth/device_authorization` (RFC 8628 §3.1): a code for the admin to approve.
 pub async fn device_authorization(
     axum::extract::State(app): App,
+    hint: Hint,
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let agent = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok());
-    let started = match app.start_sign_in(form.get("surface").map(String::as_str), agent) {
+    let client = Client {
+        surface: form.get("surface").map(String::as_str),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok()),
+        budget: hinted(&hint),
+    };
+    let started = match app.start_sign_in(client) {
         Ok(started) => started,
         Err(e) => return e.into_response(),
     };
     match started {
         Ok(code) => {
-            let verify = format!("{}/device", base(&headers));
+            let verify = format!("{}/device", base(&headers, None));
             let complete = format!("{verify}?user_code={}", code.user_code);
             let body = json!({
                 "device_code": code.device_code,

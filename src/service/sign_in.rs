@@ -47,8 +47,18 @@ pub struct SignInView {
     /// The client, as it says (`claude_code`).
     pub surface: Option<String>,
     pub user_agent: Option<String>,
+    /// The budget the client was set up for (`agent-budget claude-code setup --budget`), which
+    /// the dashboard offers first; the admin still chooses.
+    pub budget: Option<String>,
     pub created_at: String,
     pub expires_at: String,
+}
+
+/// Who asks to sign in, as it says.
+pub struct Client<'a> {
+    pub surface: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+    pub budget: Option<&'a str>,
 }
 
 /// `POST /api/sign-ins/{user_code}/approve`.
@@ -133,6 +143,7 @@ struct Pending {
     user_code: String,
     surface: Option<String>,
     user_agent: Option<String>,
+    budget: Option<String>,
     created_at: DateTime<Utc>,
     expires: Instant,
     last_poll: Option<Instant>,
@@ -224,8 +235,7 @@ impl Service {
     /// `POST /oauth/device_authorization`: a new sign-in, waiting for the admin.
     pub fn start_sign_in(
         &self,
-        surface: Option<&str>,
-        user_agent: Option<&str>,
+        client: Client<'_>,
     ) -> Result<Result<DeviceCode, Refused>, HttpError> {
         let device_code = random_hex()?;
         let code = user_code(&hex::decode(random_hex()?).unwrap_or_default());
@@ -236,8 +246,9 @@ impl Service {
         inner.pending.push(Pending {
             device: digest(&device_code),
             user_code: code.clone(),
-            surface: short(surface),
-            user_agent: short(user_agent),
+            surface: short(client.surface),
+            user_agent: short(client.user_agent),
+            budget: short(client.budget),
             created_at: period::now(),
             expires: Instant::now() + CODE_TTL,
             last_poll: None,
@@ -305,6 +316,7 @@ impl Service {
                 user_code: p.user_code.clone(),
                 surface: p.surface.clone(),
                 user_agent: p.user_agent.clone(),
+                budget: p.budget.clone(),
                 created_at: zone.render(p.created_at),
                 expires_at: zone.render(
                     p.created_at + chrono::Duration::seconds((p.expires - now).as_secs() as i64),

@@ -388,3 +388,64 @@ async fn a_signed_in_requests_project_tag_is_recorded_and_never_reaches_the_upst
     );
     assert_eq!(app.usage("dev").await[0]["project"], "alpha");
 }
+
+/// Set up for a budget (`claude-code setup --budget dev`), Claude Code's base is
+/// `…/agent-budget/b/dev`: every endpoint answers under it, and the sign-in offers `dev`.
+#[tokio::test]
+async fn a_base_set_up_for_a_budget_offers_that_budget() {
+    let app = gateway().await;
+    let base = app.url("/b/dev");
+    let d: Value = reqwest::get(format!("{base}/.well-known/oauth-authorization-server"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        d["device_authorization_endpoint"],
+        format!("{base}/oauth/device_authorization")
+    );
+    let code = form(
+        &app,
+        "/b/dev/oauth/device_authorization",
+        &[("surface", "claude_code")],
+    )
+    .await;
+    let code: Value = code.json().await.unwrap();
+    assert_eq!(app.get("/api/sign-ins").await["items"][0]["budget"], "dev");
+    let path = format!(
+        "/api/sign-ins/{}/approve",
+        code["user_code"].as_str().unwrap()
+    );
+    assert_eq!(
+        admin_post(&app, &path, json!({"budget": "dev"}))
+            .await
+            .status(),
+        200
+    );
+    let token = form(
+        &app,
+        "/b/dev/oauth/token",
+        &[
+            ("grant_type", DEVICE),
+            ("device_code", code["device_code"].as_str().unwrap()),
+        ],
+    )
+    .await;
+    let access: Value = token.json().await.unwrap();
+    let access = access["access_token"].as_str().unwrap();
+    let usage = reqwest::Client::new()
+        .get(format!("{base}/api/oauth/usage"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(usage.status(), 200);
+    let r = reqwest::Client::new()
+        .get(format!("{base}/managed/settings"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

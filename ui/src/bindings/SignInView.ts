@@ -7,4 +7,9 @@ export type SignInView = { user_code: string,
 /**
  * The client, as it says (`claude_code`).
  */
-surface: string | null, user_agent: string | null, created_at: string, expires_at: string, };
+surface: string | null, user_agent: string | null, 
+/**
+ * The budget the client was set up for (`agent-budget claude-code setup --budget`), which
+ * the dashboard offers first; the admin still chooses.
+ */
+budget: string | null, created_at: string, expires_at: string, };
