@@ -25,4 +25,5 @@ mod sign_in;
 mod streaming;
 mod team;
 mod team_keys;
+mod team_sign_in;
 mod trace;

@@ -16,7 +16,7 @@ async fn gateway() -> TestApp {
 }
 
 /// `POST` a form as Claude Code does (no credentials).
-async fn form(app: &TestApp, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+pub async fn form(app: &TestApp, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
     let encode = |s: &str| -> String {
         s.bytes()
             .map(|b| match b {
@@ -41,7 +41,7 @@ async fn form(app: &TestApp, path: &str, fields: &[(&str, &str)]) -> reqwest::Re
         .unwrap()
 }
 
-async fn start(app: &TestApp) -> Value {
+pub async fn start(app: &TestApp) -> Value {
     let r = form(
         app,
         "/oauth/device_authorization",
@@ -52,7 +52,7 @@ async fn start(app: &TestApp) -> Value {
     r.json().await.unwrap()
 }
 
-async fn poll(app: &TestApp, device_code: &str) -> (u16, Value) {
+pub async fn poll(app: &TestApp, device_code: &str) -> (u16, Value) {
     let r = form(
         app,
         "/oauth/token",

@@ -1,0 +1,81 @@
+//! Claude Code's sign-ins on a team: made on one proxy, taken by every one; revoked on one,
+//! refused by all.
+
+use crate::helpers::*;
+use crate::sign_in::{form, poll, start};
+use agent_budget::config::Secret;
+use mock_upstream::postgres::Postgres;
+use serde_json::json;
+
+async fn member(pg: &Postgres) -> TestApp {
+    let url = pg.url("postgres");
+    spawn_with(|s| {
+        s.database = Some(url);
+        s.upstream_key = Some(Secret::new("sk-ant-team-real-key".into()));
+    })
+    .await
+}
+
+async fn call(app: &TestApp, token: &str) -> u16 {
+    reqwest::Client::new()
+        .post(app.url("/v1/messages"))
+        .bearer_auth(token)
+        .json(&body("claude-haiku-4-5", 10))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_sign_in_made_on_one_proxy_works_on_the_others_until_revoked_on_any() {
+    let pg = Postgres::start();
+    let (a, b) = (member(&pg).await, member(&pg).await);
+    a.create_budget(json!({"name": "team", "max_dollars": "5"}))
+        .await;
+    b.eventually("the other proxy to follow the budget", || async {
+        b.client
+            .get(b.url("/api/budgets/team"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+    })
+    .await;
+    let code = start(&a).await;
+    let path = format!(
+        "/api/sign-ins/{}/approve",
+        code["user_code"].as_str().unwrap()
+    );
+    let r = a
+        .client
+        .post(a.url(&path))
+        .json(&json!({"budget": "team"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let token = poll(&a, code["device_code"].as_str().unwrap()).await.1["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(call(&a, &token).await, 200);
+    b.eventually("the other proxy to take the sign-in", || async {
+        call(&b, &token).await == 200
+    })
+    .await;
+    // Signed out through the other proxy: refused by both.
+    assert_eq!(
+        form(&b, "/oauth/revoke", &[("token", &token)])
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(call(&b, &token).await, 401);
+    a.eventually("the first proxy to refuse it too", || async {
+        call(&a, &token).await == 401
+    })
+    .await;
+}
