@@ -50,7 +50,8 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
 
 fn refused(r: &Refused) -> Response {
     let (error, description) = r.code();
-    oauth_error(StatusCode::BAD_REQUEST, error, description)
+    let status = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    oauth_error(status, error, description)
 }
 
 /// Claude Code's gateway endpoints under `/agent-budget`, and again under a base set up for a
@@ -90,7 +91,7 @@ pub async fn discovery(hint: Hint, headers: HeaderMap) -> Response {
         "device_authorization_endpoint": format!("{base}/oauth/device_authorization"),
         "token_endpoint": format!("{base}/oauth/token"),
         "revocation_endpoint": format!("{base}/oauth/revoke"),
-        "grant_types_supported": ["urn:ietf:params:oauth:grant-type:device_code"],
+        "grant_types_supported": ["urn:ietf:params:oauth:grant-type:device_code", "refresh_token"],
     });
     Json(body).into_response()
 }
@@ -132,37 +133,39 @@ pub async fn device_authorization(
     }
 }
 
-/// `POST /oauth/token` (RFC 8628 §3.4): the device grant.
+/// `POST /oauth/token`: the device grant (RFC 8628 §3.4) and the refresh grant.
 pub async fn token(
     axum::extract::State(app): App,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     const DEVICE: &str = "urn:ietf:params:oauth:grant-type:device_code";
-    match form.get("grant_type").map(String::as_str) {
-        Some(DEVICE) => {}
-        Some(_) => return refused(&Refused::UnsupportedGrant),
-        None => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "the form needs grant_type (urn:ietf:params:oauth:grant-type:device_code) and device_code",
-            );
-        }
-    }
-    let Some(device_code) = form
-        .get("device_code")
-        .filter(|c| !c.is_empty() && c.len() <= 200)
-    else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the form needs the device_code the device authorization endpoint gave",
-        );
+    let field = |name: &str| form.get(name).filter(|v| !v.is_empty() && v.len() <= 200);
+    let granted = match form.get("grant_type").map(String::as_str) {
+        Some(DEVICE) => match field("device_code") {
+            Some(code) => app.poll_sign_in(code),
+            None => return missing("device_code"),
+        },
+        Some("refresh_token") => match field("refresh_token") {
+            Some(token) => app.refresh_sign_in(token).await,
+            None => return missing("refresh_token"),
+        },
+        Some(_) => Err(Refused::UnsupportedGrant),
+        None => return missing("grant_type"),
     };
-    match app.poll_sign_in(device_code) {
+    match granted {
         Ok(token) => ([(header::CACHE_CONTROL, "no-store")], Json(token)).into_response(),
         Err(r) => refused(&r),
     }
+}
+
+fn missing(field: &str) -> Response {
+    oauth_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        &format!(
+            "the form needs {field}: grant_type urn:ietf:params:oauth:grant-type:device_code with the device_code, or refresh_token with the refresh_token"
+        ),
+    )
 }
 
 #[derive(Deserialize)]

@@ -114,7 +114,7 @@ impl Keys {
 /// How often keys' last uses are saved; a crash forgets at most this much of them.
 pub const SAVE_USES_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
-fn hash(key: &str) -> String {
+pub(super) fn hash(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
@@ -246,7 +246,9 @@ impl Service {
             )
         })?;
         let key = format!("{KEY_PREFIX}{}", hex::encode(bytes));
-        let (id, at) = self.add_key(budget, &name, KeyKind::Key, &key).await?;
+        let (id, at) = self
+            .add_key(budget, &name, KeyKind::Key, &key, None)
+            .await?;
         Ok(KeyCreated {
             id,
             name,
@@ -264,6 +266,7 @@ impl Service {
         name: &str,
         kind: KeyKind,
         credential: &str,
+        refresh_hash: Option<String>,
     ) -> Result<(i64, chrono::DateTime<chrono::Utc>), HttpError> {
         let _in_step = self.budget_changes.lock().await;
         let owner = self.slot(budget)?.budget();
@@ -290,6 +293,7 @@ impl Service {
                     name: &n,
                     kind,
                     hash: &h2,
+                    refresh_hash: refresh_hash.as_deref(),
                 };
                 store::keys::insert(tx, &row, at)
             })
@@ -298,10 +302,20 @@ impl Service {
         Ok((id, at))
     }
 
-    /// Revokes the key a credential is, wherever it is (RFC 7009: an unknown one is no error).
+    /// Revokes the key a credential is (or a sign-in's refresh token belongs to), wherever
+    /// it is (RFC 7009: an unknown one is no error).
     pub async fn revoke_credential(&self, credential: &str) -> Result<(), HttpError> {
-        let Some((id, budget_id)) = self.keys.find(&hash(credential)) else {
-            return Ok(());
+        let h = hash(credential);
+        let (id, budget_id) = match self.keys.find(&h) {
+            Some(found) => found,
+            None => match self
+                .store
+                .read(move |c| store::keys::by_refresh(c, &h))
+                .await?
+            {
+                Some((id, budget_id, _)) => (id, budget_id),
+                None => return Ok(()),
+            },
         };
         match self
             .revoke_key(&budget_id.to_string(), &id.to_string())

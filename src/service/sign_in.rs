@@ -85,6 +85,8 @@ pub struct Token {
     pub access_token: String,
     pub token_type: &'static str,
     pub expires_in: i64,
+    /// Trades for a new token once (`grant_type=refresh_token`).
+    pub refresh_token: String,
 }
 
 /// Why the token endpoint answers no token (RFC 6749 §5.2, RFC 8628 §3.5).
@@ -99,6 +101,8 @@ pub enum Refused {
     UnsupportedGrant,
     /// Too many sign-ins wait already.
     Busy,
+    /// An unknown, used or revoked refresh token: the client signs in again.
+    Refresh,
 }
 
 impl Refused {
@@ -121,12 +125,24 @@ impl Refused {
             ),
             Refused::UnsupportedGrant => (
                 "unsupported_grant_type",
-                "this server grants urn:ietf:params:oauth:grant-type:device_code",
+                "this server grants urn:ietf:params:oauth:grant-type:device_code and refresh_token",
             ),
             Refused::Busy => (
                 "slow_down",
                 "too many sign-ins are waiting for approval; try again in a minute",
             ),
+            Refused::Refresh => (
+                "invalid_grant",
+                "this sign-in was revoked or its refresh token used: sign in again",
+            ),
+        }
+    }
+
+    /// 401 for a refresh that fails (the protocol's cue to sign in again), else 400.
+    pub fn status(&self) -> u16 {
+        match self {
+            Refused::Refresh => 401,
+            _ => 400,
         }
     }
 }
@@ -369,19 +385,50 @@ impl Service {
             let i = Service::waiting(&mut inner, code)?;
             inner.pending[i].surface.clone()
         };
-        let (token, expires_in) = self.mint(&input.budget)?;
         let name = format!("{} sign-in", surface.as_deref().unwrap_or("client"));
-        self.add_key(&input.budget, &name, KeyKind::SignIn, &token)
-            .await?;
+        let token = self.issue(&input.budget, &name).await?;
         let mut inner = self.sign_ins.lock();
         // Looked up again: the lock was not held across the key's creation.
         let i = Service::waiting(&mut inner, code)?;
-        inner.pending[i].state = State::Approved(Token {
-            access_token: token,
+        inner.pending[i].state = State::Approved(token);
+        Ok(())
+    }
+
+    /// A new token for a sign-in of `budget`, kept as a key of it with its refresh token.
+    async fn issue(&self, budget: &str, name: &str) -> Result<Token, HttpError> {
+        let (access_token, expires_in) = self.mint(budget)?;
+        let refresh_token = format!("abr_{}", random_hex()?);
+        let refresh = Some(super::keys::hash(&refresh_token));
+        self.add_key(budget, name, KeyKind::SignIn, &access_token, refresh)
+            .await?;
+        Ok(Token {
+            access_token,
             token_type: "Bearer",
             expires_in,
-        });
-        Ok(())
+            refresh_token,
+        })
+    }
+
+    /// `POST /oauth/token` with `grant_type=refresh_token`: a new token (and refresh token)
+    /// for the same budget; the old token is revoked, and the refresh token is spent.
+    pub async fn refresh_sign_in(&self, refresh_token: &str) -> Result<Token, Refused> {
+        let h = super::keys::hash(refresh_token);
+        let found = self
+            .store
+            .read(move |c| crate::store::keys::by_refresh(c, &h))
+            .await
+            .ok()
+            .flatten();
+        let (old, budget_id, name) = found.ok_or(Refused::Refresh)?;
+        let budget = budget_id.to_string();
+        // Revoked first: a refresh token that raced itself gets one token, not two.
+        self.revoke_key(&budget, &old.to_string())
+            .await
+            .map_err(|_| Refused::Refresh)?;
+        self.issue(&budget, &name).await.map_err(|e| {
+            tracing::warn!("a sign-in could not be refreshed: {}", e.message);
+            Refused::Refresh
+        })
     }
 
     /// A signed token for a sign-in of `budget`, and its lifetime in seconds.

@@ -161,6 +161,7 @@ impl Service {
                                 name: &name,
                                 kind: crate::record::KeyKind::Key,
                                 hash: &hash,
+                                refresh_hash: None,
                             };
                             crate::store::keys::insert(tx, &row, at)
                         })

@@ -7,12 +7,13 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::collections::HashMap;
 
-/// A key as it is made: its budget, name, kind and hash.
+/// A key as it is made: its budget, name, kind and hash (and a sign-in's refresh hash).
 pub struct NewKeyRow<'a> {
     pub budget_id: i64,
     pub name: &'a str,
     pub kind: KeyKind,
     pub hash: &'a str,
+    pub refresh_hash: Option<&'a str>,
 }
 
 pub fn insert(
@@ -21,10 +22,33 @@ pub fn insert(
     at: DateTime<Utc>,
 ) -> Result<i64, StoreError> {
     tx.execute(
-        "INSERT INTO virtual_keys (budget_id, name, kind, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![k.budget_id, k.name, k.kind.as_str(), k.hash, at.timestamp_millis()],
+        "INSERT INTO virtual_keys (budget_id, name, kind, hash, refresh_hash, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            k.budget_id,
+            k.name,
+            k.kind.as_str(),
+            k.hash,
+            k.refresh_hash,
+            at.timestamp_millis()
+        ],
     )?;
     Ok(tx.last_insert_rowid())
+}
+
+/// The key a sign-in's refresh token belongs to, while it is not revoked: (id, budget id,
+/// name).
+pub fn by_refresh(
+    conn: &Connection,
+    refresh_hash: &str,
+) -> Result<Option<(i64, i64, String)>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT id, budget_id, name FROM virtual_keys WHERE refresh_hash = ?1 AND revoked_at IS NULL",
+            [refresh_hash],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?)
 }
 
 /// Columns: id, name, created_at, revoked_at, last_used_at, kind.

@@ -29,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_integer_totals.sql"),
     include_str!("migrations/0010_attribution.sql"),
     include_str!("migrations/0011_sign_ins.sql"),
+    include_str!("migrations/0012_refresh.sql"),
 ];
 pub const FILE_NAME: &str = "agent-budget.db";
 

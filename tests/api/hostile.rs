@@ -196,7 +196,8 @@ async fn a_roll_up_left_as_real_by_an_older_build_is_read_back_as_an_integer() {
             "PRAGMA user_version = 8; UPDATE daily SET output_tokens = 1.8446744073709552e19, dollars = 9.3e18;
              ALTER TABLE usage DROP COLUMN agent_id; ALTER TABLE usage DROP COLUMN parent_agent_id;
              ALTER TABLE usage DROP COLUMN agent_type; ALTER TABLE usage DROP COLUMN project;
-             ALTER TABLE virtual_keys DROP COLUMN kind;",
+             ALTER TABLE virtual_keys DROP COLUMN kind;
+             DROP INDEX virtual_keys_by_refresh; ALTER TABLE virtual_keys DROP COLUMN refresh_hash;",
         )
         .unwrap();
     }

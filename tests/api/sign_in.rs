@@ -449,3 +449,70 @@ async fn a_base_set_up_for_a_budget_offers_that_budget() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn a_refresh_token_trades_once_for_a_new_token_and_the_old_one_stops() {
+    let app = gateway().await;
+    let code = start(&app).await;
+    let path = format!(
+        "/api/sign-ins/{}/approve",
+        code["user_code"].as_str().unwrap()
+    );
+    assert_eq!(
+        admin_post(&app, &path, json!({"budget": "dev"}))
+            .await
+            .status(),
+        200
+    );
+    let first = poll(&app, code["device_code"].as_str().unwrap()).await.1;
+    let (access, refresh) = (
+        first["access_token"].as_str().unwrap(),
+        first["refresh_token"].as_str().unwrap(),
+    );
+    let r = form(
+        &app,
+        "/oauth/token",
+        &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let second: Value = r.json().await.unwrap();
+    let renewed = second["access_token"].as_str().unwrap();
+    assert_ne!(renewed, access);
+    assert_eq!(messages(&app, renewed).await.status(), 200);
+    assert_eq!(
+        messages(&app, access).await.status(),
+        401,
+        "the old token is revoked"
+    );
+    // Spent: the same refresh token again is the protocol's cue to sign in again.
+    let r = form(
+        &app,
+        "/oauth/token",
+        &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    // Signing out with the refresh token ends the sign-in too.
+    let next = second["refresh_token"].as_str().unwrap();
+    assert_eq!(
+        form(
+            &app,
+            "/oauth/revoke",
+            &[("token", next), ("token_type_hint", "refresh_token")]
+        )
+        .await
+        .status(),
+        200
+    );
+    assert_eq!(messages(&app, renewed).await.status(), 401);
+    let keys = app.get("/api/budgets/dev/keys").await;
+    let live = keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["revoked_at"].is_null())
+        .count();
+    assert_eq!(live, 0, "every token of the sign-in is revoked");
+}
