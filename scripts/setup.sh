@@ -32,6 +32,7 @@ testing=(
   "kill procps"                                     # durability and shutdown tests
   "unshare util-linux"                              # the full-disk fault test
   "python3 python3"                                 # desktop and webhook tests, the Python SDK
+  "tmux tmux"                                       # Claude Code interactive, signing in
   "py:venv python3-venv"
   "py:ensurepip python3-venv"
   "/usr/bin/chromium chromium"                      # the dashboard end to end

@@ -334,9 +334,8 @@ impl Service {
                 user_agent: p.user_agent.clone(),
                 budget: p.budget.clone(),
                 created_at: zone.render(p.created_at),
-                expires_at: zone.render(
-                    p.created_at + chrono::Duration::seconds((p.expires - now).as_secs() as i64),
-                ),
+                expires_at: zone
+                    .render(p.created_at + chrono::Duration::seconds(CODE_TTL.as_secs() as i64)),
             })
             .collect()
     }

@@ -42,6 +42,7 @@ proxy_port="$(sed -n 's/.*ready port=\([0-9]*\).*/\1/p' "$work/proxy.log")"
 [ -n "$proxy_port" ] || { cat "$work/proxy.log"; exit 1; }
 
 export AGENT_BUDGET_URL="http://127.0.0.1:$proxy_port/agent-budget" MOCK_URL="http://127.0.0.1:$mock_port"
+export AGENT_BUDGET_BIN="$target/agent-budget"
 # The admin API takes the token the server wrote on first start (the proxy routes never do).
 AGENT_BUDGET_ADMIN_TOKEN="$(cat "$work/data/admin-token")"
 export AGENT_BUDGET_ADMIN_TOKEN

@@ -1,0 +1,110 @@
+// Interactive Claude Code (in tmux, offline against the mock) signs in to agent-budget: the
+// settings `agent-budget claude-code setup` writes, /login's device flow approved through the
+// admin API, /usage showing the budget's dollars and reset, our message at the cap, and a
+// revoked sign-in sent back to /login. Every wait polls the pane for what it waits for.
+// Needs AGENT_BUDGET_URL, AGENT_BUDGET_BIN and the admin token (tests/sdk/run.sh sets them).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const PROXY = process.env.AGENT_BUDGET_URL;
+const TOKEN = process.env.AGENT_BUDGET_ADMIN_TOKEN;
+const claude = join(dirname(fileURLToPath(import.meta.url)), "node_modules", ".bin", "claude");
+const session = `agent-budget-login-${process.pid}`;
+
+const tmux = (...args) => execFileSync("tmux", args, { encoding: "utf8" });
+const pane = () => tmux("capture-pane", "-p", "-J", "-t", session);
+const keys = (...k) => tmux("send-keys", "-t", session, ...k);
+
+/** Waits until the pane shows `pattern` (a pane redraws on its own: polled, never slept on). */
+async function until(pattern, what, ms = 30_000) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    const text = pane();
+    const m = text.match(pattern);
+    if (m) return m;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`Claude Code never showed ${what}:\n${pane()}`);
+}
+
+/** Waits until the pane no longer shows `pattern` (a panel closed). */
+async function gone(pattern, what, ms = 30_000) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (!pattern.test(pane())) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`Claude Code never closed ${what}:\n${pane()}`);
+}
+
+async function admin(method, path, body) {
+  const r = await fetch(`${PROXY}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
+    body: body && JSON.stringify(body),
+  });
+  const text = await r.text();
+  return { status: r.status, body: text ? JSON.parse(text) : null };
+}
+
+test("interactive Claude Code signs in with /login, shows the budget in /usage, and is sent back to /login once revoked", { timeout: 180_000 }, async () => {
+  const name = `cc-login-${process.pid}`;
+  assert.equal((await admin("POST", "/api/budgets", { name, max_dollars: "50", period: "daily" })).status, 201);
+  const home = mkdtempSync(join(tmpdir(), "claude-login-"));
+  const port = new URL(PROXY).port;
+  execFileSync(process.env.AGENT_BUDGET_BIN, ["claude-code", "setup", "--port", port, "--budget", name, "--settings", join(home, ".claude", "settings.json")]);
+  const settings = JSON.parse(readFileSync(join(home, ".claude", "settings.json"), "utf8"));
+  assert.equal(settings.forceLoginMethod, "gateway");
+  const env = [`PATH=${process.env.PATH}`, `HOME=${home}`, "TERM=xterm-256color", "DISABLE_AUTOUPDATER=1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1", "BROWSER=/bin/true"];
+  tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "50", "-c", home, "env", "-i", ...env, claude);
+  try {
+    // First run: the theme, then the gateway from the settings, trusted (http on loopback).
+    await until(/Choose the text style/, "its first-run theme choice");
+    keys("Enter");
+    await until(/Gateway:\s+http:\/\/localhost:\d+\/agent-budget/, "the gateway from its settings");
+    keys("Enter");
+    await until(/Trust gateway/, "the trust question");
+    keys("Up");
+    keys("Enter");
+    const [, code] = await until(/Code:\s+([B-DF-HJ-NP-TV-XZ]{4}-[B-DF-HJ-NP-TV-XZ]{4})/, "the sign-in code");
+    await until(/Approve this code in agent-budget's dashboard/, "our login notice");
+    const waiting = (await admin("GET", "/api/sign-ins")).body.items.find((s) => s.user_code === code);
+    assert.equal(waiting.surface, "claude_code");
+    assert.equal(waiting.budget, name, "setup --budget offers the budget first");
+    assert.equal((await admin("POST", `/api/sign-ins/${code}/approve`, { budget: name })).status, 200);
+    await until(/Connected to Cloud gateway/, "that it is connected");
+    keys("Enter");
+    await until(/Security notes/, "its security notes");
+    keys("Enter");
+    await until(/trust this folder/, "the folder question");
+    keys("Down");
+    keys("Enter");
+    await until(/Cloud gateway/, "its prompt");
+    // A turn, charged to the budget through the sign-in.
+    keys("say hi", "Enter");
+    await until(/Hello from the mock upstream\./, "the mock's answer");
+    const budget = (await admin("GET", `/api/budgets/${name}`)).body;
+    assert.ok(budget.requests >= 1, "charged to the budget it was approved for");
+    keys("/usage");
+    keys("Enter");
+    const [, used, spent, cap] = await until(/(\d+)% used[\s\S]*\$(\d+\.\d\d) \/ \$(\d+\.\d\d) spent today · Resets/, "the spend limit in /usage");
+    assert.deepEqual([used, spent, cap], ["0", "0.00", "50.00"]);
+    keys("Escape");
+    await gone(/Esc to close/, "/usage");
+    // Revoked in the dashboard: the next turn says to sign in again, at once.
+    const keysOf = (await admin("GET", `/api/budgets/${name}/keys`)).body.items;
+    const signIn = keysOf.find((k) => k.kind === "sign_in");
+    assert.equal((await admin("DELETE", `/api/budgets/${name}/keys/${signIn.id}`)).status, 204);
+    keys("hello again", "Enter");
+    await until(/Please run \/login[\s\S]*unknown, revoked or expired/, "that it must sign in again");
+  } finally {
+    try { tmux("kill-session", "-t", session); } catch { /* gone already */ }
+    // Claude Code may still be writing its files as it exits: removal retries until it is done.
+    rmSync(home, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 });
+  }
+});
