@@ -386,11 +386,18 @@ impl Service {
         };
         let name = format!("{} sign-in", surface.as_deref().unwrap_or("client"));
         let token = self.issue(&input.budget, &name).await?;
-        let mut inner = self.sign_ins.lock();
-        // Looked up again: the lock was not held across the key's creation.
-        let i = Service::waiting(&mut inner, code)?;
-        inner.pending[i].state = State::Approved(token);
-        Ok(())
+        // Looked up again: the lock was not held across the key's creation. A sign-in that
+        // expired or was denied meanwhile gets nothing, and its key goes at once.
+        let found = {
+            let mut inner = self.sign_ins.lock();
+            Service::waiting(&mut inner, code).map(|i| {
+                inner.pending[i].state = State::Approved(token.clone());
+            })
+        };
+        if found.is_err() {
+            self.revoke_credential(&token.access_token).await?;
+        }
+        found
     }
 
     /// A new token for a sign-in of `budget`, kept as a key of it with its refresh token.
