@@ -17,8 +17,8 @@ use crate::team::TeamKey;
 use axum::http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{LazyLock, RwLock};
 use tokio_util::sync::CancellationToken;
 
 /// The keys not revoked, by hash.
@@ -149,10 +149,16 @@ fn credentials(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     keys.chain(bearers)
 }
 
-/// Whether a header value carries a virtual key anywhere (it must never go upstream).
+/// Searchers for this proxy's credentials, built once: every forwarded header is searched.
+static VIRTUAL_KEY: LazyLock<memchr::memmem::Finder<'static>> =
+    LazyLock::new(|| memchr::memmem::Finder::new(KEY_PREFIX));
+static SIGN_IN_TOKEN: LazyLock<memchr::memmem::Finder<'static>> =
+    LazyLock::new(|| memchr::memmem::Finder::new(TOKEN_PREFIX));
+
+/// Whether a header value carries a virtual key or a sign-in's token anywhere (neither may
+/// ever go upstream).
 pub fn carries_virtual_key(v: &[u8]) -> bool {
-    memchr::memmem::find(v, KEY_PREFIX.as_bytes()).is_some()
-        || memchr::memmem::find(v, TOKEN_PREFIX.as_bytes()).is_some()
+    VIRTUAL_KEY.find(v).is_some() || SIGN_IN_TOKEN.find(v).is_some()
 }
 
 /// Whether a credential is one of this proxy's: a virtual key or a sign-in's token (an
