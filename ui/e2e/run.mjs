@@ -298,6 +298,7 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
     const key = /ANTHROPIC_AUTH_TOKEN=(sk-ab-[0-9a-f]{64})/.exec(await snippet.textContent())?.[1];
     assert.ok(key, "the snippet carries the new key");
     assert.match(await snippet.textContent(), /CLAUDE_CODE_USE_GATEWAY=1/, "Claude Code first, in gateway mode");
+    assert.match(await page.getByTestId("setup-sign-in").textContent(), /agent-budget claude-code setup --budget e2e-setup --port \d+/);
     // One client at a time: Python's way replaces Claude Code's.
     await page.getByRole("tab", { name: "Python SDK" }).click();
     assert.match(await page.getByTestId("setup-key-snippet-Python SDK").textContent(), new RegExp(`api_key="${key}"`));
