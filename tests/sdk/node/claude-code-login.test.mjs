@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -62,6 +62,8 @@ test("interactive Claude Code signs in with /login, shows the budget in /usage, 
   assert.equal(settings.forceLoginMethod, "gateway");
   const env = [`PATH=${process.env.PATH}`, `HOME=${home}`, "TERM=xterm-256color", "DISABLE_AUTOUPDATER=1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1", "BROWSER=/bin/true"];
   tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "50", "-c", home, "env", "-i", ...env, claude);
+  // `env` execs Claude Code: the pane's process is Claude Code itself.
+  const pid = tmux("display-message", "-p", "-t", session, "#{pane_pid}").trim();
   try {
     // First run: the theme, then the gateway from the settings, trusted (http on loopback).
     await until(/Choose the text style/, "its first-run theme choice");
@@ -104,7 +106,9 @@ test("interactive Claude Code signs in with /login, shows the budget in /usage, 
     await until(/Please run \/login[\s\S]*unknown, revoked or expired/, "that it must sign in again");
   } finally {
     try { tmux("kill-session", "-t", session); } catch { /* gone already */ }
-    // Claude Code may still be writing its files as it exits: removal retries until it is done.
-    rmSync(home, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 });
+    // Claude Code writes its files as it exits: its home goes once the process is gone.
+    const end = Date.now() + 30_000;
+    while (existsSync(`/proc/${pid}`) && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+    rmSync(home, { recursive: true, force: true });
   }
 });
