@@ -17,12 +17,17 @@ pub fn client() -> reqwest::Client {
 pub const BODY: &str = r#"{"model":"claude-sonnet-4-6","max_tokens":1024,"messages":[{"role":"user","content":"Write a haiku about budgets."}]}"#;
 pub const STREAM_BODY: &str = r#"{"model":"claude-sonnet-4-6","max_tokens":1024,"stream":true,"messages":[{"role":"user","content":"Write a haiku about budgets."}]}"#;
 
+/// The API key every request carries: the client's own (`sk-bench`), or with `--keyed` a
+/// virtual key of a capped budget.
+pub static API_KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// One request; whether it succeeded and its body arrived whole.
 pub async fn one(client: &reqwest::Client, url: &str, body: &'static str, script: &str) -> bool {
+    let key = API_KEY.get().map_or("sk-bench", String::as_str);
     let sent = client
         .post(url)
         .header("content-type", "application/json")
-        .header("x-api-key", "sk-bench")
+        .header("x-api-key", key)
         .header("anthropic-version", "2023-06-01")
         .header("x-mock", script)
         .body(body)

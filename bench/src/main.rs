@@ -4,7 +4,8 @@
 //! Flags: `--quick` (short runs, small databases), `--out <file>` (default docs/PERFORMANCE.md),
 //! `--latency` (only the non-streaming tables, printed, nothing written: for A/B runs),
 //! `--rate <n>` (only direct and proxy at n req/s, printed; `--cold` skips the warm-up second),
-//! `--memory` (only memory: on a fresh proxy, then again after a load burst; printed).
+//! `--memory` (only memory: on a fresh proxy, then again after a load burst; printed),
+//! `--keyed` (2,000 req/s with the client's own key, then with a virtual key; printed).
 #![expect(clippy::print_stdout, reason = "a command-line report")]
 
 mod db;
@@ -146,6 +147,9 @@ async fn run() -> Result<()> {
         r.line(latency_row(&label, d.latency, p.latency, p.errors));
         return Ok(());
     }
+    if has("--keyed") {
+        return keyed(&mut r, &b, work, mock.port).await;
+    }
     if has("--memory") {
         return memory_only(&mut r, &b).await;
     }
@@ -211,6 +215,78 @@ impl Bench {
             idle_rss,
         })
     }
+}
+
+/// `--keyed`: added latency and CPU with the client's own key, then through a second proxy
+/// with a virtual key of a capped budget (key lookup, the budget's standing in Claude Code's
+/// usage-limit headers, the upstream's rate-limit headers removed). Printed.
+async fn keyed(r: &mut Report, b: &Bench, work: &std::path::Path, mock_port: u16) -> Result<()> {
+    let secs = b.plan.secs;
+    let own = load::rate_pair(&b.client, &b.direct, &b.proxied, 2000, secs, true).await;
+    r.line(latency_row(
+        "2000 req/s, the client's own key",
+        own.0.latency,
+        own.1.latency,
+        own.1.errors,
+    ));
+    let s = load::saturate_pair(&b.client, &b.direct, &b.proxied, b.proxy.child.id(), secs).await;
+    r.line(format!(
+        "CPU per request with the client's own key: {:.1} µs (ratio {:.2})",
+        s.via_cpu_us,
+        s.via / s.direct
+    ));
+    let key_file = work.join("upstream-key");
+    // Only the owner may read a key file (the proxy refuses it otherwise).
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key_file)?
+        .write_all(b"sk-ant-bench-real")?;
+    let file = key_file.display().to_string();
+    let (proxy, _) = procs::proxy_with(
+        &work.join("keyed"),
+        mock_port,
+        &["--upstream-key-file", &file],
+    )?;
+    let api = format!("http://127.0.0.1:{}/agent-budget/api", proxy.port);
+    let post = |path: &str, body: &'static str| {
+        b.client
+            .post(format!("{api}{path}"))
+            .bearer_auth(procs::ADMIN_TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    post(
+        "/budgets",
+        r#"{"name":"keyed","max_dollars":"1000000","period":"monthly"}"#,
+    )
+    .await?;
+    let made = post("/budgets/keyed/keys", r#"{"name":"bench"}"#)
+        .await?
+        .bytes()
+        .await?;
+    let made: serde_json::Value = serde_json::from_slice(&made)?;
+    let key = made["key"].as_str().unwrap_or_default().to_string();
+    let _ = load::API_KEY.set(key);
+    let proxied = format!("http://127.0.0.1:{}/agent-budget/v1/messages", proxy.port);
+    let (d, p) = load::rate_pair(&b.client, &b.direct, &proxied, 2000, secs, true).await;
+    r.line(latency_row(
+        "2000 req/s, a virtual key of a capped budget",
+        d.latency,
+        p.latency,
+        p.errors,
+    ));
+    let s = load::saturate_pair(&b.client, &b.direct, &proxied, proxy.child.id(), secs).await;
+    r.line(format!(
+        "CPU per request with the virtual key: {:.1} µs (ratio {:.2})",
+        s.via_cpu_us,
+        s.via / s.direct
+    ));
+    Ok(())
 }
 
 /// `--memory`: on a fresh proxy, then again after saturation and a burst.
