@@ -84,4 +84,14 @@ mod tests {
         assert_eq!(text(&alert(AlertKind::Test, None)), None);
         assert_eq!(text(&CoreEvent::PricingChanged { model: "m".into() }), None);
     }
+
+    #[test]
+    fn a_sign_in_to_approve_is_announced_with_its_code() {
+        let sign_in = CoreEvent::SignInRequested {
+            user_code: "BCDF-GHJK".into(),
+        };
+        let (title, body) = text(&sign_in).unwrap();
+        assert_eq!(title, "Claude Code wants to sign in");
+        assert!(body.starts_with("Code BCDF-GHJK:"), "{body}");
+    }
 }

@@ -2,10 +2,12 @@
 //! books it is kept in, its parsed body and its price, read once.
 
 use super::books::Books;
+use super::facts::Facts;
 use super::request::{self, MessagesRequest};
 use crate::budget::{Budget, DEFAULT_BUDGET};
 use crate::error::HttpError;
 use crate::ledger::Slot;
+use crate::money::Money;
 use crate::pricing::{Price, PriceBook, PricedAs};
 use crate::record::Attribution;
 use crate::service::Service;
@@ -222,6 +224,24 @@ impl Call {
             priced_as,
             repeat,
         })
+    }
+}
+
+impl Call {
+    /// What its record will say whatever the outcome, its text taken out of the call (no
+    /// copies; the rest of the call stays usable).
+    pub fn facts(&mut self, worst_case: Money, clamped_max_tokens: Option<u64>) -> Facts {
+        Facts {
+            budget_id: self.budget.id,
+            budget: std::mem::take(&mut self.budget.name),
+            model: std::mem::take(&mut self.parsed.model),
+            stream: self.parsed.stream,
+            session: self.session.take(),
+            started: self.started,
+            worst_case,
+            clamped_max_tokens,
+            attribution: std::mem::take(&mut self.attribution),
+        }
     }
 }
 

@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 pub use call::{BODY_LIMIT, SESSION_HEADER};
 use call::{Call, budget_header, read_body};
-use facts::{Charged, Facts, Reply};
+use facts::{Charged, Reply};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use settle::{Outcome, Relay, Settlement};
@@ -81,7 +81,7 @@ async fn enforce(
 }
 
 /// Counts and records a refused request; the error to answer it with.
-async fn refuse(call: Call, refused: Refused) -> HttpError {
+async fn refuse(mut call: Call, refused: Refused) -> HttpError {
     let (app, now) = (call.app.clone(), period::now());
     let model = call.parsed.model.clone();
     let first = call
@@ -89,17 +89,7 @@ async fn refuse(call: Call, refused: Refused) -> HttpError {
         .count_refusal(&app, &call.slot, refused.worst_case, &model, now)
         .await;
     let error = refused.error(now, &call.budget, &app);
-    let facts = Facts {
-        budget_id: call.budget.id,
-        budget: call.budget.name,
-        model: call.parsed.model,
-        stream: call.parsed.stream,
-        session: call.session,
-        started: call.started,
-        worst_case: refused.worst_case,
-        clamped_max_tokens: None,
-        attribution: call.attribution,
-    };
+    let facts = call.facts(refused.worst_case, None);
     let charged = Charged::nothing(model, UsageStatus::Blocked, call.priced_as);
     let reply = Reply {
         http_status: refused.status(),

@@ -60,18 +60,8 @@ pub struct Settlement {
 
 impl Settlement {
     /// The settlement of an admitted request.
-    pub fn new(call: Call, admitted: Admitted, alerts: Vec<NewAlert>) -> Settlement {
-        let facts = Facts {
-            budget_id: call.budget.id,
-            budget: call.budget.name,
-            model: call.parsed.model,
-            stream: call.parsed.stream,
-            session: call.session,
-            started: call.started,
-            worst_case: admitted.reservation.worst_case(),
-            clamped_max_tokens: admitted.clamped,
-            attribution: call.attribution,
-        };
+    pub fn new(mut call: Call, admitted: Admitted, alerts: Vec<NewAlert>) -> Settlement {
+        let facts = call.facts(admitted.reservation.worst_case(), admitted.clamped);
         Settlement {
             app: call.app,
             book: call.book,

@@ -62,7 +62,7 @@ pub async fn poll(app: &TestApp, device_code: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
-async fn admin_post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
+pub async fn admin_post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
     app.client
         .post(app.url(path))
         .json(&body)
@@ -333,27 +333,30 @@ async fn bad_sign_in_requests_get_clear_errors_and_code_guessing_is_limited() {
     assert_eq!(r.status(), 401);
 }
 
-/// A sign-in of `dev`, approved: its access token.
-async fn signed_in(app: &TestApp) -> String {
-    let code = start(app).await;
+/// Approves a started sign-in (`code`, the device authorization's answer) for `budget`.
+pub async fn approve(app: &TestApp, code: &Value, budget: &str) {
     let path = format!(
         "/api/sign-ins/{}/approve",
         code["user_code"].as_str().unwrap()
     );
-    assert_eq!(
-        admin_post(app, &path, json!({"budget": "dev"}))
-            .await
-            .status(),
-        200
-    );
-    let token = poll(app, code["device_code"].as_str().unwrap()).await.1;
-    token["access_token"].as_str().unwrap().to_string()
+    let r = admin_post(app, &path, json!({ "budget": budget })).await;
+    assert_eq!(r.status(), 200);
+}
+
+/// A sign-in of `budget`, started, approved and polled: the token endpoint's answer.
+pub async fn signed_in(app: &TestApp, budget: &str) -> Value {
+    let code = start(app).await;
+    approve(app, &code, budget).await;
+    let (status, token) = poll(app, code["device_code"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{token}");
+    token
 }
 
 #[tokio::test]
 async fn a_signed_in_requests_project_tag_is_recorded_and_never_reaches_the_upstream() {
     let app = gateway().await;
-    let access = signed_in(&app).await;
+    let token = signed_in(&app, "dev").await;
+    let access = token["access_token"].as_str().unwrap().to_string();
     let payload = access.split('.').nth(1).unwrap();
     use base64::Engine;
     let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -413,16 +416,7 @@ async fn a_base_set_up_for_a_budget_offers_that_budget() {
     .await;
     let code: Value = code.json().await.unwrap();
     assert_eq!(app.get("/api/sign-ins").await["items"][0]["budget"], "dev");
-    let path = format!(
-        "/api/sign-ins/{}/approve",
-        code["user_code"].as_str().unwrap()
-    );
-    assert_eq!(
-        admin_post(&app, &path, json!({"budget": "dev"}))
-            .await
-            .status(),
-        200
-    );
+    approve(&app, &code, "dev").await;
     let token = form(
         &app,
         "/b/dev/oauth/token",
@@ -453,18 +447,7 @@ async fn a_base_set_up_for_a_budget_offers_that_budget() {
 #[tokio::test]
 async fn a_refresh_token_trades_once_for_a_new_token_and_the_old_one_stops() {
     let app = gateway().await;
-    let code = start(&app).await;
-    let path = format!(
-        "/api/sign-ins/{}/approve",
-        code["user_code"].as_str().unwrap()
-    );
-    assert_eq!(
-        admin_post(&app, &path, json!({"budget": "dev"}))
-            .await
-            .status(),
-        200
-    );
-    let first = poll(&app, code["device_code"].as_str().unwrap()).await.1;
+    let first = signed_in(&app, "dev").await;
     let (access, refresh) = (
         first["access_token"].as_str().unwrap(),
         first["refresh_token"].as_str().unwrap(),

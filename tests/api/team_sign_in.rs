@@ -2,7 +2,7 @@
 //! refused by all.
 
 use crate::helpers::*;
-use crate::sign_in::{form, poll, start};
+use crate::sign_in::{form, signed_in};
 use agent_budget::config::Secret;
 use mock_upstream::postgres::Postgres;
 use serde_json::json;
@@ -44,20 +44,7 @@ async fn a_sign_in_made_on_one_proxy_works_on_the_others_until_revoked_on_any() 
             == 200
     })
     .await;
-    let code = start(&a).await;
-    let path = format!(
-        "/api/sign-ins/{}/approve",
-        code["user_code"].as_str().unwrap()
-    );
-    let r = a
-        .client
-        .post(a.url(&path))
-        .json(&json!({"budget": "team"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let token = poll(&a, code["device_code"].as_str().unwrap()).await.1["access_token"]
+    let token = signed_in(&a, "team").await["access_token"]
         .as_str()
         .unwrap()
         .to_string();
