@@ -52,7 +52,7 @@ async function admin(method, path, body) {
   return { status: r.status, body: text ? JSON.parse(text) : null };
 }
 
-test("interactive Claude Code signs in with /login, shows the budget in /usage, and is sent back to /login once revoked", { timeout: 180_000 }, async () => {
+test("interactive Claude Code signs in with /login, shows the budget in /usage and its notices past 75 % and 95 %, and is sent back to /login once revoked", { timeout: 180_000 }, async () => {
   const name = `cc-login-${process.pid}`;
   assert.equal((await admin("POST", "/api/budgets", { name, max_dollars: "50", period: "daily" })).status, 201);
   const home = mkdtempSync(join(tmpdir(), "claude-login-"));
@@ -98,6 +98,26 @@ test("interactive Claude Code signs in with /login, shows the budget in /usage, 
     assert.deepEqual([used, spent, cap], ["0", "0.00", "50.00"]);
     keys("Escape");
     await gone(/Esc to close/, "/usage");
+    // Past 75 % and 95 % of the cap (spent through a key of the same budget), the next turn's
+    // headers say so and Claude Code shows its notice with the budget's percent and reset.
+    const spender = (await admin("POST", `/api/budgets/${name}/keys`, { name: "spender" })).body.key;
+    const spend = async (inputTokens) => {
+      const r = await fetch(`${PROXY}/v1/messages`, {
+        method: "POST",
+        headers: { "x-api-key": spender, "anthropic-version": "2023-06-01", "content-type": "application/json",
+          "x-mock": JSON.stringify({ usage: { input_tokens: inputTokens, output_tokens: 0 } }) },
+        body: JSON.stringify({ model: "claude-sonnet-4-5", max_tokens: 1, messages: [{ role: "user", content: "x" }] }),
+      });
+      assert.equal(r.status, 200, await r.text());
+    };
+    await spend(13_500_000); // $40.50 of $50 at Sonnet's $3 per million input tokens
+    keys("say hi again", "Enter");
+    await until(/You've used 81% of your usage credits · resets 12am \(UTC\)/, "the notice past 75 %");
+    // A notice is dropped while one of its kind is still up: the next turn waits for it to go.
+    await gone(/You've used 81%/, "the first notice");
+    await spend(2_500_000); // $48.00
+    keys("and once more", "Enter");
+    await until(/You've used 96% of your usage credits · resets 12am \(UTC\)/, "the notice past 95 %");
     // Revoked in the dashboard: the next turn says to sign in again, at once.
     const keysOf = (await admin("GET", `/api/budgets/${name}/keys`)).body.items;
     const signIn = keysOf.find((k) => k.kind === "sign_in");
