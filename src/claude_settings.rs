@@ -1,18 +1,28 @@
 //! `agent-budget claude-code setup`: Claude Code's user settings (`~/.claude/settings.json`)
-//! pointed at this gateway, so that its `/login` signs in here (docs/claude-code.md). Every
-//! other setting is kept; the file before the change is kept beside it.
+//! pointed at this gateway, so that its `/login` signs in here (docs/claude-code.md), with its
+//! metrics on so the budget page shows what each session did (they go to the gateway it is
+//! signed in to, nowhere else). Every other setting is kept, and an `env` value the user set
+//! wins; the file before the change is kept beside it.
 
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
 const METHOD: &str = "forceLoginMethod";
 const URL: &str = "forceLoginGatewayUrl";
+/// Claude Code's metrics, over OTLP/HTTP: signed in to a gateway, it sends them there.
+const TELEMETRY: [(&str, &str); 3] = [
+    ("CLAUDE_CODE_ENABLE_TELEMETRY", "1"),
+    ("OTEL_METRICS_EXPORTER", "otlp"),
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error("cannot read {0}: {1}")]
     Read(PathBuf, std::io::Error),
-    #[error("{0} is not a JSON object; fix it or move it away, then run this again")]
+    #[error(
+        "{0} is not a JSON object (or its \"env\" is not one); fix it or move it away, then run this again"
+    )]
     NotAnObject(PathBuf),
     #[error(
         "{path} already signs Claude Code in to another gateway ({other}); pass --force to point it at {wanted} instead"
@@ -56,7 +66,19 @@ pub fn point_at(path: &Path, gateway: &str, force: bool) -> Result<Setup, SetupE
         },
     };
     let current = settings.get(URL).and_then(Value::as_str);
-    if settings.get(METHOD).and_then(Value::as_str) == Some("gateway") && current == Some(gateway) {
+    let env = match settings.get("env") {
+        None => Map::new(),
+        Some(Value::Object(env)) => env.clone(),
+        Some(_) => return Err(SetupError::NotAnObject(path.to_path_buf())),
+    };
+    let missing: Vec<_> = TELEMETRY
+        .iter()
+        .filter(|(k, _)| !env.contains_key(*k))
+        .collect();
+    if settings.get(METHOD).and_then(Value::as_str) == Some("gateway")
+        && current == Some(gateway)
+        && missing.is_empty()
+    {
         return Ok(Setup::Unchanged);
     }
     if let Some(other) = current.filter(|c| *c != gateway && !force) {
@@ -68,6 +90,11 @@ pub fn point_at(path: &Path, gateway: &str, force: bool) -> Result<Setup, SetupE
     }
     settings.insert(METHOD.into(), Value::String("gateway".into()));
     settings.insert(URL.into(), Value::String(gateway.into()));
+    let mut env = env;
+    for (k, v) in missing {
+        env.insert((*k).into(), Value::String((*v).into()));
+    }
+    settings.insert("env".into(), Value::Object(env));
     let write = |p: &Path, body: &str| {
         std::fs::write(p, body).map_err(|e| SetupError::Write(p.to_path_buf(), e))
     };
@@ -106,7 +133,7 @@ mod tests {
         );
         std::fs::write(
             &path,
-            r#"{"model": "opus", "forceLoginMethod": "claudeai"}"#,
+            r#"{"model": "opus", "forceLoginMethod": "claudeai", "env": {"OTEL_METRICS_EXPORTER": "console"}}"#,
         )
         .unwrap();
         let Setup::Written { backup: Some(b) } = point_at(&path, GW, false).unwrap() else {
@@ -115,6 +142,12 @@ mod tests {
         assert!(std::fs::read_to_string(b).unwrap().contains("claudeai"));
         let now: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(now["model"], "opus", "other settings are kept");
+        assert_eq!(now["env"]["CLAUDE_CODE_ENABLE_TELEMETRY"], "1");
+        assert_eq!(now["env"]["OTEL_EXPORTER_OTLP_PROTOCOL"], "http/protobuf");
+        assert_eq!(
+            now["env"]["OTEL_METRICS_EXPORTER"], "console",
+            "the user's own value wins"
+        );
         assert_eq!(
             (&now[METHOD], &now[URL]),
             (&Value::from("gateway"), &Value::from(GW))
@@ -132,6 +165,11 @@ mod tests {
         assert!(matches!(
             point_at(&path, other, true),
             Ok(Setup::Written { .. })
+        ));
+        std::fs::write(&path, r#"{"env": "x"}"#).unwrap();
+        assert!(matches!(
+            point_at(&path, GW, false),
+            Err(SetupError::NotAnObject(_))
         ));
         std::fs::write(&path, "[1, 2]").unwrap();
         assert!(matches!(

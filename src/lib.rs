@@ -17,6 +17,7 @@ pub mod guard;
 pub mod keychain;
 pub mod ledger;
 pub mod money;
+pub mod otlp;
 pub mod pricing;
 pub mod proxy;
 pub mod record;

@@ -15,6 +15,7 @@ use crate::error::HttpError;
 use crate::pricing::{PriceEntry, PricingTable};
 use crate::record::AlertView;
 use crate::record::KeyView;
+use crate::record::ProjectSpend;
 use crate::record::stats::{SpendSeries, Stats};
 use crate::service::Service;
 use crate::service::alerts::WebhookTest;
@@ -45,6 +46,7 @@ pub fn routes() -> Router<Arc<Service>> {
         )
         .route("/agent-budget/api/budgets/{id}/usage", get(usage))
         .route("/agent-budget/api/budgets/{id}/sessions", get(sessions))
+        .route("/agent-budget/api/budgets/{id}/projects", get(projects))
         .route(
             "/agent-budget/api/budgets/{id}/keys",
             get(list_keys).post(create_key),
@@ -280,6 +282,14 @@ pub async fn usage(
     let limit = query_number::<u64>(&q, "limit")?.map(|l| l.min(u64::from(u32::MAX)) as u32);
     let offset = query_number::<u64>(&q, "offset")?;
     Ok(Json(app.usage_page(&id, limit, offset).await?))
+}
+
+/// `GET /api/budgets/:id/projects`: spend per project (Claude Code's `attributionProject`).
+pub async fn projects(
+    State(app): State<Arc<Service>>,
+    Path(id): Path<String>,
+) -> Result<Json<Items<ProjectSpend>>, HttpError> {
+    Ok(Json(app.projects(&id).await?))
 }
 
 pub async fn sessions(

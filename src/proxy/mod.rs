@@ -343,16 +343,25 @@ async fn forward_free(app: Arc<Service>, req: Request) -> Result<Response, HttpE
     Ok(r)
 }
 
-/// `POST /v1/metrics|logs|traces`: the telemetry Claude Code sends a gateway (OTLP/HTTP). It
-/// is read and dropped, answered 200 as the protocol asks (a 404 makes the client log an error
-/// on every flush), in the request's encoding: `{}` for JSON, an empty message for protobuf.
-pub async fn telemetry(req: Request) -> Response {
-    let json = req
-        .headers()
+/// The largest telemetry export read (Claude Code's are a few KiB); a larger one is dropped.
+const TELEMETRY_LIMIT: usize = 4 * 1024 * 1024;
+
+/// `POST /v1/metrics|logs|traces`: the telemetry Claude Code sends a gateway (OTLP/HTTP).
+/// Metrics from a sign-in or virtual key have their per-session counters kept; logs, traces
+/// and the rest are read and dropped. The answer is 200 whatever happened, as the protocol
+/// asks (a 404 makes the client log an error on every flush), in the request's encoding: `{}`
+/// for JSON, an empty message for protobuf.
+pub async fn telemetry(State(app): State<Arc<Service>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let json = parts
+        .headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    let _ = axum::body::to_bytes(req.into_body(), BODY_LIMIT).await;
+    let bytes = axum::body::to_bytes(body, TELEMETRY_LIMIT).await;
+    if let (Ok(bytes), true) = (bytes, parts.uri.path().ends_with("/v1/metrics")) {
+        app.keep_activity(&parts.headers, &bytes, json).await;
+    }
     let (kind, body) = if json {
         ("application/json", "{}")
     } else {

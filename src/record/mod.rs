@@ -142,6 +142,48 @@ pub struct SessionView {
     pub first_seen: String,
     pub last_seen: String,
     pub models: Vec<String>,
+    /// The session's spend split between its main agent and each subagent, most first.
+    pub agents: Vec<AgentSpend>,
+    /// What Claude Code's telemetry said the session did; null when it sent none.
+    pub activity: Option<SessionActivity>,
+}
+
+/// One agent's share of a session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct AgentSpend {
+    /// Claude Code's `x-claude-code-agent-id`; null for the main agent.
+    pub agent_id: Option<String>,
+    pub agent_type: Option<String>,
+    pub parent_agent_id: Option<String>,
+    pub spent_dollars: Money,
+    pub requests: u64,
+}
+
+/// A session's counters from Claude Code's telemetry (OTLP metrics sent to the proxy).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct SessionActivity {
+    pub lines_added: u64,
+    pub lines_removed: u64,
+    pub commits: u64,
+    pub pull_requests: u64,
+    /// Time the user and Claude Code were active, in whole seconds.
+    pub active_seconds: u64,
+}
+
+/// A project's spend in a budget: requests whose sign-in named the project (Claude Code's
+/// `attributionProject` setting).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct ProjectSpend {
+    pub project: String,
+    /// In the budget's current period.
+    pub period_dollars: Money,
+    pub period_requests: u64,
+    /// Since the first request named it.
+    pub total_dollars: Money,
+    pub last_seen: String,
 }
 
 /// A usage record on its way to the database.

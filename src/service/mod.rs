@@ -1,6 +1,7 @@
 //! The service layer: one set of operations over the ledger, the store and the price table,
 //! called by the REST API and the proxy (and later the desktop commands).
 
+pub mod activity;
 pub mod alerts;
 pub mod badge;
 pub mod budgets;

@@ -157,6 +157,9 @@ pub fn delete(tx: &Transaction<'_>, id: i64) -> Result<(), StoreError> {
     tx.execute("DELETE FROM usage WHERE budget_id = ?1", [id])?;
     tx.execute("DELETE FROM daily WHERE budget_id = ?1", [id])?;
     tx.execute("DELETE FROM sessions WHERE budget_id = ?1", [id])?;
+    tx.execute("DELETE FROM session_agents WHERE budget_id = ?1", [id])?;
+    tx.execute("DELETE FROM session_activity WHERE budget_id = ?1", [id])?;
+    tx.execute("DELETE FROM projects WHERE budget_id = ?1", [id])?;
     tx.execute("DELETE FROM virtual_keys WHERE budget_id = ?1", [id])?;
     tx.execute("DELETE FROM usage_swept WHERE budget_id = ?1", [id])?;
     tx.execute("DELETE FROM alerts WHERE budget_id = ?1", [id])?;

@@ -1,14 +1,17 @@
 //! SQLite storage: WAL mode, embedded migrations, one batching writer thread, a few reader
 //! connections. Queries are grouped per table in the submodules.
 
+pub mod activity;
 pub mod alerts;
 pub mod budgets;
 mod checkpoint;
 pub mod keys;
 pub mod pricing;
+pub mod projects;
 pub mod sessions;
 pub mod stats;
 mod sums;
+mod tally;
 pub mod usage;
 mod writer;
 
@@ -30,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0010_attribution.sql"),
     include_str!("migrations/0011_sign_ins.sql"),
     include_str!("migrations/0012_refresh.sql"),
+    include_str!("migrations/0013_activity.sql"),
 ];
 pub const FILE_NAME: &str = "agent-budget.db";
 

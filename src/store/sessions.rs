@@ -1,29 +1,28 @@
-//! The `sessions` roll-up: spend per agent session and model, written once per key at the end
-//! of each of the writer's transactions, and read a page of sessions at a time.
+//! The `sessions` and `session_agents` roll-ups: spend per agent session and model, and per
+//! agent of a session, written once per key at the end of each of the writer's transactions;
+//! read a page of sessions at a time, with their agents and telemetry.
 
 use super::StoreError;
+use super::tally::{ADD_UP, COLUMNS, Groups};
 use crate::budget::period::{self, Zone};
 use crate::money::Money;
-use crate::record::UsageRow;
-use crate::record::{SessionView, UsageStatus};
+use crate::record::{AgentSpend, SessionView, UsageRow};
 use rusqlite::{Connection, Transaction, params};
 
-/// What a transaction's rows add to `sessions`.
+/// What a transaction's rows add to `sessions` and `session_agents`.
 #[derive(Default)]
 pub(super) struct RollUp {
-    totals: Vec<Totals>,
+    models: Groups<(i64, String, String)>,
+    agents: Groups<AgentKey>,
 }
 
-struct Totals {
+struct AgentKey {
     budget_id: i64,
     session: String,
-    model: String,
-    first: i64,
-    last: i64,
-    requests: i64,
-    blocked: i64,
-    tokens: u64,
-    dollars: Money,
+    /// '' for the main agent.
+    agent_id: String,
+    agent_type: Option<String>,
+    parent_agent_id: Option<String>,
 }
 
 impl RollUp {
@@ -31,67 +30,76 @@ impl RollUp {
         let Some(session) = r.session.as_deref() else {
             return;
         };
-        let at = r.created_at.timestamp_millis();
-        let found = self
-            .totals
-            .iter()
-            .position(|t| t.budget_id == r.budget_id && t.session == session && t.model == r.model);
-        let t = match found {
-            Some(i) => &mut self.totals[i],
-            None => {
-                self.totals.push(Totals {
-                    budget_id: r.budget_id,
-                    session: session.to_string(),
-                    model: r.model.clone(),
-                    first: at,
-                    last: at,
-                    requests: 0,
-                    blocked: 0,
-                    tokens: 0,
-                    dollars: Money::ZERO,
-                });
-                let last = self.totals.len() - 1;
-                &mut self.totals[last]
-            }
-        };
-        t.first = t.first.min(at);
-        t.last = t.last.max(at);
-        if r.status == UsageStatus::Blocked {
-            t.blocked += 1;
-        } else {
-            t.requests += 1;
-        }
-        t.tokens += r.tokens.total();
-        t.dollars += r.cost;
+        self.models.add(
+            r,
+            |(b, s, m)| *b == r.budget_id && s == session && *m == r.model,
+            || (r.budget_id, session.to_string(), r.model.clone()),
+        );
+        let a = &r.attribution;
+        let agent = a.agent_id.as_deref().unwrap_or("");
+        self.agents.add(
+            r,
+            |k| k.budget_id == r.budget_id && k.session == session && k.agent_id == agent,
+            || AgentKey {
+                budget_id: r.budget_id,
+                session: session.to_string(),
+                agent_id: agent.to_string(),
+                agent_type: a.agent_type.clone(),
+                parent_agent_id: a.parent_agent_id.clone(),
+            },
+        );
     }
 
     pub(super) fn write(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
-        if self.totals.is_empty() {
+        if self.models.is_empty() {
             return Ok(());
         }
-        let mut up = tx.prepare_cached(
-            "INSERT INTO sessions (budget_id, session, model, first_seen, last_seen, requests, blocked, tokens, dollars)
+        let mut up = tx.prepare_cached(&format!(
+            "INSERT INTO sessions (budget_id, session, model, {COLUMNS})
              SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 WHERE EXISTS (SELECT 1 FROM budgets WHERE id = ?1)
-             ON CONFLICT (budget_id, session, model) DO UPDATE SET
-                first_seen = min(first_seen, excluded.first_seen), last_seen = max(last_seen, excluded.last_seen),
-                requests = sadd(requests, excluded.requests), blocked = sadd(blocked, excluded.blocked),
-                tokens = sadd(tokens, excluded.tokens), dollars = sadd(dollars, excluded.dollars)",
-        )?;
-        for t in &self.totals {
+             ON CONFLICT (budget_id, session, model) DO UPDATE SET {ADD_UP}"
+        ))?;
+        for ((budget, session, model), t) in self.models.iter() {
             up.execute(params![
-                t.budget_id,
-                t.session,
-                t.model,
+                budget,
+                session,
+                model,
                 t.first,
                 t.last,
                 t.requests,
                 t.blocked,
-                i64::try_from(t.tokens).unwrap_or(i64::MAX),
+                t.tokens_i64(),
+                t.dollars.picos(),
+            ])?;
+        }
+        let mut up = tx.prepare_cached(&format!(
+            "INSERT INTO session_agents (budget_id, session, agent_id, agent_type, parent_agent_id, {COLUMNS})
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11 WHERE EXISTS (SELECT 1 FROM budgets WHERE id = ?1)
+             ON CONFLICT (budget_id, session, agent_id) DO UPDATE SET
+                agent_type = coalesce(agent_type, excluded.agent_type),
+                parent_agent_id = coalesce(parent_agent_id, excluded.parent_agent_id), {ADD_UP}"
+        ))?;
+        for (k, t) in self.agents.iter() {
+            up.execute(params![
+                k.budget_id,
+                k.session,
+                k.agent_id,
+                k.agent_type,
+                k.parent_agent_id,
+                t.first,
+                t.last,
+                t.requests,
+                t.blocked,
+                t.tokens_i64(),
                 t.dollars.picos(),
             ])?;
         }
         Ok(())
     }
+}
+
+fn count(v: i64) -> u64 {
+    v.max(0) as u64
 }
 
 /// A page of a budget's sessions, most recently seen first, and how many it has.
@@ -111,8 +119,7 @@ pub fn page(
          FROM sessions WHERE budget_id = ?1 GROUP BY session
          ORDER BY MAX(last_seen) DESC, session LIMIT ?2 OFFSET ?3",
     )?;
-    let n = |v: i64| v.max(0) as u64;
-    let items = stmt
+    let mut items = stmt
         .query_map(
             params![budget_id, limit, i64::try_from(offset).unwrap_or(i64::MAX)],
             |r| {
@@ -125,15 +132,39 @@ pub fn page(
                 Ok(SessionView {
                     session: r.get(0)?,
                     spent_dollars: Money::from_picos(r.get(1)?),
-                    requests: n(r.get(2)?),
-                    blocked: n(r.get(3)?),
-                    tokens: n(r.get(4)?),
+                    requests: count(r.get(2)?),
+                    blocked: count(r.get(3)?),
+                    tokens: count(r.get(4)?),
                     first_seen: zone.render(period::from_millis(r.get(5)?)),
                     last_seen: zone.render(period::from_millis(r.get(6)?)),
                     models,
+                    agents: Vec::new(),
+                    activity: None,
                 })
             },
         )?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((items, n(total)))
+    for s in &mut items {
+        s.agents = agents(conn, budget_id, &s.session)?;
+        s.activity = super::activity::of(conn, budget_id, &s.session)?;
+    }
+    Ok((items, count(total)))
+}
+
+/// A session's agents, the most spent first (the main agent has no id).
+fn agents(conn: &Connection, budget_id: i64, session: &str) -> Result<Vec<AgentSpend>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT agent_id, agent_type, parent_agent_id, dollars, requests FROM session_agents
+         WHERE budget_id = ?1 AND session = ?2 ORDER BY dollars DESC, agent_id LIMIT 100",
+    )?;
+    let rows = stmt.query_map(params![budget_id, session], |r| {
+        Ok(AgentSpend {
+            agent_id: Some(r.get::<_, String>(0)?).filter(|a| !a.is_empty()),
+            agent_type: r.get(1)?,
+            parent_agent_id: r.get(2)?,
+            spent_dollars: Money::from_picos(r.get(3)?),
+            requests: count(r.get(4)?),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }

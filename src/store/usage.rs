@@ -109,6 +109,7 @@ impl Numbers {
 pub(super) struct RollUp {
     days: Vec<DayTotals>,
     sessions: super::sessions::RollUp,
+    projects: super::projects::RollUp,
 }
 
 struct DayTotals {
@@ -124,6 +125,7 @@ struct DayTotals {
 impl RollUp {
     fn add(&mut self, r: &UsageRow) {
         self.sessions.add(r);
+        self.projects.add(r);
         // A batch holds few budgets and models: a scan beats hashing here.
         let i = match self
             .days
@@ -157,6 +159,7 @@ impl RollUp {
     /// Adds the totals to the roll-up.
     pub(super) fn write(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
         self.sessions.write(tx)?;
+        self.projects.write(tx)?;
         if self.days.is_empty() {
             return Ok(());
         }

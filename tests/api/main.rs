@@ -1,6 +1,7 @@
 //! End-to-end tests: the real server on a real socket (port 0) against the mock upstream.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod activity;
 mod admission;
 mod alerts;
 mod budgets;

@@ -5,6 +5,7 @@
 //! forwards it like any other header. The mock counts requests and records the headers and
 //! bodies it saw; `GET /_mock/stats` and `POST /_mock/reset` expose that to other processes.
 
+mod control;
 mod hostile;
 mod limits;
 pub use limits::RATE_LIMITS;
@@ -65,6 +66,8 @@ pub struct Script {
     /// Non-streaming: a 200 reply this many bytes long, its text padded, sent in 64 KiB chunks
     /// (a hostile upstream's huge response; the mock never holds it whole).
     pub pad_bytes: Option<u64>,
+    /// Answer with a call of this tool after the text: `{"name": …, "input": {…}}`.
+    pub tool_use: Option<Value>,
 }
 
 impl Script {
@@ -74,6 +77,10 @@ impl Script {
             .and_then(|v| v.to_str().ok())
             .and_then(|s| serde_json::from_str(s).ok())
             .unwrap_or(Value::Null);
+        Script::from_value(&v)
+    }
+
+    fn from_value(v: &Value) -> Script {
         let u = |k: &str| v.get(k).and_then(Value::as_u64);
         let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
         Script {
@@ -101,6 +108,7 @@ impl Script {
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
             pad_bytes: u("pad_bytes"),
+            tool_use: v.get("tool_use").cloned(),
         }
     }
 }
@@ -126,6 +134,7 @@ pub struct MockState {
     /// When false, nothing is recorded (benchmarks).
     pub record: std::sync::atomic::AtomicBool,
     pub seen: Mutex<Vec<Seen>>,
+    queued: Mutex<Vec<control::Queued>>,
 }
 
 impl MockState {
@@ -141,6 +150,9 @@ impl MockState {
         self.other.store(0, Ordering::SeqCst);
         if let Ok(mut s) = self.seen.lock() {
             s.clear();
+        }
+        if let Ok(mut q) = self.queued.lock() {
+            q.clear();
         }
     }
     fn remember<B>(&self, req: &Request<B>, body: &Bytes) {
@@ -196,8 +208,9 @@ pub fn router(state: Arc<MockState>) -> Router {
         .route("/v1/messages/count_tokens", post(count_tokens))
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(models))
-        .route("/_mock/stats", get(stats))
-        .route("/_mock/reset", post(reset))
+        .route("/_mock/stats", get(control::stats))
+        .route("/_mock/reset", post(control::reset))
+        .route("/_mock/script", post(control::push))
         .with_state(state)
 }
 
@@ -225,7 +238,11 @@ async fn messages(State(st): State<Arc<MockState>>, req: Request) -> Response {
     let (req, body) = read(req).await;
     st.messages.fetch_add(1, Ordering::SeqCst);
     st.remember(&req, &body);
-    let mut r = respond(Script::from_headers(req.headers()), &body).await;
+    let script = match req.headers().contains_key("x-mock") {
+        true => Script::from_headers(req.headers()),
+        false => control::take(&st, &body).unwrap_or_default(),
+    };
+    let mut r = respond(script, &body).await;
     if r.status().is_success() {
         limits::rate_limits(r.headers_mut());
     }
@@ -301,7 +318,10 @@ pub async fn respond(script: Script, body: &Bytes) -> Response {
         .usage
         .clone()
         .unwrap_or_else(|| json!({"input_tokens": 25, "output_tokens": 15}));
-    let mut stop_reason = "end_turn";
+    let mut stop_reason = match script.tool_use {
+        Some(_) => "tool_use",
+        None => "end_turn",
+    };
     let limit = req
         .get("max_tokens")
         .and_then(Value::as_u64)
@@ -321,9 +341,11 @@ pub async fn respond(script: Script, body: &Bytes) -> Response {
     if req.get("stream").and_then(Value::as_bool) == Some(true) {
         return sse(script, model, usage, text, id, stop_reason);
     }
+    let mut content = vec![json!({"type": "text", "text": text})];
+    content.extend(script.tool_use.map(|t| control::tool_block(&t, &id)));
     let body = json!({
         "id": id, "type": "message", "role": "assistant", "model": model,
-        "content": [{"type": "text", "text": text}],
+        "content": content,
         "stop_reason": stop_reason, "stop_sequence": null, "usage": usage,
     });
     ([("request-id", request_id())], Json(body)).into_response()
@@ -396,6 +418,13 @@ fn sse(
     stop_reason: &str,
 ) -> Response {
     let mut ev = stream_events(&model, &usage, &text, &id, stop_reason, script.late_usage);
+    if let Some(tool) = &script.tool_use {
+        let at = ev.len() - 2; // before message_delta and message_stop
+        ev.splice(
+            at..at,
+            control::tool_events(&control::tool_block(tool, &id), 1),
+        );
+    }
     let mut fail_at = None;
     if let Some(n) = script.error_event_after {
         ev.truncate(n);
@@ -454,30 +483,4 @@ async fn models(State(st): State<Arc<MockState>>, req: Request) -> Response {
         return Json(data).into_response();
     }
     Json(data["data"][0].clone()).into_response()
-}
-
-async fn stats(State(st): State<Arc<MockState>>) -> Json<Value> {
-    let seen: Vec<Value> = st
-        .seen()
-        .iter()
-        .map(|s| {
-            let headers: serde_json::Map<String, Value> = s
-                .headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or(""))))
-                .collect();
-            json!({"method": s.method, "path": s.path, "query": s.query, "headers": headers, "body_len": s.body.len(), "body": String::from_utf8_lossy(&s.body)})
-        })
-        .collect();
-    Json(json!({
-        "messages": st.messages(),
-        "count_tokens": st.count_tokens.load(Ordering::SeqCst),
-        "other": st.other.load(Ordering::SeqCst),
-        "seen": seen,
-    }))
-}
-
-async fn reset(State(st): State<Arc<MockState>>) -> StatusCode {
-    st.reset();
-    StatusCode::NO_CONTENT
 }

@@ -1,18 +1,20 @@
 // Interactive Claude Code (in tmux, offline against the mock) signs in to agent-budget: the
 // settings `agent-budget claude-code setup` writes, /login's device flow approved through the
-// admin API, /usage showing the budget's dollars and reset, our message at the cap, and a
-// revoked sign-in sent back to /login. Every wait polls the pane for what it waits for.
-// Needs AGENT_BUDGET_URL, AGENT_BUDGET_BIN and the admin token (tests/sdk/run.sh sets them).
+// admin API, a file written and a subagent started (the mock answers with tool calls), their
+// telemetry, agents and project kept, /usage showing the budget's dollars and reset, the
+// notices past 75 % and 95 %, and a revoked sign-in sent back to /login. Every wait polls the pane for what it waits for.
+// Needs AGENT_BUDGET_URL, MOCK_URL, AGENT_BUDGET_BIN and the admin token (tests/sdk/run.sh sets them).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const PROXY = process.env.AGENT_BUDGET_URL;
 const TOKEN = process.env.AGENT_BUDGET_ADMIN_TOKEN;
+const MOCK = process.env.MOCK_URL;
 const claude = join(dirname(fileURLToPath(import.meta.url)), "node_modules", ".bin", "claude");
 const session = `agent-budget-login-${process.pid}`;
 
@@ -30,6 +32,16 @@ async function until(pattern, what, ms = 30_000) {
     await new Promise((r) => setTimeout(r, 200));
   }
   throw new Error(`Claude Code never showed ${what}:\n${pane()}`);
+}
+
+/** Waits until `check()` holds, asking again every 200 ms. */
+async function eventually(check, what, ms = 30_000) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`never saw ${what}`);
 }
 
 /** Waits until the pane no longer shows `pattern` (a panel closed). */
@@ -52,7 +64,7 @@ async function admin(method, path, body) {
   return { status: r.status, body: text ? JSON.parse(text) : null };
 }
 
-test("interactive Claude Code signs in with /login, shows the budget in /usage and its notices past 75 % and 95 %, and is sent back to /login once revoked", { timeout: 180_000 }, async () => {
+test("interactive Claude Code signs in with /login; its session's telemetry, agents and project are kept; /usage and its notices show the budget; revoked, it is sent back to /login", { timeout: 180_000 }, async () => {
   const name = `cc-login-${process.pid}`;
   assert.equal((await admin("POST", "/api/budgets", { name, max_dollars: "50", period: "daily" })).status, 201);
   const home = mkdtempSync(join(tmpdir(), "claude-login-"));
@@ -60,8 +72,15 @@ test("interactive Claude Code signs in with /login, shows the budget in /usage a
   execFileSync(process.env.AGENT_BUDGET_BIN, ["claude-code", "setup", "--port", port, "--budget", name, "--settings", join(home, ".claude", "settings.json")]);
   const settings = JSON.parse(readFileSync(join(home, ".claude", "settings.json"), "utf8"));
   assert.equal(settings.forceLoginMethod, "gateway");
-  const env = [`PATH=${process.env.PATH}`, `HOME=${home}`, "TERM=xterm-256color", "DISABLE_AUTOUPDATER=1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1", "BROWSER=/bin/true"];
-  tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "50", "-c", home, "env", "-i", ...env, claude);
+  // The project Claude Code works in names its project (for the sign-in's billing group) and
+  // lets it write files and start subagents without asking.
+  const work = join(home, "work");
+  mkdirSync(join(work, ".claude"), { recursive: true });
+  writeFileSync(join(work, ".claude", "settings.json"), JSON.stringify({ attributionProject: "apollo", permissions: { allow: ["Write", "Task"], defaultMode: "default" } }));
+  const env = [`PATH=${process.env.PATH}`, `HOME=${home}`, "TERM=xterm-256color", "DISABLE_AUTOUPDATER=1", "BROWSER=/bin/true", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1",
+    // Metrics every second, not every minute (the rest of the telemetry settings are setup's).
+    "OTEL_METRIC_EXPORT_INTERVAL=1000", "OTEL_LOGS_EXPORTER=otlp"];
+  tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "50", "-c", work, "env", "-i", ...env, claude);
   // `env` execs Claude Code: the pane's process is Claude Code itself.
   const pid = tmux("display-message", "-p", "-t", session, "#{pane_pid}").trim();
   try {
@@ -92,6 +111,30 @@ test("interactive Claude Code signs in with /login, shows the budget in /usage a
     await until(/Hello from the mock upstream\./, "the mock's answer");
     const budget = (await admin("GET", `/api/budgets/${name}`)).body;
     assert.ok(budget.requests >= 1, "charged to the budget it was approved for");
+    // The mock answers two prompts with tool calls: a file written, a subagent started.
+    const scripts = [
+      { when: "MOCK-WRITE-1", tool_use: { name: "Write", input: { file_path: join(work, "hello.txt"), content: "one\ntwo\nthree\n" } } },
+      { when: "MOCK-TASK-1", tool_use: { name: "Task", input: { description: "Look around", prompt: "List what is here", subagent_type: "general-purpose" } } },
+    ];
+    await fetch(`${MOCK}/_mock/script`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(scripts) });
+    keys("please MOCK-WRITE-1", "Enter");
+    await until(/Wrote 3 lines to hello\.txt/, "the file written");
+    // Its metrics reach the proxy (in protobuf, as setup configured) and the session shows
+    // the lines it added.
+    const sessionOf = async () => (await admin("GET", `/api/budgets/${name}/sessions`)).body.items[0];
+    await eventually(async () => (await sessionOf())?.activity?.lines_added === 4, "the session's lines added");
+    keys("please MOCK-TASK-1", "Enter");
+    await until(/Agent\(Look around\)/, "the subagent started");
+    await eventually(async () => (await sessionOf()).agents.some((a) => a.agent_id), "the subagent's share of the session");
+    const records = (await admin("GET", `/api/budgets/${name}/usage`)).body.items;
+    assert.equal(new Set(records.map((r) => r.session)).size, 1, "one session");
+    assert.ok(records.some((r) => r.agent_id !== null), "the subagent's requests carry its id");
+    // The project's setting names the project of every request, and never reaches the upstream.
+    assert.ok(records.every((r) => r.project === "apollo"), JSON.stringify(records.map((r) => r.project)));
+    const projects = (await admin("GET", `/api/budgets/${name}/projects`)).body.items;
+    assert.deepEqual(projects.map((p) => [p.project, p.period_requests]), [["apollo", records.length]]);
+    const seen = (await (await fetch(`${MOCK}/_mock/stats`)).json()).seen.filter((s) => s.path === "/v1/messages");
+    assert.ok(seen.every((s) => !s.body.includes("apollo")), "tags are taken out before the upstream");
     keys("/usage");
     keys("Enter");
     const [, used, spent, cap] = await until(/(\d+)% used[\s\S]*\$(\d+\.\d\d) \/ \$(\d+\.\d\d) spent today · Resets/, "the spend limit in /usage");
