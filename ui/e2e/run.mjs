@@ -344,6 +344,32 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
     assert.ok(keys.items.some((k) => k.kind === "sign_in"), "a key of the chosen budget");
     await page.goto(`${base}/#/budgets/e2e-setup`);
     await page.getByText("claude_code sign-in").first().waitFor();
+    // What the signed-in client then sends: a session with a subagent, naming its project,
+    // and its telemetry. The budget page shows the session's work, its agents, the project.
+    // (Haiku output is $10/MTok here since the price edit above: each request is $1.00.)
+    for (const agent of [null, "agent-9"]) {
+      const r = await fetch(`${base}/v1/messages`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${token.access_token}`, "x-claude-code-session-id": "cc-1",
+          ...(agent ? { "x-claude-code-agent-id": agent, "x-claude-code-agent-type": "Explore" } : {}),
+          "x-mock": JSON.stringify({ usage: { input_tokens: 0, output_tokens: 100000 } }) },
+        body: JSON.stringify({ model: "claude-haiku-4-5", max_tokens: 10, tags: { project: "apollo" }, messages: [{ role: "user", content: "hi" }] }),
+      });
+      assert.equal(r.status, 200, await r.text());
+    }
+    const point = (name, value, type) => ({ name, sum: { aggregationTemporality: 1, dataPoints: [{ asInt: String(value),
+      attributes: [{ key: "session.id", value: { stringValue: "cc-1" } }, ...(type ? [{ key: "type", value: { stringValue: type } }] : [])] }] } });
+    const otlp = { resourceMetrics: [{ scopeMetrics: [{ metrics: [point("claude_code.lines_of_code.count", 12, "added"),
+      point("claude_code.lines_of_code.count", 3, "removed"), point("claude_code.commit.count", 1), point("claude_code.active_time.total", 840, "user")] }] }] };
+    const sent = await fetch(`${base}/v1/metrics`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token.access_token}` }, body: JSON.stringify(otlp) });
+    assert.equal(sent.status, 200);
+    await page.reload();
+    const row = page.getByTestId("sessions").locator("tr", { hasText: "cc-1" });
+    await row.getByTestId("activity").getByText("+12 −3 lines · 1 commit · 14 min active").waitFor();
+    await row.getByText("main + 1 subagent").click();
+    await row.getByText("Explore agent-9: $1.00 · 1 req").waitFor();
+    const projects = page.getByTestId("projects");
+    await projects.locator("tr", { hasText: "apollo" }).getByText("$2.00").first().waitFor();
   });
 
   await t.test("screenshots of every page in both themes", async () => {

@@ -17,6 +17,7 @@ import type { UpstreamKeyView } from "../bindings/UpstreamKeyView";
 import type { SessionPage } from "../bindings/SessionPage";
 import type { Settings } from "../bindings/Settings";
 import type { SpendSeries } from "../bindings/SpendSeries";
+import type { ProjectSpend } from "../bindings/ProjectSpend";
 import type { Stats } from "../bindings/Stats";
 import type { UsagePage } from "../bindings/UsagePage";
 import type { WebhookTest } from "../bindings/WebhookTest";
@@ -96,6 +97,7 @@ export function makeApi(t: Transport) {
     deleteBudget: (id: string) => t.request<null>("DELETE", budget(id)),
     usage: (id: string, limit: number, offset: number) => t.request<UsagePage>("GET", `${budget(id)}/usage?limit=${limit}&offset=${offset}`),
     sessions: (id: string, limit: number, offset: number) => t.request<SessionPage>("GET", `${budget(id)}/sessions?limit=${limit}&offset=${offset}`),
+    projects: (id: string) => t.request<Items<ProjectSpend>>("GET", `${budget(id)}/projects`).then((r) => r.items),
     keys: (id: string) => t.request<Items<KeyView>>("GET", `${budget(id)}/keys`).then((r) => r.items),
     createKey: (id: string, name: string) => t.request<KeyCreated>("POST", `${budget(id)}/keys`, { name } satisfies NewKey),
     revokeKey: (id: string, keyId: number) => t.request<null>("DELETE", `${budget(id)}/keys/${keyId}`),

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "vitest";
-import { capAt, localToday, money, picos, percent } from "./format";
+import { activity, capAt, duration, localToday, money, picos, percent } from "./format";
 
 describe("capAt", () => {
   test("reads the time in the offset the server wrote, with the date when not today", () => {
@@ -42,5 +42,18 @@ describe("money", () => {
   test("percent", () => {
     expect(percent(79.96)).toBe("80 %");
     expect(percent(12.34)).toBe("12.3 %");
+  });
+});
+
+describe("a session's activity", () => {
+  test("says what the telemetry counted, and nothing when there was none", () => {
+    expect(activity(null)).toBe("—");
+    expect(activity({ lines_added: 1204, lines_removed: 8, commits: 1, pull_requests: 2, active_seconds: 840 }))
+      .toBe("+1,204 −8 lines · 1 commit · 2 PRs · 14 min active");
+    expect(activity({ lines_added: 4, lines_removed: 0, commits: 0, pull_requests: 0, active_seconds: 1 }))
+      .toBe("+4 −0 lines · 1 s active");
+  });
+  test("durations read at a glance", () => {
+    expect([59, 60, 3599, 3600, 7500].map(duration)).toEqual(["59 s", "1 min", "59 min", "1 h 00 min", "2 h 05 min"]);
   });
 });

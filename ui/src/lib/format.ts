@@ -73,3 +73,23 @@ export function chartDollars(s: string): number {
 
 /** Where the real Anthropic key comes from, as the user set it. */
 export const KEY_SOURCE: Record<KeySource, string> = { file: "--upstream-key-file", environment: "AGENT_BUDGET_UPSTREAM_KEY", keychain: "the OS keychain" };
+
+/** "45 s", "12 min", "2 h 05 min". */
+export function duration(seconds: number): string {
+  if (seconds < 60) return `${seconds} s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `${minutes} min`;
+  return `${Math.floor(minutes / 60)} h ${String(minutes % 60).padStart(2, "0")} min`;
+}
+
+const plural = (n: number, one: string, many: string) => `${n.toLocaleString("en-US")} ${n === 1 ? one : many}`;
+
+/** What a session's telemetry says it did: "+120 −8 lines · 2 commits · 1 PR · 14 min active". */
+export function activity(a: { lines_added: number; lines_removed: number; commits: number; pull_requests: number; active_seconds: number } | null): string {
+  if (!a) return "—";
+  const parts = [`+${a.lines_added.toLocaleString("en-US")} −${a.lines_removed.toLocaleString("en-US")} lines`];
+  if (a.commits) parts.push(plural(a.commits, "commit", "commits"));
+  if (a.pull_requests) parts.push(plural(a.pull_requests, "PR", "PRs"));
+  parts.push(`${duration(a.active_seconds)} active`);
+  return parts.join(" · ");
+}
