@@ -21,18 +21,29 @@ pub const STREAM_BODY: &str = r#"{"model":"claude-sonnet-4-6","max_tokens":1024,
 /// virtual key of a capped budget.
 pub static API_KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
+/// With `--sessions`, each request names one of 8 Claude Code sessions and one of 4 agents in
+/// it, so the writer rolls sessions and agents up as it does for Claude Code.
+pub static SESSIONS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// One request; whether it succeeded and its body arrived whole.
 pub async fn one(client: &reqwest::Client, url: &str, body: &'static str, script: &str) -> bool {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    const IDS: [&str; 8] = ["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7"];
     let key = API_KEY.get().map_or("sk-bench", String::as_str);
-    let sent = client
+    let mut req = client
         .post(url)
         .header("content-type", "application/json")
         .header("x-api-key", key)
         .header("anthropic-version", "2023-06-01")
-        .header("x-mock", script)
-        .body(body)
-        .send()
-        .await;
+        .header("x-mock", script);
+    if SESSIONS.load(Relaxed) {
+        let n = NEXT.fetch_add(1, Relaxed);
+        req = req
+            .header("x-claude-code-session-id", IDS[n % 8])
+            .header("x-claude-code-agent-id", IDS[(n / 8) % 4]);
+    }
+    let sent = req.body(body).send().await;
     match sent {
         Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
         _ => false,

@@ -5,7 +5,8 @@
 //! `--latency` (only the non-streaming tables, printed, nothing written: for A/B runs),
 //! `--rate <n>` (only direct and proxy at n req/s, printed; `--cold` skips the warm-up second),
 //! `--memory` (only memory: on a fresh proxy, then again after a load burst; printed),
-//! `--keyed` (2,000 req/s with the client's own key, then with a virtual key; printed).
+//! `--keyed` (2,000 req/s with the client's own key, then with a virtual key; printed),
+//! `--sessions` (with any of the above: each request names a Claude Code session and agent).
 #![expect(clippy::print_stdout, reason = "a command-line report")]
 
 mod db;
@@ -106,6 +107,9 @@ async fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let has = |f: &str| args.iter().any(|a| a == f);
     let quick = has("--quick");
+    if has("--sessions") {
+        load::SESSIONS.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     let only_rate: Option<u32> = flag_value(&args, "--rate").and_then(|r| r.parse().ok());
     let out = flag_value(&args, "--out").unwrap_or_else(|| "docs/PERFORMANCE.md".into());
     let plan = Plan::new(quick);

@@ -284,6 +284,8 @@ impl Service {
                 name: name.to_string(),
                 created_at: at.timestamp_millis(),
                 revoked: false,
+                sign_in: kind == KeyKind::SignIn,
+                refresh_hash: refresh_hash.clone(),
             };
             team.put_key(&shared)
                 .await
@@ -378,10 +380,24 @@ impl Service {
                 name: key.name.clone(),
                 created_at,
                 revoked: true,
+                sign_in: key.kind == KeyKind::SignIn,
+                refresh_hash: None,
             };
-            team.put_key(&revoked)
+            let first = team
+                .put_key(&revoked)
                 .await
                 .map_err(|e| unshared(&key.name, &owner.name, "revoked", e))?;
+            if !first {
+                // Another proxy revoked it first (a refresh token is spent once, team-wide).
+                self.revoke_here(id, &hash).await?;
+                return Err(HttpError::new(
+                    StatusCode::CONFLICT,
+                    "conflict_error",
+                    format!(
+                        "key {id} of budget '{budget}' was already revoked on another proxy of the team"
+                    ),
+                ));
+            }
         }
         self.revoke_here(id, &hash).await
     }

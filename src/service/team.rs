@@ -151,6 +151,11 @@ impl Service {
                     };
                     let budget_id = slot.budget().id;
                     let (hash, name) = (key.hash.clone(), key.name.clone());
+                    let refresh_hash = key.refresh_hash.clone();
+                    let kind = match key.sign_in {
+                        true => crate::record::KeyKind::SignIn,
+                        false => crate::record::KeyKind::Key,
+                    };
                     let at = crate::budget::period::from_millis(key.created_at);
                     let id = self
                         .store
@@ -159,9 +164,9 @@ impl Service {
                             let row = crate::store::keys::NewKeyRow {
                                 budget_id,
                                 name: &name,
-                                kind: crate::record::KeyKind::Key,
+                                kind,
                                 hash: &hash,
-                                refresh_hash: None,
+                                refresh_hash: refresh_hash.as_deref(),
                             };
                             crate::store::keys::insert(tx, &row, at)
                         })
@@ -181,6 +186,8 @@ impl Service {
                 name: k.name.clone(),
                 created_at: k.created_at,
                 revoked: k.revoked,
+                sign_in: k.kind == crate::record::KeyKind::SignIn,
+                refresh_hash: k.refresh_hash.clone(),
             })
             .collect())
     }

@@ -137,12 +137,14 @@ pub struct Known {
     pub name: String,
     pub created_at: i64,
     pub revoked: bool,
+    pub kind: KeyKind,
+    pub refresh_hash: Option<String>,
 }
 
 /// Every key this proxy has had, with its budget's name.
 pub fn all(conn: &Connection) -> Result<Vec<Known>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT k.id, k.hash, b.name, k.name, k.created_at, k.revoked_at IS NOT NULL
+        "SELECT k.id, k.hash, b.name, k.name, k.created_at, k.revoked_at IS NOT NULL, k.kind, k.refresh_hash
          FROM virtual_keys k JOIN budgets b ON b.id = k.budget_id",
     )?;
     let rows = stmt
@@ -154,6 +156,8 @@ pub fn all(conn: &Connection) -> Result<Vec<Known>, StoreError> {
                 name: r.get(3)?,
                 created_at: r.get(4)?,
                 revoked: r.get(5)?,
+                kind: KeyKind::parse(&r.get::<_, String>(6)?),
+                refresh_hash: r.get(7)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;

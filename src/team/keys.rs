@@ -13,30 +13,51 @@ pub struct TeamKey {
     /// Epoch ms.
     pub created_at: i64,
     pub revoked: bool,
+    /// A Claude Code sign-in's token, not a virtual key (the `kind` column: "sign_in").
+    pub sign_in: bool,
+    /// A sign-in's refresh token's SHA-256.
+    pub refresh_hash: Option<String>,
 }
 
 impl Team {
     /// Shares a key, or its revocation; a revoked key stays revoked whatever is put later.
-    pub async fn put_key(&self, key: &TeamKey) -> Result<(), TeamError> {
+    /// True when this call revoked it: of proxies revoking one key at once, exactly one is
+    /// told so (spending a refresh token counts on it).
+    pub async fn put_key(&self, key: &TeamKey) -> Result<bool, TeamError> {
         self.bounded(async {
             let client = self.client().await?;
-            client
+            if key.revoked {
+                // Under READ COMMITTED a second revoker waits for the first's row lock, then
+                // finds `revoked_at` set and updates nothing.
+                let revoked = client
+                    .execute(
+                        "UPDATE team_keys SET revoked_at = now() WHERE hash = $1 AND revoked_at IS NULL",
+                        &[&key.hash],
+                    )
+                    .await
+                    .map_err(unreachable)?;
+                if revoked == 1 {
+                    return Ok(true);
+                }
+            }
+            let inserted = client
                 .execute(
-                    "INSERT INTO team_keys (hash, budget, name, created_at, revoked_at)
-                     VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END)
-                     ON CONFLICT (hash) DO UPDATE
-                     SET revoked_at = COALESCE(team_keys.revoked_at, EXCLUDED.revoked_at)",
+                    "INSERT INTO team_keys (hash, budget, name, created_at, revoked_at, kind, refresh_hash)
+                     VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END, $6, $7)
+                     ON CONFLICT (hash) DO NOTHING",
                     &[
                         &key.hash,
                         &key.budget,
                         &key.name,
                         &key.created_at,
                         &key.revoked,
+                        &if key.sign_in { "sign_in" } else { "key" },
+                        &key.refresh_hash,
                     ],
                 )
                 .await
                 .map_err(unreachable)?;
-            Ok(())
+            Ok(key.revoked && inserted == 1)
         })
         .await
     }
@@ -47,7 +68,7 @@ impl Team {
             let client = self.client().await?;
             let rows = client
                 .query(
-                    "SELECT hash, budget, name, created_at, revoked_at IS NOT NULL FROM team_keys",
+                    "SELECT hash, budget, name, created_at, revoked_at IS NOT NULL, kind, refresh_hash FROM team_keys",
                     &[],
                 )
                 .await
@@ -60,6 +81,8 @@ impl Team {
                         name: col(r, 2)?,
                         created_at: col(r, 3)?,
                         revoked: col(r, 4)?,
+                        sign_in: col::<String>(r, 5)? == "sign_in",
+                        refresh_hash: col(r, 6)?,
                     })
                 })
                 .collect()

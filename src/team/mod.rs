@@ -35,13 +35,14 @@ pub enum TeamError {
 }
 
 /// The tables, one migration a version (docs/team.md).
-const MIGRATIONS: [&str; 6] = [
+const MIGRATIONS: [&str; 7] = [
     include_str!("migrations/0001_team.sql"),
     include_str!("migrations/0002_budgets.sql"),
     include_str!("migrations/0003_outbox.sql"),
     include_str!("migrations/0004_keys.sql"),
     include_str!("migrations/0005_daily.sql"),
     include_str!("migrations/0006_since.sql"),
+    include_str!("migrations/0007_sign_ins.sql"),
 ];
 
 fn unreachable(e: impl std::error::Error) -> TeamError {
