@@ -25,6 +25,8 @@ pub struct BudgetView {
     pub max_request_dollars: Option<Money>,
     pub models: Option<Vec<String>>,
     pub loop_guard: Option<crate::budget::repeats::LoopGuard>,
+    /// The budget above it (its name), whose caps its requests must fit too.
+    pub parent: Option<String>,
     pub created_at: String,
     pub spent_dollars: Money,
     pub spent_tokens: u64,
@@ -57,6 +59,10 @@ pub struct BudgetDetail {
     #[serde(flatten)]
     pub budget: BudgetView,
     pub breakdown: Vec<ModelBreakdown>,
+    /// The budgets above it, nearest first.
+    pub ancestors: Vec<String>,
+    /// The budgets right below it.
+    pub children: Vec<String>,
 }
 
 /// `POST /api/budgets/:id/keys` → 201: the key, shown this once.

@@ -63,6 +63,8 @@ pub struct Budget {
     /// Model allow-list (ids or families, as the price table names them); None allows all.
     pub models: Option<Vec<String>>,
     pub loop_guard: Option<repeats::LoopGuard>,
+    /// The budget above it: a request charged here must fit there too (and above that).
+    pub parent: Option<i64>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -82,7 +84,26 @@ impl Budget {
             max_request_dollars: None,
             models: None,
             loop_guard: None,
+            parent: None,
             created_at: now,
+        }
+    }
+}
+
+/// A budget named by its name or its id (`"team"` or `3`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum BudgetRef {
+    Id(i64),
+    Name(String),
+}
+
+impl BudgetRef {
+    /// The ledger's key for it.
+    pub fn key(&self) -> String {
+        match self {
+            BudgetRef::Id(id) => id.to_string(),
+            BudgetRef::Name(n) => n.clone(),
         }
     }
 }
@@ -107,7 +128,8 @@ fn invalid(field: &'static str, rule: impl Into<String>) -> Invalid {
 #[ts(export)]
 pub struct NewBudget {
     pub name: String,
-    #[ts(type = "string | number")]
+    /// Required, except below a parent (whose cap then holds it).
+    #[ts(type = "string | number | null")]
     pub max_dollars: Option<Money>,
     #[serde(default)]
     #[ts(optional)]
@@ -136,6 +158,10 @@ pub struct NewBudget {
     #[serde(default)]
     #[ts(optional)]
     pub loop_guard: Option<repeats::LoopGuard>,
+    /// The budget above it (name or id): its requests must fit there too.
+    #[serde(default)]
+    #[ts(optional, type = "string | number | null")]
+    pub parent: Option<BudgetRef>,
 }
 
 /// `PATCH /api/budgets/:id`: absent fields stay as they are; `null` clears an optional field.
@@ -173,6 +199,38 @@ pub struct BudgetPatch {
     #[serde(default, deserialize_with = "present")]
     #[ts(optional, as = "Option<Option<repeats::LoopGuard>>")]
     pub loop_guard: Option<Option<repeats::LoopGuard>>,
+    #[serde(default, deserialize_with = "present")]
+    #[ts(optional, type = "string | number | null")]
+    pub parent: Option<Option<BudgetRef>>,
+}
+
+/// Finds the budget a `parent` field names: its id, or why it cannot be a parent.
+pub trait Parents {
+    fn resolve(&self, parent: &BudgetRef) -> Result<i64, Invalid>;
+}
+
+/// Where budgets do not nest (a team's budgets, shared across proxies): every `parent` is
+/// refused.
+pub struct TopLevel;
+
+impl Parents for TopLevel {
+    fn resolve(&self, _: &BudgetRef) -> Result<i64, Invalid> {
+        Err(invalid(
+            "parent",
+            "is not available on a team yet (docs/budgets.md)",
+        ))
+    }
+}
+
+/// Only `default` and budgets below another may go without a dollar cap.
+fn check_capped(b: &Budget) -> Result<(), Invalid> {
+    if b.max_dollars.is_none() && b.parent.is_none() && b.name != DEFAULT_BUDGET {
+        return Err(invalid(
+            "max_dollars",
+            "is required and must be greater than 0 (only the 'default' budget and budgets with a parent may be uncapped)",
+        ));
+    }
+    Ok(())
 }
 
 /// Distinguishes a field set to `null` (`Some(None)`) from an absent one (`None`).
@@ -287,18 +345,15 @@ fn check_thresholds(t: Vec<u32>) -> Result<Vec<u8>, Invalid> {
 
 impl NewBudget {
     /// Validates every field; the result is ready to insert (id and time filled by the store).
-    pub fn validate(self, now: DateTime<Utc>) -> Result<Budget, Invalid> {
+    pub fn validate(self, now: DateTime<Utc>, parents: &impl Parents) -> Result<Budget, Invalid> {
         check_name(&self.name)?;
-        let max_dollars = match self.max_dollars {
-            Some(cap) => Some(check_cap(cap)?),
-            None => {
-                return Err(invalid(
-                    "max_dollars",
-                    "is required and must be greater than 0",
-                ));
-            }
-        };
-        Ok(Budget {
+        let max_dollars = self.max_dollars.map(check_cap).transpose()?;
+        let parent = self
+            .parent
+            .as_ref()
+            .map(|p| parents.resolve(p))
+            .transpose()?;
+        let b = Budget {
             id: 0,
             name: self.name,
             max_dollars,
@@ -320,25 +375,25 @@ impl NewBudget {
                 .transpose()?,
             models: self.models.map(check_models).transpose()?,
             loop_guard: self.loop_guard.map(check_loop_guard).transpose()?,
+            parent,
             created_at: now,
-        })
+        };
+        check_capped(&b)?;
+        Ok(b)
     }
 }
 
 impl BudgetPatch {
     /// The budget with the patch applied, or the first invalid field; `b` is untouched either way.
-    pub fn apply(self, b: &Budget) -> Result<Budget, Invalid> {
+    pub fn apply(self, b: &Budget, parents: &impl Parents) -> Result<Budget, Invalid> {
         let mut next = b.clone();
         match self.max_dollars {
             None => {}
             Some(Some(cap)) => next.max_dollars = Some(check_cap(cap)?),
-            Some(None) if b.name == DEFAULT_BUDGET => next.max_dollars = None,
-            Some(None) => {
-                return Err(invalid(
-                    "max_dollars",
-                    "must be greater than 0 (only the 'default' budget may be uncapped)",
-                ));
-            }
+            Some(None) => next.max_dollars = None,
+        }
+        if let Some(p) = &self.parent {
+            next.parent = p.as_ref().map(|p| parents.resolve(p)).transpose()?;
         }
         if let Some(t) = self.max_tokens {
             next.max_tokens = t.map(check_tokens).transpose()?;
@@ -371,6 +426,7 @@ impl BudgetPatch {
         if let Some(g) = self.loop_guard {
             next.loop_guard = g.map(check_loop_guard).transpose()?;
         }
+        check_capped(&next)?;
         Ok(next)
     }
 }
@@ -379,10 +435,30 @@ impl BudgetPatch {
 mod tests {
     use super::*;
 
+    /// Every parent is budget 7.
+    struct Seven;
+    impl Parents for Seven {
+        fn resolve(&self, _: &BudgetRef) -> Result<i64, Invalid> {
+            Ok(7)
+        }
+    }
+
     fn new(json: &str) -> Result<Budget, Invalid> {
         serde_json::from_str::<NewBudget>(json)
             .unwrap()
-            .validate(Utc::now())
+            .validate(Utc::now(), &Seven)
+    }
+
+    #[test]
+    fn a_budget_with_a_parent_may_go_without_a_cap_and_only_then() {
+        let b = new(r#"{"name":"a","parent":"team"}"#).unwrap();
+        assert_eq!((b.parent, b.max_dollars), (Some(7), None));
+        assert_eq!(new(r#"{"name":"a","parent":7}"#).unwrap().parent, Some(7));
+        let patch: BudgetPatch = serde_json::from_str(r#"{"parent":null}"#).unwrap();
+        assert_eq!(patch.apply(&b, &Seven).unwrap_err().field, "max_dollars");
+        let patch: BudgetPatch =
+            serde_json::from_str(r#"{"parent":null,"max_dollars":"5"}"#).unwrap();
+        assert_eq!(patch.apply(&b, &Seven).unwrap().parent, None);
     }
 
     #[test]
@@ -461,7 +537,11 @@ mod tests {
             r#"{"name":"a","max_dollars":"25","max_tokens":1000,"webhook_url":"https://x.test/h"}"#,
         )
         .unwrap();
-        let patch = |json: &str| serde_json::from_str::<BudgetPatch>(json).unwrap().apply(&b);
+        let patch = |json: &str| {
+            serde_json::from_str::<BudgetPatch>(json)
+                .unwrap()
+                .apply(&b, &TopLevel)
+        };
         let p = patch(r#"{"max_tokens":null}"#).unwrap();
         assert_eq!(
             (p.max_tokens, p.webhook_url.as_deref(), p.max_dollars),
@@ -486,7 +566,7 @@ mod tests {
         d.name = DEFAULT_BUDGET.into();
         let uncapped = serde_json::from_str::<BudgetPatch>(r#"{"max_dollars":null}"#)
             .unwrap()
-            .apply(&d)
+            .apply(&d, &TopLevel)
             .unwrap();
         assert_eq!(uncapped.max_dollars, None);
     }

@@ -11,7 +11,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+pub mod chain;
 mod status;
+pub use chain::{Reservation, Settled, reserve, reserve_within};
 use status::p95;
 pub use status::{RECENT_WORST_CASES, Raised, Room, Status, Totals};
 
@@ -108,22 +110,44 @@ impl Account {
         }
     }
 
-    fn hold(&mut self, slot: &Arc<Slot>, cost: Money, tokens: u64) -> Reservation {
-        let remaining = self.room().dollars;
+    fn hold(&mut self, cost: Money, tokens: u64) {
         self.reserved += cost;
         self.reserved_tokens = self.reserved_tokens.saturating_add(tokens);
-        Reservation {
-            slot: Some(slot.clone()),
-            cost,
-            tokens,
-            remaining,
+    }
+
+    /// The limit a request of `cost` and `tokens` would pass here (after `roll`), if any.
+    fn over(&mut self, cost: Money, tokens: u64, now: DateTime<Utc>) -> Option<Limit> {
+        let over_dollars = self
+            .budget
+            .max_dollars
+            .is_some_and(|cap| self.current.dollars + self.reserved + cost > cap);
+        let over_tokens = self.budget.max_tokens.is_some_and(|cap| {
+            self.current
+                .tokens
+                .saturating_add(self.reserved_tokens)
+                .saturating_add(tokens)
+                > cap
+        });
+        if over_dollars {
+            return Some(Limit::Dollars);
         }
+        if over_tokens {
+            return Some(Limit::Tokens);
+        }
+        let room = self.hourly_room()?;
+        if cost <= room {
+            return None;
+        }
+        Some(Limit::Hourly {
+            frees_in_ms: self.last_hour.frees_in(cost - room, now),
+        })
     }
 }
 
 /// One budget's live state. Admission and settlement lock only this budget.
 #[derive(Debug)]
 pub struct Slot {
+    id: i64,
     zone: Zone,
     account: Mutex<Account>,
 }
@@ -143,10 +167,13 @@ pub enum Limit {
 /// Why a request was refused: enough to write the 429 message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
+    /// The scope that refused it: its budget, or an ancestor of it.
     pub status: Status,
     pub cost: Money,
     pub tokens: u64,
     pub limit: Limit,
+    /// The request's own budget, when an ancestor refused it.
+    pub below: Option<String>,
 }
 
 impl Slot {
@@ -158,6 +185,15 @@ impl Slot {
 
     pub fn name(&self) -> String {
         self.lock().budget.name.clone()
+    }
+
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+
+    /// The budget's parent, if it has one.
+    pub fn parent(&self) -> Option<i64> {
+        self.lock().budget.parent
     }
 
     /// The budget's settings alone: what the proxy needs before admission, without the
@@ -172,8 +208,8 @@ impl Slot {
         a.status()
     }
 
-    /// Admits a request whose worst case is `cost` dollars and `tokens` tokens, atomically:
-    /// only if spent + reserved + this ≤ cap for dollars and (where set) tokens.
+    /// Admits a request whose worst case is `cost` dollars and `tokens` tokens against this
+    /// budget alone (see [`reserve`] for a budget with ancestors).
     #[expect(
         clippy::result_large_err,
         reason = "refusals are rare and carry the status for the message"
@@ -184,62 +220,7 @@ impl Slot {
         tokens: u64,
         now: DateTime<Utc>,
     ) -> Result<Reservation, Refusal> {
-        let mut a = self.lock();
-        a.roll(now, self.zone);
-        let over_dollars = a
-            .budget
-            .max_dollars
-            .is_some_and(|cap| a.current.dollars + a.reserved + cost > cap);
-        let over_tokens = a.budget.max_tokens.is_some_and(|cap| {
-            a.current
-                .tokens
-                .saturating_add(a.reserved_tokens)
-                .saturating_add(tokens)
-                > cap
-        });
-        let over_hourly = a.hourly_room().is_some_and(|room| cost > room);
-        let limit = if over_dollars {
-            Limit::Dollars
-        } else if over_tokens {
-            Limit::Tokens
-        } else if over_hourly {
-            let need = cost - a.hourly_room().unwrap_or_default();
-            Limit::Hourly {
-                frees_in_ms: a.last_hour.frees_in(need, now),
-            }
-        } else {
-            a.note(cost);
-            return Ok(a.hold(self, cost, tokens));
-        };
-        Err(Refusal {
-            status: a.status(),
-            cost,
-            tokens,
-            limit,
-        })
-    }
-
-    /// Admits the request `fit` makes of the room left under the caps, atomically: `fit`
-    /// returns its worst case (dollars, tokens), which must fit the room, and anything else
-    /// the caller needs (the clamped `max_tokens`), or None to refuse. `asked` is the full
-    /// worst case, noted for the budget's typical one.
-    pub fn reserve_within<T>(
-        self: &Arc<Self>,
-        asked: Money,
-        now: DateTime<Utc>,
-        fit: impl FnOnce(Room) -> Option<(Money, u64, T)>,
-    ) -> Option<(Reservation, T)> {
-        let mut a = self.lock();
-        a.roll(now, self.zone);
-        let room = a.room();
-        let (cost, tokens, extra) = fit(room)?;
-        let fits =
-            room.dollars.is_none_or(|d| cost <= d) && room.tokens.is_none_or(|t| tokens <= t);
-        if !fits {
-            return None;
-        }
-        a.note(asked);
-        Some((a.hold(self, cost, tokens), extra))
+        reserve(std::slice::from_ref(self), cost, tokens, now)
     }
 
     /// Whether the budget's loop guard refuses a request with fingerprint `h` now: the
@@ -272,16 +253,16 @@ impl Slot {
 
     /// Frees a reservation that was never settled (its task panicked or was cancelled):
     /// nothing was charged, so no threshold can have been reached and none is marked.
-    fn release(&self, r: &Reservation) {
+    fn release(&self, cost: Money, tokens: u64) {
         let mut a = self.lock();
-        a.reserved = a.reserved - r.cost;
-        a.reserved_tokens = a.reserved_tokens.saturating_sub(r.tokens);
+        a.reserved = a.reserved - cost;
+        a.reserved_tokens = a.reserved_tokens.saturating_sub(tokens);
     }
 
-    fn settle(&self, r: &Reservation, actual: Totals, now: DateTime<Utc>) -> Settled {
+    fn settle(&self, cost: Money, tokens: u64, actual: Totals, now: DateTime<Utc>) -> Settled {
         let mut a = self.lock();
-        a.reserved = a.reserved - r.cost;
-        a.reserved_tokens = a.reserved_tokens.saturating_sub(r.tokens);
+        a.reserved = a.reserved - cost;
+        a.reserved_tokens = a.reserved_tokens.saturating_sub(tokens);
         a.roll(now, self.zone);
         a.days.entry(self.zone.day(now)).or_default().add(actual);
         a.current.add(actual);
@@ -305,75 +286,6 @@ impl Slot {
         }
         let status = (!reached.is_empty()).then(|| a.status());
         Settled { reached, status }
-    }
-}
-
-/// An admitted request's hold on its budget. Settled or released exactly once: by `settle`,
-/// or on drop (a task that panicked or was cancelled frees its reservation).
-#[must_use = "a reservation must be settled"]
-#[derive(Debug)]
-pub struct Reservation {
-    slot: Option<Arc<Slot>>,
-    cost: Money,
-    tokens: u64,
-    remaining: Option<Money>,
-}
-
-/// The alert thresholds a settlement reached first, with the budget's status then (when
-/// there are any).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Settled {
-    pub reached: Vec<u8>,
-    pub status: Option<Status>,
-}
-
-impl Reservation {
-    /// Dollars left before this request (cap − spent − other in-flight), None if uncapped.
-    pub fn remaining(&self) -> Option<Money> {
-        self.remaining
-    }
-    pub fn worst_case(&self) -> Money {
-        self.cost
-    }
-    pub fn tokens(&self) -> u64 {
-        self.tokens
-    }
-
-    /// Lowers the reservation to `cost` and `tokens` where they are smaller (what is now known
-    /// to be the most the request can still cost); never raises it.
-    pub fn shrink(&mut self, cost: Money, tokens: u64) {
-        let Some(slot) = &self.slot else { return };
-        let (cost, tokens) = (cost.min(self.cost), tokens.min(self.tokens));
-        let mut a = slot.lock();
-        a.reserved = a.reserved - (self.cost - cost);
-        a.reserved_tokens = a.reserved_tokens.saturating_sub(self.tokens - tokens);
-        self.cost = cost;
-        self.tokens = tokens;
-    }
-
-    /// Replaces the reservation with the actual cost. `requests` is 1 for a forwarded request.
-    pub fn settle(mut self, cost: Money, tokens: u64, now: DateTime<Utc>) -> Settled {
-        let actual = Totals {
-            dollars: cost,
-            tokens,
-            requests: 1,
-            blocked: 0,
-        };
-        match self.slot.take() {
-            Some(slot) => slot.settle(&self, actual, now),
-            None => Settled {
-                reached: Vec::new(),
-                status: None,
-            },
-        }
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        if let Some(slot) = self.slot.take() {
-            slot.release(self);
-        }
     }
 }
 
@@ -459,6 +371,7 @@ impl Ledger {
         account.recount(self.zone);
         let (id, name) = (account.budget.id, account.budget.name.clone());
         let slot = Arc::new(Slot {
+            id,
             zone: self.zone,
             account: Mutex::new(account),
         });

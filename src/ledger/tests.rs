@@ -15,6 +15,7 @@ fn budget(cap: &str, max_tokens: Option<u64>) -> Budget {
         max_request_dollars: None,
         models: None,
         loop_guard: None,
+        parent: None,
         created_at: Utc::now(),
     }
 }
@@ -78,7 +79,11 @@ fn a_dropped_reservation_neither_raises_nor_swallows_an_alert() {
         .reserve(m("0.1"), 1, now)
         .unwrap()
         .settle(m("0.1"), 1, now);
-    assert_eq!(next.reached, vec![55], "the drop did not mark 55 as raised");
+    assert_eq!(
+        next[0].reached,
+        vec![55],
+        "the drop did not mark 55 as raised"
+    );
 }
 
 #[test]
@@ -99,7 +104,7 @@ fn alerts_of_past_periods_are_forgotten_when_the_period_rolls() {
         .reserve(m("0.5"), 1, day2)
         .unwrap()
         .settle(m("0.5"), 1, day2);
-    assert_eq!(next.reached, vec![50], "a new period alerts afresh");
+    assert_eq!(next[0].reached, vec![50], "a new period alerts afresh");
 }
 
 #[test]
@@ -142,7 +147,7 @@ fn concurrent_settlements_reach_each_threshold_exactly_once() {
     let reached: Vec<u8> = std::thread::scope(|sc| {
         let hs: Vec<_> = reservations
             .into_iter()
-            .map(|r| sc.spawn(move || r.settle(m("0.05"), 1, now).reached))
+            .map(|r| sc.spawn(move || r.settle(m("0.05"), 1, now).remove(0).reached))
             .collect();
         hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
     });
@@ -191,4 +196,123 @@ fn a_new_period_starts_from_the_daily_history() {
     assert_eq!(l.find("a").unwrap().status(now).period.dollars, m("7"));
     l.remove(1);
     assert!(l.find("a").is_none() && l.find("1").is_none());
+}
+
+/// `total` ($1) above `a` ($0.60) and `b` (no cap of its own), in one ledger.
+fn family() -> (Ledger, Arc<Slot>, Arc<Slot>, Arc<Slot>) {
+    let l = Ledger::new(Zone::parse("UTC").unwrap());
+    let now = Utc::now();
+    let mut total = budget("1", None);
+    total.name = "total".into();
+    let mut a = budget("0.6", None);
+    (a.id, a.name, a.parent) = (2, "a".into(), Some(1));
+    let mut b = budget("1", None);
+    (b.id, b.name, b.parent, b.max_dollars) = (3, "b".into(), Some(1), None);
+    for x in [total, a, b] {
+        l.insert(x, History::default(), now);
+    }
+    let (t, a, b) = (
+        l.find("total").unwrap(),
+        l.find("a").unwrap(),
+        l.find("b").unwrap(),
+    );
+    (l, t, a, b)
+}
+
+#[test]
+fn a_chain_is_the_budget_then_its_ancestors() {
+    let (l, t, a, _) = family();
+    let names: Vec<String> = l.chain(&a).iter().map(|s| s.name()).collect();
+    assert_eq!(names, ["a", "total"]);
+    assert_eq!(l.chain(&t).len(), 1);
+}
+
+#[test]
+fn a_request_fits_every_scope_and_is_held_and_settled_on_all() {
+    let (l, t, a, b) = family();
+    let now = Utc::now();
+    let r = reserve(&l.chain(&b), m("0.7"), 10, now).unwrap();
+    assert_eq!(r.remaining(), Some(m("1")), "the least room on the chain");
+    assert_eq!(t.status(now).reserved, m("0.7"));
+    // `a` has its $0.60, but `total` has $0.30 left.
+    let refused = reserve(&l.chain(&a), m("0.4"), 10, now).unwrap_err();
+    assert_eq!(
+        (
+            refused.status.budget.name.as_str(),
+            refused.below.as_deref()
+        ),
+        ("total", Some("a"))
+    );
+    let own = reserve(&l.chain(&a), m("0.65"), 10, now).unwrap_err();
+    assert_eq!(
+        (own.status.budget.name.as_str(), own.below),
+        ("a", None),
+        "the nearest scope first"
+    );
+    let scopes = r.settle(m("0.5"), 10, now);
+    assert_eq!(scopes.len(), 2);
+    assert_eq!(scopes[1].reached, vec![50], "total crossed 50 %");
+    assert_eq!(
+        (t.status(now).period.dollars, t.status(now).reserved),
+        (m("0.5"), Money::ZERO)
+    );
+    assert_eq!(b.status(now).period.dollars, m("0.5"));
+    let clamped = reserve_within(&l.chain(&a), m("2"), now, |room| {
+        assert_eq!(
+            room.dollars,
+            Some(m("0.5")),
+            "total's $0.50 is less than a's $0.60"
+        );
+        Some((m("0.5"), 1, ()))
+    });
+    assert!(clamped.is_some());
+}
+
+#[test]
+fn concurrent_siblings_never_push_their_parent_over_its_cap() {
+    let (l, t, a, b) = family();
+    let now = Utc::now();
+    let (ca, cb) = (l.chain(&a), l.chain(&b));
+    std::thread::scope(|sc| {
+        for i in 0..8 {
+            let chain = if i % 2 == 0 { &ca } else { &cb };
+            sc.spawn(move || {
+                for _ in 0..200 {
+                    if let Ok(r) = reserve(chain, m("0.01"), 1, now) {
+                        r.settle(m("0.01"), 1, now);
+                    }
+                }
+            });
+        }
+    });
+    let spent = t.status(now).period.dollars;
+    assert_eq!(spent, m("1"), "filled exactly, never over");
+    assert_eq!(
+        a.status(now).period.dollars + b.status(now).period.dollars,
+        spent
+    );
+}
+
+#[test]
+fn spend_rolls_up_into_every_ancestor() {
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 12, 4).unwrap();
+    let spent = |d: &str| {
+        let mut h = History::default();
+        h.days.insert(
+            day,
+            Totals {
+                dollars: m(d),
+                tokens: 0,
+                requests: 1,
+                blocked: 0,
+            },
+        );
+        h
+    };
+    let mut h: std::collections::HashMap<i64, History> =
+        [(1, spent("1")), (2, spent("2")), (3, spent("4"))].into();
+    let parents = [(2, 1), (3, 2)].into();
+    chain::roll_up(&mut h, &parents);
+    let total = |id: i64| h[&id].days[&day].dollars;
+    assert_eq!((total(1), total(2), total(3)), (m("7"), m("6"), m("4")));
 }

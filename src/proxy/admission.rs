@@ -213,7 +213,7 @@ pub async fn admit(call: &Call) -> Result<Admitted, Denied> {
 /// Reserves the request's worst case in this proxy's ledger, deferring to `count_tokens`
 /// when the estimate's uncertainty could flip the decision.
 async fn reserve_here(call: &Call) -> Result<Here, Refused> {
-    let (app, slot, budget, price) = (&*call.app, &call.slot, &call.budget, &*call.price);
+    let (app, chain, budget, price) = (&*call.app, &call.chain, &call.budget, &*call.price);
     let (req, body, headers) = (&call.parsed, &call.body, &call.headers);
     let est = estimate(body, req.new_tokenizer);
     let ask = |input_tokens| Ask {
@@ -233,7 +233,8 @@ async fn reserve_here(call: &Call) -> Result<Here, Refused> {
             worst_case: full,
         });
     }
-    let refusal = match slot.reserve(
+    let refusal = match ledger::reserve(
+        chain,
         full,
         est.high.saturating_add(req.ask.max_tokens),
         period::now(),
@@ -251,7 +252,8 @@ async fn reserve_here(call: &Call) -> Result<Here, Refused> {
         if let Some(exact) = count_tokens(app, headers, body).await {
             known = ask(exact);
             let cost = worst_case(price, &known);
-            match slot.reserve(
+            match ledger::reserve(
+                chain,
                 cost,
                 exact.saturating_add(req.ask.max_tokens),
                 period::now(),
@@ -265,7 +267,7 @@ async fn reserve_here(call: &Call) -> Result<Here, Refused> {
     let worst = worst_case(price, &known);
     if refusal.status.budget.admission == Admission::Clamp && req.max_tokens_at.is_some() {
         let floor = CLAMP_FLOOR.max(req.thinking_budget.map_or(0, |b| b.saturating_add(1)));
-        let clamped = slot.reserve_within(worst, period::now(), |room| {
+        let clamped = ledger::reserve_within(chain, worst, period::now(), |room| {
             largest_fit(price, &known, floor, room)
         });
         if let Some((reservation, n)) = clamped {
@@ -409,8 +411,12 @@ pub fn blocked(r: &Refusal, now: DateTime<Utc>, app: &Service) -> HttpError {
             )
         }
     };
+    let above = match &r.below {
+        Some(below) => format!(" (above '{below}')"),
+        None => String::new(),
+    };
     let msg = format!(
-        "agent-budget: budget '{}' would exceed its {detail}",
+        "agent-budget: budget '{}'{above} would exceed its {detail}",
         s.budget.name
     );
     let mut err = HttpError::new(StatusCode::TOO_MANY_REQUESTS, "billing_error", msg)

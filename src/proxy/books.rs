@@ -103,6 +103,7 @@ impl Books {
             cost,
             tokens,
             limit,
+            below: None,
         };
         // The local reservation is released as `reservation` drops.
         Err(Refused::limit(refusal, cost).into())
@@ -196,14 +197,18 @@ impl Reservation {
 
     /// Swaps the reservation for the actual charge.
     pub fn settle(self, cost: Money, tokens: u64, now: DateTime<Utc>) -> Settled {
-        let settled = self.local.settle(cost, tokens, now);
-        let alerts = match (&self.team, settled.status) {
-            (None, Some(st)) => settled
-                .reached
+        let scopes = self.local.settle(cost, tokens, now);
+        let alerts = match &self.team {
+            None => scopes
                 .iter()
-                .map(|t| st.alert(AlertKind::Threshold, Some(*t), None, now))
+                .filter_map(|s| Some((s.status.as_ref()?, &s.reached)))
+                .flat_map(|(st, reached)| {
+                    reached
+                        .iter()
+                        .map(move |t| st.alert(AlertKind::Threshold, Some(*t), None, now))
+                })
                 .collect(),
-            _ => Vec::new(),
+            Some(_) => Vec::new(),
         };
         Settled {
             alerts,

@@ -158,6 +158,8 @@ pub struct Call {
     pub slot: Arc<Slot>,
     /// The budget's settings as the request found them.
     pub budget: Budget,
+    /// The budget and its ancestors: what admission reserves on.
+    pub chain: Vec<Arc<Slot>>,
     pub books: Books,
     pub uri: Uri,
     pub headers: HeaderMap,
@@ -208,6 +210,7 @@ impl Call {
             .map(|_| request::fingerprint(&body, &parsed.model));
         Ok(Call {
             books: Books::of(&app, &budget.name),
+            chain: app.ledger.chain(&slot),
             app,
             started,
             slot,

@@ -17,7 +17,7 @@ use crate::ledger::Slot;
 use crate::pricing::cost::Usage;
 use crate::record::UsageStatus;
 use crate::service::Service;
-use crate::service::standing::{self, Standing};
+use crate::service::standing;
 use crate::upstream::Chunks;
 use admission::{Admitted, Denied, Refused};
 use axum::body::Body;
@@ -259,12 +259,13 @@ impl Exchange {
 
 /// A keyed request's answer: the upstream's rate limits out (they are the organisation's),
 /// and on success the budget's standing in Claude Code's usage-limit headers.
-fn standing_of(app: &Service, slot: &Slot, status: StatusCode, headers: &mut HeaderMap) {
+fn standing_of(app: &Service, slot: &Arc<Slot>, status: StatusCode, headers: &mut HeaderMap) {
     standing::strip_upstream(headers);
-    let current = status
+    if let Some(standing) = status
         .is_success()
-        .then(|| app.status_of(slot, period::now()));
-    if let Some(standing) = current.as_ref().and_then(Standing::of) {
+        .then(|| app.standing(slot, period::now()))
+        .flatten()
+    {
         standing.allowed(headers);
     }
 }

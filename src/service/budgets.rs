@@ -53,6 +53,10 @@ impl Service {
             max_request_dollars: b.max_request_dollars,
             models: b.models.clone(),
             loop_guard: b.loop_guard,
+            parent: b
+                .parent
+                .and_then(|p| self.ledger.find(&p.to_string()))
+                .map(|p| p.name()),
             created_at: zone.render(b.created_at),
             spent_dollars: s.period.dollars,
             spent_tokens: s.period.tokens,
@@ -97,6 +101,8 @@ impl Service {
         Ok(BudgetDetail {
             budget: self.view(&status),
             breakdown,
+            ancestors: self.ancestors(&id.to_string()),
+            children: self.children(id),
         })
     }
 
@@ -105,7 +111,12 @@ impl Service {
     /// here by the next poll).
     pub async fn create_budget(&self, input: NewBudget) -> Result<BudgetView, HttpError> {
         let _in_step = self.budget_changes.lock().await;
-        let budget = input.validate(period::now())?;
+        let tree = super::tree::Tree {
+            ledger: &self.ledger,
+            child: None,
+        };
+        let budget = input.validate(period::now(), &tree)?;
+        self.nests_here_only(&budget)?;
         if self.ledger.find(&budget.name).is_some() {
             return Err(store::StoreError::exists(&budget.name).into());
         }
@@ -122,16 +133,55 @@ impl Service {
         patch: BudgetPatch,
     ) -> Result<BudgetView, HttpError> {
         let _in_step = self.budget_changes.lock().await;
-        let next = patch.apply(&self.slot(key)?.budget())?;
+        let before = self.slot(key)?.budget();
+        let tree = super::tree::Tree {
+            ledger: &self.ledger,
+            child: Some(&before),
+        };
+        let next = patch.apply(&before, &tree)?;
+        self.nests_here_only(&next)?;
         self.share(&next.name, Some(&next))
             .await
             .map_err(|e| unshared(&next.name, "changed", e))?;
-        self.update_here(next).await
+        let moved = next.parent != before.parent;
+        let view = self.update_here(next).await?;
+        if moved {
+            self.rebase().await?;
+        }
+        Ok(view)
+    }
+
+    /// Nested budgets are enforced by each proxy's own ledger: a team, whose proxies share
+    /// one budget's spend in PostgreSQL, cannot have them yet.
+    fn nests_here_only(&self, b: &Budget) -> Result<(), HttpError> {
+        if b.parent.is_some() && self.team.is_some() {
+            return Err(HttpError::invalid(
+                "field 'parent' is not available on a team yet: nested budgets are enforced by one proxy's ledger, and a team's budgets are shared across proxies (docs/budgets.md)",
+            ));
+        }
+        Ok(())
     }
 
     pub async fn delete_budget(&self, key: &str) -> Result<(), HttpError> {
         let _in_step = self.budget_changes.lock().await;
-        let name = self.slot(key)?.budget().name;
+        let b = self.slot(key)?.budget();
+        let children = self.children(b.id);
+        if !children.is_empty() {
+            return Err(HttpError::new(
+                axum::http::StatusCode::CONFLICT,
+                "conflict_error",
+                format!(
+                    "budget '{}' has budgets below it ({}): give them another parent (PATCH {{\"parent\": …}}) or delete them first",
+                    b.name,
+                    children
+                        .iter()
+                        .map(|c| format!("'{c}'"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        let name = b.name;
         self.share(&name, None)
             .await
             .map_err(|e| unshared(&name, "deleted", e))?;

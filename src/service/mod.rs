@@ -11,6 +11,7 @@ pub mod sign_in;
 pub mod standing;
 pub mod stats;
 pub mod team;
+mod tree;
 pub mod upstream_key;
 pub mod webhook;
 
@@ -18,7 +19,7 @@ use crate::budget::period;
 use crate::budget::{Budget, DEFAULT_BUDGET};
 use crate::config::Config;
 use crate::events::Events;
-use crate::ledger::{History, Ledger, Raised};
+use crate::ledger::{Ledger, Raised};
 use crate::pricing::{PriceBook, PricingError};
 use crate::store::{self, Store, StoreError};
 use crate::upstream::Upstream;
@@ -210,26 +211,12 @@ async fn load_ledger(
                 .await?,
         );
     }
-    let mut days = store.read(store::budgets::days).await?;
     let (mut alerted, raised_once) = alerted(store.read(store::alerts::once_keys).await?);
+    let mut histories = tree::histories(store, &budgets).await?;
     let ledger = Ledger::new(zone);
-    let since = now - chrono::Duration::milliseconds(crate::budget::rate::WINDOW_MS);
     for b in budgets {
-        let id = b.id;
-        let (worst_cases, last_hour) = store
-            .read(move |c| {
-                Ok((
-                    store::usage::recent_worst_cases(c, id, crate::ledger::RECENT_WORST_CASES)?,
-                    store::usage::costs_since(c, id, since)?,
-                ))
-            })
-            .await?;
-        let history = History {
-            days: days.remove(&id).unwrap_or_default(),
-            alerted: alerted.remove(&id).unwrap_or_default(),
-            worst_cases,
-            last_hour,
-        };
+        let mut history = histories.remove(&b.id).unwrap_or_default();
+        history.alerted = alerted.remove(&b.id).unwrap_or_default();
         ledger.insert(b, history, now);
     }
     Ok((ledger, raised_once))

@@ -6,11 +6,12 @@
 use super::Service;
 use crate::budget::period::{self, Period};
 use crate::error::HttpError;
-use crate::ledger::Status;
+use crate::ledger::{Slot, Status};
 use crate::money::Money;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 const PREFIX: &str = "anthropic-ratelimit-";
 const STATUS: &str = "anthropic-ratelimit-unified-status";
@@ -36,6 +37,12 @@ pub struct Standing {
 }
 
 impl Standing {
+    /// Whether more of its cap is spent than of `other`'s (compared exactly, in picodollars).
+    pub fn fuller_than(&self, other: &Standing) -> bool {
+        i128::from(self.spent.picos()) * i128::from(other.cap.picos())
+            > i128::from(other.spent.picos()) * i128::from(self.cap.picos())
+    }
+
     /// The standing of a budget with a dollar cap; None without one.
     pub fn of(s: &Status) -> Option<Standing> {
         let cap = s.budget.max_dollars.filter(|c| c.is_positive())?;
@@ -179,11 +186,21 @@ impl Service {
     /// `GET /api/oauth/usage`: the standing of the budget the request's virtual key (or
     /// sign-in) is for; without a cap, its spend this month, this week (from Monday) and today
     /// (local days of the configured zone, as all of the product's days).
+    /// The standing a budget's credential sees: of the capped scopes on its chain (the
+    /// budget and its ancestors), the fullest.
+    pub fn standing(&self, slot: &Arc<Slot>, now: DateTime<Utc>) -> Option<Standing> {
+        self.ledger
+            .chain(slot)
+            .iter()
+            .filter_map(|s| Standing::of(&self.status_of(s, now)))
+            .reduce(|a, b| if b.fuller_than(&a) { b } else { a })
+    }
+
     pub async fn oauth_usage(&self, headers: &HeaderMap) -> Result<Value, HttpError> {
         let budget_id = self.key_budget(headers)?;
         let slot = self.slot(&budget_id.to_string())?;
         let now = period::now();
-        if let Some(s) = Standing::of(&self.status_of(&slot, now)) {
+        if let Some(s) = self.standing(&slot, now) {
             return Ok(s.usage());
         }
         let name = slot.name();

@@ -100,7 +100,7 @@ impl Service {
                 (Some(spec), None) => self.create_from(&name, &spec).await,
                 (Some(spec), Some(here)) if self::spec(&here) != spec => {
                     match serde_json::from_str::<BudgetPatch>(&spec) {
-                        Ok(patch) => match patch.apply(&here) {
+                        Ok(patch) => match patch.apply(&here, &crate::budget::TopLevel) {
                             Ok(next) => self.update_here(next).await.map(|_| ()),
                             Err(e) => Err(e.into()),
                         },
@@ -131,7 +131,7 @@ impl Service {
         v["name"] = serde_json::Value::String(name.to_string());
         let input: NewBudget =
             serde_json::from_value(v).map_err(|e| HttpError::invalid(e.to_string()))?;
-        let budget = input.validate(crate::budget::period::now())?;
+        let budget = input.validate(crate::budget::period::now(), &crate::budget::TopLevel)?;
         self.create_here(budget).await.map(|_| ())
     }
 

@@ -42,13 +42,14 @@ fn row_to_budget(r: &rusqlite::Row<'_>) -> rusqlite::Result<Budget> {
         loop_guard: r
             .get::<_, Option<String>>(12)?
             .and_then(|g| serde_json::from_str(&g).ok()),
+        parent: r.get(13)?,
     })
 }
 
 pub fn load_all(conn: &Connection) -> Result<Vec<Budget>, StoreError> {
     let mut stmt = conn.prepare(
         "SELECT id, name, max_dollars, max_tokens, period, webhook_url, thresholds, created_at, admission,
-                max_dollars_per_hour, max_request_dollars, models, loop_guard FROM budgets ORDER BY id",
+                max_dollars_per_hour, max_request_dollars, models, loop_guard, parent_id FROM budgets ORDER BY id",
     )?;
     let rows = stmt
         .query_map([], row_to_budget)?
@@ -107,8 +108,8 @@ fn conflict(e: rusqlite::Error, name: &str) -> StoreError {
 pub fn insert(tx: &Transaction<'_>, b: &Budget) -> Result<Budget, StoreError> {
     tx.execute(
         "INSERT INTO budgets (name, max_dollars, max_tokens, period, webhook_url, thresholds, created_at, admission,
-            max_dollars_per_hour, max_request_dollars, models, loop_guard)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            max_dollars_per_hour, max_request_dollars, models, loop_guard, parent_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         params![
             b.name,
             b.max_dollars.map(Money::picos),
@@ -122,6 +123,7 @@ pub fn insert(tx: &Transaction<'_>, b: &Budget) -> Result<Budget, StoreError> {
             b.max_request_dollars.map(Money::picos),
             models_json(&b.models),
             b.loop_guard.and_then(|g| serde_json::to_string(&g).ok()),
+            b.parent,
         ],
     )
     .map_err(|e| conflict(e, &b.name))?;
@@ -134,7 +136,8 @@ pub fn insert(tx: &Transaction<'_>, b: &Budget) -> Result<Budget, StoreError> {
 pub fn update(tx: &Transaction<'_>, b: &Budget) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE budgets SET max_dollars = ?2, max_tokens = ?3, period = ?4, webhook_url = ?5, thresholds = ?6, admission = ?7,
-            max_dollars_per_hour = ?8, max_request_dollars = ?9, models = ?10, loop_guard = ?11 WHERE id = ?1",
+            max_dollars_per_hour = ?8, max_request_dollars = ?9, models = ?10, loop_guard = ?11, parent_id = ?12
+         WHERE id = ?1",
         params![
             b.id,
             b.max_dollars.map(Money::picos),
@@ -147,6 +150,7 @@ pub fn update(tx: &Transaction<'_>, b: &Budget) -> Result<(), StoreError> {
             b.max_request_dollars.map(Money::picos),
             models_json(&b.models),
             b.loop_guard.and_then(|g| serde_json::to_string(&g).ok()),
+            b.parent,
         ],
     )?;
     Ok(())

@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_sign_ins.sql"),
     include_str!("migrations/0012_refresh.sql"),
     include_str!("migrations/0013_activity.sql"),
+    include_str!("migrations/0014_parents.sql"),
 ];
 pub const FILE_NAME: &str = "agent-budget.db";
 

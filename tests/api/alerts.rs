@@ -422,6 +422,7 @@ fn badge_text_is_escaped() {
             max_request_dollars: None,
             models: None,
             loop_guard: None,
+            parent: None,
             created_at: now,
         },
         window: period::window(period::Period::Total, now, now, period::Zone::Local),

@@ -19,6 +19,7 @@ mod limits;
 mod live;
 mod load;
 mod modes;
+mod nested;
 mod proxy;
 mod receiver;
 mod secrets;

@@ -151,7 +151,7 @@ proptest! {
         }
         // Serde refuses unknown fields and wrong types first; whatever passes is validated.
         if let Ok(nb) = serde_json::from_value::<NewBudget>(obj) {
-            match nb.validate(chrono::Utc::now()) {
+            match nb.validate(chrono::Utc::now(), &agent_budget::budget::TopLevel) {
                 Ok(b) => {
                     prop_assert!(check_name(&b.name).is_ok());
                     prop_assert!(b.max_dollars.is_some_and(|m| m > Money::ZERO));

@@ -9,7 +9,19 @@ import type { Period } from "./Period";
 /**
  * `GET /api/budgets/:id`: the budget plus its current-period breakdown by model.
  */
-export type BudgetDetail = { breakdown: Array<ModelBreakdown>, id: number, name: string, max_dollars: Money | null, max_tokens: number | null, period: Period, webhook_url: string | null, thresholds: Array<number>, admission: Admission, max_dollars_per_hour: Money | null, max_request_dollars: Money | null, models: Array<string> | null, loop_guard: LoopGuard | null, created_at: string, spent_dollars: Money, spent_tokens: number, reserved_dollars: Money, remaining_dollars: Money | null, 
+export type BudgetDetail = { breakdown: Array<ModelBreakdown>, 
+/**
+ * The budgets above it, nearest first.
+ */
+ancestors: Array<string>, 
+/**
+ * The budgets right below it.
+ */
+children: Array<string>, id: number, name: string, max_dollars: Money | null, max_tokens: number | null, period: Period, webhook_url: string | null, thresholds: Array<number>, admission: Admission, max_dollars_per_hour: Money | null, max_request_dollars: Money | null, models: Array<string> | null, loop_guard: LoopGuard | null, 
+/**
+ * The budget above it (its name), whose caps its requests must fit too.
+ */
+parent: string | null, created_at: string, spent_dollars: Money, spent_tokens: number, reserved_dollars: Money, remaining_dollars: Money | null, 
 /**
  * spent ÷ cap × 100, for display; 0 when uncapped.
  */

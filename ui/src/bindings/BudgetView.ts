@@ -8,7 +8,11 @@ import type { Period } from "./Period";
 /**
  * A budget with its current-period spend. Counts (`requests`, `blocked`) are for the current period.
  */
-export type BudgetView = { id: number, name: string, max_dollars: Money | null, max_tokens: number | null, period: Period, webhook_url: string | null, thresholds: Array<number>, admission: Admission, max_dollars_per_hour: Money | null, max_request_dollars: Money | null, models: Array<string> | null, loop_guard: LoopGuard | null, created_at: string, spent_dollars: Money, spent_tokens: number, reserved_dollars: Money, remaining_dollars: Money | null, 
+export type BudgetView = { id: number, name: string, max_dollars: Money | null, max_tokens: number | null, period: Period, webhook_url: string | null, thresholds: Array<number>, admission: Admission, max_dollars_per_hour: Money | null, max_request_dollars: Money | null, models: Array<string> | null, loop_guard: LoopGuard | null, 
+/**
+ * The budget above it (its name), whose caps its requests must fit too.
+ */
+parent: string | null, created_at: string, spent_dollars: Money, spent_tokens: number, reserved_dollars: Money, remaining_dollars: Money | null, 
 /**
  * spent ÷ cap × 100, for display; 0 when uncapped.
  */

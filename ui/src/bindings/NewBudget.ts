@@ -6,4 +6,12 @@ import type { Period } from "./Period";
 /**
  * `POST /api/budgets`.
  */
-export type NewBudget = { name: string, max_dollars: string | number, period?: Period, webhook_url?: string, max_tokens?: number, thresholds?: Array<number>, admission?: Admission, max_dollars_per_hour?: string | number, max_request_dollars?: string | number, models?: Array<string>, loop_guard?: LoopGuard, };
+export type NewBudget = { name: string, 
+/**
+ * Required, except below a parent (whose cap then holds it).
+ */
+max_dollars: string | number | null, period?: Period, webhook_url?: string, max_tokens?: number, thresholds?: Array<number>, admission?: Admission, max_dollars_per_hour?: string | number, max_request_dollars?: string | number, models?: Array<string>, loop_guard?: LoopGuard, 
+/**
+ * The budget above it (name or id): its requests must fit there too.
+ */
+parent?: string | number | null, };

@@ -1,0 +1,262 @@
+//! A budget and its ancestors: a request is admitted only if it fits every scope on the chain,
+//! reserved on all of them at once and settled on all of them.
+
+use super::{Account, History, Ledger, Refusal, Room, Slot, Status, Totals};
+use crate::money::Money;
+use chrono::{DateTime, Utc};
+use std::sync::{Arc, MutexGuard};
+
+/// The deepest chain followed (the API refuses cycles; this bounds a broken database).
+pub const MAX_DEPTH: usize = 32;
+
+impl Ledger {
+    /// A budget and its ancestors, the budget first.
+    pub fn chain(&self, slot: &Arc<Slot>) -> Vec<Arc<Slot>> {
+        let mut chain = vec![slot.clone()];
+        let mut parent = slot.parent();
+        let idx = self.read();
+        while let Some(id) = parent {
+            let Some(next) = idx.by_id.get(&id) else {
+                break;
+            };
+            if chain.len() == MAX_DEPTH || chain.iter().any(|s| s.id == id) {
+                break;
+            }
+            parent = next.parent();
+            chain.push(next.clone());
+        }
+        chain
+    }
+
+    /// Replaces each budget's spend history (its own and its descendants') after budgets moved
+    /// in the tree; reservations in flight and alerts raised stay.
+    pub fn rebase(&self, mut histories: std::collections::HashMap<i64, History>) {
+        let slots: Vec<Arc<Slot>> = self.read().by_id.values().cloned().collect();
+        for slot in slots {
+            let h = histories.remove(&slot.id).unwrap_or_default();
+            let mut a = slot.lock();
+            a.days = h.days;
+            a.last_hour = Default::default();
+            for (at, cost) in h.last_hour {
+                a.last_hour.add(at, cost);
+            }
+            a.recount(slot.zone);
+        }
+    }
+}
+
+impl History {
+    /// Adds a descendant's spend to this ancestor's.
+    pub fn absorb(&mut self, other: &History) {
+        for (day, t) in &other.days {
+            self.days.entry(*day).or_default().add(*t);
+        }
+        self.last_hour.extend_from_slice(&other.last_hour);
+    }
+}
+
+/// Rolls each budget's history up into its ancestors' (`parents`: budget → parent), so each
+/// holds its whole subtree's spend, as settling along the chain keeps it.
+pub fn roll_up(
+    histories: &mut std::collections::HashMap<i64, History>,
+    parents: &std::collections::HashMap<i64, i64>,
+) {
+    let own: Vec<(i64, History)> = histories
+        .iter()
+        .map(|(id, h)| {
+            let spend = History {
+                days: h.days.clone(),
+                last_hour: h.last_hour.clone(),
+                ..History::default()
+            };
+            (*id, spend)
+        })
+        .collect();
+    for (id, spend) in own {
+        let mut at = id;
+        for _ in 0..MAX_DEPTH {
+            let Some(&parent) = parents.get(&at) else {
+                break;
+            };
+            if parent == id {
+                break;
+            }
+            histories.entry(parent).or_default().absorb(&spend);
+            at = parent;
+        }
+    }
+}
+
+/// The chain's accounts, locked in id order (every chain locks in the same order, so two
+/// requests never wait on each other's locks), returned in chain order.
+fn lock(chain: &[Arc<Slot>]) -> Vec<MutexGuard<'_, Account>> {
+    let mut order: Vec<usize> = (0..chain.len()).collect();
+    order.sort_by_key(|&i| chain[i].id);
+    let mut guards: Vec<Option<MutexGuard<'_, Account>>> = chain.iter().map(|_| None).collect();
+    for i in order {
+        guards[i] = Some(chain[i].lock());
+    }
+    guards.into_iter().flatten().collect()
+}
+
+/// Holds `cost` and `tokens` on every scope; the room left before it is the chain's least.
+fn hold(
+    chain: &[Arc<Slot>],
+    accounts: &mut [MutexGuard<'_, Account>],
+    cost: Money,
+    tokens: u64,
+) -> Reservation {
+    let remaining = accounts
+        .iter()
+        .filter_map(|a| a.room().dollars)
+        .reduce(Money::min);
+    for a in accounts.iter_mut() {
+        a.hold(cost, tokens);
+    }
+    Reservation {
+        slots: chain.to_vec(),
+        cost,
+        tokens,
+        remaining,
+    }
+}
+
+/// Admits a request whose worst case is `cost` dollars and `tokens` tokens, atomically on the
+/// whole chain: only if, on every scope, spent + reserved + this ≤ its caps (dollars, tokens,
+/// hourly rate). The first scope it would pass refuses it, nearest first.
+#[expect(
+    clippy::result_large_err,
+    reason = "refusals are rare and carry the status for the message"
+)]
+pub fn reserve(
+    chain: &[Arc<Slot>],
+    cost: Money,
+    tokens: u64,
+    now: DateTime<Utc>,
+) -> Result<Reservation, Refusal> {
+    let mut accounts = lock(chain);
+    for (a, s) in accounts.iter_mut().zip(chain) {
+        a.roll(now, s.zone);
+    }
+    for i in 0..accounts.len() {
+        if let Some(limit) = accounts[i].over(cost, tokens, now) {
+            return Err(Refusal {
+                status: accounts[i].status(),
+                cost,
+                tokens,
+                limit,
+                below: (i > 0).then(|| accounts[0].budget.name.clone()),
+            });
+        }
+    }
+    for a in accounts.iter_mut() {
+        a.note(cost);
+    }
+    Ok(hold(chain, &mut accounts, cost, tokens))
+}
+
+/// Admits the request `fit` makes of the least room the chain's scopes leave, atomically:
+/// `fit` returns its worst case (dollars, tokens), which must fit that room, and anything else
+/// the caller needs (the clamped `max_tokens`), or None to refuse. `asked` is the full worst
+/// case, noted for each scope's typical one.
+pub fn reserve_within<T>(
+    chain: &[Arc<Slot>],
+    asked: Money,
+    now: DateTime<Utc>,
+    fit: impl FnOnce(Room) -> Option<(Money, u64, T)>,
+) -> Option<(Reservation, T)> {
+    let mut accounts = lock(chain);
+    for (a, s) in accounts.iter_mut().zip(chain) {
+        a.roll(now, s.zone);
+    }
+    let room = accounts.iter().map(|a| a.room()).fold(
+        Room {
+            dollars: None,
+            tokens: None,
+        },
+        |least, r| Room {
+            dollars: least
+                .dollars
+                .into_iter()
+                .chain(r.dollars)
+                .reduce(Money::min),
+            tokens: least.tokens.into_iter().chain(r.tokens).min(),
+        },
+    );
+    let (cost, tokens, extra) = fit(room)?;
+    let fits = room.dollars.is_none_or(|d| cost <= d) && room.tokens.is_none_or(|t| tokens <= t);
+    if !fits {
+        return None;
+    }
+    for a in accounts.iter_mut() {
+        a.note(asked);
+    }
+    Some((hold(chain, &mut accounts, cost, tokens), extra))
+}
+
+/// An admitted request's hold on its budget and every ancestor. Settled or released exactly
+/// once: by `settle`, or on drop (a task that panicked or was cancelled frees its reservation).
+#[must_use = "a reservation must be settled"]
+#[derive(Debug)]
+pub struct Reservation {
+    slots: Vec<Arc<Slot>>,
+    cost: Money,
+    tokens: u64,
+    remaining: Option<Money>,
+}
+
+/// The alert thresholds a settlement reached first on one scope, with its status then (when
+/// there are any).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settled {
+    pub reached: Vec<u8>,
+    pub status: Option<Status>,
+}
+
+impl Reservation {
+    /// Dollars left before this request (the least of cap − spent − other in-flight on the
+    /// chain), None if no scope is capped.
+    pub fn remaining(&self) -> Option<Money> {
+        self.remaining
+    }
+    pub fn worst_case(&self) -> Money {
+        self.cost
+    }
+    pub fn tokens(&self) -> u64 {
+        self.tokens
+    }
+
+    /// Lowers the reservation to `cost` and `tokens` where they are smaller (what is now known
+    /// to be the most the request can still cost); never raises it.
+    pub fn shrink(&mut self, cost: Money, tokens: u64) {
+        let (cost, tokens) = (cost.min(self.cost), tokens.min(self.tokens));
+        for slot in &self.slots {
+            slot.release(self.cost - cost, self.tokens - tokens);
+        }
+        self.cost = cost;
+        self.tokens = tokens;
+    }
+
+    /// Replaces the reservation with the actual cost on every scope, the budget first.
+    /// `requests` is 1 for a forwarded request.
+    pub fn settle(mut self, cost: Money, tokens: u64, now: DateTime<Utc>) -> Vec<Settled> {
+        let actual = Totals {
+            dollars: cost,
+            tokens,
+            requests: 1,
+            blocked: 0,
+        };
+        std::mem::take(&mut self.slots)
+            .iter()
+            .map(|slot| slot.settle(self.cost, self.tokens, actual, now))
+            .collect()
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        for slot in std::mem::take(&mut self.slots) {
+            slot.release(self.cost, self.tokens);
+        }
+    }
+}

@@ -1,0 +1,3 @@
+-- Budgets that nest (docs/budgets.md): a request charged to a budget must fit its parent, and
+-- the parent's parent, each with its own caps and period.
+ALTER TABLE budgets ADD COLUMN parent_id INTEGER;

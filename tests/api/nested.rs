@@ -1,0 +1,343 @@
+//! Budgets that nest (docs/budgets.md): a request fits its budget and every ancestor, is
+//! reserved and settled on all of them; refusals name the scope; bad trees are refused.
+
+use crate::helpers::*;
+use agent_budget::config::Secret;
+use agent_budget::money::Money;
+use serde_json::{Value, json};
+
+/// Haiku 4.5 output is $5 per million tokens: `output` tokens cost `output` × $0.000005.
+fn spend(output: u64) -> Value {
+    json!({"usage": {"input_tokens": 0, "output_tokens": output}})
+}
+
+/// `total` ($1 a day) above `a` ($0.80) and `b` (no cap of its own).
+async fn tree() -> TestApp {
+    let app =
+        spawn_with(|s| s.upstream_key = Some(Secret::new("sk-ant-real-key-0123".into()))).await;
+    app.create_budget(json!({"name": "total", "max_dollars": "1", "period": "daily"}))
+        .await;
+    app.create_budget(
+        json!({"name": "a", "max_dollars": "0.8", "period": "daily", "parent": "total"}),
+    )
+    .await;
+    let b = app
+        .create_budget(json!({"name": "b", "parent": "total"}))
+        .await;
+    assert_eq!(
+        (&b["parent"], &b["max_dollars"]),
+        (&json!("total"), &Value::Null)
+    );
+    app
+}
+
+async fn send_to(app: &TestApp, budget: &str, max_tokens: u64, output: u64) -> reqwest::Response {
+    app.send(
+        Some(budget),
+        &body("claude-haiku-4-5", max_tokens),
+        Some(spend(output)),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_request_must_fit_every_scope_above_its_budget_and_the_refusal_names_the_scope() {
+    let app = tree().await;
+    assert_eq!(send_to(&app, "b", 10, 180_000).await.status(), 200); // $0.90
+    assert_eq!(
+        dollars(&app.budget("total").await["spent_dollars"]).to_string(),
+        "0.9"
+    );
+    // `a` has spent nothing of its $0.80, but `total` has $0.10 left: $0.15 does not fit.
+    let r = send_to(&app, "a", 30_000, 10).await;
+    assert_eq!(r.status(), 429);
+    let msg = r.json::<Value>().await.unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.starts_with("agent-budget: budget 'total' (above 'a') would exceed its daily cap"),
+        "{msg}"
+    );
+    assert_eq!(
+        send_to(&app, "a", 10, 10).await.status(),
+        200,
+        "what fits goes"
+    );
+    let detail = app.get("/api/budgets/total").await;
+    assert_eq!(detail["children"], json!(["a", "b"]));
+    assert_eq!(
+        app.get("/api/budgets/a").await["ancestors"],
+        json!(["total"])
+    );
+}
+
+#[tokio::test]
+async fn a_parents_spend_is_its_subtrees_and_is_rebuilt_after_a_restart_or_a_move() {
+    let app = tree().await;
+    assert_eq!(send_to(&app, "a", 10, 20_000).await.status(), 200); // $0.10
+    assert_eq!(send_to(&app, "b", 10, 60_000).await.status(), 200); // $0.30
+    let spent = |v: Value| dollars(&v["spent_dollars"]).to_string();
+    assert_eq!(spent(app.budget("total").await), "0.4");
+    let (mock, dir) = app.stop().await;
+    let app = start_on(mock, dir, |_| {}).await;
+    assert_eq!(
+        spent(app.budget("total").await),
+        "0.4",
+        "rebuilt from the records"
+    );
+    assert_eq!(spent(app.budget("a").await), "0.1");
+    // `b` moves under a new parent: its spend goes with it.
+    app.create_budget(json!({"name": "other", "max_dollars": "5"}))
+        .await;
+    let r = app
+        .client
+        .patch(app.url("/api/budgets/b"))
+        .json(&json!({"parent": "other"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(spent(app.budget("total").await), "0.1");
+    assert_eq!(spent(app.budget("other").await), "0.3");
+}
+
+async fn refused(r: reqwest::Response, status: u16, says: &str) {
+    assert_eq!(r.status(), status);
+    let msg = r.json::<Value>().await.unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains(says), "{msg}");
+}
+
+#[tokio::test]
+async fn bad_trees_are_refused_with_the_reason_and_nothing_is_half_applied() {
+    let app = tree().await;
+    let c = &app.client;
+    let post = |spec: Value| c.post(app.url("/api/budgets")).json(&spec).send();
+    let patch = |name: &str, spec: Value| {
+        c.patch(app.url(&format!("/api/budgets/{name}")))
+            .json(&spec)
+            .send()
+    };
+    refused(
+        post(json!({"name": "x", "parent": "nope"})).await.unwrap(),
+        400,
+        "field 'parent' names no budget",
+    )
+    .await;
+    refused(
+        post(json!({"name": "x", "parent": "default", "max_dollars": 1}))
+            .await
+            .unwrap(),
+        400,
+        "cannot be 'default'",
+    )
+    .await;
+    refused(
+        post(json!({"name": "x"})).await.unwrap(),
+        400,
+        "field 'max_dollars'",
+    )
+    .await;
+    refused(
+        patch("total", json!({"parent": "a"})).await.unwrap(),
+        400,
+        "would make a cycle",
+    )
+    .await;
+    refused(
+        patch("total", json!({"parent": "total"})).await.unwrap(),
+        400,
+        "would make a cycle",
+    )
+    .await;
+    refused(
+        patch("default", json!({"parent": "total"})).await.unwrap(),
+        400,
+        "cannot be set on 'default'",
+    )
+    .await;
+    refused(
+        patch("b", json!({"parent": null})).await.unwrap(),
+        400,
+        "field 'max_dollars'",
+    )
+    .await;
+    refused(
+        c.delete(app.url("/api/budgets/total"))
+            .send()
+            .await
+            .unwrap(),
+        409,
+        "('a', 'b')",
+    )
+    .await;
+    assert_eq!(app.budget("total").await["parent"], Value::Null);
+    assert_eq!(app.budget("b").await["parent"], "total");
+    assert!(
+        app.get("/api/budgets").await["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["name"] != "x")
+    );
+    // Moved away first, the parent can go.
+    for child in ["a", "b"] {
+        let r = patch(child, json!({"parent": null, "max_dollars": "1"}))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(
+        c.delete(app.url("/api/budgets/total"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+}
+
+#[tokio::test]
+async fn concurrent_requests_over_siblings_never_push_their_parent_over_its_cap() {
+    let app = spawn_app().await;
+    app.create_budget(json!({"name": "total", "max_dollars": "1", "period": "daily"}))
+        .await;
+    for name in ["s1", "s2", "s3"] {
+        app.create_budget(
+            json!({"name": name, "max_dollars": "0.5", "period": "daily", "parent": "total"}),
+        )
+        .await;
+    }
+    // Each request reports all of its `max_tokens` as output: it costs its worst case or less.
+    let script = json!({"usage": {"input_tokens": 1, "output_tokens": 1_000_000}, "stop_at_max_tokens": true});
+    let tasks: Vec<_> = (0..300)
+        .map(|i| {
+            let (client, url, script) = (
+                app.client.clone(),
+                app.url("/v1/messages"),
+                script.to_string(),
+            );
+            let budget = ["s1", "s2", "s3"][i % 3];
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .header("x-api-key", "sk-test")
+                    .header("x-budget-id", budget)
+                    .header("x-mock", script)
+                    .json(&body("claude-haiku-4-5", 2_000))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    assert!(admitted > 50 && admitted < 300, "{admitted} admitted");
+    let total = dollars(&app.budget("total").await["spent_dollars"]);
+    assert!(
+        total <= Money::parse("1").unwrap(),
+        "the parent spent {total}"
+    );
+    let mut children = Money::ZERO;
+    for name in ["s1", "s2", "s3"] {
+        let spent = dollars(&app.budget(name).await["spent_dollars"]);
+        assert!(
+            spent <= Money::parse("0.5").unwrap(),
+            "{name} spent {spent}"
+        );
+        children += spent;
+    }
+    assert_eq!(children, total, "the records add up at every level");
+}
+
+#[tokio::test]
+async fn each_scope_alerts_once_per_threshold() {
+    let app = spawn_app().await;
+    app.create_budget(
+        json!({"name": "total", "max_dollars": "1", "period": "daily", "thresholds": [50]}),
+    )
+    .await;
+    app.create_budget(json!({"name": "a", "max_dollars": "10", "period": "daily", "parent": "total", "thresholds": [50]}))
+        .await;
+    for _ in 0..4 {
+        assert_eq!(send_to(&app, "a", 10, 40_000).await.status(), 200); // $0.20 each
+    }
+    let alerts = app.get("/api/alerts?budget=total").await["items"].clone();
+    let fifty: Vec<&Value> = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["threshold"] == 50)
+        .collect();
+    assert_eq!(fifty.len(), 1, "{alerts}");
+    let own = app.get("/api/alerts?budget=a").await["items"].clone();
+    assert!(
+        own.as_array().unwrap().iter().all(|a| a["threshold"] != 50),
+        "a spent 8 % of its own cap: {own}"
+    );
+}
+
+#[tokio::test]
+async fn a_key_of_a_child_sees_the_fullest_scope_above_it() {
+    let app = tree().await;
+    let key = app.create_key("b", "claude").await["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(send_to(&app, "a", 10, 160_000).await.status(), 200); // total: $0.80
+    let r = reqwest::Client::new()
+        .post(app.url("/v1/messages"))
+        .bearer_auth(&key)
+        .header("x-mock", spend(10).to_string())
+        .json(&body("claude-haiku-4-5", 10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["anthropic-ratelimit-unified-overage-utilization"],
+        "0.8"
+    );
+    assert_eq!(
+        r.headers()["anthropic-ratelimit-unified-status"],
+        "allowed_warning"
+    );
+}
+
+#[tokio::test]
+async fn a_team_refuses_a_parent_rather_than_enforce_it_on_one_proxy_only() {
+    let pg = mock_upstream::postgres::Postgres::start();
+    let url = pg.url("postgres");
+    let app = spawn_with(|s| s.database = Some(url)).await;
+    app.create_budget(json!({"name": "total", "max_dollars": "1"}))
+        .await;
+    let r = app
+        .client
+        .post(app.url("/api/budgets"))
+        .json(&json!({"name": "a", "max_dollars": "1", "parent": "total"}))
+        .send()
+        .await
+        .unwrap();
+    refused(r, 400, "field 'parent' is not available on a team yet").await;
+    assert_eq!(
+        app.get("/api/budgets").await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "default and total"
+    );
+}
