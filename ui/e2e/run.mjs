@@ -125,6 +125,27 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
     await page.getByText("of $2.00").waitFor();
   });
 
+  await t.test("a budget below another: picked in the form, shown in the tree, refused above", async () => {
+    await page.goto(`${base}/#/new`);
+    await page.getByLabel("Name").fill("e2e-child");
+    await page.getByLabel("Parent: a budget above this one").selectOption("e2e-team");
+    await page.getByRole("button", { name: "Create budget" }).click(); // no cap of its own: its parent's holds it
+    await page.getByRole("heading", { name: "Budget e2e-child" }).waitFor();
+    await page.getByTestId("tree").getByText("Below e2e-team: its requests must fit there too.").waitFor();
+    // Its parent has $2 a day: a request whose worst case is more is refused, naming it.
+    const r = await fetch(`${base}/v1/messages`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-api-key": "sk-e2e", "x-budget-id": "e2e-child" },
+      body: JSON.stringify({ model: "claude-opus-4-7", max_tokens: 100000, messages: [{ role: "user", content: "hi" }] }),
+    });
+    assert.equal(r.status, 429);
+    assert.match((await r.json()).error.message, /^agent-budget: budget 'e2e-team' \(above 'e2e-child'\) would exceed its daily cap/);
+    await page.goto(`${base}/#/`);
+    await page.getByTestId("parent-e2e-child").getByText("↳ below e2e-team").waitFor();
+    await page.goto(`${base}/#/budgets/e2e-team`);
+    await page.getByTestId("tree").getByText("Above e2e-child: its spend includes theirs.").waitFor();
+  });
+
   await t.test("spend, chart and alerts update live without reload", async () => {
     await page.goto(`${base}/`);
     const card = page.getByTestId("budget-e2e-team");
@@ -394,10 +415,18 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
     await page.setViewportSize({ width: 1280, height: 900 });
   });
 
-  await t.test("delete a budget", async () => {
-    await page.goto(`${base}/#/budgets/e2e-team`);
-    page.once("dialog", (d) => d.accept());
-    await page.getByRole("button", { name: "Delete" }).click();
+  await t.test("delete a budget, after the budget below it", async () => {
+    const remove = async (name) => {
+      await page.goto(`${base}/#/budgets/${name}`);
+      await page.getByRole("heading", { name: `Budget ${name}` }).waitFor();
+      page.once("dialog", (d) => d.accept());
+      await page.getByRole("button", { name: "Delete" }).click();
+    };
+    await remove("e2e-team");
+    await page.getByRole("alert").getByText("has budgets below it ('e2e-child')").waitFor();
+    await remove("e2e-child");
+    await page.getByRole("heading", { name: "Overview" }).waitFor();
+    await remove("e2e-team");
     await page.getByRole("heading", { name: "Overview" }).waitFor();
     await page.getByTestId("budget-default").waitFor();
     assert.equal(await page.getByTestId("budget-e2e-team").count(), 0);
