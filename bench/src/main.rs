@@ -6,9 +6,11 @@
 //! `--rate <n>` (only direct and proxy at n req/s, printed; `--cold` skips the warm-up second),
 //! `--memory` (only memory: on a fresh proxy, then again after a load burst; printed),
 //! `--keyed` (2,000 req/s with the client's own key, then with a virtual key; printed),
+//! `--chain` (a budget with two ancestors against one alone, interleaved; printed),
 //! `--sessions` (with any of the above: each request names a Claude Code session and agent).
 #![expect(clippy::print_stdout, reason = "a command-line report")]
 
+mod chain;
 mod db;
 mod load;
 mod procs;
@@ -153,6 +155,9 @@ async fn run() -> Result<()> {
     }
     if has("--keyed") {
         return keyed(&mut r, &b, work, mock.port).await;
+    }
+    if has("--chain") {
+        return chain::run(&mut r, &b).await;
     }
     if has("--memory") {
         return memory_only(&mut r, &b).await;
