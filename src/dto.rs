@@ -27,6 +27,8 @@ pub struct BudgetView {
     pub loop_guard: Option<crate::budget::repeats::LoopGuard>,
     /// The budget above it (its name), whose caps its requests must fit too.
     pub parent: Option<String>,
+    /// Each agent session's cap within the period.
+    pub max_session_dollars: Option<Money>,
     pub created_at: String,
     pub spent_dollars: Money,
     pub spent_tokens: u64,

@@ -23,7 +23,10 @@ pub async fn run(r: &mut Report, b: &Bench) -> Result<()> {
         let made = make(body).await?;
         anyhow::ensure!(made.status().is_success(), "{}", made.text().await?);
     }
-    let url = |budget: &str| b.proxied.replace("/v1/messages", &format!("/b/{budget}/v1/messages"));
+    let url = |budget: &str| {
+        b.proxied
+            .replace("/v1/messages", &format!("/b/{budget}/v1/messages"))
+    };
     let secs = b.plan.secs;
     for round in 1..=2 {
         for (label, budget) in [("one scope", "single"), ("three scopes", "leaf")] {

@@ -65,6 +65,8 @@ pub struct Budget {
     pub loop_guard: Option<repeats::LoopGuard>,
     /// The budget above it: a request charged here must fit there too (and above that).
     pub parent: Option<i64>,
+    /// Each agent session may spend at most this within the budget's period.
+    pub max_session_dollars: Option<Money>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -85,6 +87,7 @@ impl Budget {
             models: None,
             loop_guard: None,
             parent: None,
+            max_session_dollars: None,
             created_at: now,
         }
     }
@@ -162,6 +165,9 @@ pub struct NewBudget {
     #[serde(default)]
     #[ts(optional, type = "string | number | null")]
     pub parent: Option<BudgetRef>,
+    #[serde(default)]
+    #[ts(optional, type = "string | number")]
+    pub max_session_dollars: Option<Money>,
 }
 
 /// `PATCH /api/budgets/:id`: absent fields stay as they are; `null` clears an optional field.
@@ -202,6 +208,9 @@ pub struct BudgetPatch {
     #[serde(default, deserialize_with = "present")]
     #[ts(optional, type = "string | number | null")]
     pub parent: Option<Option<BudgetRef>>,
+    #[serde(default, deserialize_with = "present")]
+    #[ts(optional, type = "string | number | null")]
+    pub max_session_dollars: Option<Option<Money>>,
 }
 
 /// Finds the budget a `parent` field names: its id, or why it cannot be a parent.
@@ -376,6 +385,10 @@ impl NewBudget {
             models: self.models.map(check_models).transpose()?,
             loop_guard: self.loop_guard.map(check_loop_guard).transpose()?,
             parent,
+            max_session_dollars: self
+                .max_session_dollars
+                .map(|m| check_positive("max_session_dollars", m))
+                .transpose()?,
             created_at: now,
         };
         check_capped(&b)?;
@@ -425,6 +438,11 @@ impl BudgetPatch {
         }
         if let Some(g) = self.loop_guard {
             next.loop_guard = g.map(check_loop_guard).transpose()?;
+        }
+        if let Some(m) = self.max_session_dollars {
+            next.max_session_dollars = m
+                .map(|m| check_positive("max_session_dollars", m))
+                .transpose()?;
         }
         check_capped(&next)?;
         Ok(next)

@@ -1,7 +1,7 @@
 //! A budget and its ancestors: a request is admitted only if it fits every scope on the chain,
 //! reserved on all of them at once and settled on all of them.
 
-use super::{Account, History, Ledger, Refusal, Room, Slot, Status, Totals};
+use super::{Account, History, Ledger, Limit, Refusal, Room, Slot, Status, Totals};
 use crate::money::Money;
 use chrono::{DateTime, Utc};
 use std::sync::{Arc, MutexGuard};
@@ -103,8 +103,8 @@ fn lock(chain: &[Arc<Slot>]) -> Vec<MutexGuard<'_, Account>> {
 fn hold(
     chain: &[Arc<Slot>],
     accounts: &mut [MutexGuard<'_, Account>],
-    cost: Money,
-    tokens: u64,
+    (cost, tokens): (Money, u64),
+    session: Option<&str>,
 ) -> Reservation {
     let remaining = accounts
         .iter()
@@ -112,13 +112,29 @@ fn hold(
         .reduce(Money::min);
     for a in accounts.iter_mut() {
         a.hold(cost, tokens);
+        if let (Some(s), Some(_)) = (session, a.budget.max_session_dollars) {
+            a.sessions.hold(s, cost);
+        }
     }
     Reservation {
         slots: chain.to_vec(),
         cost,
         tokens,
         remaining,
+        session: session.map(str::to_string),
     }
+}
+
+/// The session's tab on the first scope whose `max_session_dollars` the request would pass.
+fn session_over(
+    a: &Account,
+    session: Option<&str>,
+    cost: Money,
+) -> Option<(String, super::sessions::Tab)> {
+    let (s, cap) = (session?, a.budget.max_session_dollars?);
+    a.sessions
+        .over(s, cost, cap)
+        .then(|| (s.to_string(), a.sessions.tab(s)))
 }
 
 /// Admits a request whose worst case is `cost` dollars and `tokens` tokens, atomically on the
@@ -133,26 +149,32 @@ pub fn reserve(
     cost: Money,
     tokens: u64,
     now: DateTime<Utc>,
+    session: Option<&str>,
 ) -> Result<Reservation, Refusal> {
     let mut accounts = lock(chain);
     for (a, s) in accounts.iter_mut().zip(chain) {
         a.roll(now, s.zone);
     }
     for i in 0..accounts.len() {
-        if let Some(limit) = accounts[i].over(cost, tokens, now) {
-            return Err(Refusal {
-                status: accounts[i].status(),
-                cost,
-                tokens,
-                limit,
-                below: (i > 0).then(|| accounts[0].budget.name.clone()),
-            });
-        }
+        let over_session = session_over(&accounts[i], session, cost);
+        let limit = match accounts[i].over(cost, tokens, now) {
+            Some(limit) => limit,
+            None if over_session.is_some() => Limit::Session,
+            None => continue,
+        };
+        return Err(Refusal {
+            status: accounts[i].status(),
+            cost,
+            tokens,
+            limit,
+            below: (i > 0).then(|| accounts[0].budget.name.clone()),
+            session: over_session.filter(|_| limit == Limit::Session),
+        });
     }
     for a in accounts.iter_mut() {
         a.note(cost);
     }
-    Ok(hold(chain, &mut accounts, cost, tokens))
+    Ok(hold(chain, &mut accounts, (cost, tokens), session))
 }
 
 /// Admits the request `fit` makes of the least room the chain's scopes leave, atomically:
@@ -161,7 +183,7 @@ pub fn reserve(
 /// case, noted for each scope's typical one.
 pub fn reserve_within<T>(
     chain: &[Arc<Slot>],
-    asked: Money,
+    (asked, session): (Money, Option<&str>),
     now: DateTime<Utc>,
     fit: impl FnOnce(Room) -> Option<(Money, u64, T)>,
 ) -> Option<(Reservation, T)> {
@@ -169,7 +191,15 @@ pub fn reserve_within<T>(
     for (a, s) in accounts.iter_mut().zip(chain) {
         a.roll(now, s.zone);
     }
-    let room = accounts.iter().map(|a| a.room()).fold(
+    let with_session = |a: &Account| {
+        let mut r = a.room();
+        if let (Some(s), Some(cap)) = (session, a.budget.max_session_dollars) {
+            let left = a.sessions.room(s, cap);
+            r.dollars = Some(r.dollars.map_or(left, |d| d.min(left)));
+        }
+        r
+    };
+    let room = accounts.iter().map(|a| with_session(a)).fold(
         Room {
             dollars: None,
             tokens: None,
@@ -191,7 +221,7 @@ pub fn reserve_within<T>(
     for a in accounts.iter_mut() {
         a.note(asked);
     }
-    Some((hold(chain, &mut accounts, cost, tokens), extra))
+    Some((hold(chain, &mut accounts, (cost, tokens), session), extra))
 }
 
 /// An admitted request's hold on its budget and every ancestor. Settled or released exactly
@@ -203,6 +233,8 @@ pub struct Reservation {
     cost: Money,
     tokens: u64,
     remaining: Option<Money>,
+    /// Its agent session, for the scopes that cap sessions.
+    session: Option<String>,
 }
 
 /// The alert thresholds a settlement reached first on one scope, with its status then (when
@@ -231,7 +263,11 @@ impl Reservation {
     pub fn shrink(&mut self, cost: Money, tokens: u64) {
         let (cost, tokens) = (cost.min(self.cost), tokens.min(self.tokens));
         for slot in &self.slots {
-            slot.release(self.cost - cost, self.tokens - tokens);
+            slot.release(
+                self.cost - cost,
+                self.tokens - tokens,
+                self.session.as_deref(),
+            );
         }
         self.cost = cost;
         self.tokens = tokens;
@@ -248,7 +284,14 @@ impl Reservation {
         };
         std::mem::take(&mut self.slots)
             .iter()
-            .map(|slot| slot.settle(self.cost, self.tokens, actual, now))
+            .map(|slot| {
+                slot.settle(
+                    (self.cost, self.tokens),
+                    self.session.as_deref(),
+                    actual,
+                    now,
+                )
+            })
             .collect()
     }
 }
@@ -256,7 +299,7 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         for slot in std::mem::take(&mut self.slots) {
-            slot.release(self.cost, self.tokens);
+            slot.release(self.cost, self.tokens, self.session.as_deref());
         }
     }
 }

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 pub mod chain;
+pub mod sessions;
 mod status;
 pub use chain::{Reservation, Settled, reserve, reserve_within};
 use status::p95;
@@ -31,6 +32,8 @@ struct Account {
     worst_cases: VecDeque<Money>,
     last_hour: LastHour,
     repeats: Repeats,
+    /// Each session's spend this period, when the budget caps sessions.
+    sessions: sessions::Sessions,
 }
 
 impl Account {
@@ -51,6 +54,7 @@ impl Account {
             return;
         }
         self.window = period::window(self.budget.period, self.budget.created_at, now, zone);
+        self.sessions.clear();
         // Alerts of past periods can never be raised again: forget them (the store keeps
         // their once-keys).
         let start = self.window.start.timestamp_millis();
@@ -162,6 +166,8 @@ pub enum Limit {
     Hourly {
         frees_in_ms: Option<i64>,
     },
+    /// The budget's `max_session_dollars`, for the session in the refusal.
+    Session,
 }
 
 /// Why a request was refused: enough to write the 429 message.
@@ -174,6 +180,8 @@ pub struct Refusal {
     pub limit: Limit,
     /// The request's own budget, when an ancestor refused it.
     pub below: Option<String>,
+    /// The session and its tab, when its cap refused it.
+    pub session: Option<(String, sessions::Tab)>,
 }
 
 impl Slot {
@@ -189,6 +197,13 @@ impl Slot {
 
     pub fn id(&self) -> i64 {
         self.id
+    }
+
+    /// A session's settled spend this period, if the budget caps sessions.
+    pub fn session_spent(&self, session: &str) -> Option<Money> {
+        let a = self.lock();
+        a.budget.max_session_dollars?;
+        Some(a.sessions.tab(session).spent)
     }
 
     /// The budget's parent, if it has one.
@@ -220,7 +235,7 @@ impl Slot {
         tokens: u64,
         now: DateTime<Utc>,
     ) -> Result<Reservation, Refusal> {
-        reserve(std::slice::from_ref(self), cost, tokens, now)
+        reserve(std::slice::from_ref(self), cost, tokens, now, None)
     }
 
     /// Whether the budget's loop guard refuses a request with fingerprint `h` now: the
@@ -253,16 +268,28 @@ impl Slot {
 
     /// Frees a reservation that was never settled (its task panicked or was cancelled):
     /// nothing was charged, so no threshold can have been reached and none is marked.
-    fn release(&self, cost: Money, tokens: u64) {
+    fn release(&self, cost: Money, tokens: u64, session: Option<&str>) {
         let mut a = self.lock();
         a.reserved = a.reserved - cost;
         a.reserved_tokens = a.reserved_tokens.saturating_sub(tokens);
+        if let Some(s) = session {
+            a.sessions.release(s, cost);
+        }
     }
 
-    fn settle(&self, cost: Money, tokens: u64, actual: Totals, now: DateTime<Utc>) -> Settled {
+    fn settle(
+        &self,
+        (cost, tokens): (Money, u64),
+        session: Option<&str>,
+        actual: Totals,
+        now: DateTime<Utc>,
+    ) -> Settled {
         let mut a = self.lock();
         a.reserved = a.reserved - cost;
         a.reserved_tokens = a.reserved_tokens.saturating_sub(tokens);
+        if let Some(s) = session {
+            a.sessions.settle(s, cost, actual.dollars);
+        }
         a.roll(now, self.zone);
         a.days.entry(self.zone.day(now)).or_default().add(actual);
         a.current.add(actual);
@@ -299,6 +326,8 @@ pub struct History {
     pub worst_cases: Vec<Money>,
     /// Its priced requests of the last hour: (settled at, cost).
     pub last_hour: Vec<(DateTime<Utc>, Money)>,
+    /// Each session's spend this period (for a budget with `max_session_dollars`).
+    pub sessions: Vec<(String, Money)>,
 }
 
 /// All budgets' live state, by id and by name.
@@ -349,6 +378,7 @@ impl Ledger {
             alerted,
             worst_cases,
             last_hour: costs,
+            sessions,
         } = history;
         let window = period::window(budget.period, budget.created_at, now, self.zone);
         let skip = worst_cases.len().saturating_sub(RECENT_WORST_CASES);
@@ -367,6 +397,7 @@ impl Ledger {
             worst_cases: worst_cases.into_iter().skip(skip).collect(),
             last_hour,
             repeats: Repeats::default(),
+            sessions: sessions::Sessions::from_spend(sessions),
         };
         account.recount(self.zone);
         let (id, name) = (account.budget.id, account.budget.name.clone());
@@ -387,6 +418,14 @@ impl Ledger {
             a.window = period::window(budget.period, budget.created_at, now, self.zone);
             a.budget = budget;
             a.recount(self.zone);
+        }
+    }
+
+    /// Sets a budget's sessions' spend this period (read from the records when its
+    /// `max_session_dollars` is set); reservations in flight are kept out of it.
+    pub fn set_sessions(&self, id: i64, spend: Vec<(String, Money)>) {
+        if let Some(slot) = self.find(&id.to_string()) {
+            slot.lock().sessions = sessions::Sessions::from_spend(spend);
         }
     }
 

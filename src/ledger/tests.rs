@@ -16,6 +16,7 @@ fn budget(cap: &str, max_tokens: Option<u64>) -> Budget {
         models: None,
         loop_guard: None,
         parent: None,
+        max_session_dollars: None,
         created_at: Utc::now(),
     }
 }
@@ -231,11 +232,11 @@ fn a_chain_is_the_budget_then_its_ancestors() {
 fn a_request_fits_every_scope_and_is_held_and_settled_on_all() {
     let (l, t, a, b) = family();
     let now = Utc::now();
-    let r = reserve(&l.chain(&b), m("0.7"), 10, now).unwrap();
+    let r = reserve(&l.chain(&b), m("0.7"), 10, now, None).unwrap();
     assert_eq!(r.remaining(), Some(m("1")), "the least room on the chain");
     assert_eq!(t.status(now).reserved, m("0.7"));
     // `a` has its $0.60, but `total` has $0.30 left.
-    let refused = reserve(&l.chain(&a), m("0.4"), 10, now).unwrap_err();
+    let refused = reserve(&l.chain(&a), m("0.4"), 10, now, None).unwrap_err();
     assert_eq!(
         (
             refused.status.budget.name.as_str(),
@@ -243,7 +244,7 @@ fn a_request_fits_every_scope_and_is_held_and_settled_on_all() {
         ),
         ("total", Some("a"))
     );
-    let own = reserve(&l.chain(&a), m("0.65"), 10, now).unwrap_err();
+    let own = reserve(&l.chain(&a), m("0.65"), 10, now, None).unwrap_err();
     assert_eq!(
         (own.status.budget.name.as_str(), own.below),
         ("a", None),
@@ -257,7 +258,7 @@ fn a_request_fits_every_scope_and_is_held_and_settled_on_all() {
         (m("0.5"), Money::ZERO)
     );
     assert_eq!(b.status(now).period.dollars, m("0.5"));
-    let clamped = reserve_within(&l.chain(&a), m("2"), now, |room| {
+    let clamped = reserve_within(&l.chain(&a), (m("2"), None), now, |room| {
         assert_eq!(
             room.dollars,
             Some(m("0.5")),
@@ -278,7 +279,7 @@ fn concurrent_siblings_never_push_their_parent_over_its_cap() {
             let chain = if i % 2 == 0 { &ca } else { &cb };
             sc.spawn(move || {
                 for _ in 0..200 {
-                    if let Ok(r) = reserve(chain, m("0.01"), 1, now) {
+                    if let Ok(r) = reserve(chain, m("0.01"), 1, now, None) {
                         r.settle(m("0.01"), 1, now);
                     }
                 }
@@ -315,4 +316,51 @@ fn spend_rolls_up_into_every_ancestor() {
     chain::roll_up(&mut h, &parents);
     let total = |id: i64| h[&id].days[&day].dollars;
     assert_eq!((total(1), total(2), total(3)), (m("7"), m("6"), m("4")));
+}
+
+#[test]
+fn each_session_is_held_to_the_budgets_session_cap_in_its_period() {
+    let mut b = budget("10", None);
+    b.max_session_dollars = Some(m("1"));
+    let (l, s) = ledger(b);
+    let now = Utc::now();
+    let chain = l.chain(&s);
+    let r = reserve(&chain, m("0.6"), 1, now, Some("s1")).unwrap();
+    let refused = reserve(&chain, m("0.5"), 1, now, Some("s1")).unwrap_err();
+    assert_eq!(refused.limit, Limit::Session);
+    assert_eq!(
+        refused
+            .session
+            .as_ref()
+            .map(|(n, t)| (n.as_str(), t.reserved)),
+        Some(("s1", m("0.6")))
+    );
+    assert!(
+        reserve(&chain, m("0.5"), 1, now, Some("s2")).is_ok(),
+        "another session has its own"
+    );
+    assert!(
+        reserve(&chain, m("0.5"), 1, now, None).is_ok(),
+        "a request of no session is not held to it"
+    );
+    r.settle(m("0.3"), 1, now);
+    assert_eq!(s.session_spent("s1"), Some(m("0.3")));
+    let fits = reserve(&chain, m("0.7"), 1, now, Some("s1"));
+    assert!(
+        fits.is_ok(),
+        "what settled below its worst case is free again"
+    );
+    let clamped = reserve_within(&chain, (m("2"), Some("s1")), now, |room| {
+        assert_eq!(
+            room.dollars,
+            Some(Money::ZERO),
+            "s1 has $0.30 spent and $0.70 held"
+        );
+        None::<(Money, u64, ())>
+    });
+    assert!(clamped.is_none());
+    drop(fits);
+    // A new period starts every session from nothing.
+    let tomorrow = now + chrono::Duration::days(1);
+    assert!(reserve(&chain, m("0.9"), 1, tomorrow, Some("s1")).is_ok());
 }

@@ -214,6 +214,7 @@ pub async fn admit(call: &Call) -> Result<Admitted, Denied> {
 /// when the estimate's uncertainty could flip the decision.
 async fn reserve_here(call: &Call) -> Result<Here, Refused> {
     let (app, chain, budget, price) = (&*call.app, &call.chain, &call.budget, &*call.price);
+    let session = call.session.as_deref();
     let (req, body, headers) = (&call.parsed, &call.body, &call.headers);
     let est = estimate(body, req.new_tokenizer);
     let ask = |input_tokens| Ask {
@@ -238,6 +239,7 @@ async fn reserve_here(call: &Call) -> Result<Here, Refused> {
         full,
         est.high.saturating_add(req.ask.max_tokens),
         period::now(),
+        session,
     ) {
         Ok(r) => return Ok(admitted(r, high)),
         Err(r) => r,
@@ -257,6 +259,7 @@ async fn reserve_here(call: &Call) -> Result<Here, Refused> {
                 cost,
                 exact.saturating_add(req.ask.max_tokens),
                 period::now(),
+                session,
             ) {
                 Ok(r) => return Ok(admitted(r, known)),
                 Err(_) if refusal.status.budget.admission == Admission::Clamp => {}
@@ -267,7 +270,7 @@ async fn reserve_here(call: &Call) -> Result<Here, Refused> {
     let worst = worst_case(price, &known);
     if refusal.status.budget.admission == Admission::Clamp && req.max_tokens_at.is_some() {
         let floor = CLAMP_FLOOR.max(req.thinking_budget.map_or(0, |b| b.saturating_add(1)));
-        let clamped = ledger::reserve_within(chain, worst, period::now(), |room| {
+        let clamped = ledger::reserve_within(chain, (worst, session), period::now(), |room| {
             largest_fit(price, &known, floor, room)
         });
         if let Some((reservation, n)) = clamped {
@@ -355,18 +358,15 @@ async fn count_tokens(app: &Service, headers: &HeaderMap, body: &Bytes) -> Optio
         .map(|c| c.input_tokens)
 }
 
-/// The 429 of Anthropic's spend-limit gateway: `billing_error`, never retried by SDKs.
-/// `retry-after` is when waiting helps: the period's reset, or for the velocity cap the moment
-/// enough of the last hour's spend has left the window.
-pub fn blocked(r: &Refusal, now: DateTime<Utc>, app: &Service) -> HttpError {
+/// What the refusal says of the limit it passed, and when waiting helps.
+fn detail(r: &Refusal, now: DateTime<Utc>, zone: period::Zone) -> (String, Option<DateTime<Utc>>) {
     let s = &r.status;
-    let zone = app.config.zone;
     let period = s.budget.period.as_str();
     let resets = match s.window.resets_at {
         Some(t) => format!("; resets {}", zone.render(t)),
         None => String::new(),
     };
-    let (detail, retry_at) = match r.limit {
+    match r.limit {
         Limit::Tokens => (
             format!(
                 "{period} token cap: spent {} + in flight {} + this request up to {} > {} tokens{resets}",
@@ -387,6 +387,22 @@ pub fn blocked(r: &Refusal, now: DateTime<Utc>, app: &Service) -> HttpError {
             ),
             s.window.resets_at,
         ),
+        Limit::Session => {
+            let (name, tab) = r.session.clone().unwrap_or_default();
+            (
+                format!(
+                    "per-session cap (max_session_dollars) for session '{name}': spent {} + in flight {} + this request up to {} > {}{resets}",
+                    tab.spent.display_cents(),
+                    tab.reserved.display_cents(),
+                    r.cost.display_cents(),
+                    s.budget
+                        .max_session_dollars
+                        .unwrap_or_default()
+                        .display_cents()
+                ),
+                s.window.resets_at,
+            )
+        }
         Limit::Hourly { frees_in_ms } => {
             let at = frees_in_ms.map(|ms| now + chrono::Duration::milliseconds(ms));
             let when = match at {
@@ -410,7 +426,16 @@ pub fn blocked(r: &Refusal, now: DateTime<Utc>, app: &Service) -> HttpError {
                 at,
             )
         }
-    };
+    }
+}
+
+/// The 429 of Anthropic's spend-limit gateway: `billing_error`, never retried by SDKs.
+/// `retry-after` is when waiting helps: the period's reset, or for the velocity cap the moment
+/// enough of the last hour's spend has left the window.
+pub fn blocked(r: &Refusal, now: DateTime<Utc>, app: &Service) -> HttpError {
+    let s = &r.status;
+    let zone = app.config.zone;
+    let (detail, retry_at) = detail(r, now, zone);
     let above = match &r.below {
         Some(below) => format!(" (above '{below}')"),
         None => String::new(),

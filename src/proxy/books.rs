@@ -104,6 +104,7 @@ impl Books {
             tokens,
             limit,
             below: None,
+            session: None,
         };
         // The local reservation is released as `reservation` drops.
         Err(Refused::limit(refusal, cost).into())

@@ -146,6 +146,9 @@ pub struct SessionView {
     pub agents: Vec<AgentSpend>,
     /// What Claude Code's telemetry said the session did; null when it sent none.
     pub activity: Option<SessionActivity>,
+    /// Its spend in the budget's current period, against `max_session_dollars` (null when
+    /// the budget does not cap sessions).
+    pub period_dollars: Option<Money>,
 }
 
 /// One agent's share of a session.

@@ -57,6 +57,7 @@ impl Service {
                 .parent
                 .and_then(|p| self.ledger.find(&p.to_string()))
                 .map(|p| p.name()),
+            max_session_dollars: b.max_session_dollars,
             created_at: zone.render(b.created_at),
             spent_dollars: s.period.dollars,
             spent_tokens: s.period.tokens,
@@ -144,6 +145,11 @@ impl Service {
             .await
             .map_err(|e| unshared(&next.name, "changed", e))?;
         let moved = next.parent != before.parent;
+        if next.max_session_dollars.is_some() && before.max_session_dollars.is_none() {
+            // Sessions are tracked from now on: first, what each spent so far this period.
+            let spend = super::tree::session_spend(&self.store, &next, self.config.zone).await?;
+            self.ledger.set_sessions(next.id, spend);
+        }
         let view = self.update_here(next).await?;
         if moved {
             self.rebase().await?;
@@ -296,10 +302,14 @@ impl Service {
         let limit = limit.unwrap_or(50).clamp(1, MAX_PAGE);
         let offset = offset.unwrap_or(0);
         let zone = self.config.zone;
-        let (items, total) = self
+        let (mut items, total) = self
             .store
             .read(move |c| store::sessions::page(c, id, limit, offset, zone))
             .await?;
+        let slot = self.slot(key)?;
+        for s in &mut items {
+            s.period_dollars = slot.session_spent(&s.session);
+        }
         Ok(SessionPage {
             items,
             total,

@@ -212,7 +212,7 @@ async fn load_ledger(
         );
     }
     let (mut alerted, raised_once) = alerted(store.read(store::alerts::once_keys).await?);
-    let mut histories = tree::histories(store, &budgets).await?;
+    let mut histories = tree::histories(store, &budgets, zone).await?;
     let ledger = Ledger::new(zone);
     for b in budgets {
         let mut history = histories.remove(&b.id).unwrap_or_default();

@@ -62,6 +62,7 @@ impl Parents for Tree<'_> {
 pub(super) async fn histories(
     store: &Store,
     budgets: &[Budget],
+    zone: period::Zone,
 ) -> Result<HashMap<i64, History>, StoreError> {
     let now = period::now();
     let mut days = store.read(store::budgets::days).await?;
@@ -77,11 +78,16 @@ pub(super) async fn histories(
                 ))
             })
             .await?;
+        let sessions = match b.max_session_dollars {
+            Some(_) => session_spend(store, b, zone).await?,
+            None => Vec::new(),
+        };
         let h = History {
             days: days.remove(&id).unwrap_or_default(),
             alerted: Default::default(),
             worst_cases,
             last_hour,
+            sessions,
         };
         out.insert(id, h);
     }
@@ -91,6 +97,19 @@ pub(super) async fn histories(
         .collect();
     chain::roll_up(&mut out, &parents);
     Ok(out)
+}
+
+/// Each session's spend in the budget's current period, from its records.
+pub(super) async fn session_spend(
+    store: &Store,
+    b: &Budget,
+    zone: period::Zone,
+) -> Result<Vec<(String, crate::money::Money)>, StoreError> {
+    let (id, now) = (b.id, period::now());
+    let since = period::window(b.period, b.created_at, now, zone).start;
+    store
+        .read(move |c| store::usage::session_spend_since(c, id, since))
+        .await
 }
 
 impl Service {
@@ -127,7 +146,7 @@ impl Service {
             .into_iter()
             .map(|s| s.budget)
             .collect();
-        let h = histories(&self.store, &budgets).await?;
+        let h = histories(&self.store, &budgets, self.config.zone).await?;
         self.ledger.rebase(h);
         Ok(())
     }

@@ -43,13 +43,15 @@ fn row_to_budget(r: &rusqlite::Row<'_>) -> rusqlite::Result<Budget> {
             .get::<_, Option<String>>(12)?
             .and_then(|g| serde_json::from_str(&g).ok()),
         parent: r.get(13)?,
+        max_session_dollars: r.get::<_, Option<i64>>(14)?.map(Money::from_picos),
     })
 }
 
 pub fn load_all(conn: &Connection) -> Result<Vec<Budget>, StoreError> {
     let mut stmt = conn.prepare(
         "SELECT id, name, max_dollars, max_tokens, period, webhook_url, thresholds, created_at, admission,
-                max_dollars_per_hour, max_request_dollars, models, loop_guard, parent_id FROM budgets ORDER BY id",
+                max_dollars_per_hour, max_request_dollars, models, loop_guard, parent_id,
+                max_session_dollars FROM budgets ORDER BY id",
     )?;
     let rows = stmt
         .query_map([], row_to_budget)?
@@ -108,8 +110,8 @@ fn conflict(e: rusqlite::Error, name: &str) -> StoreError {
 pub fn insert(tx: &Transaction<'_>, b: &Budget) -> Result<Budget, StoreError> {
     tx.execute(
         "INSERT INTO budgets (name, max_dollars, max_tokens, period, webhook_url, thresholds, created_at, admission,
-            max_dollars_per_hour, max_request_dollars, models, loop_guard, parent_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            max_dollars_per_hour, max_request_dollars, models, loop_guard, parent_id, max_session_dollars)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         params![
             b.name,
             b.max_dollars.map(Money::picos),
@@ -124,6 +126,7 @@ pub fn insert(tx: &Transaction<'_>, b: &Budget) -> Result<Budget, StoreError> {
             models_json(&b.models),
             b.loop_guard.and_then(|g| serde_json::to_string(&g).ok()),
             b.parent,
+            b.max_session_dollars.map(Money::picos),
         ],
     )
     .map_err(|e| conflict(e, &b.name))?;
@@ -136,8 +139,8 @@ pub fn insert(tx: &Transaction<'_>, b: &Budget) -> Result<Budget, StoreError> {
 pub fn update(tx: &Transaction<'_>, b: &Budget) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE budgets SET max_dollars = ?2, max_tokens = ?3, period = ?4, webhook_url = ?5, thresholds = ?6, admission = ?7,
-            max_dollars_per_hour = ?8, max_request_dollars = ?9, models = ?10, loop_guard = ?11, parent_id = ?12
-         WHERE id = ?1",
+            max_dollars_per_hour = ?8, max_request_dollars = ?9, models = ?10, loop_guard = ?11, parent_id = ?12,
+            max_session_dollars = ?13 WHERE id = ?1",
         params![
             b.id,
             b.max_dollars.map(Money::picos),
@@ -151,6 +154,7 @@ pub fn update(tx: &Transaction<'_>, b: &Budget) -> Result<(), StoreError> {
             models_json(&b.models),
             b.loop_guard.and_then(|g| serde_json::to_string(&g).ok()),
             b.parent,
+            b.max_session_dollars.map(Money::picos),
         ],
     )?;
     Ok(())

@@ -140,6 +140,7 @@ pub fn page(
                     models,
                     agents: Vec::new(),
                     activity: None,
+                    period_dollars: None,
                 })
             },
         )?

@@ -223,6 +223,28 @@ pub fn recent_worst_cases(
 /// A budget's priced records since `since` (settle time, cost), for the velocity window after a
 /// restart. Walks its records newest first and stops a minute past `since` (records are
 /// numbered in commit order, which can trail settle order by a batch).
+/// Each session's spend since `since` (a budget's period start), for its
+/// `max_session_dollars`: at most `MAX_SESSIONS`, the most spent first.
+pub fn session_spend_since(
+    conn: &Connection,
+    budget_id: i64,
+    since: DateTime<Utc>,
+) -> Result<Vec<(String, Money)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT session, ssum(cost) FROM usage
+         WHERE budget_id = ?1 AND created_at >= ?2 AND session IS NOT NULL
+         GROUP BY session ORDER BY 2 DESC LIMIT ?3",
+    )?;
+    let limit = crate::ledger::sessions::MAX_SESSIONS as i64;
+    let rows = stmt.query_map(params![budget_id, since.timestamp_millis(), limit], |r| {
+        Ok((
+            r.get(0)?,
+            Money::from_picos(r.get::<_, Option<i64>>(1)?.unwrap_or(0)),
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 pub fn costs_since(
     conn: &Connection,
     budget_id: i64,

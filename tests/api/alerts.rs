@@ -423,6 +423,7 @@ fn badge_text_is_escaped() {
             models: None,
             loop_guard: None,
             parent: None,
+            max_session_dollars: None,
             created_at: now,
         },
         window: period::window(period::Period::Total, now, now, period::Zone::Local),

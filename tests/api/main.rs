@@ -23,6 +23,7 @@ mod nested;
 mod proxy;
 mod receiver;
 mod secrets;
+mod session_caps;
 mod sign_in;
 mod streaming;
 mod team;

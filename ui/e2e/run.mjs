@@ -104,7 +104,7 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
     await page.keyboard.press("Tab");
     await page.keyboard.press("Control+A");
     await page.keyboard.type("1");
-    for (let i = 0; i < 10 && !(await page.evaluate(() => document.activeElement?.getAttribute("name") === "thresholds")); i++) await page.keyboard.press("Tab");
+    for (let i = 0; i < 25 && !(await page.evaluate(() => document.activeElement?.getAttribute("name") === "thresholds")); i++) await page.keyboard.press("Tab");
     await page.keyboard.press("Control+A");
     await page.keyboard.type("50, 500");
     await page.keyboard.press("Enter");
@@ -243,6 +243,7 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
     await page.locator("#hour-err").getByText("A dollar amount").waitFor();
     await page.getByLabel("Hourly rate: dollars in any 60 minutes").fill("4");
     await page.getByLabel("Per-request ceiling in dollars").fill("0.5");
+    await page.getByLabel("Dollars per agent session").fill("3.5");
     await page.getByLabel("Allowed models").fill("claude-haiku-4-5, claude-sonnet-4-6");
     await page.getByLabel("Runaway loops").selectOption("block");
     await page.getByLabel("Identical requests").fill("4");
@@ -250,9 +251,12 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
     const rails = page.getByTestId("guardrails");
     await rails.getByText("At most $4.00 in any 60 minutes").waitFor();
     await rails.getByText("Only claude-haiku-4-5, claude-sonnet-4-6").waitFor();
+    await rails.getByText("Each agent session at most $3.50 per period").waitFor();
+    // The sessions table shows each session's spend this period against that cap.
+    await page.getByTestId("sessions").locator("tr", { hasText: "build-7" }).getByTestId("session-period").getByText("$3.00").waitFor();
     await rails.getByText("The same request 4 times within 10 minutes is a loop: alert and refuse repeats").waitFor();
     const b = await (await adminFetch(`${base}/api/budgets/e2e-guard`)).json();
-    assert.deepEqual([b.max_dollars_per_hour, b.max_request_dollars, b.loop_guard], ["4", "0.5", { repeats: 4, minutes: 10, action: "block" }]);
+    assert.deepEqual([b.max_dollars_per_hour, b.max_request_dollars, b.max_session_dollars, b.loop_guard], ["4", "0.5", "3.5", { repeats: 4, minutes: 10, action: "block" }]);
   });
 
   await t.test("virtual keys: make one with its snippets, use it, revoke it", async () => {

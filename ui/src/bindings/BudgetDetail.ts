@@ -21,7 +21,11 @@ children: Array<string>, id: number, name: string, max_dollars: Money | null, ma
 /**
  * The budget above it (its name), whose caps its requests must fit too.
  */
-parent: string | null, created_at: string, spent_dollars: Money, spent_tokens: number, reserved_dollars: Money, remaining_dollars: Money | null, 
+parent: string | null, 
+/**
+ * Each agent session's cap within the period.
+ */
+max_session_dollars: Money | null, created_at: string, spent_dollars: Money, spent_tokens: number, reserved_dollars: Money, remaining_dollars: Money | null, 
 /**
  * spent ÷ cap × 100, for display; 0 when uncapped.
  */

@@ -14,4 +14,4 @@ max_dollars: string | number | null, period?: Period, webhook_url?: string, max_
 /**
  * The budget above it (name or id): its requests must fit there too.
  */
-parent?: string | number | null, };
+parent?: string | number | null, max_session_dollars?: string | number, };

@@ -22,4 +22,9 @@ agents: Array<AgentSpend>,
 /**
  * What Claude Code's telemetry said the session did; null when it sent none.
  */
-activity: SessionActivity | null, };
+activity: SessionActivity | null, 
+/**
+ * Its spend in the budget's current period, against `max_session_dollars` (null when
+ * the budget does not cap sessions).
+ */
+period_dollars: Money | null, };

@@ -1,0 +1,78 @@
+//! Each agent session's spend in a budget's current period, kept for a budget with
+//! `max_session_dollars`: admission refuses a session's request that could pass it.
+
+use crate::money::Money;
+use std::collections::HashMap;
+
+/// The most sessions one budget tracks in a period; a new session past it is refused (a
+/// client inventing session ids cannot grow the proxy's memory without bound).
+pub const MAX_SESSIONS: usize = 100_000;
+
+/// One session's tab: settled spend and reservations in flight.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tab {
+    pub spent: Money,
+    pub reserved: Money,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Sessions {
+    tabs: HashMap<String, Tab>,
+}
+
+impl Sessions {
+    pub fn from_spend(spend: Vec<(String, Money)>) -> Sessions {
+        let tabs = spend
+            .into_iter()
+            .map(|(s, spent)| {
+                (
+                    s,
+                    Tab {
+                        spent,
+                        reserved: Money::ZERO,
+                    },
+                )
+            })
+            .collect();
+        Sessions { tabs }
+    }
+
+    pub fn tab(&self, session: &str) -> Tab {
+        self.tabs.get(session).copied().unwrap_or_default()
+    }
+
+    /// Whether a request of `cost` would pass `cap` (or the session is one too many).
+    pub fn over(&self, session: &str, cost: Money, cap: Money) -> bool {
+        match self.tabs.get(session) {
+            Some(t) => t.spent + t.reserved + cost > cap,
+            None => self.tabs.len() >= MAX_SESSIONS || cost > cap,
+        }
+    }
+
+    /// The room left under `cap`.
+    pub fn room(&self, session: &str, cap: Money) -> Money {
+        let t = self.tab(session);
+        cap - t.spent - t.reserved
+    }
+
+    pub fn hold(&mut self, session: &str, cost: Money) {
+        self.tabs.entry(session.to_string()).or_default().reserved += cost;
+    }
+
+    pub fn release(&mut self, session: &str, cost: Money) {
+        if let Some(t) = self.tabs.get_mut(session) {
+            t.reserved = t.reserved - cost;
+        }
+    }
+
+    pub fn settle(&mut self, session: &str, reserved: Money, actual: Money) {
+        if let Some(t) = self.tabs.get_mut(session) {
+            t.reserved = t.reserved - reserved;
+            t.spent += actual;
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.tabs.clear();
+    }
+}
