@@ -189,7 +189,7 @@ impl Call {
         let (mut parts, body) = req.into_parts();
         let signed_in = carries_sign_in(&parts.headers);
         let keyed = app.resolve_key(&mut parts.headers)?;
-        let slot = budget_of(&app, keyed, key)?;
+        let mut slot = budget_of(&app, keyed, key)?;
         let session = session_of(&parts.headers)?;
         let mut attribution = attribution_of(&parts.headers);
         let mut body = read_body(body, &parts.headers).await?;
@@ -199,6 +199,9 @@ impl Call {
                 body = Bytes::from(rest);
                 attribution.project = project;
             }
+        }
+        if let Some(child) = project_budget(&app, &slot, attribution.project.as_deref()) {
+            slot = child;
         }
         let parsed =
             request::parse(&body).map_err(|e| HttpError::invalid(format!("agent-budget: {e}")))?;
@@ -249,6 +252,15 @@ impl Call {
 }
 
 /// The budget a request is charged to, once the proxy can record it.
+/// The child budget a project's request is charged to: the budget of the project's name
+/// right below the request's own, if there is one.
+fn project_budget(app: &Service, slot: &Arc<Slot>, project: Option<&str>) -> Option<Arc<Slot>> {
+    // A project named like an id would find a budget by its id: names only.
+    let project = project.filter(|p| p.parse::<i64>().is_err())?;
+    let child = app.ledger.find(project)?;
+    (child.parent() == Some(slot.id())).then_some(child)
+}
+
 fn budget_of(
     app: &Service,
     keyed: Option<i64>,

@@ -341,3 +341,41 @@ async fn a_team_refuses_a_parent_rather_than_enforce_it_on_one_proxy_only() {
         "default and total"
     );
 }
+
+#[tokio::test]
+async fn a_projects_request_is_charged_to_the_child_budget_of_its_name() {
+    let app = tree().await;
+    let token = crate::sign_in::signed_in(&app, "total").await;
+    let access = token["access_token"].as_str().unwrap();
+    for project in ["a", "elsewhere"] {
+        let mut b = body("claude-haiku-4-5", 10);
+        b["tags"] = json!({"project": project});
+        let r = reqwest::Client::new()
+            .post(app.url("/v1/messages"))
+            .bearer_auth(access)
+            .header("x-mock", spend(20_000).to_string()) // $0.10
+            .json(&b)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let spent = |v: Value| dollars(&v["spent_dollars"]).to_string();
+    assert_eq!(
+        spent(app.budget("a").await),
+        "0.1",
+        "project 'a' is budget 'a' below 'total'"
+    );
+    assert_eq!(
+        spent(app.budget("total").await),
+        "0.2",
+        "both count in total"
+    );
+    let records = app.usage("a").await;
+    assert_eq!((records.len(), &records[0]["project"]), (1, &json!("a")));
+    assert_eq!(
+        app.usage("total").await[0]["project"],
+        "elsewhere",
+        "no such child: its own budget"
+    );
+}
