@@ -104,6 +104,14 @@ pub struct NewUpstreamKey {
 #[ts(export)]
 pub struct NewKey {
     pub name: String,
+    /// The key's own cap: a scope below its budget (per developer under a team budget).
+    #[serde(default)]
+    #[ts(optional, type = "string | number")]
+    pub max_dollars: Option<Money>,
+    /// The cap's period; the budget's when left out.
+    #[serde(default)]
+    #[ts(optional)]
+    pub period: Option<crate::budget::period::Period>,
 }
 
 /// `GET /api/budgets/:id/sessions`: most recently seen first.

@@ -9,7 +9,60 @@ use std::sync::{Arc, MutexGuard};
 /// The deepest chain followed (the API refuses cycles; this bounds a broken database).
 pub const MAX_DEPTH: usize = 32;
 
+/// A key with its own cap, as a scope: a budget of its own (id the key's id negated, so it
+/// never meets a budget's, and locked before any budget), below the key's budget.
+pub struct KeyScope {
+    pub key_id: i64,
+    pub budget_id: i64,
+    pub name: String,
+    pub max_dollars: Money,
+    pub period: crate::budget::period::Period,
+    pub created_at: DateTime<Utc>,
+}
+
+impl KeyScope {
+    fn budget(self) -> crate::budget::Budget {
+        let mut b = crate::budget::Budget::built_in(self.created_at);
+        b.id = -self.key_id;
+        b.name = self.name;
+        b.max_dollars = Some(self.max_dollars);
+        b.period = self.period;
+        // A key's use is reported on its budget: it raises no alerts of its own.
+        b.thresholds = Vec::new();
+        b.parent = Some(self.budget_id);
+        b
+    }
+}
+
+/// Whether a scope is a key's rather than a budget's.
+pub fn is_key(status: &Status) -> bool {
+    status.budget.id < 0
+}
+
 impl Ledger {
+    /// Adds a key's scope with its spend history.
+    pub fn insert_key(&self, key: KeyScope, history: History, now: DateTime<Utc>) {
+        let id = key.key_id;
+        let slot = self.slot(key.budget(), history, now);
+        self.write().by_key.insert(id, slot);
+    }
+
+    /// A key's scope, if it has its own cap.
+    pub fn key_scope(&self, key_id: i64) -> Option<Arc<Slot>> {
+        self.read().by_key.get(&key_id).cloned()
+    }
+
+    pub fn remove_key(&self, key_id: i64) {
+        self.write().by_key.remove(&key_id);
+    }
+
+    /// Forgets the key scopes of a deleted budget.
+    pub fn remove_keys_of(&self, budget_id: i64) {
+        self.write()
+            .by_key
+            .retain(|_, s| s.parent() != Some(budget_id));
+    }
+
     /// A budget and its ancestors, the budget first.
     pub fn chain(&self, slot: &Arc<Slot>) -> Vec<Arc<Slot>> {
         let mut chain = vec![slot.clone()];
@@ -125,6 +178,14 @@ fn hold(
     }
 }
 
+/// How a refusal names a scope: `key 'laptop'` or `'team'`.
+pub fn subject(b: &crate::budget::Budget) -> String {
+    match b.id < 0 {
+        true => format!("key '{}'", b.name),
+        false => format!("'{}'", b.name),
+    }
+}
+
 /// The session's tab on the first scope whose `max_session_dollars` the request would pass.
 fn session_over(
     a: &Account,
@@ -167,7 +228,7 @@ pub fn reserve(
             cost,
             tokens,
             limit,
-            below: (i > 0).then(|| accounts[0].budget.name.clone()),
+            below: (i > 0).then(|| subject(&accounts[0].budget)),
             session: over_session.filter(|_| limit == Limit::Session),
         });
     }

@@ -341,6 +341,8 @@ pub struct Ledger {
 struct Index {
     by_id: HashMap<i64, Arc<Slot>>,
     by_name: HashMap<String, Arc<Slot>>,
+    /// Keys with their own cap, by key id: scopes below their budget.
+    by_key: HashMap<i64, Arc<Slot>>,
 }
 
 impl Ledger {
@@ -373,6 +375,15 @@ impl Ledger {
 
     /// Adds a budget with its history (from the store at start-up).
     pub fn insert(&self, budget: Budget, history: History, now: DateTime<Utc>) {
+        let (id, name) = (budget.id, budget.name.clone());
+        let slot = self.slot(budget, history, now);
+        let mut idx = self.write();
+        idx.by_id.insert(id, slot.clone());
+        idx.by_name.insert(name, slot);
+    }
+
+    /// A budget's live state, from its history.
+    fn slot(&self, budget: Budget, history: History, now: DateTime<Utc>) -> Arc<Slot> {
         let History {
             days,
             alerted,
@@ -400,15 +411,11 @@ impl Ledger {
             sessions: sessions::Sessions::from_spend(sessions),
         };
         account.recount(self.zone);
-        let (id, name) = (account.budget.id, account.budget.name.clone());
-        let slot = Arc::new(Slot {
-            id,
+        Arc::new(Slot {
+            id: account.budget.id,
             zone: self.zone,
             account: Mutex::new(account),
-        });
-        let mut idx = self.write();
-        idx.by_id.insert(id, slot.clone());
-        idx.by_name.insert(name, slot);
+        })
     }
 
     /// Replaces a budget's settings (cap, period…); spend history and reservations stay.

@@ -17,7 +17,7 @@ pub struct Totals {
 }
 
 impl Totals {
-    pub(super) fn add(&mut self, o: Totals) {
+    pub fn add(&mut self, o: Totals) {
         self.dollars += o.dollars;
         self.tokens = self.tokens.saturating_add(o.tokens);
         self.requests = self.requests.saturating_add(o.requests);

@@ -237,13 +237,11 @@ fn a_request_fits_every_scope_and_is_held_and_settled_on_all() {
     assert_eq!(t.status(now).reserved, m("0.7"));
     // `a` has its $0.60, but `total` has $0.30 left.
     let refused = reserve(&l.chain(&a), m("0.4"), 10, now, None).unwrap_err();
-    assert_eq!(
-        (
-            refused.status.budget.name.as_str(),
-            refused.below.as_deref()
-        ),
-        ("total", Some("a"))
+    let named = (
+        refused.status.budget.name.as_str(),
+        refused.below.as_deref(),
     );
+    assert_eq!(named, ("total", Some("'a'")));
     let own = reserve(&l.chain(&a), m("0.65"), 10, now, None).unwrap_err();
     assert_eq!(
         (own.status.budget.name.as_str(), own.below),

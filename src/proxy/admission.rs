@@ -437,13 +437,14 @@ pub fn blocked(r: &Refusal, now: DateTime<Utc>, app: &Service) -> HttpError {
     let zone = app.config.zone;
     let (detail, retry_at) = detail(r, now, zone);
     let above = match &r.below {
-        Some(below) => format!(" (above '{below}')"),
+        Some(below) => format!(" (above {below})"),
         None => String::new(),
     };
-    let msg = format!(
-        "agent-budget: budget '{}'{above} would exceed its {detail}",
-        s.budget.name
-    );
+    let scope = match ledger::chain::is_key(s) {
+        true => ledger::chain::subject(&s.budget),
+        false => format!("budget {}", ledger::chain::subject(&s.budget)),
+    };
+    let msg = format!("agent-budget: {scope}{above} would exceed its {detail}");
     let mut err = HttpError::new(StatusCode::TOO_MANY_REQUESTS, "billing_error", msg)
         .with_header("x-should-retry", "false");
     // At a cap, Claude Code's usage-limit headers: it then prints this message as it is.

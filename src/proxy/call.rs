@@ -94,6 +94,7 @@ fn attribution_of(headers: &HeaderMap) -> Attribution {
         ok.then(|| v.to_string())
     });
     Attribution {
+        key_id: None,
         agent_id,
         parent_agent_id,
         agent_type,
@@ -189,9 +190,10 @@ impl Call {
         let (mut parts, body) = req.into_parts();
         let signed_in = carries_sign_in(&parts.headers);
         let keyed = app.resolve_key(&mut parts.headers)?;
-        let mut slot = budget_of(&app, keyed, key)?;
+        let mut slot = budget_of(&app, keyed.map(|(_, budget)| budget), key)?;
         let session = session_of(&parts.headers)?;
         let mut attribution = attribution_of(&parts.headers);
+        attribution.key_id = keyed.map(|(key, _)| key);
         let mut body = read_body(body, &parts.headers).await?;
         if signed_in {
             drop_tags_beta(&mut parts.headers);
@@ -213,7 +215,7 @@ impl Call {
             .map(|_| request::fingerprint(&body, &parsed.model));
         Ok(Call {
             books: Books::of(&app, &budget.name),
-            chain: app.ledger.chain(&slot),
+            chain: chain_of(&app, &slot, attribution.key_id),
             app,
             started,
             slot,
@@ -252,6 +254,16 @@ impl Call {
 }
 
 /// The budget a request is charged to, once the proxy can record it.
+/// What the request is reserved on: its key's scope when the key has its own cap, then its
+/// budget and the budget's ancestors.
+fn chain_of(app: &Service, slot: &Arc<Slot>, key: Option<i64>) -> Vec<Arc<Slot>> {
+    let mut chain = app.ledger.chain(slot);
+    if let Some(scope) = key.and_then(|k| app.ledger.key_scope(k)) {
+        chain.insert(0, scope);
+    }
+    chain
+}
+
 /// The child budget a project's request is charged to: the budget of the project's name
 /// right below the request's own, if there is one.
 fn project_budget(app: &Service, slot: &Arc<Slot>, project: Option<&str>) -> Option<Arc<Slot>> {

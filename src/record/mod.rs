@@ -103,6 +103,11 @@ pub struct KeyView {
     pub last_used_at: Option<String>,
     /// `key`, made on the budget's page; `sign_in`, made by approving a Claude Code sign-in.
     pub kind: KeyKind,
+    /// The key's own cap, a scope below its budget (null: only the budget's caps apply).
+    pub max_dollars: Option<Money>,
+    pub period: Option<crate::budget::period::Period>,
+    /// What the key spent in its period, when it has a cap.
+    pub spent_dollars: Option<Money>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
@@ -218,9 +223,11 @@ pub struct UsageRow {
     pub alerts: Vec<NewAlert>,
 }
 
-/// Who in an agent session made a request, and for which project: what the client said.
+/// Who made a request: the virtual key (or sign-in) it came with, and what the client said
+/// of the agent in its session and of its project.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Attribution {
+    pub key_id: Option<i64>,
     pub agent_id: Option<String>,
     pub parent_agent_id: Option<String>,
     pub agent_type: Option<String>,

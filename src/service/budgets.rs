@@ -240,6 +240,7 @@ impl Service {
             .run(move |tx| store::budgets::delete(tx, id))
             .await?;
         self.ledger.remove(id);
+        self.ledger.remove_keys_of(id);
         self.keys.forget_budget(id);
         self.events.emit(CoreEvent::BudgetDeleted {
             budget_id: id,

@@ -5,10 +5,11 @@
 use super::Service;
 use super::sign_in::{TOKEN_PREFIX, token_expiry};
 use crate::admin::bearer;
-use crate::budget::period;
+use crate::budget::period::{self, Period};
 use crate::config::KEY_PREFIX;
 use crate::dto::{Items, KeyCreated, NewKey};
 use crate::error::HttpError;
+use crate::money::Money;
 use crate::record::KeyKind;
 use crate::record::KeyView;
 use crate::store;
@@ -66,12 +67,12 @@ impl Keys {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
         self.0.write().unwrap_or_else(|p| p.into_inner())
     }
-    /// The key's budget, noting that it was used at `now` (milliseconds).
-    fn budget_of(&self, key: &str, now: i64) -> Option<i64> {
+    /// The key's id and budget, noting that it was used at `now` (milliseconds).
+    fn budget_of(&self, key: &str, now: i64) -> Option<(i64, i64)> {
         let map = self.read();
         let e = map.get(&hash(key))?;
         e.used.fetch_max(now, Ordering::Relaxed);
-        Some(e.budget_id)
+        Some((e.id, e.budget_id))
     }
     pub(super) fn add(&self, hash: String, id: i64, budget_id: i64) {
         self.write().insert(hash, Entry::new(id, budget_id));
@@ -167,9 +168,9 @@ fn is_ours(credential: &str) -> bool {
     credential.starts_with(KEY_PREFIX) || credential.starts_with(TOKEN_PREFIX)
 }
 
-/// The budget of one of this proxy's credentials, noting its use; None if it is unknown,
-/// revoked, or a sign-in's token past its `exp`.
-fn budget_of(keys: &Keys, credential: &str) -> Option<i64> {
+/// The key id and budget of one of this proxy's credentials, noting its use; None if it is
+/// unknown, revoked, or a sign-in's token past its `exp`.
+fn budget_of(keys: &Keys, credential: &str) -> Option<(i64, i64)> {
     let now = period::now();
     if credential.starts_with(TOKEN_PREFIX)
         && token_expiry(credential).is_none_or(|exp| exp <= now.timestamp())
@@ -185,7 +186,8 @@ impl Service {
     /// Swaps a virtual key for the real one and says whose budget it is; refuses unknown or
     /// revoked virtual keys, a virtual key sent with any other credential (one of them would
     /// otherwise go upstream), and (with `--require-virtual-key`) any other key.
-    pub fn resolve_key(&self, headers: &mut HeaderMap) -> Result<Option<i64>, HttpError> {
+    /// Swaps a request's virtual key (or sign-in) for the real key: the key's id and budget.
+    pub fn resolve_key(&self, headers: &mut HeaderMap) -> Result<Option<(i64, i64)>, HttpError> {
         // A credential that starts with the prefix carries it too: one scan finds both.
         let virtual_key = headers
             .get_all("x-api-key")
@@ -231,7 +233,9 @@ impl Service {
         let key = first.filter(|k| !more && is_ours(k)).ok_or_else(|| {
             unauthorized("agent-budget: send the virtual key (sk-ab-…) or the sign-in's token as 'Authorization: Bearer', alone")
         })?;
-        budget_of(&self.keys, key).ok_or_else(|| unauthorized(UNKNOWN))
+        budget_of(&self.keys, key)
+            .map(|(_, budget)| budget)
+            .ok_or_else(|| unauthorized(UNKNOWN))
     }
 
     /// Makes a key; on a team (for a budget other than `default`) it is shared first with the
@@ -252,9 +256,13 @@ impl Service {
             )
         })?;
         let key = format!("{KEY_PREFIX}{}", hex::encode(bytes));
+        let cap = self.key_cap(budget, &input)?;
         let (id, at) = self
-            .add_key(budget, &name, KeyKind::Key, &key, None)
+            .add_key(budget, &name, KeyKind::Key, &key, (None, cap))
             .await?;
+        if let Some(cap) = cap {
+            self.scope_key(id, budget, &name, cap, at)?;
+        }
         Ok(KeyCreated {
             id,
             name,
@@ -272,7 +280,7 @@ impl Service {
         name: &str,
         kind: KeyKind,
         credential: &str,
-        refresh_hash: Option<String>,
+        (refresh_hash, cap): (Option<String>, Option<(Money, Period)>),
     ) -> Result<(i64, chrono::DateTime<chrono::Utc>), HttpError> {
         let _in_step = self.budget_changes.lock().await;
         let owner = self.slot(budget)?.budget();
@@ -302,6 +310,7 @@ impl Service {
                     kind,
                     hash: &h2,
                     refresh_hash: refresh_hash.as_deref(),
+                    cap,
                 };
                 store::keys::insert(tx, &row, at)
             })
@@ -339,10 +348,17 @@ impl Service {
     pub async fn list_keys(&self, budget: &str) -> Result<Items<KeyView>, HttpError> {
         let budget_id = self.slot(budget)?.status(period::now()).budget.id;
         let (zone, used) = (self.config.zone, self.keys.uses(budget_id));
-        let items = self
+        let mut items = self
             .store
             .read(move |c| store::keys::list(c, budget_id, &used, zone))
             .await?;
+        let now = period::now();
+        for k in &mut items {
+            k.spent_dollars = self
+                .ledger
+                .key_scope(k.id)
+                .map(|s| s.status(now).period.dollars);
+        }
         Ok(Items { items })
     }
 
@@ -404,6 +420,7 @@ impl Service {
 
     /// Revokes a key in this proxy's table and lookup, keeping its last use.
     pub(super) async fn revoke_here(&self, id: i64, hash: &str) -> Result<(), HttpError> {
+        self.ledger.remove_key(id);
         let at = period::now();
         self.store
             .writer
@@ -451,50 +468,4 @@ pub async fn save_uses_until(app: std::sync::Arc<Service>, stop: CancellationTok
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::http::HeaderValue;
-
-    #[test]
-    fn a_key_is_found_by_its_hash_only() {
-        let keys = Keys::load(vec![(hash("sk-ab-1"), 7, 3)]);
-        assert_eq!(keys.budget_of("sk-ab-1", 1), Some(3));
-        assert_eq!(keys.budget_of("sk-ab-2", 1), None);
-        keys.forget_budget(3);
-        assert_eq!(keys.budget_of("sk-ab-1", 1), None);
-    }
-
-    #[test]
-    fn a_use_is_unsaved_until_marked_and_never_goes_back_in_time() {
-        let keys = Keys::load(vec![(hash("sk-ab-1"), 7, 3), (hash("sk-ab-2"), 8, 4)]);
-        assert!(keys.unsaved().is_empty() && keys.uses(3).is_empty());
-        keys.budget_of("sk-ab-1", 20);
-        keys.budget_of("sk-ab-1", 10); // a request whose clock read came first
-        assert_eq!(keys.unsaved(), [(7, 20)]);
-        assert_eq!(keys.uses(3), HashMap::from([(7, 20)]));
-        assert!(keys.uses(4).is_empty());
-        keys.mark_saved(&[(7, 20)]);
-        assert!(keys.unsaved().is_empty());
-        keys.budget_of("sk-ab-1", 30);
-        assert_eq!(
-            keys.remove(&hash("sk-ab-1")),
-            Some((7, 30)),
-            "a revoked key's last use"
-        );
-        assert_eq!(keys.remove(&hash("sk-ab-2")), None, "never used");
-    }
-
-    #[test]
-    fn credentials_come_from_every_x_api_key_and_bearer_token() {
-        let mut h = HeaderMap::new();
-        let all = |h: &HeaderMap| credentials(h).map(str::to_string).collect::<Vec<_>>();
-        h.insert("authorization", HeaderValue::from_static("bearer sk-ab-x"));
-        assert_eq!(all(&h), ["sk-ab-x"]);
-        h.insert("x-api-key", HeaderValue::from_static("sk-ant-y"));
-        assert_eq!(all(&h), ["sk-ant-y", "sk-ab-x"]);
-        h.append("x-api-key", HeaderValue::from_static("z"));
-        assert_eq!(all(&h).len(), 3);
-        assert!(carries_virtual_key(b"Basic sk-ab-123"));
-        assert!(!carries_virtual_key(b"sk-ant-api03"));
-    }
-}
+mod tests;

@@ -5,6 +5,7 @@ pub mod activity;
 pub mod alerts;
 pub mod badge;
 pub mod budgets;
+mod key_caps;
 pub mod keys;
 pub mod pricing;
 pub mod sign_in;
@@ -219,6 +220,7 @@ async fn load_ledger(
         history.alerted = alerted.remove(&b.id).unwrap_or_default();
         ledger.insert(b, history, now);
     }
+    key_caps::load(store, &ledger, zone).await?;
     Ok((ledger, raised_once))
 }
 

@@ -167,6 +167,7 @@ impl Service {
                                 kind,
                                 hash: &hash,
                                 refresh_hash: refresh_hash.as_deref(),
+                                cap: None,
                             };
                             crate::store::keys::insert(tx, &row, at)
                         })

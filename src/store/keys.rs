@@ -1,7 +1,9 @@
 //! The `virtual_keys` table: each key's hash, name, budget and whether it is revoked.
 
 use super::StoreError;
+use crate::budget::period::Period;
 use crate::budget::period::{self, Zone};
+use crate::money::Money;
 use crate::record::{KeyKind, KeyView};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -14,6 +16,8 @@ pub struct NewKeyRow<'a> {
     pub kind: KeyKind,
     pub hash: &'a str,
     pub refresh_hash: Option<&'a str>,
+    /// The key's own cap and its period, when it is a scope below its budget.
+    pub cap: Option<(Money, Period)>,
 }
 
 pub fn insert(
@@ -22,15 +26,17 @@ pub fn insert(
     at: DateTime<Utc>,
 ) -> Result<i64, StoreError> {
     tx.execute(
-        "INSERT INTO virtual_keys (budget_id, name, kind, hash, refresh_hash, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO virtual_keys (budget_id, name, kind, hash, refresh_hash, created_at, max_dollars, period)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             k.budget_id,
             k.name,
             k.kind.as_str(),
             k.hash,
             k.refresh_hash,
-            at.timestamp_millis()
+            at.timestamp_millis(),
+            k.cap.map(|(m, _)| m.picos()),
+            k.cap.map(|(_, p)| p.as_str()),
         ],
     )?;
     Ok(tx.last_insert_rowid())
@@ -64,6 +70,11 @@ fn view(r: &rusqlite::Row<'_>, zone: Zone) -> rusqlite::Result<KeyView> {
         revoked_at: at(3)?,
         last_used_at: at(4)?,
         kind: KeyKind::parse(&r.get::<_, String>(5)?),
+        max_dollars: r.get::<_, Option<i64>>(6)?.map(Money::from_picos),
+        period: r
+            .get::<_, Option<String>>(7)?
+            .and_then(|p| Period::parse(&p)),
+        spent_dollars: None,
     })
 }
 
@@ -76,7 +87,7 @@ pub fn list(
     zone: Zone,
 ) -> Result<Vec<KeyView>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, name, created_at, revoked_at, last_used_at, kind FROM virtual_keys WHERE budget_id = ?1 ORDER BY id DESC",
+        "SELECT id, name, created_at, revoked_at, last_used_at, kind, max_dollars, period FROM virtual_keys WHERE budget_id = ?1 ORDER BY id DESC",
     )?;
     let rows = stmt
         .query_map([budget_id], |r| {
@@ -112,9 +123,10 @@ pub fn find(
 ) -> Result<Option<(KeyView, String, i64)>, StoreError> {
     Ok(conn
         .query_row(
-            "SELECT id, name, created_at, revoked_at, last_used_at, kind, hash FROM virtual_keys WHERE id = ?1 AND budget_id = ?2",
+            "SELECT id, name, created_at, revoked_at, last_used_at, kind, max_dollars, period, hash
+             FROM virtual_keys WHERE id = ?1 AND budget_id = ?2",
             params![id, budget_id],
-            |r| Ok((view(r, zone)?, r.get(6)?, r.get(2)?)),
+            |r| Ok((view(r, zone)?, r.get(8)?, r.get(2)?)),
         )
         .optional()?)
 }
@@ -170,6 +182,38 @@ pub fn active(conn: &Connection) -> Result<Vec<(String, i64, i64)>, StoreError> 
         conn.prepare("SELECT hash, id, budget_id FROM virtual_keys WHERE revoked_at IS NULL")?;
     let rows = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// A live key with its own cap: what the ledger needs to make its scope.
+#[derive(Clone, Debug)]
+pub struct CappedKey {
+    pub id: i64,
+    pub budget_id: i64,
+    pub name: String,
+    pub max_dollars: Money,
+    pub period: Period,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Every live key with its own cap.
+pub fn capped(conn: &Connection) -> Result<Vec<CappedKey>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT id, budget_id, name, max_dollars, period, created_at FROM virtual_keys
+         WHERE revoked_at IS NULL AND max_dollars IS NOT NULL",
+    )?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(CappedKey {
+                id: r.get(0)?,
+                budget_id: r.get(1)?,
+                name: r.get(2)?,
+                max_dollars: Money::from_picos(r.get(3)?),
+                period: Period::parse(&r.get::<_, String>(4)?).unwrap_or_default(),
+                created_at: period::from_millis(r.get(5)?),
+            })
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }

@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0012_refresh.sql"),
     include_str!("migrations/0013_activity.sql"),
     include_str!("migrations/0014_parents.sql"),
+    include_str!("migrations/0015_key_caps.sql"),
 ];
 pub const FILE_NAME: &str = "agent-budget.db";
 

@@ -2,6 +2,7 @@
 
 use super::StoreError;
 use crate::budget::period::{self, Zone};
+use crate::ledger::Totals;
 use crate::money::Money;
 use crate::pricing::PricedAs;
 use crate::pricing::cost::Tokens;
@@ -31,9 +32,9 @@ pub(super) fn insert(
         "INSERT INTO usage (created_at, budget_id, model, status, estimated, priced_as, http_status, stream,
             input_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, output_tokens,
             web_search_requests, cost, duration_ms, upstream_request_id, seq, worst_case, clamped_max_tokens, session,
-            agent_id, parent_agent_id, agent_type, project)
+            agent_id, parent_agent_id, agent_type, project, key_id)
          SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21,
-            ?22, ?23, ?24, ?25
+            ?22, ?23, ?24, ?25, ?26
          WHERE EXISTS (SELECT 1 FROM budgets WHERE id = ?2)",
     )?
     .execute(params![
@@ -62,6 +63,7 @@ pub(super) fn insert(
         r.attribution.parent_agent_id,
         r.attribution.agent_type,
         r.attribution.project,
+        r.attribution.key_id,
     ])?;
     if inserted == 0 {
         return Ok(()); // the budget was deleted meanwhile
@@ -223,6 +225,31 @@ pub fn recent_worst_cases(
 /// A budget's priced records since `since` (settle time, cost), for the velocity window after a
 /// restart. Walks its records newest first and stops a minute past `since` (records are
 /// numbered in commit order, which can trail settle order by a batch).
+/// What a key's records charged, by when (for its scope's figures at start-up).
+pub fn key_spend(
+    conn: &Connection,
+    key_id: i64,
+) -> Result<Vec<(DateTime<Utc>, Totals)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT created_at, cost, input_tokens + cache_write_5m_tokens + cache_write_1h_tokens
+                + cache_read_tokens + output_tokens, status
+         FROM usage WHERE key_id = ?1",
+    )?;
+    let rows = stmt.query_map([key_id], |r| {
+        let blocked = r.get::<_, String>(3)? == "blocked";
+        Ok((
+            period::from_millis(r.get(0)?),
+            Totals {
+                dollars: Money::from_picos(r.get(1)?),
+                tokens: r.get::<_, i64>(2)?.max(0) as u64,
+                requests: u64::from(!blocked),
+                blocked: u64::from(blocked),
+            },
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Each session's spend since `since` (a budget's period start), for its
 /// `max_session_dollars`: at most `MAX_SESSIONS`, the most spent first.
 pub fn session_spend_since(

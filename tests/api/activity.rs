@@ -275,7 +275,9 @@ async fn records_from_before_the_roll_ups_are_rolled_up_on_upgrade() {
         // As the previous schema (12) left it: the records, no roll-ups of agents or projects.
         c.execute_batch(
             "PRAGMA user_version = 12; DROP TABLE session_agents; DROP TABLE projects; DROP TABLE session_activity;
-             ALTER TABLE budgets DROP COLUMN parent_id; ALTER TABLE budgets DROP COLUMN max_session_dollars;",
+             ALTER TABLE budgets DROP COLUMN parent_id; ALTER TABLE budgets DROP COLUMN max_session_dollars;
+             ALTER TABLE virtual_keys DROP COLUMN max_dollars; ALTER TABLE virtual_keys DROP COLUMN period;
+             ALTER TABLE usage DROP COLUMN key_id;",
         )
         .unwrap();
     }

@@ -199,7 +199,9 @@ async fn a_roll_up_left_as_real_by_an_older_build_is_read_back_as_an_integer() {
              ALTER TABLE virtual_keys DROP COLUMN kind;
              DROP INDEX virtual_keys_by_refresh; ALTER TABLE virtual_keys DROP COLUMN refresh_hash;
              DROP TABLE session_agents; DROP TABLE projects; DROP TABLE session_activity;
-             ALTER TABLE budgets DROP COLUMN parent_id; ALTER TABLE budgets DROP COLUMN max_session_dollars;",
+             ALTER TABLE budgets DROP COLUMN parent_id; ALTER TABLE budgets DROP COLUMN max_session_dollars;
+             ALTER TABLE virtual_keys DROP COLUMN max_dollars; ALTER TABLE virtual_keys DROP COLUMN period;
+             ALTER TABLE usage DROP COLUMN key_id;",
         )
         .unwrap();
     }

@@ -13,6 +13,7 @@ mod guards;
 mod helpers;
 mod hostile;
 mod instants;
+mod key_caps;
 mod keychain;
 mod keys;
 mod limits;

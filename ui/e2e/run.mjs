@@ -288,6 +288,25 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
     assert.equal((await use()).status, 401);
   });
 
+  await t.test("a key with its own cap: made on the page, charged, shown against its cap", async () => {
+    await page.goto(`${base}/#/budgets/e2e-guard`);
+    await page.getByLabel("Key name").fill("e2e-alice");
+    await page.getByLabel("Its own cap in dollars").fill("1");
+    await page.getByLabel("per").selectOption("daily");
+    await page.getByRole("button", { name: "Create key" }).click();
+    const snippet = await page.getByTestId("key-snippet-Claude Code").textContent();
+    const key = /ANTHROPIC_AUTH_TOKEN=(sk-ab-[0-9a-f]{64})/.exec(snippet)?.[1];
+    const r = await fetch(`${base}/v1/messages`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-api-key": key, "x-mock": JSON.stringify({ usage: { input_tokens: 0, output_tokens: 25000 } }) },
+      body: JSON.stringify({ model: "claude-haiku-4-5", max_tokens: 10, messages: [{ role: "user", content: "hi" }] }),
+    });
+    assert.equal(r.status, 200);
+    await page.reload();
+    // Haiku output is $10/MTok here since the price edit above: $0.25.
+    await page.getByTestId("key-cap-e2e-alice").getByText("$0.25 of $1.00 daily").waitFor();
+  });
+
   await t.test("Settings shows the real key by its last 4 only, and where it comes from", async () => {
     await page.goto(`${base}/#/settings`);
     const shown = page.getByTestId("upstream-key");

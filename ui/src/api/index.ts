@@ -99,7 +99,8 @@ export function makeApi(t: Transport) {
     sessions: (id: string, limit: number, offset: number) => t.request<SessionPage>("GET", `${budget(id)}/sessions?limit=${limit}&offset=${offset}`),
     projects: (id: string) => t.request<Items<ProjectSpend>>("GET", `${budget(id)}/projects`).then((r) => r.items),
     keys: (id: string) => t.request<Items<KeyView>>("GET", `${budget(id)}/keys`).then((r) => r.items),
-    createKey: (id: string, name: string) => t.request<KeyCreated>("POST", `${budget(id)}/keys`, { name } satisfies NewKey),
+    createKey: (id: string, name: string, cap?: Pick<NewKey, "max_dollars" | "period">) =>
+      t.request<KeyCreated>("POST", `${budget(id)}/keys`, { name, ...cap } satisfies NewKey),
     revokeKey: (id: string, keyId: number) => t.request<null>("DELETE", `${budget(id)}/keys/${keyId}`),
     alerts: (limit = 50, forBudget?: string) =>
       t.request<Items<AlertView>>("GET", `/api/alerts?limit=${limit}${forBudget ? `&budget=${enc(forBudget)}` : ""}`).then((r) => r.items),
