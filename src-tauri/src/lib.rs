@@ -196,9 +196,11 @@ async fn snapshot(app: &AppHandle) -> tray::Snapshot {
         .await
         .map(|s| s.today.dollars)
         .unwrap_or_default();
+    // Top-level budgets only: a parent's figures hold its children's.
     let budgets = service
         .list_budgets()
         .into_iter()
+        .filter(|b| b.parent.is_none())
         .map(|b| tray::BudgetLine {
             name: b.name,
             spent: b.spent_dollars,

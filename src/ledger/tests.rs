@@ -362,3 +362,48 @@ fn each_session_is_held_to_the_budgets_session_cap_in_its_period() {
     let tomorrow = now + chrono::Duration::days(1);
     assert!(reserve(&chain, m("0.9"), 1, tomorrow, Some("s1")).is_ok());
 }
+
+/// A chain whose scopes have different periods, in a zone with a DST change: each scope
+/// resets on its own local boundary, and the spend stays with the scopes whose period holds it.
+#[test]
+fn each_scope_of_a_chain_resets_on_its_own_periods_boundary_across_dst() {
+    let zone = Zone::parse("Europe/Berlin").unwrap();
+    let l = Ledger::new(zone);
+    let at = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .with_timezone(&Utc)
+    };
+    let created = at("2026-10-01T00:00:00+02:00");
+    for (id, name, period, parent) in [
+        (1, "top", Period::Monthly, None),
+        (2, "mid", Period::Weekly, Some(1)),
+        (3, "leaf", Period::Daily, Some(2)),
+    ] {
+        let mut b = budget("100", None);
+        (b.id, b.name, b.period, b.parent, b.created_at) =
+            (id, name.into(), period, parent, created);
+        l.insert(b, History::default(), created);
+    }
+    let leaf = l.find("leaf").unwrap();
+    let chain = l.chain(&leaf);
+    // Saturday 24 October, 23:30 local (CEST); the clocks go back at 03:00 on Sunday.
+    let saturday = at("2026-10-24T23:30:00+02:00");
+    reserve(&chain, m("1"), 1, saturday, None)
+        .unwrap()
+        .settle(m("1"), 1, saturday);
+    let spent = |now| ["leaf", "mid", "top"].map(|n| l.find(n).unwrap().status(now).period.dollars);
+    let (zero, one) = (Money::ZERO, m("1"));
+    let cases = [
+        ("2026-10-24T23:59:00+02:00", [one, one, one]),
+        // Sunday after the change (CET): a new day, the same week and month.
+        ("2026-10-25T12:00:00+01:00", [zero, one, one]),
+        // Monday: a new week.
+        ("2026-10-26T00:30:00+01:00", [zero, zero, one]),
+        // Sunday 1 November: a new month.
+        ("2026-11-01T00:00:00+01:00", [zero, zero, zero]),
+    ];
+    for (now, want) in cases {
+        assert_eq!(spent(at(now)), want, "at {now}");
+    }
+}

@@ -201,8 +201,9 @@ async fn bad_trees_are_refused_with_the_reason_and_nothing_is_half_applied() {
 }
 
 #[tokio::test]
-async fn concurrent_requests_over_siblings_never_push_their_parent_over_its_cap() {
-    let app = spawn_app().await;
+async fn concurrent_requests_over_siblings_and_keys_never_push_any_scope_over_its_cap() {
+    let app =
+        spawn_with(|s| s.upstream_key = Some(Secret::new("sk-ant-real-key-0123".into()))).await;
     app.create_budget(json!({"name": "total", "max_dollars": "1", "period": "daily"}))
         .await;
     for name in ["s1", "s2", "s3"] {
@@ -211,23 +212,46 @@ async fn concurrent_requests_over_siblings_never_push_their_parent_over_its_cap(
         )
         .await;
     }
+    let mut keys = Vec::new();
+    for name in ["k1", "k2"] {
+        let r = app
+            .client
+            .post(app.url("/api/budgets/s1/keys"))
+            .json(&json!({"name": name, "max_dollars": "0.2"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        keys.push(
+            r.json::<Value>().await.unwrap()["key"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
     // Each request reports all of its `max_tokens` as output: it costs its worst case or less.
     let script = json!({"usage": {"input_tokens": 1, "output_tokens": 1_000_000}, "stop_at_max_tokens": true});
-    let tasks: Vec<_> = (0..300)
+    let tasks: Vec<_> = (0..320)
         .map(|i| {
             let (client, url, script) = (
                 app.client.clone(),
                 app.url("/v1/messages"),
                 script.to_string(),
             );
-            let budget = ["s1", "s2", "s3"][i % 3];
+            // Through a key of s1 (its budget is the key's), or to s2 and s3 by name.
+            let (key, budget) = match i % 4 {
+                0 | 1 => (keys[i % 2].clone(), None),
+                n => ("sk-test".to_string(), Some(["s2", "s3"][n - 2])),
+            };
             tokio::spawn(async move {
-                client
+                let mut req = client
                     .post(url)
-                    .header("x-api-key", "sk-test")
-                    .header("x-budget-id", budget)
-                    .header("x-mock", script)
-                    .json(&body("claude-haiku-4-5", 2_000))
+                    .header("x-api-key", key)
+                    .header("x-mock", script);
+                if let Some(b) = budget {
+                    req = req.header("x-budget-id", b);
+                }
+                req.json(&body("claude-haiku-4-5", 2_000))
                     .send()
                     .await
                     .unwrap()
@@ -245,7 +269,7 @@ async fn concurrent_requests_over_siblings_never_push_their_parent_over_its_cap(
         "{statuses:?}"
     );
     let admitted = statuses.iter().filter(|s| **s == 200).count();
-    assert!(admitted > 50 && admitted < 300, "{admitted} admitted");
+    assert!(admitted > 50 && admitted < 320, "{admitted} admitted");
     let total = dollars(&app.budget("total").await["spent_dollars"]);
     assert!(
         total <= Money::parse("1").unwrap(),
@@ -261,6 +285,22 @@ async fn concurrent_requests_over_siblings_never_push_their_parent_over_its_cap(
         children += spent;
     }
     assert_eq!(children, total, "the records add up at every level");
+    let listed = app.get("/api/budgets/s1/keys").await["items"].clone();
+    let mut by_keys = Money::ZERO;
+    for k in listed.as_array().unwrap() {
+        let spent = dollars(&k["spent_dollars"]);
+        assert!(
+            spent <= Money::parse("0.2").unwrap(),
+            "{} spent {spent}",
+            k["name"]
+        );
+        by_keys += spent;
+    }
+    assert_eq!(
+        by_keys,
+        dollars(&app.budget("s1").await["spent_dollars"]),
+        "s1's spend is its keys'"
+    );
 }
 
 #[tokio::test]
