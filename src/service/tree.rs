@@ -26,8 +26,10 @@ impl Parents for Tree<'_> {
     fn resolve(&self, p: &BudgetRef) -> Result<i64, Invalid> {
         let key = p.key();
         let slot = self.ledger.find(&key).ok_or_else(|| {
+            // Names are at most 64 characters: a longer one is shown cut, never echoed whole.
+            let shown: String = key.chars().take(64).collect();
             bad(format!(
-                "names no budget: '{key}' does not exist (give a budget's name or id)"
+                "names no budget: '{shown}' does not exist (give a budget's name or id)"
             ))
         })?;
         let parent = slot.budget();
