@@ -22,6 +22,31 @@ fn bad(rule: String) -> Invalid {
     }
 }
 
+/// A chain is at most `MAX_DEPTH` budgets: admission follows no more, so none may be longer.
+fn within_depth(levels: usize) -> Result<(), Invalid> {
+    if levels > chain::MAX_DEPTH {
+        return Err(bad(format!(
+            "would nest deeper than {} levels",
+            chain::MAX_DEPTH
+        )));
+    }
+    Ok(())
+}
+
+impl Tree<'_> {
+    /// How many levels a budget and the deepest of its descendants span (1 for a leaf).
+    fn height(&self, id: i64) -> usize {
+        let now = period::now();
+        self.ledger
+            .statuses(now)
+            .iter()
+            .filter_map(|s| self.ledger.find(&s.budget.id.to_string()))
+            .filter_map(|slot| self.ledger.chain(&slot).iter().position(|s| s.id() == id))
+            .max()
+            .map_or(1, |i| i + 1)
+    }
+}
+
 impl Parents for Tree<'_> {
     fn resolve(&self, p: &BudgetRef) -> Result<i64, Invalid> {
         let key = p.key();
@@ -36,25 +61,20 @@ impl Parents for Tree<'_> {
         if parent.name == DEFAULT_BUDGET {
             return Err(bad("cannot be 'default': it takes the requests no budget claims, and is never below or above another".into()));
         }
+        let above = self.ledger.chain(&slot);
         let Some(child) = self.child else {
-            return Ok(parent.id);
+            return within_depth(above.len() + 1).map(|_| parent.id);
         };
         if child.name == DEFAULT_BUDGET {
             return Err(bad("cannot be set on 'default'".into()));
         }
-        let above = self.ledger.chain(&slot);
         if above.iter().any(|s| s.id() == child.id) {
             return Err(bad(format!(
                 "would make a cycle: '{}' is '{}' or below it",
                 parent.name, child.name
             )));
         }
-        if above.len() >= chain::MAX_DEPTH {
-            return Err(bad(format!(
-                "would nest deeper than {} levels",
-                chain::MAX_DEPTH
-            )));
-        }
+        within_depth(above.len() + self.height(child.id))?;
         Ok(parent.id)
     }
 }

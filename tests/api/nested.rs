@@ -419,3 +419,68 @@ async fn a_projects_request_is_charged_to_the_child_budget_of_its_name() {
         "no such child: its own budget"
     );
 }
+
+#[tokio::test]
+async fn a_parent_of_the_wrong_shape_or_too_deep_a_tree_is_refused() {
+    let app = spawn_app().await;
+    app.create_budget(json!({"name": "l0", "max_dollars": "1"}))
+        .await;
+    for i in 1..32 {
+        app.create_budget(json!({"name": format!("l{i}"), "parent": format!("l{}", i - 1)}))
+            .await;
+    }
+    let c = &app.client;
+    let post = |spec: Value| c.post(app.url("/api/budgets")).json(&spec).send();
+    refused(
+        post(json!({"name": "deep", "parent": "l31"}))
+            .await
+            .unwrap(),
+        400,
+        "deeper than 32 levels",
+    )
+    .await;
+    // Moving a budget with a child under l30 would make 33 levels too.
+    app.create_budget(json!({"name": "solo", "max_dollars": "1"}))
+        .await;
+    app.create_budget(json!({"name": "solo-child", "parent": "solo"}))
+        .await;
+    let moved = c
+        .patch(app.url("/api/budgets/solo"))
+        .json(&json!({"parent": "l30"}))
+        .send();
+    refused(moved.await.unwrap(), 400, "deeper than 32 levels").await;
+    let fits = c
+        .patch(app.url("/api/budgets/solo"))
+        .json(&json!({"parent": "l29"}))
+        .send();
+    assert_eq!(fits.await.unwrap().status(), 200, "32 levels exactly");
+    for bad in [json!({"name": "l0"}), json!(1.5), json!(-3), json!(["l0"])] {
+        let r = post(json!({"name": "x", "max_dollars": 1, "parent": bad}))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+    let long = "a".repeat(10_000);
+    let r = post(json!({"name": "x", "max_dollars": 1, "parent": long}))
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    assert!(
+        text.len() < 400,
+        "the unknown name is not echoed whole: {} bytes",
+        text.len()
+    );
+    // A request to the deepest budget is reserved on all 32 scopes.
+    let r = app
+        .send(
+            Some("l31"),
+            &body("claude-haiku-4-5", 10),
+            Some(spend(20_000)),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        dollars(&app.budget("l0").await["spent_dollars"]).to_string(),
+        "0.1"
+    );
+}
