@@ -49,10 +49,13 @@ impl Sessions {
         }
     }
 
-    /// The room left under `cap`.
+    /// The room left under `cap` (none for a new session once the budget tracks its most).
     pub fn room(&self, session: &str, cap: Money) -> Money {
-        let t = self.tab(session);
-        cap - t.spent - t.reserved
+        match self.tabs.get(session) {
+            Some(t) => cap - t.spent - t.reserved,
+            None if self.tabs.len() >= MAX_SESSIONS => Money::ZERO,
+            None => cap,
+        }
     }
 
     pub fn hold(&mut self, session: &str, cost: Money) {
@@ -74,5 +77,27 @@ impl Sessions {
 
     pub fn clear(&mut self) {
         self.tabs.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_session_past_the_most_tracked_has_no_room() {
+        let m = |s: &str| Money::parse(s).unwrap();
+        let full = Sessions::from_spend(
+            (0..MAX_SESSIONS)
+                .map(|i| (i.to_string(), Money::ZERO))
+                .collect(),
+        );
+        assert!(full.over("new", m("0.01"), m("5")));
+        assert_eq!(full.room("new", m("5")), Money::ZERO);
+        assert!(
+            !full.over("7", m("0.01"), m("5")),
+            "a session it tracks goes on"
+        );
+        assert_eq!(full.room("7", m("5")), m("5"));
     }
 }
