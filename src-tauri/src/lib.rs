@@ -187,6 +187,7 @@ async fn snapshot(app: &AppHandle) -> tray::Snapshot {
             today: Default::default(),
             date: String::new(),
             budgets: vec![],
+            nested: None,
             muted,
             autostart,
         };
@@ -196,11 +197,15 @@ async fn snapshot(app: &AppHandle) -> tray::Snapshot {
         .await
         .map(|s| s.today.dollars)
         .unwrap_or_default();
-    // Top-level budgets only: a parent's figures hold its children's.
-    let budgets = service
+    // Top-level budgets are listed (a parent's figures hold its children's); those below
+    // them still colour the icon.
+    let (top, below): (Vec<_>, Vec<_>) = service
         .list_budgets()
         .into_iter()
-        .filter(|b| b.parent.is_none())
+        .partition(|b| b.parent.is_none());
+    let nested = below.iter().map(|b| b.level).max();
+    let budgets = top
+        .into_iter()
         .map(|b| tray::BudgetLine {
             name: b.name,
             spent: b.spent_dollars,
@@ -221,6 +226,7 @@ async fn snapshot(app: &AppHandle) -> tray::Snapshot {
             .day(agent_budget::budget::period::now())
             .to_string(),
         budgets,
+        nested,
         muted,
         autostart,
     }

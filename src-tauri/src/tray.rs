@@ -74,7 +74,10 @@ pub struct Snapshot {
     pub today: Money,
     /// Today's date in the configured zone (YYYY-MM-DD), to say "cap at ~15:40" or with a date.
     pub date: String,
+    /// The top-level budgets, listed.
     pub budgets: Vec<BudgetLine>,
+    /// The worst level of the budgets below them (not listed, but they colour the icon).
+    pub nested: Option<Level>,
     pub muted: bool,
     pub autostart: bool,
 }
@@ -127,7 +130,7 @@ pub fn tray_view(s: &Snapshot) -> TrayView {
     let icon = match &s.stopped {
         Some(_) => IconState::Stopped,
         None if s.storage.is_some() => IconState::Blocked,
-        None => match s.budgets.iter().map(|b| b.level).max() {
+        None => match s.budgets.iter().map(|b| b.level).chain(s.nested).max() {
             Some(Level::Over) => IconState::Blocked,
             Some(Level::Warning) => IconState::Warning,
             _ => IconState::Ok,
@@ -229,9 +232,17 @@ mod tests {
             today: Money::parse("3.5").unwrap(),
             date: "2026-12-03".into(),
             budgets,
+            nested: None,
             muted: false,
             autostart: true,
         }
+    }
+
+    #[test]
+    fn a_budget_below_the_listed_ones_colours_the_icon_too() {
+        let mut s = snap(vec![line("total", "1", Some("10"), 10.0, 0)]);
+        s.nested = Some(Level::Over);
+        assert_eq!(tray_view(&s).icon, IconState::Blocked);
     }
 
     #[test]
