@@ -23,7 +23,7 @@ pub type TeamTotals = std::sync::RwLock<HashMap<String, (i64, Shared)>>;
 /// The settings of a budget that other proxies apply: as a patch, or with its name as a new
 /// budget. Keys sorted, so equal settings are equal text.
 pub(super) fn spec(b: &Budget) -> String {
-    serde_json::json!({
+    let mut spec = serde_json::json!({
         "max_dollars": b.max_dollars,
         "max_tokens": b.max_tokens,
         "period": b.period,
@@ -34,8 +34,13 @@ pub(super) fn spec(b: &Budget) -> String {
         "max_request_dollars": b.max_request_dollars,
         "models": b.models,
         "loop_guard": b.loop_guard,
-    })
-    .to_string()
+    });
+    // Only when set: a budget without it keeps the spec earlier builds shared, so no proxy
+    // sees a difference to apply.
+    if let Some(m) = b.max_session_dollars {
+        spec["max_session_dollars"] = serde_json::json!(m);
+    }
+    spec.to_string()
 }
 
 impl Service {

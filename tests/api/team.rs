@@ -504,14 +504,17 @@ async fn budgets_made_changed_and_deleted_on_one_proxy_are_followed_by_the_other
     let patch = patch(
         &apps[1],
         "/api/budgets/team",
-        json!({"max_dollars": "25", "period": "daily", "thresholds": [90]}),
+        json!({"max_dollars": "25", "period": "daily", "thresholds": [90], "max_session_dollars": "2"}),
     )
     .await;
     assert_eq!(patch.status(), 200);
     for app in &apps {
         app.eventually("every proxy to follow the change", || async {
             let b = app.budget("team").await;
-            b["max_dollars"] == "25" && b["period"] == "daily" && b["thresholds"] == json!([90])
+            b["max_dollars"] == "25"
+                && b["period"] == "daily"
+                && b["thresholds"] == json!([90])
+                && b["max_session_dollars"] == "2"
         })
         .await;
     }
