@@ -197,25 +197,7 @@ async fn snapshot(app: &AppHandle) -> tray::Snapshot {
         .await
         .map(|s| s.today.dollars)
         .unwrap_or_default();
-    // Top-level budgets are listed (a parent's figures hold its children's); those below
-    // them still colour the icon.
-    let (top, below): (Vec<_>, Vec<_>) = service
-        .list_budgets()
-        .into_iter()
-        .partition(|b| b.parent.is_none());
-    let nested = below.iter().map(|b| b.level).max();
-    let budgets = top
-        .into_iter()
-        .map(|b| tray::BudgetLine {
-            name: b.name,
-            spent: b.spent_dollars,
-            cap: b.max_dollars,
-            percent: b.percent_used,
-            blocked: b.blocked,
-            level: b.level,
-            cap_at: b.projected_exhaustion_at,
-        })
-        .collect();
+    let (budgets, nested) = tray::lines(service.list_budgets());
     tray::Snapshot {
         stopped: None,
         storage: service.store.health.failure(),

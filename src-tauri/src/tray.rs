@@ -99,6 +99,26 @@ pub struct TrayView {
     pub items: Vec<Option<Item>>,
 }
 
+/// The tray's budget lines: the top-level budgets (a parent's figures hold its children's),
+/// and the worst level of those below them, which still colours the icon.
+pub fn lines(budgets: Vec<agent_budget::dto::BudgetView>) -> (Vec<BudgetLine>, Option<Level>) {
+    let (top, below): (Vec<_>, Vec<_>) = budgets.into_iter().partition(|b| b.parent.is_none());
+    let nested = below.iter().map(|b| b.level).max();
+    let lines = top
+        .into_iter()
+        .map(|b| BudgetLine {
+            name: b.name,
+            spent: b.spent_dollars,
+            cap: b.max_dollars,
+            percent: b.percent_used,
+            blocked: b.blocked,
+            level: b.level,
+            cap_at: b.projected_exhaustion_at,
+        })
+        .collect();
+    (lines, nested)
+}
+
 /// "cap at ~15:40" for a projection rendered in the configured zone, with the day and month
 /// when it is not `today`; None for anything else.
 pub fn cap_at(at: &str, today: &str) -> Option<String> {
