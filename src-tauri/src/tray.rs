@@ -258,6 +258,33 @@ mod tests {
         }
     }
 
+    /// A budget as the API shows it, with only what the tray reads set.
+    fn view(name: &str, parent: Option<&str>, level: &str) -> agent_budget::dto::BudgetView {
+        serde_json::from_value(serde_json::json!({
+            "id": 1, "name": name, "max_dollars": "10", "max_tokens": null, "period": "daily",
+            "webhook_url": null, "thresholds": [50], "admission": "strict",
+            "max_dollars_per_hour": null, "max_request_dollars": null, "models": null,
+            "loop_guard": null, "parent": parent, "max_session_dollars": null,
+            "created_at": "2026-12-03T00:00:00Z", "spent_dollars": "1", "spent_tokens": 0,
+            "reserved_dollars": "0", "remaining_dollars": "9", "percent_used": 10.0,
+            "level": level, "requests": 1, "blocked": 0, "period_start": "2026-12-03T00:00:00Z",
+            "resets_at": null, "worst_case_dollars": null, "requests_that_fit": null,
+            "burn_rate_per_hour": "0", "projected_exhaustion_at": null,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_top_level_budgets_are_listed_and_those_below_give_their_worst_level() {
+        let (lines, nested) = lines(vec![
+            view("total", None, "ok"),
+            view("a", Some("total"), "warning"),
+            view("b", Some("total"), "over"),
+        ]);
+        let names: Vec<&str> = lines.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!((names, nested), (vec!["total"], Some(Level::Over)));
+    }
+
     #[test]
     fn a_budget_below_the_listed_ones_colours_the_icon_too() {
         let mut s = snap(vec![line("total", "1", Some("10"), 10.0, 0)]);

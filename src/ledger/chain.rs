@@ -84,8 +84,7 @@ impl Ledger {
     /// Replaces each budget's spend history (its own and its descendants') after budgets moved
     /// in the tree; reservations in flight and alerts raised stay.
     pub fn rebase(&self, mut histories: std::collections::HashMap<i64, History>) {
-        let slots: Vec<Arc<Slot>> = self.read().by_id.values().cloned().collect();
-        for slot in slots {
+        for slot in self.slots() {
             let h = histories.remove(&slot.id).unwrap_or_default();
             let mut a = slot.lock();
             a.days = h.days;
@@ -163,6 +162,13 @@ fn hold(
         .iter()
         .filter_map(|a| a.room().dollars)
         .reduce(Money::min);
+    // Kept only where a scope caps sessions: most requests name a session, few budgets cap
+    // them, and the name would be copied for nothing.
+    let session = session.filter(|_| {
+        accounts
+            .iter()
+            .any(|a| a.budget.max_session_dollars.is_some())
+    });
     for a in accounts.iter_mut() {
         a.hold(cost, tokens);
         if let (Some(s), Some(_)) = (session, a.budget.max_session_dollars) {

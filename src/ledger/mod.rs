@@ -444,10 +444,14 @@ impl Ledger {
         }
     }
 
+    /// Every budget's live state (not the keys' scopes).
+    pub fn slots(&self) -> Vec<Arc<Slot>> {
+        self.read().by_id.values().cloned().collect()
+    }
+
     /// Every budget's status, ordered by id.
     pub fn statuses(&self, now: DateTime<Utc>) -> Vec<Status> {
-        let slots: Vec<Arc<Slot>> = self.read().by_id.values().cloned().collect();
-        let mut v: Vec<Status> = slots.iter().map(|s| s.status(now)).collect();
+        let mut v: Vec<Status> = self.slots().iter().map(|s| s.status(now)).collect();
         v.sort_by_key(|s| s.budget.id);
         v
     }

@@ -43,10 +43,7 @@ impl Sessions {
 
     /// Whether a request of `cost` would pass `cap` (or the session is one too many).
     pub fn over(&self, session: &str, cost: Money, cap: Money) -> bool {
-        match self.tabs.get(session) {
-            Some(t) => t.spent + t.reserved + cost > cap,
-            None => self.tabs.len() >= MAX_SESSIONS || cost > cap,
-        }
+        cost > self.room(session, cap)
     }
 
     /// The room left under `cap` (none for a new session once the budget tracks its most).

@@ -36,12 +36,10 @@ fn within_depth(levels: usize) -> Result<(), Invalid> {
 impl Tree<'_> {
     /// How many levels a budget and the deepest of its descendants span (1 for a leaf).
     fn height(&self, id: i64) -> usize {
-        let now = period::now();
         self.ledger
-            .statuses(now)
+            .slots()
             .iter()
-            .filter_map(|s| self.ledger.find(&s.budget.id.to_string()))
-            .filter_map(|slot| self.ledger.chain(&slot).iter().position(|s| s.id() == id))
+            .filter_map(|slot| self.ledger.chain(slot).iter().position(|s| s.id() == id))
             .max()
             .map_or(1, |i| i + 1)
     }
@@ -139,10 +137,10 @@ impl Service {
     pub(super) fn children(&self, id: i64) -> Vec<String> {
         let mut names: Vec<String> = self
             .ledger
-            .statuses(period::now())
-            .into_iter()
-            .filter(|s| s.budget.parent == Some(id))
-            .map(|s| s.budget.name)
+            .slots()
+            .iter()
+            .filter(|s| s.parent() == Some(id))
+            .map(|s| s.name())
             .collect();
         names.sort();
         names
@@ -162,12 +160,7 @@ impl Service {
     /// After a budget moved in the tree: every budget's history is read again, so each holds
     /// its new subtree's spend.
     pub(super) async fn rebase(&self) -> Result<(), HttpError> {
-        let budgets: Vec<Budget> = self
-            .ledger
-            .statuses(period::now())
-            .into_iter()
-            .map(|s| s.budget)
-            .collect();
+        let budgets: Vec<Budget> = self.ledger.slots().iter().map(|s| s.budget()).collect();
         let h = histories(&self.store, &budgets, self.config.zone).await?;
         self.ledger.rebase(h);
         Ok(())

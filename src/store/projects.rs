@@ -37,17 +37,7 @@ impl RollUp {
              ON CONFLICT (budget_id, project, day) DO UPDATE SET {ADD_UP}"
         ))?;
         for ((budget, project, day), t) in self.days.iter() {
-            up.execute(params![
-                budget,
-                project,
-                day.to_string(),
-                t.first,
-                t.last,
-                t.requests,
-                t.blocked,
-                t.tokens_i64(),
-                t.dollars.picos(),
-            ])?;
+            t.upsert(&mut up, &[budget, project, &day.to_string()])?;
         }
         Ok(())
     }

@@ -60,17 +60,7 @@ impl RollUp {
              ON CONFLICT (budget_id, session, model) DO UPDATE SET {ADD_UP}"
         ))?;
         for ((budget, session, model), t) in self.models.iter() {
-            up.execute(params![
-                budget,
-                session,
-                model,
-                t.first,
-                t.last,
-                t.requests,
-                t.blocked,
-                t.tokens_i64(),
-                t.dollars.picos(),
-            ])?;
+            t.upsert(&mut up, &[budget, session, model])?;
         }
         let mut up = tx.prepare_cached(&format!(
             "INSERT INTO session_agents (budget_id, session, agent_id, agent_type, parent_agent_id, {COLUMNS})
@@ -80,19 +70,14 @@ impl RollUp {
                 parent_agent_id = coalesce(parent_agent_id, excluded.parent_agent_id), {ADD_UP}"
         ))?;
         for (k, t) in self.agents.iter() {
-            up.execute(params![
-                k.budget_id,
-                k.session,
-                k.agent_id,
-                k.agent_type,
-                k.parent_agent_id,
-                t.first,
-                t.last,
-                t.requests,
-                t.blocked,
-                t.tokens_i64(),
-                t.dollars.picos(),
-            ])?;
+            let key: [&dyn rusqlite::ToSql; 5] = [
+                &k.budget_id,
+                &k.session,
+                &k.agent_id,
+                &k.agent_type,
+                &k.parent_agent_id,
+            ];
+            t.upsert(&mut up, &key)?;
         }
         Ok(())
     }

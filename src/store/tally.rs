@@ -2,6 +2,7 @@
 
 use crate::money::Money;
 use crate::record::{UsageRow, UsageStatus};
+use rusqlite::{CachedStatement, ToSql};
 
 /// The columns a tally fills after a table's key columns, and how a conflict adds them up.
 pub(super) const COLUMNS: &str = "first_seen, last_seen, requests, blocked, tokens, dollars";
@@ -34,8 +35,26 @@ impl Tally {
         self.dollars += r.cost;
     }
 
-    pub fn tokens_i64(&self) -> i64 {
-        i64::try_from(self.tokens).unwrap_or(i64::MAX)
+    /// Runs an upsert whose parameters are the group's key columns, then `COLUMNS`.
+    pub fn upsert(
+        &self,
+        stmt: &mut CachedStatement<'_>,
+        key: &[&dyn ToSql],
+    ) -> rusqlite::Result<()> {
+        let (tokens, dollars) = (
+            i64::try_from(self.tokens).unwrap_or(i64::MAX),
+            self.dollars.picos(),
+        );
+        let tally: [&dyn ToSql; 6] = [
+            &self.first,
+            &self.last,
+            &self.requests,
+            &self.blocked,
+            &tokens,
+            &dollars,
+        ];
+        stmt.execute(rusqlite::params_from_iter(key.iter().chain(&tally)))?;
+        Ok(())
     }
 }
 

@@ -33,10 +33,7 @@ async fn turn(app: &TestApp, bearer: &str, session: &str, agent: Option<&str>, o
         .post(app.url("/v1/messages"))
         .bearer_auth(bearer)
         .header("x-claude-code-session-id", session)
-        .header(
-            "x-mock",
-            json!({"usage": {"input_tokens": 0, "output_tokens": output}}).to_string(),
-        );
+        .header("x-mock", output_of(output).to_string());
     if let Some(a) = agent {
         req = req
             .header("x-claude-code-agent-id", a)
@@ -222,10 +219,7 @@ async fn spend_is_shown_per_project_named_by_the_sign_in() {
         let r = reqwest::Client::new()
             .post(app.url("/v1/messages"))
             .bearer_auth(access)
-            .header(
-                "x-mock",
-                json!({"usage": {"input_tokens": 0, "output_tokens": output}}).to_string(),
-            )
+            .header("x-mock", output_of(output).to_string())
             .json(&b)
             .send()
             .await

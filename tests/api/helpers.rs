@@ -221,6 +221,19 @@ impl TestApp {
     }
 }
 
+/// The mock's script for a response that reports `output` output tokens and no input (Haiku
+/// 4.5 output is $5 per million tokens).
+pub fn output_of(output: u64) -> Value {
+    serde_json::json!({"usage": {"input_tokens": 0, "output_tokens": output}})
+}
+
+/// A refusal's status, checked, and its message.
+pub async fn refusal(r: reqwest::Response, status: u16) -> String {
+    assert_eq!(r.status(), status);
+    let body: Value = r.json().await.unwrap();
+    body["error"]["message"].as_str().unwrap().to_string()
+}
+
 pub fn dollars(v: &Value) -> agent_budget::money::Money {
     agent_budget::money::Money::parse(
         v.as_str()

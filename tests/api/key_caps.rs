@@ -9,10 +9,7 @@ async fn send(app: &TestApp, key: &str, max_tokens: u64, output: u64) -> reqwest
     reqwest::Client::new()
         .post(app.url("/v1/messages"))
         .header("x-api-key", key)
-        .header(
-            "x-mock",
-            json!({"usage": {"input_tokens": 0, "output_tokens": output}}).to_string(),
-        )
+        .header("x-mock", output_of(output).to_string())
         .json(&body("claude-haiku-4-5", max_tokens))
         .send()
         .await
@@ -49,12 +46,8 @@ async fn a_key_with_its_own_cap_is_a_scope_below_its_budget() {
         .unwrap()
         .to_string();
     assert_eq!(send(&app, &alice, 10, 80_000).await.status(), 200); // $0.40
-    let r = send(&app, &alice, 30_000, 10).await; // up to $0.15 more: over alice's $0.50
-    assert_eq!(r.status(), 429);
-    let msg = r.json::<Value>().await.unwrap()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    // Up to $0.15 more: over alice's $0.50.
+    let msg = refusal(send(&app, &alice, 30_000, 10).await, 429).await;
     assert!(
         msg.starts_with("agent-budget: key 'alice' would exceed its daily cap: spent $0.40"),
         "{msg}"

@@ -6,11 +6,6 @@ use agent_budget::config::Secret;
 use agent_budget::money::Money;
 use serde_json::{Value, json};
 
-/// Haiku 4.5 output is $5 per million tokens: `output` tokens cost `output` × $0.000005.
-fn spend(output: u64) -> Value {
-    json!({"usage": {"input_tokens": 0, "output_tokens": output}})
-}
-
 /// `total` ($1 a day) above `a` ($0.80) and `b` (no cap of its own).
 async fn tree() -> TestApp {
     let app =
@@ -35,7 +30,7 @@ async fn send_to(app: &TestApp, budget: &str, max_tokens: u64, output: u64) -> r
     app.send(
         Some(budget),
         &body("claude-haiku-4-5", max_tokens),
-        Some(spend(output)),
+        Some(output_of(output)),
     )
     .await
 }
@@ -49,12 +44,7 @@ async fn a_request_must_fit_every_scope_above_its_budget_and_the_refusal_names_t
         "0.9"
     );
     // `a` has spent nothing of its $0.80, but `total` has $0.10 left: $0.15 does not fit.
-    let r = send_to(&app, "a", 30_000, 10).await;
-    assert_eq!(r.status(), 429);
-    let msg = r.json::<Value>().await.unwrap()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let msg = refusal(send_to(&app, "a", 30_000, 10).await, 429).await;
     assert!(
         msg.starts_with("agent-budget: budget 'total' (above 'a') would exceed its daily cap"),
         "{msg}"
@@ -103,11 +93,7 @@ async fn a_parents_spend_is_its_subtrees_and_is_rebuilt_after_a_restart_or_a_mov
 }
 
 async fn refused(r: reqwest::Response, status: u16, says: &str) {
-    assert_eq!(r.status(), status);
-    let msg = r.json::<Value>().await.unwrap()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let msg = refusal(r, status).await;
     assert!(msg.contains(says), "{msg}");
 }
 
@@ -341,7 +327,7 @@ async fn a_key_of_a_child_sees_the_fullest_scope_above_it() {
     let r = reqwest::Client::new()
         .post(app.url("/v1/messages"))
         .bearer_auth(&key)
-        .header("x-mock", spend(10).to_string())
+        .header("x-mock", output_of(10).to_string())
         .json(&body("claude-haiku-4-5", 10))
         .send()
         .await
@@ -393,7 +379,7 @@ async fn a_projects_request_is_charged_to_the_child_budget_of_its_name() {
         let r = reqwest::Client::new()
             .post(app.url("/v1/messages"))
             .bearer_auth(access)
-            .header("x-mock", spend(20_000).to_string()) // $0.10
+            .header("x-mock", output_of(20_000).to_string()) // $0.10
             .json(&b)
             .send()
             .await
@@ -475,7 +461,7 @@ async fn a_parent_of_the_wrong_shape_or_too_deep_a_tree_is_refused() {
         .send(
             Some("l31"),
             &body("claude-haiku-4-5", 10),
-            Some(spend(20_000)),
+            Some(output_of(20_000)),
         )
         .await;
     assert_eq!(r.status(), 200);

@@ -10,10 +10,7 @@ async fn turn(app: &TestApp, session: &str, max_tokens: u64, output: u64) -> req
         .header("x-api-key", "sk-test")
         .header("x-budget-id", "agents")
         .header("x-agent-budget-session", session)
-        .header(
-            "x-mock",
-            json!({"usage": {"input_tokens": 0, "output_tokens": output}}).to_string(),
-        )
+        .header("x-mock", output_of(output).to_string())
         .json(&body("claude-haiku-4-5", max_tokens))
         .send()
         .await
@@ -39,12 +36,7 @@ async fn each_session_is_held_to_its_cap_and_the_refusal_names_it() {
     assert_eq!(b["max_session_dollars"], "0.5");
     assert_eq!(turn(&app, "build-1", 10, 80_000).await.status(), 200); // $0.40
     // $0.10 left for build-1: a worst case of $0.15 is refused, naming the session.
-    let r = turn(&app, "build-1", 30_000, 10).await;
-    assert_eq!(r.status(), 429);
-    let msg = r.json::<Value>().await.unwrap()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let msg = refusal(turn(&app, "build-1", 30_000, 10).await, 429).await;
     assert!(
         msg.starts_with("agent-budget: budget 'agents' would exceed its per-session cap (max_session_dollars) for session 'build-1': spent $0.40"),
         "{msg}"
