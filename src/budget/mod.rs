@@ -218,19 +218,6 @@ pub trait Parents {
     fn resolve(&self, parent: &BudgetRef) -> Result<i64, Invalid>;
 }
 
-/// Where budgets do not nest (a team's budgets, shared across proxies): every `parent` is
-/// refused.
-pub struct TopLevel;
-
-impl Parents for TopLevel {
-    fn resolve(&self, _: &BudgetRef) -> Result<i64, Invalid> {
-        Err(invalid(
-            "parent",
-            "is not available on a team yet (docs/budgets.md)",
-        ))
-    }
-}
-
 /// Only `default` and budgets below another may go without a dollar cap.
 fn check_capped(b: &Budget) -> Result<(), Invalid> {
     if b.max_dollars.is_none() && b.parent.is_none() && b.name != DEFAULT_BUDGET {

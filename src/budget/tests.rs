@@ -1,5 +1,14 @@
 use super::*;
 
+/// Budgets that stand alone: every parent refused.
+struct TopLevel;
+
+impl Parents for TopLevel {
+    fn resolve(&self, _: &BudgetRef) -> Result<i64, Invalid> {
+        Err(invalid("parent", "names no budget"))
+    }
+}
+
 /// Every parent is budget 7.
 struct Seven;
 impl Parents for Seven {

@@ -15,6 +15,8 @@ pub struct KeyScope {
     pub key_id: i64,
     pub budget_id: i64,
     pub name: String,
+    /// The key's SHA-256 (hex): its scope's name in a team database.
+    pub hash: String,
     pub max_dollars: Money,
     pub period: crate::budget::period::Period,
     pub created_at: DateTime<Utc>,
@@ -42,14 +44,19 @@ pub fn is_key(status: &Status) -> bool {
 impl Ledger {
     /// Adds a key's scope with its spend history.
     pub fn insert_key(&self, key: KeyScope, history: History, now: DateTime<Utc>) {
-        let id = key.key_id;
-        let slot = self.slot(key.budget(), history, now);
+        let (id, hash) = (key.key_id, key.hash.clone());
+        let slot = self.slot(key.budget(), history, now, Some(hash));
         self.write().by_key.insert(id, slot);
     }
 
     /// A key's scope, if it has its own cap.
     pub fn key_scope(&self, key_id: i64) -> Option<Arc<Slot>> {
         self.read().by_key.get(&key_id).cloned()
+    }
+
+    /// Every capped key's scope.
+    pub fn key_slots(&self) -> Vec<Arc<Slot>> {
+        self.read().by_key.values().cloned().collect()
     }
 
     pub fn remove_key(&self, key_id: i64) {
@@ -64,6 +71,33 @@ impl Ledger {
     }
 
     /// A budget and its ancestors, the budget first.
+    /// The names of a budget and all its descendants.
+    pub fn subtree(&self, name: &str) -> Vec<String> {
+        let idx = self.read();
+        let Some(root) = idx.by_name.get(name).map(|s| s.id) else {
+            return vec![name.to_string()];
+        };
+        let parents: std::collections::HashMap<i64, Option<i64>> =
+            idx.by_id.iter().map(|(id, s)| (*id, s.parent())).collect();
+        let below = |mut at: i64| {
+            for _ in 0..MAX_DEPTH {
+                if at == root {
+                    return true;
+                }
+                match parents.get(&at).copied().flatten() {
+                    Some(up) => at = up,
+                    None => return false,
+                }
+            }
+            false
+        };
+        idx.by_id
+            .values()
+            .filter(|s| below(s.id))
+            .map(|s| s.name())
+            .collect()
+    }
+
     pub fn chain(&self, slot: &Arc<Slot>) -> Vec<Arc<Slot>> {
         let mut chain = vec![slot.clone()];
         let mut parent = slot.parent();
@@ -323,6 +357,10 @@ impl Reservation {
     }
     pub fn tokens(&self) -> u64 {
         self.tokens
+    }
+    /// The scopes it holds, nearest first.
+    pub fn slots(&self) -> &[Arc<Slot>] {
+        &self.slots
     }
 
     /// Lowers the reservation to `cost` and `tokens` where they are smaller (what is now known

@@ -153,6 +153,8 @@ impl Account {
 pub struct Slot {
     id: i64,
     zone: Zone,
+    /// A key's scope: the key's hash, which names it in a team database.
+    key: Option<String>,
     account: Mutex<Account>,
 }
 
@@ -193,6 +195,11 @@ impl Slot {
 
     pub fn name(&self) -> String {
         self.lock().budget.name.clone()
+    }
+
+    /// A key's scope: the key's hash.
+    pub fn key_hash(&self) -> Option<&str> {
+        self.key.as_deref()
     }
 
     pub fn id(&self) -> i64 {
@@ -376,14 +383,20 @@ impl Ledger {
     /// Adds a budget with its history (from the store at start-up).
     pub fn insert(&self, budget: Budget, history: History, now: DateTime<Utc>) {
         let (id, name) = (budget.id, budget.name.clone());
-        let slot = self.slot(budget, history, now);
+        let slot = self.slot(budget, history, now, None);
         let mut idx = self.write();
         idx.by_id.insert(id, slot.clone());
         idx.by_name.insert(name, slot);
     }
 
     /// A budget's live state, from its history.
-    fn slot(&self, budget: Budget, history: History, now: DateTime<Utc>) -> Arc<Slot> {
+    fn slot(
+        &self,
+        budget: Budget,
+        history: History,
+        now: DateTime<Utc>,
+        key: Option<String>,
+    ) -> Arc<Slot> {
         let History {
             days,
             alerted,
@@ -414,6 +427,7 @@ impl Ledger {
         Arc::new(Slot {
             id: account.budget.id,
             zone: self.zone,
+            key,
             account: Mutex::new(account),
         })
     }

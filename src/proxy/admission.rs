@@ -198,10 +198,9 @@ pub async fn admit(call: &Call) -> Result<Admitted, Denied> {
         return Err(Refused::looping(frees_in_ms).into());
     }
     let here = reserve_here(call).await?;
-    let zone = call.app.config.zone;
     let reservation = call
         .books
-        .reserve(zone, slot, &call.budget, here.reservation)
+        .reserve(&call.app, slot, here.reservation)
         .await?;
     Ok(Admitted {
         reservation,

@@ -6,14 +6,14 @@
 
 use super::admission::{Denied, Refused};
 use crate::budget::alert::{self, AlertKind, NewAlert};
-use crate::budget::{Budget, period};
+use crate::budget::period;
 use crate::error::HttpError;
 use crate::ledger::{self, Limit, Refusal, Slot, Status};
 use crate::money::Money;
 use crate::record::UsageRow;
 use crate::service::{Service, webhook};
 use crate::store;
-use crate::team::{Ask, Charge, Hold, Team};
+use crate::team::{Ask, Charge, Hold, KEY_SCOPE, Scope, Team};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -50,64 +50,63 @@ impl Books {
     }
 
     /// Makes a reservation of `local`, which this proxy's ledger admitted. A team budget's
-    /// worst case is reserved across all proxies too — capped or not, so that the team's
-    /// spend is whole when a cap comes; a refusal there reports the team's figures.
+    /// worst case is reserved across all proxies too, on every scope of its chain at once —
+    /// capped or not, so that the team's spend is whole when a cap comes; a refusal there
+    /// names the scope and reports the team's figures.
     pub async fn reserve(
         &self,
-        zone: period::Zone,
+        app: &Service,
         slot: &Arc<Slot>,
-        budget: &Budget,
         local: ledger::Reservation,
     ) -> Result<Reservation, Denied> {
-        let mut reservation = Reservation {
-            local,
-            team: None,
-            slot: slot.clone(),
-        };
         let Books::Team(team) = self else {
-            return Ok(reservation);
+            return Ok(Reservation {
+                local,
+                team: None,
+                slot: slot.clone(),
+            });
         };
         let now = period::now();
-        let window = period::window(budget.period, budget.created_at, now, zone);
-        let (cost, tokens) = (reservation.worst_case(), reservation.local.tokens());
+        let chain: Vec<Status> = local.slots().iter().map(|s| s.status(now)).collect();
+        let scopes: Vec<Scope> = local
+            .slots()
+            .iter()
+            .zip(&chain)
+            .map(|(slot, s)| Scope {
+                name: match slot.key_hash() {
+                    Some(hash) => format!("{KEY_SCOPE}{hash}"),
+                    None => s.budget.name.clone(),
+                },
+                period: crate::team::period_key(s.budget.period, &s.window),
+                max_dollars: s.budget.max_dollars,
+                max_tokens: s.budget.max_tokens,
+            })
+            .collect();
+        let (cost, tokens) = (local.worst_case(), local.tokens());
+        let subtree = |name: &str| app.ledger.subtree(name);
         let ask = Ask {
-            budget: &budget.name,
-            period: crate::team::period_key(budget.period, &window),
+            scopes: &scopes,
             amount: cost,
             tokens,
-            max_dollars: budget.max_dollars,
-            max_tokens: budget.max_tokens,
+            subtree: &subtree,
         };
-        let shared = match team.reserve(ask).await.map_err(unreachable)? {
+        let refused = match team.reserve(ask).await.map_err(unreachable)? {
             Ok(hold) => {
-                reservation.team = Some(hold);
-                return Ok(reservation);
+                return Ok(Reservation {
+                    local,
+                    team: Some(hold),
+                    slot: slot.clone(),
+                });
             }
-            Err(shared) => shared,
+            Err(refused) => refused,
         };
-        let mut status = slot.status(now);
-        let over_dollars = budget
-            .max_dollars
-            .is_some_and(|cap| shared.spent + shared.reserved + cost > cap);
-        status.period.dollars = shared.spent;
-        status.period.tokens = shared.spent_tokens;
-        status.reserved = shared.reserved;
-        status.reserved_tokens = shared.reserved_tokens;
-        let limit = if over_dollars {
-            Limit::Dollars
-        } else {
-            Limit::Tokens
-        };
-        let refusal = Refusal {
-            status,
-            cost,
-            tokens,
-            limit,
-            below: None,
-            session: None,
-        };
-        // The local reservation is released as `reservation` drops.
-        Err(Refused::limit(refusal, cost).into())
+        // The local reservation is released as `local` drops.
+        match refusal(&chain, refused, (cost, tokens)) {
+            Some(r) => Err(Refused::limit(r, cost).into()),
+            None => Err(
+                unreachable("the team database refused a scope the request does not have").into(),
+            ),
+        }
     }
 
     /// Counts a refused request in the books. Returns the alert of the budget's first refusal
@@ -150,6 +149,36 @@ impl Books {
     }
 }
 
+/// The refusal of the scope the team database found full, with the team's figures.
+fn refusal(
+    chain: &[Status],
+    refused: crate::team::Refused,
+    (cost, tokens): (Money, u64),
+) -> Option<Refusal> {
+    let (i, shared) = (refused.index, refused.shared);
+    let mut status = chain.get(i)?.clone();
+    let over_dollars = status
+        .budget
+        .max_dollars
+        .is_some_and(|cap| shared.spent + shared.reserved + cost > cap);
+    status.period.dollars = shared.spent;
+    status.period.tokens = shared.spent_tokens;
+    status.reserved = shared.reserved;
+    status.reserved_tokens = shared.reserved_tokens;
+    Some(Refusal {
+        status,
+        cost,
+        tokens,
+        limit: if over_dollars {
+            Limit::Dollars
+        } else {
+            Limit::Tokens
+        },
+        below: (i > 0).then(|| ledger::chain::subject(&chain[0].budget)),
+        session: None,
+    })
+}
+
 /// An admitted request's hold on its budget's books: here, and across all proxies for a team
 /// budget. Settle it; dropped unsettled (a task that panicked or was cancelled), it frees what
 /// it held here, and the team's hold expires with its lease.
@@ -166,7 +195,8 @@ pub struct Settled {
     /// The thresholds the charge reached in this proxy's ledger; none for a team budget,
     /// whose thresholds are the team's spend's, raised once the charge is committed there.
     pub alerts: Vec<NewAlert>,
-    team: Option<(Hold, Arc<Slot>)>,
+    /// The team's hold, with the chain's scopes here.
+    team: Option<(Hold, Vec<Arc<Slot>>)>,
 }
 
 impl Reservation {
@@ -198,8 +228,9 @@ impl Reservation {
 
     /// Swaps the reservation for the actual charge.
     pub fn settle(self, cost: Money, tokens: u64, now: DateTime<Utc>) -> Settled {
+        let team = self.team.map(|h| (h, self.local.slots().to_vec()));
         let scopes = self.local.settle(cost, tokens, now);
-        let alerts = match &self.team {
+        let alerts = match &team {
             None => scopes
                 .iter()
                 .filter_map(|s| Some((s.status.as_ref()?, &s.reached)))
@@ -211,10 +242,7 @@ impl Reservation {
                 .collect(),
             Some(_) => Vec::new(),
         };
-        Settled {
-            alerts,
-            team: self.team.map(|h| (h, self.slot)),
-        }
+        Settled { alerts, team }
     }
 }
 
@@ -222,7 +250,7 @@ impl Settled {
     /// What is left to commit in the team database for a team budget: the charge `row`
     /// records.
     pub fn in_team(self, row: &UsageRow) -> Option<TeamCharge> {
-        let (hold, slot) = self.team?;
+        let (hold, chain) = self.team?;
         let charge = Charge {
             cost: row.cost,
             tokens: row.tokens.total(),
@@ -231,14 +259,18 @@ impl Settled {
             upstream_request_id: row.upstream_request_id.clone(),
             day: row.day.to_string(),
         };
-        Some(TeamCharge { hold, slot, charge })
+        Some(TeamCharge {
+            hold,
+            chain,
+            charge,
+        })
     }
 }
 
 /// A charge on its way to the team database.
 pub struct TeamCharge {
     hold: Hold,
-    slot: Arc<Slot>,
+    chain: Vec<Arc<Slot>>,
     charge: Charge,
 }
 
@@ -259,8 +291,12 @@ impl TeamCharge {
                     Some(s) => s.await.unwrap_or(false),
                 }
             };
-            let TeamCharge { hold, slot, charge } = self;
-            let committed = settle_in_team(&app, hold, &slot, &charge, (ack, local)).await;
+            let TeamCharge {
+                hold,
+                chain,
+                charge,
+            } = self;
+            let committed = settle_in_team(&app, hold, &chain, &charge, (ack, local)).await;
             if !committed {
                 tracing::error!(
                     cost = %charge.cost,
@@ -278,21 +314,28 @@ impl TeamCharge {
 async fn settle_in_team(
     app: &Service,
     hold: Hold,
-    slot: &Slot,
+    chain: &[Arc<Slot>],
     charge: &Charge,
     ack: (oneshot::Sender<bool>, impl Future<Output = bool>),
 ) -> bool {
     let team = hold.team().clone();
-    let period = hold.period();
+    let scopes = hold.scopes().to_vec();
     let deadline = Instant::now() + LAST_BYTE_WAIT;
     let mut ack = Some(ack);
     let (mut hold, mut pause) = (hold, Duration::from_millis(100));
     let committed = loop {
         match team.settle(hold, charge).await {
-            Ok(after) => {
-                if let Some(after) = after {
+            Ok(spent) => {
+                for (name, after) in spent {
+                    let Some(((_, period), slot)) = scopes
+                        .iter()
+                        .zip(chain)
+                        .find(|((n, _), s)| *n == name && s.id() >= 0)
+                    else {
+                        continue;
+                    };
                     let before = after - charge.cost;
-                    raise_thresholds(app, &team, slot, period, before, after).await;
+                    raise_thresholds(app, &team, slot, *period, before, after).await;
                 }
                 break true;
             }

@@ -117,7 +117,6 @@ impl Service {
             child: None,
         };
         let budget = input.validate(period::now(), &tree)?;
-        self.nests_here_only(&budget)?;
         if self.ledger.find(&budget.name).is_some() {
             return Err(store::StoreError::exists(&budget.name).into());
         }
@@ -140,10 +139,30 @@ impl Service {
             child: Some(&before),
         };
         let next = patch.apply(&before, &tree)?;
-        self.nests_here_only(&next)?;
         self.share(&next.name, Some(&next))
             .await
             .map_err(|e| unshared(&next.name, "changed", e))?;
+        if let Some(team) = self.team_of(&next.name)
+            && next.parent != before.parent
+        {
+            // The ancestors above it before and after: their team figures are their
+            // subtrees', counted again from the team's records.
+            let mut above = self.ancestors_of(before.parent);
+            above.extend(self.ancestors_of(next.parent));
+            team.reopen(&above)
+                .await
+                .map_err(|e| unshared(&next.name, "moved", e))?;
+        }
+        self.change_here(&before, next).await
+    }
+
+    /// Applies a budget's new settings on this proxy: sessions tracked from when a cap on
+    /// them is set, the tree's figures rebuilt when it moves.
+    pub(super) async fn change_here(
+        &self,
+        before: &Budget,
+        next: Budget,
+    ) -> Result<BudgetView, HttpError> {
         let moved = next.parent != before.parent;
         if next.max_session_dollars.is_some() && before.max_session_dollars.is_none() {
             // Sessions are tracked from now on: first, what each spent so far this period.
@@ -157,15 +176,12 @@ impl Service {
         Ok(view)
     }
 
-    /// Nested budgets are enforced by each proxy's own ledger: a team, whose proxies share
-    /// one budget's spend in PostgreSQL, cannot have them yet.
-    fn nests_here_only(&self, b: &Budget) -> Result<(), HttpError> {
-        if b.parent.is_some() && self.team.is_some() {
-            return Err(HttpError::invalid(
-                "field 'parent' is not available on a team yet: nested budgets are enforced by one proxy's ledger, and a team's budgets are shared across proxies (docs/budgets.md)",
-            ));
-        }
-        Ok(())
+    /// The names of a budget and the budgets above it.
+    fn ancestors_of(&self, id: Option<i64>) -> Vec<String> {
+        let Some(slot) = id.and_then(|id| self.ledger.find(&id.to_string())) else {
+            return Vec::new();
+        };
+        self.ledger.chain(&slot).iter().map(|s| s.name()).collect()
     }
 
     pub async fn delete_budget(&self, key: &str) -> Result<(), HttpError> {

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 impl Service {
     /// A new key's cap and period, checked: a positive cap; a period only with a cap (the
-    /// budget's when left out); none on a team.
+    /// budget's when left out).
     pub(super) fn key_cap(
         &self,
         budget: &str,
@@ -31,11 +31,6 @@ impl Service {
                 "field 'max_dollars' must be greater than 0 (or left out: only the budget's caps apply)",
             ));
         }
-        if self.team.is_some() {
-            return Err(HttpError::invalid(
-                "field 'max_dollars' is not available on a team's keys yet (docs/budgets.md)",
-            ));
-        }
         let period = input.period.unwrap_or_else(|| {
             self.slot(budget)
                 .map(|s| s.budget().period)
@@ -49,7 +44,7 @@ impl Service {
         &self,
         key_id: i64,
         budget: &str,
-        name: &str,
+        (name, hash): (&str, &str),
         (max_dollars, period): (Money, Period),
         created_at: DateTime<Utc>,
     ) -> Result<(), HttpError> {
@@ -57,6 +52,7 @@ impl Service {
             key_id,
             budget_id: self.slot(budget)?.id(),
             name: name.to_string(),
+            hash: hash.to_string(),
             max_dollars,
             period,
             created_at,
@@ -85,6 +81,7 @@ pub(super) async fn load(
             key_id: k.id,
             budget_id: k.budget_id,
             name: k.name,
+            hash: k.hash,
             max_dollars: k.max_dollars,
             period: k.period,
             created_at: k.created_at,

@@ -261,7 +261,7 @@ impl Service {
             .add_key(budget, &name, KeyKind::Key, &key, (None, cap))
             .await?;
         if let Some(cap) = cap {
-            self.scope_key(id, budget, &name, cap, at)?;
+            self.scope_key(id, budget, (&name, &hash(&key)), cap, at)?;
         }
         Ok(KeyCreated {
             id,
@@ -294,6 +294,7 @@ impl Service {
                 revoked: false,
                 sign_in: kind == KeyKind::SignIn,
                 refresh_hash: refresh_hash.clone(),
+                cap,
             };
             team.put_key(&shared)
                 .await
@@ -354,10 +355,13 @@ impl Service {
             .await?;
         let now = period::now();
         for k in &mut items {
-            k.spent_dollars = self
-                .ledger
-                .key_scope(k.id)
-                .map(|s| s.status(now).period.dollars);
+            k.spent_dollars = self.ledger.key_scope(k.id).map(|slot| {
+                let here = slot.status(now);
+                let team = slot.key_hash().and_then(|h| {
+                    self.team_figures(&format!("{}{h}", crate::team::KEY_SCOPE), &here)
+                });
+                team.unwrap_or(here).period.dollars
+            });
         }
         Ok(Items { items })
     }
@@ -398,6 +402,7 @@ impl Service {
                 revoked: true,
                 sign_in: key.kind == KeyKind::SignIn,
                 refresh_hash: None,
+                cap: None,
             };
             let first = team
                 .put_key(&revoked)

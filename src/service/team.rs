@@ -7,8 +7,9 @@ use super::Service;
 use crate::budget::{Budget, BudgetPatch, DEFAULT_BUDGET, NewBudget};
 use crate::error::HttpError;
 use crate::events::CoreEvent;
+use crate::ledger::chain;
 use crate::ledger::{Slot, Status};
-use crate::team::{Shared, Team, TeamError, TeamKey, period_key};
+use crate::team::{KEY_SCOPE, Shared, Team, TeamError, TeamKey, period_key};
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -20,30 +21,33 @@ const POLL: Duration = Duration::from_secs(1);
 /// The latest team figures by budget name, with the period they are for.
 pub type TeamTotals = std::sync::RwLock<HashMap<String, (i64, Shared)>>;
 
-/// The settings of a budget that other proxies apply: as a patch, or with its name as a new
-/// budget. Keys sorted, so equal settings are equal text.
-pub(super) fn spec(b: &Budget) -> String {
-    let mut spec = serde_json::json!({
-        "max_dollars": b.max_dollars,
-        "max_tokens": b.max_tokens,
-        "period": b.period,
-        "webhook_url": b.webhook_url,
-        "thresholds": b.thresholds,
-        "admission": b.admission,
-        "max_dollars_per_hour": b.max_dollars_per_hour,
-        "max_request_dollars": b.max_request_dollars,
-        "models": b.models,
-        "loop_guard": b.loop_guard,
-    });
-    // Only when set: a budget without it keeps the spec earlier builds shared, so no proxy
-    // sees a difference to apply.
-    if let Some(m) = b.max_session_dollars {
-        spec["max_session_dollars"] = serde_json::json!(m);
-    }
-    spec.to_string()
-}
-
 impl Service {
+    /// The settings of a budget that other proxies apply: as a patch, or with its name as a
+    /// new budget. Keys sorted, so equal settings are equal text.
+    pub(super) fn spec(&self, b: &Budget) -> String {
+        let mut spec = serde_json::json!({
+            "max_dollars": b.max_dollars,
+            "max_tokens": b.max_tokens,
+            "period": b.period,
+            "webhook_url": b.webhook_url,
+            "thresholds": b.thresholds,
+            "admission": b.admission,
+            "max_dollars_per_hour": b.max_dollars_per_hour,
+            "max_request_dollars": b.max_request_dollars,
+            "models": b.models,
+            "loop_guard": b.loop_guard,
+        });
+        // Only when set: a budget without them keeps the spec earlier builds shared, so no
+        // proxy sees a difference to apply. A parent goes by name (ids are each proxy's own).
+        if let Some(m) = b.max_session_dollars {
+            spec["max_session_dollars"] = serde_json::json!(m);
+        }
+        if let Some(parent) = b.parent.and_then(|id| self.ledger.find(&id.to_string())) {
+            spec["parent"] = serde_json::json!(parent.name());
+        }
+        spec.to_string()
+    }
+
     /// The team database a budget is shared through: none for `default`, which is each
     /// proxy's own (settings, spend and keys).
     pub fn team_of(&self, budget: &str) -> Option<&Arc<Team>> {
@@ -53,7 +57,10 @@ impl Service {
     /// Tells the other proxies of a budget's new settings (None: deleted).
     pub(super) async fn share(&self, name: &str, budget: Option<&Budget>) -> Result<(), TeamError> {
         match self.team_of(name) {
-            Some(team) => team.put_budget(name, budget.map(spec).as_deref()).await,
+            Some(team) => {
+                let spec = budget.map(|b| self.spec(b));
+                team.put_budget(name, spec.as_deref()).await
+            }
             None => Ok(()),
         }
     }
@@ -93,40 +100,62 @@ impl Service {
     /// Applies the team's budgets here; returns the local budgets the team has never seen,
     /// with their settings, to share.
     async fn apply_budgets(&self, shared: Vec<(String, Option<String>)>) -> Vec<(String, String)> {
-        let mut known = HashSet::new();
-        for (name, spec) in shared {
-            if name == DEFAULT_BUDGET {
-                continue;
-            }
-            known.insert(name.clone());
-            let local = self.ledger.find(&name).map(|s| s.budget());
-            let applied = match (spec, local) {
-                (None, Some(_)) => self.delete_here(&name).await.map(|_| ()),
-                (Some(spec), None) => self.create_from(&name, &spec).await,
-                (Some(spec), Some(here)) if self::spec(&here) != spec => {
-                    match serde_json::from_str::<BudgetPatch>(&spec) {
-                        Ok(patch) => match patch.apply(&here, &crate::budget::TopLevel) {
-                            Ok(next) => self.update_here(next).await.map(|_| ()),
-                            Err(e) => Err(e.into()),
-                        },
-                        Err(e) => Err(HttpError::invalid(e.to_string())),
-                    }
+        let known: HashSet<String> = shared.iter().map(|(name, _)| name.clone()).collect();
+        let mut pending: Vec<_> = shared
+            .into_iter()
+            .filter(|(name, _)| name != DEFAULT_BUDGET)
+            .collect();
+        // A budget below one not made here yet waits for it: passes until one changes nothing.
+        loop {
+            let mut failed = Vec::new();
+            for (name, spec) in &pending {
+                if let Err(e) = self.apply_budget(name, spec.as_deref()).await {
+                    failed.push((name.clone(), spec.clone(), e));
                 }
-                _ => Ok(()),
-            };
-            if let Err(e) = applied {
-                tracing::warn!(
-                    "the team's budget '{name}' cannot be applied here: {}",
-                    e.message
-                );
             }
+            if failed.is_empty() || failed.len() == pending.len() {
+                for (name, _, e) in failed {
+                    let why = e.message;
+                    tracing::warn!("the team's budget '{name}' cannot be applied here: {why}");
+                }
+                break;
+            }
+            pending = failed.into_iter().map(|(n, s, _)| (n, s)).collect();
         }
         self.ledger
             .statuses(crate::budget::period::now())
             .into_iter()
             .filter(|s| s.budget.name != DEFAULT_BUDGET && !known.contains(&s.budget.name))
-            .map(|s| (s.budget.name.clone(), spec(&s.budget)))
+            .map(|s| (s.budget.name.clone(), self.spec(&s.budget)))
             .collect()
+    }
+
+    /// Makes, changes or deletes a budget here as the team has it (None: deleted).
+    async fn apply_budget(&self, name: &str, spec: Option<&str>) -> Result<(), HttpError> {
+        let local = self.ledger.find(name).map(|s| s.budget());
+        match (spec, local) {
+            (None, Some(_)) => self.delete_here(name).await.map(|_| ()),
+            (Some(spec), None) => self.create_from(name, spec).await,
+            (Some(spec), Some(here)) if self.spec(&here) != spec => {
+                self.apply_spec(&here, spec).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Changes a budget here to the team's settings. A spec leaves out what is unset (a
+    /// parent, a cap on sessions): left out, it is cleared here too.
+    async fn apply_spec(&self, here: &Budget, spec: &str) -> Result<(), HttpError> {
+        let mut patch: BudgetPatch =
+            serde_json::from_str(spec).map_err(|e| HttpError::invalid(e.to_string()))?;
+        patch.parent.get_or_insert(None);
+        patch.max_session_dollars.get_or_insert(None);
+        let tree = super::tree::Tree {
+            ledger: &self.ledger,
+            child: Some(here),
+        };
+        let next = patch.apply(here, &tree)?;
+        self.change_here(here, next).await.map(|_| ())
     }
 
     /// Makes here a budget the team has, from its settings.
@@ -136,7 +165,11 @@ impl Service {
         v["name"] = serde_json::Value::String(name.to_string());
         let input: NewBudget =
             serde_json::from_value(v).map_err(|e| HttpError::invalid(e.to_string()))?;
-        let budget = input.validate(crate::budget::period::now(), &crate::budget::TopLevel)?;
+        let tree = super::tree::Tree {
+            ledger: &self.ledger,
+            child: None,
+        };
+        let budget = input.validate(crate::budget::period::now(), &tree)?;
         self.create_here(budget).await.map(|_| ())
     }
 
@@ -156,7 +189,7 @@ impl Service {
                     };
                     let budget_id = slot.budget().id;
                     let (hash, name) = (key.hash.clone(), key.name.clone());
-                    let refresh_hash = key.refresh_hash.clone();
+                    let (refresh_hash, cap) = (key.refresh_hash.clone(), key.cap);
                     let kind = match key.sign_in {
                         true => crate::record::KeyKind::SignIn,
                         false => crate::record::KeyKind::Key,
@@ -172,11 +205,14 @@ impl Service {
                                 kind,
                                 hash: &hash,
                                 refresh_hash: refresh_hash.as_deref(),
-                                cap: None,
+                                cap,
                             };
                             crate::store::keys::insert(tx, &row, at)
                         })
                         .await?;
+                    if let Some(cap) = cap {
+                        self.scope_key(id, &key.budget, (&key.name, &key.hash), cap, at)?;
+                    }
                     self.keys.add(key.hash.clone(), id, budget_id);
                 }
                 _ => {}
@@ -194,6 +230,7 @@ impl Service {
                 revoked: k.revoked,
                 sign_in: k.kind == crate::record::KeyKind::SignIn,
                 refresh_hash: k.refresh_hash.clone(),
+                cap: k.cap,
             })
             .collect())
     }
@@ -207,9 +244,14 @@ impl Service {
     }
 
     pub(super) fn with_team(&self, s: &Status) -> Option<Status> {
+        self.team_figures(&s.budget.name, s)
+    }
+
+    /// A scope's status with the team's figures for it, by its name in the team database.
+    pub(super) fn team_figures(&self, name: &str, s: &Status) -> Option<Status> {
         self.team.as_ref()?;
         let totals = self.team_totals.read().unwrap_or_else(|p| p.into_inner());
-        let (period, shared) = totals.get(&s.budget.name)?;
+        let (period, shared) = totals.get(name)?;
         if *period != period_key(s.budget.period, &s.window) {
             return None;
         }
@@ -220,6 +262,54 @@ impl Service {
         team.reserved = shared.reserved;
         team.reserved_tokens = shared.reserved_tokens;
         Some(team)
+    }
+}
+
+impl Service {
+    /// Every budget's and capped key's status, by its name in the team database.
+    fn team_scopes(&self) -> Vec<(String, Status)> {
+        let now = crate::budget::period::now();
+        let mut scopes: Vec<(String, Status)> = (self.ledger.statuses(now).into_iter())
+            .map(|s| (s.budget.name.clone(), s))
+            .collect();
+        for k in self.ledger.key_slots() {
+            if let Some(hash) = k.key_hash() {
+                scopes.push((format!("{KEY_SCOPE}{hash}"), k.status(now)));
+            }
+        }
+        scopes
+    }
+
+    /// Keeps the team's latest figures; returns the budgets whose figures changed (a key's
+    /// budget for a key's).
+    fn refresh_team_totals(
+        &self,
+        scopes: &[(String, Status)],
+        rows: &[(String, i64, Shared)],
+    ) -> Vec<(i64, String)> {
+        let mut changed = Vec::new();
+        let mut totals = self.team_totals.write().unwrap_or_else(|p| p.into_inner());
+        for (name, s) in scopes {
+            let key = period_key(s.budget.period, &s.window);
+            let now = rows
+                .iter()
+                .find(|(n, period, _)| n == name && *period == key)
+                .map(|(_, _, now)| (key, *now));
+            // No figures (the budget was deleted and made again): none are shown.
+            let same = match now {
+                Some(now) => totals.insert(name.clone(), now) == Some(now),
+                None => totals.remove(name).is_none(),
+            };
+            if same {
+                continue;
+            }
+            let budget = match s.budget.parent.filter(|_| chain::is_key(s)) {
+                Some(id) => self.ledger.find(&id.to_string()).map(|b| (id, b.name())),
+                None => Some((s.budget.id, s.budget.name.clone())),
+            };
+            changed.extend(budget);
+        }
+        changed
     }
 }
 
@@ -235,8 +325,8 @@ pub async fn watch(app: Arc<Service>, stop: CancellationToken) {
             _ = every.tick() => {}
         }
         app.follow(&team).await;
-        let statuses = app.ledger.statuses(crate::budget::period::now());
-        let names: Vec<String> = statuses.iter().map(|s| s.budget.name.clone()).collect();
+        let scopes = app.team_scopes();
+        let names: Vec<String> = scopes.iter().map(|(name, _)| name.clone()).collect();
         let rows = match team.snapshot(&names).await {
             Ok(rows) => rows,
             Err(e) => {
@@ -244,27 +334,7 @@ pub async fn watch(app: Arc<Service>, stop: CancellationToken) {
                 continue;
             }
         };
-        let mut changed = Vec::new();
-        {
-            let mut totals = app.team_totals.write().unwrap_or_else(|p| p.into_inner());
-            for s in &statuses {
-                let key = period_key(s.budget.period, &s.window);
-                let Some((_, _, now)) = rows
-                    .iter()
-                    .find(|(name, period, _)| *name == s.budget.name && *period == key)
-                else {
-                    // No figures (the budget was deleted and made again): none are shown.
-                    if totals.remove(&s.budget.name).is_some() {
-                        changed.push((s.budget.id, s.budget.name.clone()));
-                    }
-                    continue;
-                };
-                if totals.get(&s.budget.name) != Some(&(key, *now)) {
-                    totals.insert(s.budget.name.clone(), (key, *now));
-                    changed.push((s.budget.id, s.budget.name.clone()));
-                }
-            }
-        }
+        let changed = app.refresh_team_totals(&scopes, &rows);
         for (budget_id, budget) in changed {
             app.events
                 .emit(CoreEvent::BudgetChanged { budget_id, budget });

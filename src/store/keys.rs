@@ -151,12 +151,15 @@ pub struct Known {
     pub revoked: bool,
     pub kind: KeyKind,
     pub refresh_hash: Option<String>,
+    /// Its own cap and period, if it has one.
+    pub cap: Option<(Money, Period)>,
 }
 
 /// Every key this proxy has had, with its budget's name.
 pub fn all(conn: &Connection) -> Result<Vec<Known>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT k.id, k.hash, b.name, k.name, k.created_at, k.revoked_at IS NOT NULL, k.kind, k.refresh_hash
+        "SELECT k.id, k.hash, b.name, k.name, k.created_at, k.revoked_at IS NOT NULL, k.kind,
+           k.refresh_hash, k.max_dollars, k.period
          FROM virtual_keys k JOIN budgets b ON b.id = k.budget_id",
     )?;
     let rows = stmt
@@ -170,10 +173,17 @@ pub fn all(conn: &Connection) -> Result<Vec<Known>, StoreError> {
                 revoked: r.get(5)?,
                 kind: KeyKind::parse(&r.get::<_, String>(6)?),
                 refresh_hash: r.get(7)?,
+                cap: cap(r.get(8)?, r.get(9)?),
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
+}
+
+/// A key's cap from its columns: both or none.
+fn cap(max_dollars: Option<i64>, period: Option<String>) -> Option<(Money, Period)> {
+    let period = Period::parse(&period?).unwrap_or_default();
+    Some((Money::from_picos(max_dollars?), period))
 }
 
 /// Every key not revoked: (hash, key id, budget id), for the proxy's lookup.
@@ -192,6 +202,7 @@ pub struct CappedKey {
     pub id: i64,
     pub budget_id: i64,
     pub name: String,
+    pub hash: String,
     pub max_dollars: Money,
     pub period: Period,
     pub created_at: DateTime<Utc>,
@@ -200,7 +211,7 @@ pub struct CappedKey {
 /// Every live key with its own cap.
 pub fn capped(conn: &Connection) -> Result<Vec<CappedKey>, StoreError> {
     let mut stmt = conn.prepare(
-        "SELECT id, budget_id, name, max_dollars, period, created_at FROM virtual_keys
+        "SELECT id, budget_id, name, max_dollars, period, created_at, hash FROM virtual_keys
          WHERE revoked_at IS NULL AND max_dollars IS NOT NULL",
     )?;
     let rows = stmt
@@ -209,6 +220,7 @@ pub fn capped(conn: &Connection) -> Result<Vec<CappedKey>, StoreError> {
                 id: r.get(0)?,
                 budget_id: r.get(1)?,
                 name: r.get(2)?,
+                hash: r.get(6)?,
                 max_dollars: Money::from_picos(r.get(3)?),
                 period: Period::parse(&r.get::<_, String>(4)?).unwrap_or_default(),
                 created_at: period::from_millis(r.get(5)?),

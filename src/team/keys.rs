@@ -2,6 +2,8 @@
 //! one, so a key made or revoked on any proxy is made or revoked on all.
 
 use super::{Team, TeamError, col, unreachable};
+use crate::budget::period::Period;
+use crate::money::Money;
 
 /// A virtual key as the team knows it: never the key itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,6 +19,8 @@ pub struct TeamKey {
     pub sign_in: bool,
     /// A sign-in's refresh token's SHA-256.
     pub refresh_hash: Option<String>,
+    /// Its own cap and period: a scope below its budget on every proxy.
+    pub cap: Option<(Money, Period)>,
 }
 
 impl Team {
@@ -42,8 +46,9 @@ impl Team {
             }
             let inserted = client
                 .execute(
-                    "INSERT INTO team_keys (hash, budget, name, created_at, revoked_at, kind, refresh_hash)
-                     VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END, $6, $7)
+                    "INSERT INTO team_keys
+                       (hash, budget, name, created_at, revoked_at, kind, refresh_hash, max_dollars, period)
+                     VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END, $6, $7, $8, $9)
                      ON CONFLICT (hash) DO NOTHING",
                     &[
                         &key.hash,
@@ -53,6 +58,8 @@ impl Team {
                         &key.revoked,
                         &if key.sign_in { "sign_in" } else { "key" },
                         &key.refresh_hash,
+                        &key.cap.map(|(m, _)| m.picos()),
+                        &key.cap.map(|(_, p)| p.as_str()),
                     ],
                 )
                 .await
@@ -68,7 +75,8 @@ impl Team {
             let client = self.client().await?;
             let rows = client
                 .query(
-                    "SELECT hash, budget, name, created_at, revoked_at IS NOT NULL, kind, refresh_hash FROM team_keys",
+                    "SELECT hash, budget, name, created_at, revoked_at IS NOT NULL, kind, refresh_hash,
+                       max_dollars, period FROM team_keys",
                     &[],
                 )
                 .await
@@ -83,6 +91,12 @@ impl Team {
                         revoked: col(r, 4)?,
                         sign_in: col::<String>(r, 5)? == "sign_in",
                         refresh_hash: col(r, 6)?,
+                        cap: match (col::<Option<i64>>(r, 7)?, col::<Option<String>>(r, 8)?) {
+                            (Some(m), Some(p)) => {
+                                Some((Money::from_picos(m), Period::parse(&p).unwrap_or_default()))
+                            }
+                            _ => None,
+                        },
                     })
                 })
                 .collect()

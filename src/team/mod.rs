@@ -22,6 +22,7 @@ mod spend;
 pub use daily::TeamDay;
 pub use keys::TeamKey;
 pub use outbox::Queued;
+pub use spend::KEY_SCOPE;
 
 /// The longest any one call may take: an unanswered database fails the request, closed.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,7 +36,7 @@ pub enum TeamError {
 }
 
 /// The tables, one migration a version (docs/team.md).
-const MIGRATIONS: [&str; 7] = [
+const MIGRATIONS: [&str; 8] = [
     include_str!("migrations/0001_team.sql"),
     include_str!("migrations/0002_budgets.sql"),
     include_str!("migrations/0003_outbox.sql"),
@@ -43,6 +44,7 @@ const MIGRATIONS: [&str; 7] = [
     include_str!("migrations/0005_daily.sql"),
     include_str!("migrations/0006_since.sql"),
     include_str!("migrations/0007_sign_ins.sql"),
+    include_str!("migrations/0008_scopes.sql"),
 ];
 
 fn unreachable(e: impl std::error::Error) -> TeamError {
@@ -73,17 +75,35 @@ pub fn period_key(period: Period, window: &Window) -> i64 {
     }
 }
 
-/// What one request asks of a shared budget.
-#[derive(Clone, Copy, Debug)]
-pub struct Ask<'a> {
-    pub budget: &'a str,
+/// One scope of a request's chain as the team database keeps it: a budget, or a key's own cap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scope {
+    /// Its row's name: the budget's, or `key:<its hash>` (`KEY_SCOPE`).
+    pub name: String,
     /// The period's start in epoch ms; 0 for a total budget (proxies created it at different
     /// instants, but it is one period).
     pub period: i64,
-    pub amount: Money,
-    pub tokens: u64,
     pub max_dollars: Option<Money>,
     pub max_tokens: Option<u64>,
+}
+
+/// What one request asks of its chain of shared scopes.
+#[derive(Clone, Copy)]
+pub struct Ask<'a> {
+    /// The chain, nearest first; the first budget among them is the one charged.
+    pub scopes: &'a [Scope],
+    pub amount: Money,
+    pub tokens: u64,
+    /// A budget's name and its descendants' (a budget's spend is its subtree's), asked only
+    /// when a period's row is opened.
+    pub subtree: &'a (dyn Fn(&str) -> Vec<String> + Sync),
+}
+
+/// The scope (its index in the ask) a request would take past a cap, and where it stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub index: usize,
+    pub shared: Shared,
 }
 
 /// A budget's period across all proxies.
@@ -96,17 +116,38 @@ pub struct Shared {
     pub requests: u64,
 }
 
-/// A request's reservation in the team database. Settle it; dropped unsettled, it is no longer
-/// renewed and expires with its lease.
+/// A request's reservation in the team database, on every scope of its chain. Settle it;
+/// dropped unsettled, it is no longer renewed and expires with its lease.
 #[must_use = "a team reservation must be settled"]
 pub struct Hold {
     team: Arc<Team>,
     id: i64,
+    /// Each scope's name and period.
+    scopes: Vec<(String, i64)>,
+    /// The budget charged, with its period, and the key's hash when the key has a cap.
     budget: String,
     period: i64,
+    key: Option<String>,
 }
 
 impl Hold {
+    fn new(team: Arc<Team>, id: i64, ask: Ask<'_>) -> Hold {
+        let is_key = |s: &&Scope| s.name.starts_with(KEY_SCOPE);
+        let budget = ask.scopes.iter().find(|s| !is_key(s));
+        let key = ask.scopes.iter().find(is_key);
+        Hold {
+            team,
+            id,
+            scopes: ask
+                .scopes
+                .iter()
+                .map(|s| (s.name.clone(), s.period))
+                .collect(),
+            budget: budget.map(|s| s.name.clone()).unwrap_or_default(),
+            period: budget.map_or(0, |s| s.period),
+            key: key.map(|s| s.name[KEY_SCOPE.len()..].to_string()),
+        }
+    }
     /// The team database it is held in.
     pub fn team(&self) -> &Arc<Team> {
         &self.team
@@ -114,11 +155,9 @@ impl Hold {
     pub fn id(&self) -> i64 {
         self.id
     }
-    pub fn budget(&self) -> &str {
-        &self.budget
-    }
-    pub fn period(&self) -> i64 {
-        self.period
+    /// Each scope's name and period, nearest first.
+    pub fn scopes(&self) -> &[(String, i64)] {
+        &self.scopes
     }
 }
 
@@ -127,8 +166,7 @@ impl std::fmt::Debug for Hold {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hold")
             .field("id", &self.id)
-            .field("budget", &self.budget)
-            .field("period", &self.period)
+            .field("scopes", &self.scopes)
             .finish()
     }
 }
@@ -159,8 +197,6 @@ pub struct Team {
     lease: Duration,
     /// The reservations this proxy holds, renewed on every beat.
     live: Mutex<HashSet<i64>>,
-    /// The (budget, period) rows of `team_spend` known to exist.
-    rows: Mutex<HashSet<(String, i64)>>,
 }
 
 fn to_i64(n: u64) -> i64 {
@@ -186,16 +222,6 @@ fn shared(row: &tokio_postgres::Row) -> Result<Shared, TeamError> {
     })
 }
 
-const SWEEP: &str = "WITH gone AS (
-    DELETE FROM team_reservations WHERE lease_until < now()
-    RETURNING budget, period_start, amount, tokens),
-  sums AS (
-    SELECT budget, period_start, SUM(amount) AS amount, SUM(tokens) AS tokens
-    FROM gone GROUP BY budget, period_start)
-  UPDATE team_spend s
-  SET reserved = s.reserved - sums.amount, reserved_tokens = s.reserved_tokens - sums.tokens
-  FROM sums WHERE s.budget = sums.budget AND s.period_start = sums.period_start";
-
 impl Team {
     /// Connects, and creates the team tables if they are missing (under a lock, so proxies
     /// starting together do it once).
@@ -218,7 +244,6 @@ impl Team {
             proxy: format!("{}-{}", std::process::id(), hex::encode(bytes)),
             lease,
             live: Mutex::new(HashSet::new()),
-            rows: Mutex::new(HashSet::new()),
         });
         team.migrate().await?;
         Ok(team)
@@ -279,10 +304,6 @@ impl Team {
 
     fn live(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn rows(&self) -> std::sync::MutexGuard<'_, HashSet<(String, i64)>> {
-        self.rows.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, TeamError> {
@@ -402,13 +423,17 @@ impl Team {
             if !ids.is_empty() {
                 client
                     .execute(
-                        "UPDATE team_reservations SET lease_until = now() + $2::BIGINT * interval '1 millisecond' WHERE id = ANY($1)",
+                        "UPDATE team_reservations SET lease_until = now() + $2::BIGINT * interval '1 millisecond' WHERE hold = ANY($1)",
                         &[&ids, &(self.lease.as_millis() as i64)],
                     )
                     .await
                     .map_err(unreachable)?;
             }
-            client.execute(SWEEP, &[]).await.map_err(unreachable)
+            let row = client
+                .query_one("SELECT team_sweep()", &[])
+                .await
+                .map_err(unreachable)?;
+            Ok(col::<i64>(&row, 0)?.max(0) as u64)
         })
         .await
     }

@@ -1,132 +1,102 @@
-//! A budget's spend across all proxies: reserving a request's worst case, settling its
-//! charge, and reading the figures, each in one statement.
+//! Spend across all proxies: reserving a request's worst case on every scope of its chain,
+//! settling its charge, and reading the figures, each in one statement.
 
-use super::{Ask, Charge, Hold, Shared, Team, TeamError, col, shared, to_i64, unreachable};
+use super::{
+    Ask, Charge, Hold, Refused, Scope, Shared, Team, TeamError, col, shared, to_i64, unreachable,
+};
 use crate::money::Money;
 use std::sync::Arc;
 
-const RESERVE: &str = "WITH taken AS (
-    UPDATE team_spend SET reserved = reserved + $3, reserved_tokens = reserved_tokens + $4
-    WHERE budget = $1 AND period_start = $2
-      AND ($5::BIGINT IS NULL OR spent + reserved + $3 <= $5)
-      AND ($6::BIGINT IS NULL OR spent_tokens + reserved_tokens + $4 <= $6)
-    RETURNING budget)
-  INSERT INTO team_reservations (budget, period_start, amount, tokens, proxy, lease_until)
-  SELECT $1, $2, $3, $4, $7, now() + $8::BIGINT * interval '1 millisecond' FROM taken
-  RETURNING id";
-
-/// Makes a budget's row for a period, starting from what the team was charged in it since
-/// the budget was made: a period changed mid-way (daily to monthly, say) keeps the spend it
-/// already had. `$2` is the period's start (0 for a total budget: every charge). The charges
-/// are summed only when the row is missing.
+/// Makes a scope's row for a period, starting from what the team was charged in it: a period
+/// changed mid-way (daily to monthly, say) keeps the spend it already had, and a budget's row
+/// counts its whole subtree's charges (`$3`: its name and its descendants'), each since its own
+/// budget was last made; a key's (`$4`: its hash) the charges that name it. `$2` is the
+/// period's start (0 for a total budget: every charge). The charges are summed only when the
+/// row is missing.
 const OPEN_PERIOD: &str =
     "INSERT INTO team_spend (budget, period_start, spent, spent_tokens, requests)
   SELECT $1, $2, LEAST(COALESCE(SUM(u.cost), 0), 9223372036854775807)::BIGINT,
     LEAST(COALESCE(SUM(u.tokens), 0), 9223372036854775807)::BIGINT, COUNT(u.id)
   FROM team_usage u
-  WHERE u.budget = $1 AND u.created_at >= $2
-    AND u.created_at >= COALESCE((SELECT since FROM team_budgets WHERE name = $1), 0)
+  WHERE u.created_at >= $2
+    AND CASE WHEN $4::TEXT IS NULL
+      THEN u.budget = ANY($3::TEXT[])
+        AND u.created_at >= COALESCE((SELECT since FROM team_budgets b WHERE b.name = u.budget), 0)
+      ELSE u.key_hash = $4 END
     AND NOT EXISTS (SELECT 1 FROM team_spend s WHERE s.budget = $1 AND s.period_start = $2)
   ON CONFLICT DO NOTHING";
 
-/// Charges the cost once (a retry after a lost answer finds the record and changes nothing),
-/// and frees the reservation unless its lease already expired and the sweep freed it.
-const SETTLE: &str = "WITH gone AS (
-    DELETE FROM team_reservations WHERE id = $1 RETURNING amount, tokens),
-  moved AS (
-    UPDATE team_spend SET
-      reserved = reserved - COALESCE((SELECT amount FROM gone), 0),
-      reserved_tokens = reserved_tokens - COALESCE((SELECT tokens FROM gone), 0),
-      spent = spent + $4, spent_tokens = spent_tokens + $5, requests = requests + 1
-    WHERE budget = $2 AND period_start = $3
-      AND NOT EXISTS (SELECT 1 FROM team_usage WHERE reservation = $1)
-    RETURNING spent),
-  recorded AS (
-    INSERT INTO team_usage
-      (budget, period_start, created_at, proxy, model, cost, tokens, upstream_request_id, reservation)
-    SELECT $2, $3, $6, $7, $8, $4, $5, $9, $1 FROM moved),
-  rolled AS (
-    INSERT INTO team_daily (day, budget, model, dollars, tokens, requests)
-    SELECT $10, $2, $8, $4, $5, 1 FROM moved
-    ON CONFLICT (day, budget, model) DO UPDATE SET dollars = team_daily.dollars + EXCLUDED.dollars,
-      tokens = team_daily.tokens + EXCLUDED.tokens, requests = team_daily.requests + 1)
-  SELECT spent FROM moved";
-
-/// Lowers a reservation (never raises it) and frees the difference; a reservation already
-/// settled or swept is not found and nothing changes.
-const SHRINK: &str = "WITH old AS (
-    SELECT id, amount, tokens FROM team_reservations WHERE id = $1 FOR UPDATE),
-  lowered AS (
-    UPDATE team_reservations r SET amount = LEAST(old.amount, $2), tokens = LEAST(old.tokens, $3)
-    FROM old WHERE r.id = old.id
-    RETURNING r.budget, r.period_start,
-      old.amount - LEAST(old.amount, $2) AS freed, old.tokens - LEAST(old.tokens, $3) AS freed_tokens)
-  UPDATE team_spend s
-  SET reserved = s.reserved - lowered.freed, reserved_tokens = s.reserved_tokens - lowered.freed_tokens
-  FROM lowered WHERE s.budget = lowered.budget AND s.period_start = lowered.period_start";
+/// The functions of migration 0008: all scopes of a request at once, locks in one order.
+const RESERVE: &str =
+    "SELECT hold, refused, missing FROM team_reserve($1, $2, $3, $4, $5, $6, $7, $8)";
+const SETTLE: &str =
+    "SELECT scope, spent FROM team_settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+const SHRINK: &str = "SELECT team_shrink($1, $2, $3)";
 
 const TOTALS: &str = "SELECT spent, spent_tokens, reserved, reserved_tokens, requests
   FROM team_spend WHERE budget = $1 AND period_start = $2";
 
+/// The prefix of a key's scope in the team database (budget names cannot contain ':').
+pub const KEY_SCOPE: &str = "key:";
+
+type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+
 impl Team {
-    /// Reserves the request's worst case if it fits every cap across all proxies; otherwise
-    /// says what the budget stands at.
+    /// Reserves the request's worst case on every scope of its chain if it fits all of their
+    /// caps across all proxies; otherwise says which scope refused and what it stands at.
     pub async fn reserve(
         self: &Arc<Self>,
         ask: Ask<'_>,
-    ) -> Result<Result<Hold, Shared>, TeamError> {
+    ) -> Result<Result<Hold, Refused>, TeamError> {
         self.bounded(async {
             let client = self.client().await?;
-            let ensure = client
-                .prepare_cached(OPEN_PERIOD)
-                .await
-                .map_err(unreachable)?;
             let reserve = client.prepare_cached(RESERVE).await.map_err(unreachable)?;
+            let scopes = ask.scopes;
+            let names: Vec<&str> = scopes.iter().map(|s| s.name.as_str()).collect();
+            let periods: Vec<i64> = scopes.iter().map(|s| s.period).collect();
+            let caps: Vec<Option<i64>> = scopes
+                .iter()
+                .map(|s| s.max_dollars.map(Money::picos))
+                .collect();
+            let token_caps: Vec<Option<i64>> =
+                scopes.iter().map(|s| s.max_tokens.map(to_i64)).collect();
             let (amount, tokens) = (ask.amount.picos(), to_i64(ask.tokens));
-            let (max_dollars, max_tokens) = (
-                ask.max_dollars.map(Money::picos),
-                ask.max_tokens.map(to_i64),
-            );
             let lease_ms = self.lease.as_millis() as i64;
-            let key: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&ask.budget, &ask.period];
-            let args: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
-                &ask.budget,
-                &ask.period,
+            let args: [Param; 8] = [
+                &names,
+                &periods,
                 &amount,
                 &tokens,
-                &max_dollars,
-                &max_tokens,
+                &caps,
+                &token_caps,
                 &self.proxy,
                 &lease_ms,
             ];
-            // A period's row is made once; a missing one (a new database) is made again.
-            for _ in 0..2 {
-                let row_key = (ask.budget.to_string(), ask.period);
-                if !self.rows().contains(&row_key) {
-                    client.execute(&ensure, &key).await.map_err(unreachable)?;
-                    let mut rows = self.rows();
-                    // A budget's earlier periods are never reserved in again.
-                    rows.retain(|(b, p)| b != &row_key.0 || *p >= row_key.1);
-                    rows.insert(row_key.clone());
-                }
-                if let Some(row) = client
-                    .query_opt(&reserve, &args)
+            // Each scope's period row is opened at most once (by this call).
+            for _ in 0..=scopes.len() {
+                let row = client
+                    .query_one(&reserve, &args)
                     .await
-                    .map_err(unreachable)?
-                {
-                    let id: i64 = col(&row, 0)?;
+                    .map_err(unreachable)?;
+                let at = |i: usize| -> Result<Option<usize>, TeamError> {
+                    let n: Option<i32> = col(&row, i)?;
+                    Ok(n.and_then(|n| usize::try_from(n).ok()?.checked_sub(1)))
+                };
+                if let Some(id) = col::<Option<i64>>(&row, 0)? {
                     self.live().insert(id);
-                    return Ok(Ok(Hold {
-                        team: self.clone(),
-                        id,
-                        budget: row_key.0,
-                        period: ask.period,
+                    return Ok(Ok(Hold::new(self.clone(), id, ask)));
+                }
+                if let Some(i) = at(1)?.filter(|&i| i < scopes.len()) {
+                    let shared = self.totals_with(&client, names[i], periods[i]).await?;
+                    return Ok(Err(Refused {
+                        index: i,
+                        shared: shared.unwrap_or_default(),
                     }));
                 }
-                match self.totals_with(&client, ask.budget, ask.period).await? {
-                    Some(shared) => return Ok(Err(shared)),
-                    None => self.rows().remove(&row_key),
+                let Some(i) = at(2)?.filter(|&i| i < scopes.len()) else {
+                    break;
                 };
+                self.open(&client, &scopes[i], ask.subtree).await?;
             }
             Err(TeamError::Unreachable(
                 "its team_spend table lost a row as it was written".into(),
@@ -135,44 +105,81 @@ impl Team {
         .await
     }
 
-    /// Swaps the reservation for the cost and writes the record, in one statement; returns
-    /// the budget's spend after it (None if an earlier try already committed it). On an error
-    /// the hold comes back, still renewed, to try again.
+    /// Makes a scope's row for its period from the team's charges.
+    async fn open(
+        &self,
+        client: &deadpool_postgres::Object,
+        scope: &Scope,
+        subtree: &(dyn Fn(&str) -> Vec<String> + Sync),
+    ) -> Result<(), TeamError> {
+        let open = client
+            .prepare_cached(OPEN_PERIOD)
+            .await
+            .map_err(unreachable)?;
+        let (budgets, key) = match scope.name.strip_prefix(KEY_SCOPE) {
+            Some(hash) => (Vec::new(), Some(hash)),
+            None => (subtree(&scope.name), None),
+        };
+        client
+            .execute(&open, &[&scope.name, &scope.period, &budgets, &key])
+            .await
+            .map_err(unreachable)?;
+        Ok(())
+    }
+
+    /// Swaps the hold for the cost on every scope and writes the record, in one transaction;
+    /// returns each scope's spend after it (none if an earlier try already committed it). On
+    /// an error the hold comes back, still renewed, to try again.
     pub async fn settle(
         &self,
         hold: Hold,
         charge: &Charge,
-    ) -> Result<Option<Money>, (Hold, TeamError)> {
+    ) -> Result<Vec<(String, Money)>, (Hold, TeamError)> {
         let done = self
             .bounded(async {
                 let client = self.client().await?;
                 let settle = client.prepare_cached(SETTLE).await.map_err(unreachable)?;
-                client
-                    .query_opt(
-                        &settle,
-                        &[
-                            &hold.id,
-                            &hold.budget,
-                            &hold.period,
-                            &charge.cost.picos(),
-                            &to_i64(charge.tokens),
-                            &charge.created_at,
-                            &self.proxy,
-                            &charge.model,
-                            &charge.upstream_request_id,
-                            &charge.day,
-                        ],
-                    )
-                    .await
-                    .map_err(unreachable)?
-                    .map(|r| col(&r, 0).map(Money::from_picos))
-                    .transpose()
+                let (names, periods): (Vec<&str>, Vec<i64>) =
+                    hold.scopes.iter().map(|(n, p)| (n.as_str(), *p)).unzip();
+                let args: [Param; 13] = [
+                    &hold.id,
+                    &names,
+                    &periods,
+                    &hold.budget,
+                    &hold.period,
+                    &hold.key,
+                    &charge.cost.picos(),
+                    &to_i64(charge.tokens),
+                    &charge.created_at,
+                    &self.proxy,
+                    &charge.model,
+                    &charge.upstream_request_id,
+                    &charge.day,
+                ];
+                let rows = client.query(&settle, &args).await.map_err(unreachable)?;
+                rows.iter()
+                    .map(|r| Ok((col(r, 0)?, Money::from_picos(col(r, 1)?))))
+                    .collect()
             })
             .await;
         done.map_err(|e| (hold, e))
     }
 
-    /// Lowers a held reservation to what the request can still cost.
+    /// Drops these budgets' figures, to be counted again from the team's records when next
+    /// reserved on (a budget moved, and its old and new ancestors' subtrees changed).
+    pub async fn reopen(&self, budgets: &[String]) -> Result<(), TeamError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            client
+                .execute("DELETE FROM team_spend WHERE budget = ANY($1)", &[&budgets])
+                .await
+                .map_err(unreachable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Lowers a held reservation, on every scope, to what the request can still cost.
     pub async fn shrink(&self, id: i64, amount: Money, tokens: u64) -> Result<(), TeamError> {
         self.bounded(async {
             let client = self.client().await?;

@@ -29,5 +29,6 @@ mod sign_in;
 mod streaming;
 mod team;
 mod team_keys;
+mod team_nested;
 mod team_sign_in;
 mod trace;

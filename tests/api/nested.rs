@@ -344,31 +344,6 @@ async fn a_key_of_a_child_sees_the_fullest_scope_above_it() {
 }
 
 #[tokio::test]
-async fn a_team_refuses_a_parent_rather_than_enforce_it_on_one_proxy_only() {
-    let pg = mock_upstream::postgres::Postgres::start();
-    let url = pg.url("postgres");
-    let app = spawn_with(|s| s.database = Some(url)).await;
-    app.create_budget(json!({"name": "total", "max_dollars": "1"}))
-        .await;
-    let r = app
-        .client
-        .post(app.url("/api/budgets"))
-        .json(&json!({"name": "a", "max_dollars": "1", "parent": "total"}))
-        .send()
-        .await
-        .unwrap();
-    refused(r, 400, "field 'parent' is not available on a team yet").await;
-    assert_eq!(
-        app.get("/api/budgets").await["items"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2,
-        "default and total"
-    );
-}
-
-#[tokio::test]
 async fn a_projects_request_is_charged_to_the_child_budget_of_its_name() {
     let app = tree().await;
     let token = crate::sign_in::signed_in(&app, "total").await;

@@ -3,7 +3,7 @@
 use crate::durability::{Proc, fixture, serve, url};
 use crate::helpers::*;
 use agent_budget::money::Money;
-use agent_budget::team::{Ask, Charge, Team};
+use agent_budget::team::{Ask, Charge, Scope, Team};
 use mock_upstream::postgres::Postgres;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -12,14 +12,26 @@ fn dollars(s: &str) -> Money {
     Money::parse(s).unwrap()
 }
 
-fn ask(amount: &str) -> Ask<'static> {
-    Ask {
-        budget: "team",
+/// A budget's own name as its subtree (it has no budgets below it).
+fn alone(name: &str) -> Vec<String> {
+    vec![name.to_string()]
+}
+
+static TEAM: std::sync::LazyLock<[Scope; 1]> = std::sync::LazyLock::new(|| {
+    [Scope {
+        name: "team".into(),
         period: 0,
-        amount: dollars(amount),
-        tokens: 100,
         max_dollars: Some(dollars("10")),
         max_tokens: None,
+    }]
+});
+
+fn ask(amount: &str) -> Ask<'static> {
+    Ask {
+        scopes: &*TEAM,
+        amount: dollars(amount),
+        tokens: 100,
+        subtree: &alone,
     }
 }
 

@@ -1,7 +1,7 @@
 //! Request bodies, model ids, money amounts, budgets and prices: everything a client or the
 //! dashboard can send.
 
-use agent_budget::budget::{NewBudget, check_name};
+use agent_budget::budget::{BudgetRef, Invalid, NewBudget, Parents, check_name};
 use agent_budget::money::Money;
 use agent_budget::pricing::cost::{WEB_SEARCH, worst_case};
 use agent_budget::pricing::model_id::normalise;
@@ -9,6 +9,18 @@ use agent_budget::pricing::{PriceBook, PriceEntry, PricedAs};
 use agent_budget::proxy::{estimate::estimate, request};
 use proptest::prelude::*;
 use serde_json::{Value, json};
+
+/// Budgets that stand alone: every parent refused.
+struct TopLevel;
+
+impl Parents for TopLevel {
+    fn resolve(&self, _: &BudgetRef) -> Result<i64, Invalid> {
+        Err(Invalid {
+            field: "parent",
+            rule: "names no budget".into(),
+        })
+    }
+}
 
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -151,7 +163,7 @@ proptest! {
         }
         // Serde refuses unknown fields and wrong types first; whatever passes is validated.
         if let Ok(nb) = serde_json::from_value::<NewBudget>(obj) {
-            match nb.validate(chrono::Utc::now(), &agent_budget::budget::TopLevel) {
+            match nb.validate(chrono::Utc::now(), &TopLevel) {
                 Ok(b) => {
                     prop_assert!(check_name(&b.name).is_ok());
                     prop_assert!(b.max_dollars.is_some_and(|m| m > Money::ZERO));
