@@ -204,6 +204,25 @@ async fn three_proxies_never_push_any_scope_of_a_tree_over_its_cap() {
         })
         .await;
     }
+    // Each scope's thresholds are raised once across the proxies, by the one that crossed it.
+    for name in ["total", "s1", "s2", "s3"] {
+        let mut raised = Vec::new();
+        for app in &apps {
+            let alerts = app.get(&format!("/api/alerts?budget={name}")).await["items"].clone();
+            raised.extend(
+                (alerts.as_array().unwrap().iter())
+                    .filter(|a| a["kind"] == "threshold")
+                    .map(|a| a["threshold"].as_u64().unwrap()),
+            );
+        }
+        raised.sort();
+        let spent = spend.iter().find(|r| r.0 == name).unwrap().2;
+        let expected: Vec<u64> = [50, 80, 100]
+            .into_iter()
+            .filter(|t| spent * 100 >= caps[name] * *t as i64)
+            .collect();
+        assert_eq!(raised, expected, "{name} spent {spent}");
+    }
 }
 
 async fn send(app: &TestApp, max_tokens: u64, output: u64) -> reqwest::Response {
