@@ -59,6 +59,16 @@ pub struct ServeArgs {
     /// reservations within this and a third).
     #[arg(long = "lease-secs", env = "AGENT_BUDGET_LEASE_SECS")]
     pub lease_secs: Option<u64>,
+    /// Percentages of a subscription's 5-hour or weekly window that raise an alert, once per
+    /// window (default 80,95; `none` for none).
+    #[arg(long = "subscription-alerts", env = "AGENT_BUDGET_SUBSCRIPTION_ALERTS")]
+    pub subscription_alerts: Option<String>,
+    /// An http(s) URL subscription window alerts are also posted to (signed as budget webhooks).
+    #[arg(
+        long = "subscription-webhook",
+        env = "AGENT_BUDGET_SUBSCRIPTION_WEBHOOK"
+    )]
+    pub subscription_webhook: Option<String>,
     /// Refuse /v1/messages requests that name no budget.
     #[arg(long, env = "AGENT_BUDGET_REQUIRE_BUDGET", value_parser = clap::builder::BoolishValueParser::new())]
     pub require_budget: bool,
@@ -143,6 +153,8 @@ impl ServeArgs {
             no_keychain: self.no_keychain,
             database: self.database,
             lease_secs: self.lease_secs,
+            subscription_alerts: self.subscription_alerts,
+            subscription_webhook: self.subscription_webhook,
         })
     }
 }

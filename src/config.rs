@@ -112,10 +112,22 @@ pub struct Config {
     pub database: Option<Secret>,
     /// How long a team reservation outlives its proxy's last renewal.
     pub lease: Duration,
+    /// The shares of a subscription window (percent) that raise an alert, once per window.
+    pub subscription_alerts: Vec<u8>,
+    /// Where subscription window alerts are also posted.
+    pub subscription_webhook: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    #[error(
+        "--subscription-alerts / AGENT_BUDGET_SUBSCRIPTION_ALERTS: '{0}' is not a list of percentages from 1 to 100 (e.g. 80,95; 'none' for no alerts)"
+    )]
+    SubscriptionAlerts(String),
+    #[error(
+        "--subscription-webhook / AGENT_BUDGET_SUBSCRIPTION_WEBHOOK: '{0}' is not an http(s) URL"
+    )]
+    SubscriptionWebhook(String),
     #[error(
         "--host / AGENT_BUDGET_HOST: '{0}' is not an IP address (use 127.0.0.1, ::1 or 0.0.0.0)"
     )]
@@ -192,6 +204,9 @@ pub struct Settings {
     /// `postgres://…`: enforce budgets together with the other proxies on this database.
     pub database: Option<String>,
     pub lease_secs: Option<u64>,
+    /// `80,95` (the default), or `none`.
+    pub subscription_alerts: Option<String>,
+    pub subscription_webhook: Option<String>,
 }
 
 /// Checks a `--database` URL without connecting: a PostgreSQL URL tokio-postgres can parse.
@@ -316,8 +331,41 @@ impl Settings {
             require_virtual_key: self.require_virtual_key,
             database: database.map(Secret),
             lease: Duration::from_secs(lease),
+            subscription_alerts: subscription_alerts(self.subscription_alerts)?,
+            subscription_webhook: subscription_webhook(self.subscription_webhook)?,
         })
     }
+}
+
+fn subscription_webhook(url: Option<String>) -> Result<Option<String>, ConfigError> {
+    match url.filter(|w| !w.is_empty()) {
+        Some(w) => crate::budget::check_webhook(w.clone())
+            .map(Some)
+            .map_err(|_| ConfigError::SubscriptionWebhook(w)),
+        None => Ok(None),
+    }
+}
+
+/// The window alert thresholds: `80,95` unless given; `none` for none.
+fn subscription_alerts(text: Option<String>) -> Result<Vec<u8>, ConfigError> {
+    let Some(text) = text.map(|t| t.trim().to_string()) else {
+        return Ok(vec![80, 95]);
+    };
+    if text.is_empty() || text == "none" {
+        return Ok(Vec::new());
+    }
+    let bad = || ConfigError::SubscriptionAlerts(text.chars().take(64).collect());
+    let mut v = Vec::new();
+    for part in text.split(',') {
+        let t: u8 = part.trim().parse().map_err(|_| bad())?;
+        if !(1..=100).contains(&t) || v.len() >= 10 {
+            return Err(bad());
+        }
+        v.push(t);
+    }
+    v.sort_unstable();
+    v.dedup();
+    Ok(v)
 }
 
 /// A setting's value, or its default, if it lies in `range`.

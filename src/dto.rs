@@ -29,6 +29,8 @@ pub struct BudgetView {
     pub parent: Option<String>,
     /// Each agent session's cap within the period.
     pub max_session_dollars: Option<Money>,
+    /// The share of each subscription window its requests may take.
+    pub max_subscription_utilization: Option<crate::budget::pacing::WindowCaps>,
     pub created_at: String,
     pub spent_dollars: Money,
     pub spent_tokens: u64,
@@ -172,4 +174,46 @@ pub struct ErrorDetail {
     #[serde(rename = "type")]
     pub kind: String,
     pub message: String,
+}
+
+/// One window of a subscription as the dashboard shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct WindowView {
+    /// The share used (a fraction; above 1 past the limit).
+    pub utilization: Option<f64>,
+    pub resets_at: Option<String>,
+    pub status: Option<String>,
+    /// At its recent pace: utilization gained per hour, and when it fills if before it resets.
+    pub per_hour: Option<f64>,
+    pub fills_at: Option<String>,
+}
+
+/// A subscription credential's windows as the upstream last reported them
+/// (`GET /api/subscriptions`).
+#[derive(Clone, Debug, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct SubscriptionView {
+    /// A short, non-reversible fingerprint of the credential.
+    pub account: String,
+    pub five_hour: Option<WindowView>,
+    pub seven_day: Option<WindowView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub overage: Option<WindowView>,
+    pub representative_claim: Option<String>,
+    pub status: Option<String>,
+    pub seen_at: String,
+}
+
+/// An API key's rate limits as the upstream last reported them (`GET /api/rate-limits`).
+#[derive(Clone, Debug, Serialize, Deserialize, TS)]
+#[ts(export)]
+pub struct RateLimitView {
+    pub account: String,
+    pub requests: Option<crate::subscription::Limit>,
+    pub tokens: Option<crate::subscription::Limit>,
+    pub input_tokens: Option<crate::subscription::Limit>,
+    pub output_tokens: Option<crate::subscription::Limit>,
+    pub seen_at: String,
 }

@@ -48,6 +48,15 @@ pub enum CoreEvent {
     SignInRequested {
         user_code: String,
     },
+    /// What the upstream says of a subscription's windows or an API key's rate limits changed.
+    SubscriptionsChanged,
+    /// A subscription window reached an alert threshold (`--subscription-alerts`).
+    WindowAlert {
+        account: String,
+        window: String,
+        threshold: u8,
+        message: String,
+    },
 }
 
 /// The broadcast channel of core events.

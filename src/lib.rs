@@ -26,6 +26,7 @@ pub mod secret_file;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod subscription;
 pub mod team;
 pub mod upstream;
 

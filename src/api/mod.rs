@@ -8,8 +8,8 @@ pub mod session;
 
 use crate::budget::{BudgetPatch, NewBudget};
 use crate::dto::{
-    BudgetDetail, BudgetView, Items, KeyCreated, NewKey, NewUpstreamKey, SessionPage, Settings,
-    UpstreamKeyView, UsagePage,
+    BudgetDetail, BudgetView, Items, KeyCreated, NewKey, NewUpstreamKey, RateLimitView,
+    SessionPage, Settings, SubscriptionView, UpstreamKeyView, UsagePage,
 };
 use crate::error::HttpError;
 use crate::pricing::{PriceEntry, PricingTable};
@@ -61,6 +61,8 @@ pub fn routes() -> Router<Arc<Service>> {
             post(test_webhook),
         )
         .route("/agent-budget/api/alerts", get(alerts))
+        .route("/agent-budget/api/subscriptions", get(subscriptions))
+        .route("/agent-budget/api/rate-limits", get(rate_limits))
         .route("/agent-budget/api/events", get(live::events))
         .route(
             "/agent-budget/api/budgets/{id}/usage.csv",
@@ -364,6 +366,20 @@ pub async fn alerts(
     Ok(Json(Items {
         items: app.alerts(limit, query_text(&q, "budget")).await?,
     }))
+}
+
+/// Each subscription's windows as the upstream last reported them (docs/subscriptions.md).
+pub async fn subscriptions(State(app): App) -> Json<Items<SubscriptionView>> {
+    Json(Items {
+        items: app.subscriptions(),
+    })
+}
+
+/// Each API key's rate limits as the upstream last reported them.
+pub async fn rate_limits(State(app): App) -> Json<Items<RateLimitView>> {
+    Json(Items {
+        items: app.rate_limits(),
+    })
 }
 
 pub async fn badge(

@@ -2,6 +2,7 @@
 
 pub mod alert;
 pub mod level;
+pub mod pacing;
 pub mod period;
 pub mod rate;
 pub mod repeats;
@@ -67,6 +68,8 @@ pub struct Budget {
     pub parent: Option<i64>,
     /// Each agent session may spend at most this within the budget's period.
     pub max_session_dollars: Option<Money>,
+    /// Its requests stop once the subscription windows they report pass these shares.
+    pub max_subscription_utilization: Option<pacing::WindowCaps>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -88,6 +91,7 @@ impl Budget {
             loop_guard: None,
             parent: None,
             max_session_dollars: None,
+            max_subscription_utilization: None,
             created_at: now,
         }
     }
@@ -118,7 +122,7 @@ pub struct Invalid {
     pub rule: String,
 }
 
-fn invalid(field: &'static str, rule: impl Into<String>) -> Invalid {
+pub(crate) fn invalid(field: &'static str, rule: impl Into<String>) -> Invalid {
     Invalid {
         field,
         rule: rule.into(),
@@ -168,6 +172,9 @@ pub struct NewBudget {
     #[serde(default)]
     #[ts(optional, type = "string | number")]
     pub max_session_dollars: Option<Money>,
+    #[serde(default)]
+    #[ts(optional)]
+    pub max_subscription_utilization: Option<pacing::WindowCaps>,
 }
 
 /// `PATCH /api/budgets/:id`: absent fields stay as they are; `null` clears an optional field.
@@ -211,6 +218,9 @@ pub struct BudgetPatch {
     #[serde(default, deserialize_with = "present")]
     #[ts(optional, type = "string | number | null")]
     pub max_session_dollars: Option<Option<Money>>,
+    #[serde(default, deserialize_with = "present")]
+    #[ts(optional, as = "Option<Option<pacing::WindowCaps>>")]
+    pub max_subscription_utilization: Option<Option<pacing::WindowCaps>>,
 }
 
 /// Finds the budget a `parent` field names: its id, or why it cannot be a parent.
@@ -314,7 +324,7 @@ fn check_tokens(t: u64) -> Result<u64, Invalid> {
     }
 }
 
-fn check_webhook(url: String) -> Result<String, Invalid> {
+pub(crate) fn check_webhook(url: String) -> Result<String, Invalid> {
     match reqwest::Url::parse(&url) {
         Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => Ok(url),
         _ => Err(invalid(
@@ -376,6 +386,10 @@ impl NewBudget {
                 .max_session_dollars
                 .map(|m| check_positive("max_session_dollars", m))
                 .transpose()?,
+            max_subscription_utilization: self
+                .max_subscription_utilization
+                .map(pacing::check)
+                .transpose()?,
             created_at: now,
         };
         check_capped(&b)?;
@@ -430,6 +444,9 @@ impl BudgetPatch {
             next.max_session_dollars = m
                 .map(|m| check_positive("max_session_dollars", m))
                 .transpose()?;
+        }
+        if let Some(c) = self.max_subscription_utilization {
+            next.max_subscription_utilization = c.map(pacing::check).transpose()?;
         }
         check_capped(&next)?;
         Ok(next)

@@ -194,3 +194,53 @@ fn each_bad_setting_is_named() {
     };
     assert!(open.validate().is_ok());
 }
+
+#[test]
+fn subscription_alerts_are_percentages_or_none() {
+    let with = |a: &str| {
+        Settings {
+            subscription_alerts: Some(a.into()),
+            data_dir: Some("/tmp/x".into()),
+            ..Settings::default()
+        }
+        .validate()
+    };
+    let alerts = |a: &str| with(a).map(|c| c.subscription_alerts);
+    assert_eq!(
+        Settings {
+            data_dir: Some("/tmp/x".into()),
+            ..Settings::default()
+        }
+        .validate()
+        .unwrap()
+        .subscription_alerts,
+        vec![80, 95]
+    );
+    assert_eq!(alerts("95, 50,95").unwrap(), vec![50, 95]);
+    assert_eq!(alerts("none").unwrap(), Vec::<u8>::new());
+    for bad in ["0", "101", "80;95", "eighty", "-5"] {
+        assert!(
+            matches!(with(bad), Err(ConfigError::SubscriptionAlerts(_))),
+            "{bad}"
+        );
+    }
+    let hook = |w: &str| {
+        Settings {
+            subscription_webhook: Some(w.into()),
+            data_dir: Some("/tmp/x".into()),
+            ..Settings::default()
+        }
+        .validate()
+    };
+    assert!(matches!(
+        hook("ftp://x"),
+        Err(ConfigError::SubscriptionWebhook(_))
+    ));
+    assert_eq!(
+        hook("https://hooks.example/x")
+            .unwrap()
+            .subscription_webhook
+            .as_deref(),
+        Some("https://hooks.example/x")
+    );
+}

@@ -17,6 +17,7 @@ fn budget(cap: &str, max_tokens: Option<u64>) -> Budget {
         loop_guard: None,
         parent: None,
         max_session_dollars: None,
+        max_subscription_utilization: None,
         created_at: Utc::now(),
     }
 }

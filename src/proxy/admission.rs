@@ -107,6 +107,12 @@ pub struct Refused {
 pub enum Why {
     Limit(Box<Refusal>),
     Rule(String),
+    /// A subscription window past the budget's share of it: the message, and the seconds
+    /// until the window resets.
+    Window {
+        message: String,
+        resets_in: i64,
+    },
     /// A repeat of a runaway loop the budget's `loop_guard` blocks; one more fits after
     /// this many milliseconds.
     Loop {
@@ -133,7 +139,7 @@ impl Refused {
     pub fn status(&self) -> u16 {
         match self.why {
             Why::Rule(_) => 400,
-            Why::Limit(_) | Why::Loop { .. } => 429,
+            Why::Limit(_) | Why::Loop { .. } | Why::Window { .. } => 429,
         }
     }
 
@@ -142,6 +148,13 @@ impl Refused {
         match &self.why {
             Why::Limit(r) => blocked(r, now, app),
             Why::Rule(msg) => HttpError::invalid(msg.clone()),
+            Why::Window { message, resets_in } => HttpError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "billing_error",
+                message.clone(),
+            )
+            .with_header("x-should-retry", "false")
+            .with_header("retry-after", resets_in.to_string()),
             Why::Loop { frees_in_ms } => {
                 let (repeats, minutes) =
                     budget.loop_guard.map_or((0, 0), |g| (g.repeats, g.minutes));
@@ -196,6 +209,16 @@ pub async fn admit(call: &Call) -> Result<Admitted, Denied> {
         && let Some(frees_in_ms) = slot.loop_refusal(h, period::now())
     {
         return Err(Refused::looping(frees_in_ms).into());
+    }
+    if let Some((message, resets_in)) =
+        (call.app).window_refusal(&call.budget, call.account.as_deref())
+    {
+        let why = Why::Window { message, resets_in };
+        return Err(Refused {
+            why,
+            worst_case: Money::ZERO,
+        }
+        .into());
     }
     let here = reserve_here(call).await?;
     let reservation = call

@@ -176,6 +176,9 @@ pub struct Call {
     pub priced_as: PricedAs,
     /// Its fingerprint, when the budget's loop guard watches for repeats.
     pub repeat: Option<u64>,
+    /// The credential it goes upstream with, as a fingerprint: a subscription's windows or
+    /// an API key's rate limits are read from the answer for it.
+    pub account: Option<String>,
 }
 
 impl Call {
@@ -190,6 +193,7 @@ impl Call {
         let (mut parts, body) = req.into_parts();
         let signed_in = carries_sign_in(&parts.headers);
         let keyed = app.resolve_key(&mut parts.headers)?;
+        let account = account_of(&parts.headers);
         let mut slot = budget_of(&app, keyed.map(|(_, budget)| budget), key)?;
         let session = session_of(&parts.headers)?;
         let mut attribution = attribution_of(&parts.headers);
@@ -231,8 +235,19 @@ impl Call {
             price,
             priced_as,
             repeat,
+            account,
         })
     }
+}
+
+/// The fingerprint of the credential a request goes upstream with (after a virtual key or
+/// sign-in was swapped for the real key): a subscription's OAuth token, or an API key.
+fn account_of(headers: &HeaderMap) -> Option<String> {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    let credential = bearer.or_else(|| headers.get("x-api-key").map(|v| v.as_bytes()))?;
+    Some(crate::subscription::account(credential))
 }
 
 impl Call {

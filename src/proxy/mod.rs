@@ -140,6 +140,7 @@ async fn forward(call: Call, admitted: Admitted) -> Result<Response, HttpError> 
         body,
         budget_headers,
         keyed: call.keyed.then(|| call.slot.clone()),
+        account: call.account.clone(),
     };
     let settlement = Settlement::new(call, admitted, alerts);
     // The exchange runs in its own tracked task so accounting completes even if the client
@@ -163,6 +164,8 @@ struct Exchange {
     /// The budget of a request charged through a virtual key or sign-in: its user is told
     /// the budget's standing (Claude Code's usage-limit headers), not the organisation's.
     keyed: Option<Arc<Slot>>,
+    /// The credential's fingerprint, to read the answer's windows or rate limits for.
+    account: Option<String>,
 }
 
 /// What a whole response's body says about money.
@@ -203,6 +206,9 @@ impl Exchange {
         };
         let (parts, incoming) = resp.into_parts();
         let status = parts.status;
+        if let Some(account) = &self.account {
+            app.observe_upstream(account, &parts.headers);
+        }
         let mut headers = forward::response_headers(&parts.headers);
         headers.extend(self.budget_headers);
         if let Some(slot) = &self.keyed {

@@ -58,6 +58,7 @@ impl Service {
                 .and_then(|p| self.ledger.find(&p.to_string()))
                 .map(|p| p.name()),
             max_session_dollars: b.max_session_dollars,
+            max_subscription_utilization: b.max_subscription_utilization,
             created_at: zone.render(b.created_at),
             spent_dollars: s.period.dollars,
             spent_tokens: s.period.tokens,

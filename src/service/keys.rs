@@ -460,14 +460,18 @@ impl Service {
     }
 }
 
-/// Saves keys' last uses every few seconds until `stop`; shutdown saves the rest.
+/// Saves keys' last uses and the subscriptions' windows every few seconds until `stop`;
+/// shutdown saves the rest.
 pub async fn save_uses_until(app: std::sync::Arc<Service>, stop: CancellationToken) {
     let mut every = tokio::time::interval(SAVE_USES_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = every.tick() => app.save_key_uses().await,
+            _ = every.tick() => {
+                app.save_key_uses().await;
+                app.save_subscriptions().await;
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod pricing;
 pub mod sign_in;
 pub mod standing;
 pub mod stats;
+pub mod subscriptions;
 pub mod team;
 mod tree;
 pub mod upstream_key;
@@ -97,6 +98,8 @@ pub struct Service {
     team_totals: team::TeamTotals,
     /// Budget changes made here and those followed from the team, one at a time.
     budget_changes: tokio::sync::Mutex<()>,
+    /// What the upstream last said of each credential's windows or rate limits.
+    accounts: subscriptions::Accounts,
 }
 
 impl Service {
@@ -125,6 +128,7 @@ impl Service {
         let client = webhook_client(&config)?;
         let upstream = Upstream::new(&config.upstream).map_err(StartError::Client)?;
         let keys = keys::Keys::load(store.read(store::keys::active).await?);
+        let accounts = subscriptions::Accounts::load(store.read(store::subscriptions::all).await?);
         let real_key = upstream_key::initial(&config).await;
         let real_key = RwLock::new(real_key.and_then(|(k, s)| upstream_key::RealKey::new(&k, s)));
         let team = match &config.database {
@@ -162,6 +166,7 @@ impl Service {
             team,
             team_totals: Default::default(),
             budget_changes: tokio::sync::Mutex::new(()),
+            accounts,
         };
         Ok((Arc::new(service), handle))
     }

@@ -42,6 +42,9 @@ impl Service {
         if let Some(m) = b.max_session_dollars {
             spec["max_session_dollars"] = serde_json::json!(m);
         }
+        if let Some(c) = b.max_subscription_utilization {
+            spec["max_subscription_utilization"] = serde_json::json!(c);
+        }
         if let Some(parent) = b.parent.and_then(|id| self.ledger.find(&id.to_string())) {
             spec["parent"] = serde_json::json!(parent.name());
         }
@@ -144,12 +147,13 @@ impl Service {
     }
 
     /// Changes a budget here to the team's settings. A spec leaves out what is unset (a
-    /// parent, a cap on sessions): left out, it is cleared here too.
+    /// parent, a cap on sessions or windows): left out, it is cleared here too.
     async fn apply_spec(&self, here: &Budget, spec: &str) -> Result<(), HttpError> {
         let mut patch: BudgetPatch =
             serde_json::from_str(spec).map_err(|e| HttpError::invalid(e.to_string()))?;
         patch.parent.get_or_insert(None);
         patch.max_session_dollars.get_or_insert(None);
+        patch.max_subscription_utilization.get_or_insert(None);
         let tree = super::tree::Tree {
             ledger: &self.ledger,
             child: Some(here),

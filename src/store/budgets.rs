@@ -44,6 +44,9 @@ fn row_to_budget(r: &rusqlite::Row<'_>) -> rusqlite::Result<Budget> {
             .and_then(|g| serde_json::from_str(&g).ok()),
         parent: r.get(13)?,
         max_session_dollars: r.get::<_, Option<i64>>(14)?.map(Money::from_picos),
+        max_subscription_utilization: r
+            .get::<_, Option<String>>(15)?
+            .and_then(|c| serde_json::from_str(&c).ok()),
     })
 }
 
@@ -51,7 +54,7 @@ pub fn load_all(conn: &Connection) -> Result<Vec<Budget>, StoreError> {
     let mut stmt = conn.prepare(
         "SELECT id, name, max_dollars, max_tokens, period, webhook_url, thresholds, created_at, admission,
                 max_dollars_per_hour, max_request_dollars, models, loop_guard, parent_id,
-                max_session_dollars FROM budgets ORDER BY id",
+                max_session_dollars, max_subscription_utilization FROM budgets ORDER BY id",
     )?;
     let rows = stmt
         .query_map([], row_to_budget)?
@@ -106,12 +109,18 @@ fn conflict(e: rusqlite::Error, name: &str) -> StoreError {
     }
 }
 
+fn caps_json(b: &Budget) -> Option<String> {
+    b.max_subscription_utilization
+        .and_then(|c| serde_json::to_string(&c).ok())
+}
+
 /// Inserts a budget and returns it with its new id.
 pub fn insert(tx: &Transaction<'_>, b: &Budget) -> Result<Budget, StoreError> {
     tx.execute(
         "INSERT INTO budgets (name, max_dollars, max_tokens, period, webhook_url, thresholds, created_at, admission,
-            max_dollars_per_hour, max_request_dollars, models, loop_guard, parent_id, max_session_dollars)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            max_dollars_per_hour, max_request_dollars, models, loop_guard, parent_id, max_session_dollars,
+            max_subscription_utilization)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         params![
             b.name,
             b.max_dollars.map(Money::picos),
@@ -127,6 +136,7 @@ pub fn insert(tx: &Transaction<'_>, b: &Budget) -> Result<Budget, StoreError> {
             b.loop_guard.and_then(|g| serde_json::to_string(&g).ok()),
             b.parent,
             b.max_session_dollars.map(Money::picos),
+            caps_json(b),
         ],
     )
     .map_err(|e| conflict(e, &b.name))?;
@@ -140,7 +150,7 @@ pub fn update(tx: &Transaction<'_>, b: &Budget) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE budgets SET max_dollars = ?2, max_tokens = ?3, period = ?4, webhook_url = ?5, thresholds = ?6, admission = ?7,
             max_dollars_per_hour = ?8, max_request_dollars = ?9, models = ?10, loop_guard = ?11, parent_id = ?12,
-            max_session_dollars = ?13 WHERE id = ?1",
+            max_session_dollars = ?13, max_subscription_utilization = ?14 WHERE id = ?1",
         params![
             b.id,
             b.max_dollars.map(Money::picos),
@@ -155,6 +165,7 @@ pub fn update(tx: &Transaction<'_>, b: &Budget) -> Result<(), StoreError> {
             b.loop_guard.and_then(|g| serde_json::to_string(&g).ok()),
             b.parent,
             b.max_session_dollars.map(Money::picos),
+            caps_json(b),
         ],
     )?;
     Ok(())

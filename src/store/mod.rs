@@ -10,6 +10,7 @@ pub mod pricing;
 pub mod projects;
 pub mod sessions;
 pub mod stats;
+pub mod subscriptions;
 mod sums;
 mod tally;
 pub mod usage;
@@ -36,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0013_activity.sql"),
     include_str!("migrations/0014_parents.sql"),
     include_str!("migrations/0015_key_caps.sql"),
+    include_str!("migrations/0016_subscriptions.sql"),
 ];
 pub const FILE_NAME: &str = "agent-budget.db";
 

@@ -424,6 +424,7 @@ fn badge_text_is_escaped() {
             loop_guard: None,
             parent: None,
             max_session_dollars: None,
+            max_subscription_utilization: None,
             created_at: now,
         },
         window: period::window(period::Period::Total, now, now, period::Zone::Local),

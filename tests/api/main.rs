@@ -27,6 +27,7 @@ mod secrets;
 mod session_caps;
 mod sign_in;
 mod streaming;
+mod subscriptions;
 mod team;
 mod team_keys;
 mod team_nested;

@@ -68,6 +68,9 @@ pub struct Script {
     pub pad_bytes: Option<u64>,
     /// Answer with a call of this tool after the text: `{"name": …, "input": {…}}`.
     pub tool_use: Option<Value>,
+    /// To a subscription's OAuth token: `anthropic-ratelimit-unified-*` headers to send in
+    /// place of the defaults, by the part after the prefix (`{"5h-utilization": "0.81"}`).
+    pub unified: Option<Value>,
 }
 
 impl Script {
@@ -109,6 +112,7 @@ impl Script {
                 .unwrap_or(false),
             pad_bytes: u("pad_bytes"),
             tool_use: v.get("tool_use").cloned(),
+            unified: v.get("unified").cloned(),
         }
     }
 }
@@ -242,8 +246,12 @@ async fn messages(State(st): State<Arc<MockState>>, req: Request) -> Response {
         true => Script::from_headers(req.headers()),
         false => control::take(&st, &body).unwrap_or_default(),
     };
+    let unified = script.unified.clone();
     let mut r = respond(script, &body).await;
-    if r.status().is_success() {
+    if limits::is_subscription(req.headers()) {
+        let status = r.status();
+        limits::unified(r.headers_mut(), status, unified.as_ref());
+    } else if r.status().is_success() {
         limits::rate_limits(r.headers_mut());
     }
     let streamed = r

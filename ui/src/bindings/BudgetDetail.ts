@@ -5,6 +5,7 @@ import type { LoopGuard } from "./LoopGuard";
 import type { ModelBreakdown } from "./ModelBreakdown";
 import type { Money } from "./Money";
 import type { Period } from "./Period";
+import type { WindowCaps } from "./WindowCaps";
 
 /**
  * `GET /api/budgets/:id`: the budget plus its current-period breakdown by model.
@@ -25,7 +26,11 @@ parent: string | null,
 /**
  * Each agent session's cap within the period.
  */
-max_session_dollars: Money | null, created_at: string, spent_dollars: Money, spent_tokens: number, reserved_dollars: Money, remaining_dollars: Money | null, 
+max_session_dollars: Money | null, 
+/**
+ * The share of each subscription window its requests may take.
+ */
+max_subscription_utilization: WindowCaps | null, created_at: string, spent_dollars: Money, spent_tokens: number, reserved_dollars: Money, remaining_dollars: Money | null, 
 /**
  * spent ÷ cap × 100, for display; 0 when uncapped.
  */

@@ -2,8 +2,9 @@
 import type { Admission } from "./Admission";
 import type { LoopGuard } from "./LoopGuard";
 import type { Period } from "./Period";
+import type { WindowCaps } from "./WindowCaps";
 
 /**
  * `PATCH /api/budgets/:id`: absent fields stay as they are; `null` clears an optional field.
  */
-export type BudgetPatch = { max_dollars?: string | number | null, max_tokens?: number | null, period?: Period, webhook_url?: string | null, thresholds?: Array<number>, admission?: Admission, max_dollars_per_hour?: string | number | null, max_request_dollars?: string | number | null, models?: Array<string> | null, loop_guard?: LoopGuard | null, parent?: string | number | null, max_session_dollars?: string | number | null, };
+export type BudgetPatch = { max_dollars?: string | number | null, max_tokens?: number | null, period?: Period, webhook_url?: string | null, thresholds?: Array<number>, admission?: Admission, max_dollars_per_hour?: string | number | null, max_request_dollars?: string | number | null, models?: Array<string> | null, loop_guard?: LoopGuard | null, parent?: string | number | null, max_session_dollars?: string | number | null, max_subscription_utilization?: WindowCaps | null, };

@@ -2,6 +2,7 @@
 import type { Admission } from "./Admission";
 import type { LoopGuard } from "./LoopGuard";
 import type { Period } from "./Period";
+import type { WindowCaps } from "./WindowCaps";
 
 /**
  * `POST /api/budgets`.
@@ -14,4 +15,4 @@ max_dollars: string | number | null, period?: Period, webhook_url?: string, max_
 /**
  * The budget above it (name or id): its requests must fit there too.
  */
-parent?: string | number | null, max_session_dollars?: string | number, };
+parent?: string | number | null, max_session_dollars?: string | number, max_subscription_utilization?: WindowCaps, };
