@@ -188,6 +188,7 @@ async fn snapshot(app: &AppHandle) -> tray::Snapshot {
             date: String::new(),
             budgets: vec![],
             nested: None,
+            subscription: None,
             muted,
             autostart,
         };
@@ -198,17 +199,19 @@ async fn snapshot(app: &AppHandle) -> tray::Snapshot {
         .map(|s| s.today.dollars)
         .unwrap_or_default();
     let (budgets, nested) = tray::lines(service.list_budgets());
+    let date = (service.config.zone)
+        .day(agent_budget::budget::period::now())
+        .to_string();
+    let subscription =
+        (service.subscriptions().first()).and_then(|s| tray::subscription_line(s, &date));
     tray::Snapshot {
         stopped: None,
         storage: service.store.health.failure(),
         today,
-        date: service
-            .config
-            .zone
-            .day(agent_budget::budget::period::now())
-            .to_string(),
+        date,
         budgets,
         nested,
+        subscription,
         muted,
         autostart,
     }

@@ -11,6 +11,16 @@ pub fn text(e: &CoreEvent) -> Option<(String, String)> {
         );
         return Some(("Claude Code wants to sign in".to_string(), body));
     }
+    if let CoreEvent::WindowAlert {
+        window,
+        threshold,
+        message,
+        ..
+    } = e
+    {
+        let title = format!("Subscription: {window} window at {threshold}%");
+        return Some((title, message.clone()));
+    }
     let CoreEvent::AlertRaised {
         budget,
         kind,
@@ -52,6 +62,20 @@ pub fn show(title: &str, body: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_subscription_window_alert_is_a_notification() {
+        let e = CoreEvent::WindowAlert {
+            account: "a1b2c3d4e5f6".into(),
+            window: "5-hour".into(),
+            threshold: 80,
+            message: "Subscription a1b2c3d4e5f6: the 5-hour window is at 81 %".into(),
+        };
+        let (title, body) = text(&e).unwrap();
+        assert_eq!(title, "Subscription: 5-hour window at 80%");
+        assert!(body.contains("81 %"));
+        assert_eq!(text(&CoreEvent::SubscriptionsChanged), None);
+    }
 
     fn alert(kind: AlertKind, threshold: Option<u8>) -> CoreEvent {
         CoreEvent::AlertRaised {

@@ -78,6 +78,8 @@ pub struct Snapshot {
     pub budgets: Vec<BudgetLine>,
     /// The worst level of the budgets below them (not listed, but they colour the icon).
     pub nested: Option<Level>,
+    /// The most recently seen subscription's windows (`subscription_line`), if any.
+    pub subscription: Option<String>,
     pub muted: bool,
     pub autostart: bool,
 }
@@ -119,22 +121,49 @@ pub fn lines(budgets: Vec<agent_budget::dto::BudgetView>) -> (Vec<BudgetLine>, O
     (lines, nested)
 }
 
-/// "cap at ~15:40" for a projection rendered in the configured zone, with the day and month
-/// when it is not `today`; None for anything else.
-pub fn cap_at(at: &str, today: &str) -> Option<String> {
+/// "15:40" for an instant rendered in the configured zone, with the day and month when it is
+/// not `today` ("5 Dec 15:40"); None for anything else.
+fn clock(at: &str, today: &str) -> Option<String> {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
     let (date, time) = (at.get(..10)?, at.get(11..16)?);
     if date == today {
-        return Some(format!("cap at ~{time}"));
+        return Some(time.to_string());
     }
     let month: usize = date.get(5..7)?.parse().ok()?;
     let day: u32 = date.get(8..10)?.parse().ok()?;
     Some(format!(
-        "cap at ~{day} {} {time}",
+        "{day} {} {time}",
         MONTHS.get(month.checked_sub(1)?)?
     ))
+}
+
+/// "cap at ~15:40" for a projection, with the date when it is not `today`.
+pub fn cap_at(at: &str, today: &str) -> Option<String> {
+    clock(at, today).map(|c| format!("cap at ~{c}"))
+}
+
+/// "5h 43 % · 7d 12 % · resets 15:40": a subscription's windows, and when the one that binds
+/// now (its representative claim; the 5-hour one unless it says otherwise) resets.
+pub fn subscription_line(s: &agent_budget::dto::SubscriptionView, today: &str) -> Option<String> {
+    let share = |label: &str, w: &Option<agent_budget::dto::WindowView>| {
+        let u = w.as_ref()?.utilization?;
+        Some(format!("{label} {} %", (u * 100.0).round() as i64))
+    };
+    let mut parts: Vec<String> = [share("5h", &s.five_hour), share("7d", &s.seven_day)]
+        .into_iter()
+        .flatten()
+        .collect();
+    let binding = match s.representative_claim.as_deref() {
+        Some("seven_day") => &s.seven_day,
+        _ => &s.five_hour,
+    };
+    let resets = binding.as_ref().and_then(|w| w.resets_at.as_deref());
+    if let Some(at) = resets.and_then(|r| clock(r, today)) {
+        parts.push(format!("resets {at}"));
+    }
+    (!parts.is_empty()).then(|| parts.join(" · "))
 }
 
 fn item(id: MenuId, label: impl Into<String>) -> Option<Item> {
@@ -178,6 +207,9 @@ pub fn tray_view(s: &Snapshot) -> TrayView {
             checked: None,
         })),
         None => {
+            if let Some(line) = &s.subscription {
+                items.push(item(MenuId::OpenDashboard, line.clone()));
+            }
             for b in &s.budgets {
                 let cap = b
                     .cap
@@ -253,6 +285,7 @@ mod tests {
             date: "2026-12-03".into(),
             budgets,
             nested: None,
+            subscription: None,
             muted: false,
             autostart: true,
         }
@@ -371,6 +404,38 @@ mod tests {
         );
         assert_eq!(v.items[7].as_ref().and_then(|i| i.checked), Some(true));
         assert_eq!(v.items[6].as_ref().and_then(|i| i.checked), Some(false));
+    }
+
+    fn subscription(claim: &str) -> agent_budget::dto::SubscriptionView {
+        serde_json::from_value(serde_json::json!({
+            "account": "a1b2c3d4e5f6", "representative_claim": claim, "status": "allowed",
+            "seen_at": "2026-12-03T12:00:00+01:00",
+            "five_hour": {"utilization": 0.434, "resets_at": "2026-12-03T15:40:00+01:00",
+                "status": "allowed", "per_hour": null, "fills_at": null},
+            "seven_day": {"utilization": 0.12, "resets_at": "2026-12-08T09:00:00+01:00",
+                "status": "allowed", "per_hour": null, "fills_at": null},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_subscription_line_says_both_windows_and_the_binding_reset() {
+        let today = "2026-12-03";
+        assert_eq!(
+            subscription_line(&subscription("five_hour"), today).as_deref(),
+            Some("5h 43 % · 7d 12 % · resets 15:40")
+        );
+        assert_eq!(
+            subscription_line(&subscription("seven_day"), today).as_deref(),
+            Some("5h 43 % · 7d 12 % · resets 8 Dec 09:00")
+        );
+        let mut s = snap(vec![line("team", "1", Some("10"), 10.0, 0)]);
+        s.subscription = subscription_line(&subscription("five_hour"), today);
+        let first = tray_view(&s).items[0].clone().unwrap();
+        assert_eq!(first.label, "5h 43 % · 7d 12 % · resets 15:40");
+        let mut none = subscription("five_hour");
+        (none.five_hour, none.seven_day) = (None, None);
+        assert_eq!(subscription_line(&none, today), None);
     }
 
     #[test]

@@ -416,6 +416,44 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
     await projects.locator("tr", { hasText: "apollo" }).getByText("$2.00").first().waitFor();
   });
 
+  await t.test("subscription windows: the panel, live, and a budget that stops at a share", async () => {
+    // As Claude Code sends it with a Pro/Max login; the mock answers with the windows.
+    const subscriber = (budget, unified) => fetch(`${base}/v1/messages`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: "Bearer sk-ant-oat01-e2e-subscriber", "anthropic-beta": "oauth-2025-04-20", ...(budget ? { "x-budget-id": budget } : {}), "x-mock": JSON.stringify({ unified }) },
+      body: JSON.stringify({ model: "claude-haiku-4-5", max_tokens: 10, messages: [{ role: "user", content: "hi" }] }),
+    });
+    let r = await subscriber(null, { "5h-utilization": "0.43" });
+    assert.equal(r.status, 200);
+    assert.equal(r.headers.get("anthropic-ratelimit-unified-5h-utilization"), "0.43", "passed through untouched");
+    await r.text();
+    await page.goto(`${base}/#/`);
+    const panel = page.getByTestId("subscriptions");
+    await panel.getByTestId("five_hour-used").getByText("43 %").waitFor();
+    await panel.getByTestId("seven_day-used").getByText("12 %").waitFor();
+    await panel.getByTestId("five_hour-resets").getByText(/^resets in /).waitFor();
+    await page.getByTestId("rate-limits").getByText("49 of 50").first().waitFor();
+    // A later answer moves the bar without a reload.
+    r = await subscriber(null, { "5h-utilization": "0.62" });
+    await r.text();
+    await panel.getByTestId("five_hour-used").getByText("62 %").waitFor();
+    // The form: a share out of range is refused in place; a valid one is saved and shown.
+    await page.goto(`${base}/#/budgets/e2e-guard/edit`);
+    await page.getByLabel("Stop at % of the 5-hour window").fill("150");
+    await page.getByRole("button", { name: "Save" }).click();
+    await page.locator("#win-err").getByText("A percent from 1 to 100").waitFor();
+    await page.getByLabel("Stop at % of the 5-hour window").fill("60");
+    await page.getByRole("button", { name: "Save" }).click();
+    await page.getByTestId("window-caps").getByText("Stops at 60 % of a subscription's 5-hour window").waitFor();
+    const b = await (await adminFetch(`${base}/api/budgets/e2e-guard`)).json();
+    assert.deepEqual(b.max_subscription_utilization, { five_hour: 0.6 });
+    // The window is at 62 %: this budget's next subscription request is refused, by name.
+    r = await subscriber("e2e-guard", {});
+    assert.equal(r.status, 429);
+    assert.equal(r.headers.get("x-should-retry"), "false");
+    assert.match((await r.json()).error.message, /stops at 60 % of the subscription's 5-hour window/);
+  });
+
   await t.test("screenshots of every page in both themes", async () => {
     mkdirSync(shots, { recursive: true });
     const pages = [["overview", "#/"], ["budget", "#/budgets/e2e-team"], ["new-budget", "#/new"], ["alerts", "#/alerts"], ["pricing", "#/pricing"], ["setup", "#/setup"], ["settings", "#/settings"], ["device", "#/device"]];

@@ -115,3 +115,37 @@ test("Claude Code's session id becomes the request's session", { timeout: 120_00
     rmSync(home, { recursive: true, force: true });
   }
 });
+
+test("Claude Code with a subscription's OAuth token: passed through, its windows shown, a budget stops it at its share", { timeout: 180_000 }, async () => {
+  await call("POST", `${MOCK}/_mock/reset`);
+  const token = `sk-ant-oat01-cc-subscriber-${process.pid}`;
+  const name = `cc-sub-${process.pid}`;
+  await call("POST", `${PROXY}/api/budgets`, { name, max_dollars: "50", max_subscription_utilization: { five_hour: 0.4 } });
+  const home = mkdtempSync(join(tmpdir(), "claude-home-"));
+  try {
+    // Interactive work (the default budget) goes through; the mock reports the 5-hour window at 43 %.
+    const out = await runClaude(home, { ANTHROPIC_BASE_URL: PROXY, CLAUDE_CODE_OAUTH_TOKEN: token });
+    assert.equal(out.result, "Hello from the mock upstream.");
+    const seen = (await call("GET", `${MOCK}/_mock/stats`)).seen.filter((s) => s.path === "/v1/messages");
+    assert.ok(seen.length >= 1);
+    for (const s of seen) {
+      assert.equal(s.headers.authorization, `Bearer ${token}`, "the subscription's token goes upstream unchanged");
+      assert.match(s.headers["anthropic-beta"], /oauth-/);
+    }
+    const subs = (await call("GET", `${PROXY}/api/subscriptions`)).items;
+    assert.ok(subs.some((s) => s.five_hour?.utilization === 0.43 && s.seven_day?.utilization === 0.12), JSON.stringify(subs));
+    assert.ok(!JSON.stringify(subs).includes(token), "never the token");
+    // The agents' budget stops at 40 % of the window: refused before it is sent, never retried.
+    const sent = seen.length;
+    // Claude Code exits 1 after an API error, its JSON result on stdout.
+    const env = { ANTHROPIC_BASE_URL: PROXY, CLAUDE_CODE_OAUTH_TOKEN: token, ANTHROPIC_CUSTOM_HEADERS: `X-Budget-Id: ${name}` };
+    const stopped = await runClaude(home, env).catch((e) => JSON.parse(e.stdout));
+    assert.equal(stopped.is_error, true);
+    assert.equal(stopped.api_error_status, 429);
+    assert.match(stopped.result, /budget 'cc-sub-\d+' stops at 40 % of the subscription's 5-hour window/);
+    const after = (await call("GET", `${MOCK}/_mock/stats`)).seen.filter((s) => s.path === "/v1/messages");
+    assert.equal(after.length, sent, "nothing reached the upstream");
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+});

@@ -1,5 +1,7 @@
 // The one typed API of the dashboard, over two transports: HTTP (fetch, in a browser) and
 // Tauri commands (inside the desktop app). Pages call `api.*`; only transports know how.
+import type { SubscriptionView } from "../bindings/SubscriptionView";
+import type { RateLimitView } from "../bindings/RateLimitView";
 import type { AlertView } from "../bindings/AlertView";
 import type { BudgetDetail } from "../bindings/BudgetDetail";
 import type { BudgetPatch } from "../bindings/BudgetPatch";
@@ -107,6 +109,8 @@ export function makeApi(t: Transport) {
     pricing: () => t.request<PricingTable>("GET", "/api/pricing"),
     putPrice: (entry: PriceEntry) => t.request<PriceEntry>("PUT", "/api/pricing", entry),
     stats: () => t.request<Stats>("GET", "/api/stats"),
+    subscriptions: () => t.request<Items<SubscriptionView>>("GET", "/api/subscriptions").then((r) => r.items),
+    rateLimits: () => t.request<Items<RateLimitView>>("GET", "/api/rate-limits").then((r) => r.items),
     spend: (days = 30) => t.request<SpendSeries>("GET", `/api/spend?days=${days}`),
     settings: () => t.request<Settings>("GET", "/api/settings"),
     upstreamKey: () => t.request<UpstreamKeyView>("GET", "/api/settings/upstream-key"),
