@@ -206,6 +206,7 @@ impl Exchange {
         };
         let (parts, incoming) = resp.into_parts();
         let status = parts.status;
+        // Read before the client has the answer: its next request sees what this one said.
         if let Some(account) = &self.account {
             app.observe_upstream(account, &parts.headers);
         }

@@ -174,9 +174,16 @@ impl Accounts {
                 self.dirty().1.insert(a);
             }
         }
-        let seen = all.entry(account.to_string()).or_default();
+        let seen = match all.get_mut(account) {
+            Some(seen) => seen,
+            None => all.entry(account.to_string()).or_default(),
+        };
         let changed = (windows.is_some() && windows != seen.windows)
             || (limits.is_some() && limits != seen.limits);
+        // The same answer within a second changes nothing to keep.
+        if !changed && seen.seen_at == now {
+            return (Vec::new(), false);
+        }
         seen.seen_at = now;
         let mut crossed = Vec::new();
         if windows.is_some() {
@@ -187,7 +194,9 @@ impl Accounts {
             seen.limits = limits;
         }
         let mut dirty = self.dirty();
-        dirty.0.insert(account.to_string());
+        if !dirty.0.contains(account) {
+            dirty.0.insert(account.to_string());
+        }
         dirty.1.remove(account);
         (crossed, changed)
     }

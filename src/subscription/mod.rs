@@ -12,8 +12,6 @@ use ts_rs::TS;
 #[cfg(test)]
 mod tests;
 
-const UNIFIED: &str = "anthropic-ratelimit-unified-";
-
 /// The most utilization believed: Anthropic has sent values above 1 on a refusal; more than
 /// this is garbage.
 const MAX_UTILIZATION: f64 = 100.0;
@@ -107,42 +105,89 @@ fn instant(headers: &HeaderMap, name: &str) -> Option<i64> {
         .then_some(secs)
 }
 
-fn window(headers: &HeaderMap, prefix: &str) -> Option<Window> {
+/// A window's headers: utilization, reset, status.
+type Names = [&'static str; 3];
+const FIVE_HOUR: Names = [
+    "anthropic-ratelimit-unified-5h-utilization",
+    "anthropic-ratelimit-unified-5h-reset",
+    "anthropic-ratelimit-unified-5h-status",
+];
+const SEVEN_DAY: Names = [
+    "anthropic-ratelimit-unified-7d-utilization",
+    "anthropic-ratelimit-unified-7d-reset",
+    "anthropic-ratelimit-unified-7d-status",
+];
+const OVERAGE: Names = [
+    "anthropic-ratelimit-unified-overage-utilization",
+    "anthropic-ratelimit-unified-overage-reset",
+    "anthropic-ratelimit-unified-overage-status",
+];
+const STATUS: &str = "anthropic-ratelimit-unified-status";
+const RESET: &str = "anthropic-ratelimit-unified-reset";
+const CLAIM: &str = "anthropic-ratelimit-unified-representative-claim";
+const FALLBACK: &str = "anthropic-ratelimit-unified-fallback-percentage";
+
+fn window(headers: &HeaderMap, [utilization, reset, status]: Names) -> Option<Window> {
     let w = Window {
-        utilization: fraction(headers, &format!("{UNIFIED}{prefix}-utilization")),
-        resets_at: instant(headers, &format!("{UNIFIED}{prefix}-reset")),
-        status: word(headers, &format!("{UNIFIED}{prefix}-status")),
+        utilization: fraction(headers, utilization),
+        resets_at: instant(headers, reset),
+        status: word(headers, status),
     };
     (!w.is_empty()).then_some(w)
 }
 
 /// The subscription windows a response reports; None when it reports none (an API key's
-/// answer, or an upstream that sends no such headers).
+/// answer, or an upstream that sends no such headers). Most answers have none: one look
+/// each at the headers that always come with them decides.
 pub fn windows(headers: &HeaderMap) -> Option<Windows> {
+    let any = [STATUS, RESET, FIVE_HOUR[0], SEVEN_DAY[0], OVERAGE[2]];
+    if !any.iter().any(|h| headers.contains_key(*h)) {
+        return None;
+    }
     let w = Windows {
-        status: word(headers, &format!("{UNIFIED}status")),
-        resets_at: instant(headers, &format!("{UNIFIED}reset")),
-        representative_claim: word(headers, &format!("{UNIFIED}representative-claim")),
-        five_hour: window(headers, "5h"),
-        seven_day: window(headers, "7d"),
-        overage: window(headers, "overage"),
-        fallback_percentage: fraction(headers, &format!("{UNIFIED}fallback-percentage")),
+        status: word(headers, STATUS),
+        resets_at: instant(headers, RESET),
+        representative_claim: word(headers, CLAIM),
+        five_hour: window(headers, FIVE_HOUR),
+        seven_day: window(headers, SEVEN_DAY),
+        overage: window(headers, OVERAGE),
+        fallback_percentage: fraction(headers, FALLBACK),
     };
     (w != Windows::default()).then_some(w)
 }
 
-fn limit(headers: &HeaderMap, kind: &str) -> Option<Limit> {
-    let number = |part: &str| -> Option<u64> {
-        text(headers, &format!("anthropic-ratelimit-{kind}-{part}"))?
-            .parse()
-            .ok()
-    };
-    let resets_at = text(headers, &format!("anthropic-ratelimit-{kind}-reset"))
+/// A rate limit's headers: limit, remaining, reset.
+const LIMITS: [Names; 4] = [
+    [
+        "anthropic-ratelimit-requests-limit",
+        "anthropic-ratelimit-requests-remaining",
+        "anthropic-ratelimit-requests-reset",
+    ],
+    [
+        "anthropic-ratelimit-tokens-limit",
+        "anthropic-ratelimit-tokens-remaining",
+        "anthropic-ratelimit-tokens-reset",
+    ],
+    [
+        "anthropic-ratelimit-input-tokens-limit",
+        "anthropic-ratelimit-input-tokens-remaining",
+        "anthropic-ratelimit-input-tokens-reset",
+    ],
+    [
+        "anthropic-ratelimit-output-tokens-limit",
+        "anthropic-ratelimit-output-tokens-remaining",
+        "anthropic-ratelimit-output-tokens-reset",
+    ],
+];
+
+fn limit(headers: &HeaderMap, [limit, remaining, reset]: Names) -> Option<Limit> {
+    let number = |name: &str| -> Option<u64> { text(headers, name)?.parse().ok() };
+    let resets_at = text(headers, reset)
         .filter(|v| chrono::DateTime::parse_from_rfc3339(v).is_ok())
         .map(str::to_string);
     let l = Limit {
-        limit: number("limit"),
-        remaining: number("remaining"),
+        limit: number(limit),
+        remaining: number(remaining),
         resets_at,
     };
     (l != Limit::default()).then_some(l)
@@ -150,11 +195,15 @@ fn limit(headers: &HeaderMap, kind: &str) -> Option<Limit> {
 
 /// An API key's rate limits a response reports; None when it reports none.
 pub fn rate_limits(headers: &HeaderMap) -> Option<RateLimits> {
+    if !LIMITS.iter().flatten().any(|h| headers.contains_key(*h)) {
+        return None;
+    }
+    let [requests, tokens, input, output] = LIMITS;
     let r = RateLimits {
-        requests: limit(headers, "requests"),
-        tokens: limit(headers, "tokens"),
-        input_tokens: limit(headers, "input-tokens"),
-        output_tokens: limit(headers, "output-tokens"),
+        requests: limit(headers, requests),
+        tokens: limit(headers, tokens),
+        input_tokens: limit(headers, input),
+        output_tokens: limit(headers, output),
     };
     (r != RateLimits::default()).then_some(r)
 }
