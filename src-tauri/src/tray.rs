@@ -175,6 +175,34 @@ fn item(id: MenuId, label: impl Into<String>) -> Option<Item> {
     })
 }
 
+/// What a running proxy lists: the subscription's windows, then each top-level budget.
+fn running_lines(s: &Snapshot) -> Vec<Option<Item>> {
+    let mut items = Vec::new();
+    if let Some(line) = &s.subscription {
+        items.push(item(MenuId::OpenDashboard, line.clone()));
+    }
+    for b in &s.budgets {
+        let cap = b
+            .cap
+            .map(Money::display_cents)
+            .unwrap_or_else(|| "no cap".into());
+        let mut label = format!(
+            "{}  {} / {}  {}%",
+            b.name,
+            b.spent.display_cents(),
+            cap,
+            b.percent.floor()
+        );
+        // A budget already at its cap says so in its percentage.
+        let at = b.cap_at.as_deref().filter(|_| b.percent < 100.0);
+        if let Some(at) = at.and_then(|a| cap_at(a, &s.date)) {
+            label.push_str(&format!("  {at}"));
+        }
+        items.push(item(MenuId::Budget(b.name.clone()), label));
+    }
+    items
+}
+
 pub fn tray_view(s: &Snapshot) -> TrayView {
     let icon = match &s.stopped {
         Some(_) => IconState::Stopped,
@@ -206,30 +234,7 @@ pub fn tray_view(s: &Snapshot) -> TrayView {
             enabled: false,
             checked: None,
         })),
-        None => {
-            if let Some(line) = &s.subscription {
-                items.push(item(MenuId::OpenDashboard, line.clone()));
-            }
-            for b in &s.budgets {
-                let cap = b
-                    .cap
-                    .map(Money::display_cents)
-                    .unwrap_or_else(|| "no cap".into());
-                let mut label = format!(
-                    "{}  {} / {}  {}%",
-                    b.name,
-                    b.spent.display_cents(),
-                    cap,
-                    b.percent.floor()
-                );
-                // A budget already at its cap says so in its percentage.
-                let at = b.cap_at.as_deref().filter(|_| b.percent < 100.0);
-                if let Some(at) = at.and_then(|a| cap_at(a, &s.date)) {
-                    label.push_str(&format!("  {at}"));
-                }
-                items.push(item(MenuId::Budget(b.name.clone()), label));
-            }
-        }
+        None => items.extend(running_lines(s)),
     }
     items.push(None);
     items.push(item(MenuId::OpenDashboard, "Open dashboard"));
