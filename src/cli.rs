@@ -69,6 +69,10 @@ pub struct ServeArgs {
         env = "AGENT_BUDGET_SUBSCRIPTION_WEBHOOK"
     )]
     pub subscription_webhook: Option<String>,
+    /// Serve /agent-budget/metrics without the admin token (for a Prometheus that cannot
+    /// send it; the figures are budgets' spend, never keys or prompts).
+    #[arg(long = "open-metrics", env = "AGENT_BUDGET_OPEN_METRICS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub open_metrics: bool,
     /// Refuse /v1/messages requests that name no budget.
     #[arg(long, env = "AGENT_BUDGET_REQUIRE_BUDGET", value_parser = clap::builder::BoolishValueParser::new())]
     pub require_budget: bool,
@@ -155,6 +159,7 @@ impl ServeArgs {
             lease_secs: self.lease_secs,
             subscription_alerts: self.subscription_alerts,
             subscription_webhook: self.subscription_webhook,
+            open_metrics: self.open_metrics,
         })
     }
 }

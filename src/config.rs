@@ -116,6 +116,8 @@ pub struct Config {
     pub subscription_alerts: Vec<u8>,
     /// Where subscription window alerts are also posted.
     pub subscription_webhook: Option<String>,
+    /// `/agent-budget/metrics` without the admin token.
+    pub open_metrics: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -207,6 +209,7 @@ pub struct Settings {
     /// `80,95` (the default), or `none`.
     pub subscription_alerts: Option<String>,
     pub subscription_webhook: Option<String>,
+    pub open_metrics: bool,
 }
 
 /// Checks a `--database` URL without connecting: a PostgreSQL URL tokio-postgres can parse.
@@ -333,6 +336,7 @@ impl Settings {
             lease: Duration::from_secs(lease),
             subscription_alerts: subscription_alerts(self.subscription_alerts)?,
             subscription_webhook: subscription_webhook(self.subscription_webhook)?,
+            open_metrics: self.open_metrics,
         })
     }
 }

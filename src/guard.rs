@@ -21,6 +21,8 @@ pub struct InProcess;
 pub struct Policy {
     allowed_hosts: Vec<String>,
     admin: Arc<Admin>,
+    /// `--open-metrics`: `/agent-budget/metrics` without the admin token.
+    open_metrics: bool,
 }
 
 impl Policy {
@@ -28,6 +30,7 @@ impl Policy {
         Policy {
             allowed_hosts: c.allowed_hosts.clone(),
             admin,
+            open_metrics: c.open_metrics,
         }
     }
 
@@ -79,7 +82,10 @@ fn is_proxied(rest: &str) -> bool {
 
 /// Whether the route is the admin API: every `/api/*` but Claude Code's probe and the
 /// embeddable badge (PRODUCT.md §12).
-fn needs_admin(method: &Method, rest: &str) -> bool {
+fn needs_admin(method: &Method, rest: &str, open_metrics: bool) -> bool {
+    if rest == "/metrics" {
+        return !open_metrics;
+    }
     let Some(api) = rest.strip_prefix("/api/") else {
         return false;
     };
@@ -138,7 +144,7 @@ pub async fn check(State(policy): State<Arc<Policy>>, req: Request, next: Next) 
         )
         .into_response();
     }
-    if needs_admin(req.method(), rest) && !policy.admin.allows(req.headers()) {
+    if needs_admin(req.method(), rest, policy.open_metrics) && !policy.admin.allows(req.headers()) {
         return HttpError::new(
             StatusCode::UNAUTHORIZED,
             "authentication_error",
@@ -158,6 +164,7 @@ mod tests {
         let p = Policy {
             allowed_hosts: vec!["budget.internal".into()],
             admin: Arc::new(Admin::new(None)),
+            open_metrics: false,
         };
         for ok in [
             "localhost",
@@ -201,9 +208,15 @@ mod tests {
             (Method::GET, "/health", false),
             (Method::GET, "/", false),
             (Method::POST, "/v1/messages", false),
+            (Method::GET, "/metrics", true),
         ] {
-            assert_eq!(needs_admin(&method, rest), admin, "{method} {rest}");
+            assert_eq!(needs_admin(&method, rest, false), admin, "{method} {rest}");
         }
+        assert!(
+            !needs_admin(&Method::GET, "/metrics", true),
+            "--open-metrics"
+        );
+        assert!(needs_admin(&Method::GET, "/api/budgets", true));
         assert!(is_proxied("/v1/messages") && is_proxied("/b/team/v1/models"));
         assert!(!is_proxied("/api/budgets") && !is_proxied("/b/x"));
     }

@@ -16,6 +16,7 @@ pub mod events;
 pub mod guard;
 pub mod keychain;
 pub mod ledger;
+pub mod metrics;
 pub mod money;
 pub mod otlp;
 pub mod pricing;

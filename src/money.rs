@@ -58,6 +58,11 @@ impl Money {
     pub fn saturating_add(self, o: Money) -> Money {
         Money(self.0.saturating_add(o.0))
     }
+    /// Dollars as a float, for Prometheus only (docs/metrics.md): never turned back into money.
+    pub fn approx_dollars(self) -> f64 {
+        self.picos() as f64 / 1e12
+    }
+
     pub fn is_positive(self) -> bool {
         self.0 > 0
     }

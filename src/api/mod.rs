@@ -61,6 +61,7 @@ pub fn routes() -> Router<Arc<Service>> {
             post(test_webhook),
         )
         .route("/agent-budget/api/alerts", get(alerts))
+        .route("/agent-budget/metrics", get(metrics))
         .route("/agent-budget/api/subscriptions", get(subscriptions))
         .route("/agent-budget/api/rate-limits", get(rate_limits))
         .route("/agent-budget/api/events", get(live::events))
@@ -366,6 +367,20 @@ pub async fn alerts(
     Ok(Json(Items {
         items: app.alerts(limit, query_text(&q, "budget")).await?,
     }))
+}
+
+/// The Prometheus metrics (docs/metrics.md): OpenMetrics when the scraper takes it (as
+/// Prometheus does), else the classic text format, which reads the same lines.
+pub async fn metrics(State(app): App, headers: axum::http::HeaderMap) -> impl IntoResponse {
+    let open = headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    let kind = match open {
+        true => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        false => "text/plain; version=0.0.4; charset=utf-8",
+    };
+    ([(axum::http::header::CONTENT_TYPE, kind)], app.scrape())
 }
 
 /// Each subscription's windows as the upstream last reported them (docs/subscriptions.md).

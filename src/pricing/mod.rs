@@ -280,6 +280,24 @@ impl PriceBook {
     }
 
     /// The price for a model id as the client or the API wrote it.
+    /// A model's name as the table knows it, for metrics labels: `other` when it has no
+    /// price, so that clients cannot make up new labels.
+    pub fn label(&self, model: &str) -> String {
+        if self.entries.contains_key(model) {
+            return model.to_string();
+        }
+        let family = model_id::normalise(model);
+        let dated = format!("{family}-0");
+        match (
+            self.entries.contains_key(&family),
+            self.entries.contains_key(&dated),
+        ) {
+            (true, _) => family,
+            (false, true) => dated,
+            (false, false) => "other".to_string(),
+        }
+    }
+
     pub fn lookup(&self, model: &str) -> (Arc<Price>, PricedAs) {
         // Keys are normal forms and normalising is idempotent, so an exact hit (what SDKs
         // usually send) is the same answer without the string work, which showed in profiles.

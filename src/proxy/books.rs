@@ -4,7 +4,7 @@
 //! admitted only once its worst case is reserved across all proxies, and its response's last
 //! byte waits for its charge to be committed there.
 
-use super::admission::{Denied, Refused};
+use super::refusal::{Denied, Refused};
 use crate::budget::alert::{self, AlertKind, NewAlert};
 use crate::budget::period;
 use crate::error::HttpError;

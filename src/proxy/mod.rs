@@ -6,6 +6,7 @@ pub mod call;
 pub mod estimate;
 pub mod facts;
 pub mod forward;
+pub mod refusal;
 pub mod request;
 pub mod settle;
 pub mod sse;
@@ -19,7 +20,7 @@ use crate::record::UsageStatus;
 use crate::service::Service;
 use crate::service::standing;
 use crate::upstream::Chunks;
-use admission::{Admitted, Denied, Refused};
+use admission::Admitted;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -29,9 +30,11 @@ pub use call::{BODY_LIMIT, SESSION_HEADER};
 use call::{Call, budget_header, read_body};
 use facts::{Charged, Reply};
 use futures_util::StreamExt;
+use refusal::{Denied, Refused};
 use serde::Deserialize;
 use settle::{Outcome, Relay, Settlement};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// Says a request was forwarded with a lower `max_tokens` than it asked for, and which.
@@ -83,6 +86,8 @@ async fn enforce(
 /// Counts and records a refused request; the error to answer it with.
 async fn refuse(mut call: Call, refused: Refused) -> HttpError {
     let (app, now) = (call.app.clone(), period::now());
+    app.metrics
+        .request(&call.budget.name, "refused", refused.reason());
     let model = call.parsed.model.clone();
     let first = call
         .books
@@ -141,6 +146,7 @@ async fn forward(call: Call, admitted: Admitted) -> Result<Response, HttpError> 
         budget_headers,
         keyed: call.keyed.then(|| call.slot.clone()),
         account: call.account.clone(),
+        started: call.started,
     };
     let settlement = Settlement::new(call, admitted, alerts);
     // The exchange runs in its own tracked task so accounting completes even if the client
@@ -166,6 +172,8 @@ struct Exchange {
     keyed: Option<Arc<Slot>>,
     /// The credential's fingerprint, to read the answer's windows or rate limits for.
     account: Option<String>,
+    /// When the request arrived.
+    started: Instant,
 }
 
 /// What a whole response's body says about money.
@@ -181,9 +189,40 @@ fn is_event_stream(h: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("text/event-stream"))
 }
 
+/// What the upstream's answer tells the metrics (`arrived` and `sent` are when the request
+/// came in and left), and what it says of the credential — read before the client has it,
+/// so its next request sees what this one said.
+fn note(
+    app: &Service,
+    parts: &axum::http::response::Parts,
+    (arrived, sent): (Instant, Instant),
+    account: Option<&str>,
+) {
+    app.metrics.timings(arrived, sent);
+    if !parts.status.is_success() {
+        app.metrics.upstream_error(parts.status.as_str());
+    }
+    if let Some(account) = account {
+        app.observe_upstream(account, &parts.headers);
+    }
+}
+
+/// Settles a request the upstream never answered, and tells the client why.
+async fn unsent(app: &Service, s: Settlement, tx: oneshot::Sender<Response>, e: HttpError) {
+    app.metrics.upstream_error("transport");
+    let reply = Reply {
+        http_status: e.status.as_u16(),
+        request_id: None,
+    };
+    s.finish_durably(Outcome::Free(UsageStatus::UpstreamError), reply)
+        .await;
+    let _ = tx.send(e.into_response());
+}
+
 impl Exchange {
     async fn run(self, s: Settlement, tx: oneshot::Sender<Response>) {
         let app = s.app().clone();
+        let sending = Instant::now();
         let sent = forward::send(
             &app,
             Method::POST,
@@ -193,23 +232,16 @@ impl Exchange {
         );
         let resp = match sent.await {
             Ok(r) => r,
-            Err(e) => {
-                let reply = Reply {
-                    http_status: e.status.as_u16(),
-                    request_id: None,
-                };
-                s.finish_durably(Outcome::Free(UsageStatus::UpstreamError), reply)
-                    .await;
-                let _ = tx.send(e.into_response());
-                return;
-            }
+            Err(e) => return unsent(&app, s, tx, e).await,
         };
         let (parts, incoming) = resp.into_parts();
         let status = parts.status;
-        // Read before the client has the answer: its next request sees what this one said.
-        if let Some(account) = &self.account {
-            app.observe_upstream(account, &parts.headers);
-        }
+        note(
+            &app,
+            &parts,
+            (self.started, sending),
+            self.account.as_deref(),
+        );
         let mut headers = forward::response_headers(&parts.headers);
         headers.extend(self.budget_headers);
         if let Some(slot) = &self.keyed {

@@ -219,6 +219,8 @@ pub struct Relay {
     shrunk: bool,
     /// Counts the stream as in flight, so a record knows whether its request is alone.
     _in_flight: TaskTrackerToken,
+    /// And as open, in the metrics.
+    _open: crate::metrics::OpenStream,
 }
 
 impl Relay {
@@ -229,6 +231,7 @@ impl Relay {
     ) -> Relay {
         let abort = Box::pin(settlement.app.abort.clone().cancelled_owned());
         let _in_flight = settlement.app.tracker.token();
+        let _open = crate::metrics::OpenStream::new(&settlement.app.metrics);
         Relay {
             upstream,
             tap: Tap::default(),
@@ -240,6 +243,7 @@ impl Relay {
             abort,
             shrunk: false,
             _in_flight,
+            _open,
         }
     }
 

@@ -30,6 +30,9 @@ impl Service {
     /// caller, so the hot path looks nothing up), and wakes webhook delivery if it raised
     /// alerts.
     pub fn publish(&self, name: String, row: &UsageRow) {
+        if row.status != UsageStatus::Blocked {
+            self.count(&name, row);
+        }
         if row.status == UsageStatus::Blocked {
             self.events.emit(CoreEvent::RequestBlocked {
                 budget_id: row.budget_id,
@@ -44,6 +47,35 @@ impl Service {
             });
         }
         self.announce(&row.alerts);
+    }
+
+    /// A forwarded request in the metrics: its outcome, tokens and cost.
+    fn count(&self, budget: &str, row: &UsageRow) {
+        let m = &self.metrics;
+        m.request(budget, "forwarded", row.status.as_str());
+        let model = self.prices().label(&row.model);
+        let t = &row.tokens;
+        let cache_write = t.cache_write_5m.saturating_add(t.cache_write_1h);
+        for (kind, n) in [
+            ("input", t.input),
+            ("output", t.output),
+            ("cache_read", t.cache_read),
+            ("cache_write", cache_write),
+        ] {
+            if n > 0 {
+                let labels = crate::metrics::TokenLabels {
+                    model: model.clone(),
+                    kind,
+                };
+                m.tokens.get_or_create(&labels).inc_by(n);
+            }
+        }
+        let budget = crate::metrics::BudgetLabel {
+            budget: budget.to_string(),
+        };
+        m.cost
+            .get_or_create(&budget)
+            .inc_by(row.cost.max(crate::money::Money::ZERO).approx_dollars());
     }
 
     /// Whether `alert` is raised here for the first time since the proxy started (an alert

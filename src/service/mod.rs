@@ -8,6 +8,7 @@ pub mod budgets;
 mod key_caps;
 pub mod keys;
 pub mod pricing;
+mod scrape;
 pub mod sign_in;
 pub mod standing;
 pub mod stats;
@@ -100,6 +101,31 @@ pub struct Service {
     budget_changes: tokio::sync::Mutex<()>,
     /// What the upstream last said of each credential's windows or rate limits.
     accounts: subscriptions::Accounts,
+    /// The Prometheus metrics (docs/metrics.md).
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// The metrics, with those the writer and the team database keep.
+fn metrics_of(
+    store: &Store,
+    team: Option<&Arc<crate::team::Team>>,
+) -> Arc<crate::metrics::Metrics> {
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    metrics.register(
+        "writer_commit_seconds",
+        "Time each commit of usage records takes",
+        store.writer.commit_seconds(),
+    );
+    if let Some(t) = team {
+        let (calls, up) = t.metrics();
+        let (seconds, answers) = (
+            "Time each call to the team database takes",
+            "Whether the team database answered its last call",
+        );
+        metrics.register("team_database_seconds", seconds, calls);
+        metrics.register("team_database_up", answers, up);
+    }
+    metrics
 }
 
 impl Service {
@@ -140,6 +166,7 @@ impl Service {
             Some(t) => t.secret(&webhook_secret).await?,
             None => webhook_secret,
         };
+        let metrics = metrics_of(&store, team.as_ref());
         let service = Service {
             config,
             admin: Arc::new(crate::admin::Admin::new(admin_token)),
@@ -167,6 +194,7 @@ impl Service {
             team_totals: Default::default(),
             budget_changes: tokio::sync::Mutex::new(()),
             accounts,
+            metrics,
         };
         Ok((Arc::new(service), handle))
     }

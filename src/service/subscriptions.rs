@@ -401,7 +401,7 @@ impl Service {
             self.webhook_secret.clone(),
             self.config.zone,
         );
-        let stop = self.abort.clone();
+        let (stop, metrics) = (self.abort.clone(), self.metrics.clone());
         self.tracker.spawn(async move {
             for pause in WEBHOOK_PAUSES {
                 tokio::select! {
@@ -411,6 +411,7 @@ impl Service {
                 let now = chrono::Utc::now();
                 let sent = super::webhook::post(&client, &url, body.clone(), &secret, now, zone);
                 let attempt = sent.await;
+                metrics.webhook(attempt.error.is_none());
                 if attempt.error.is_none() {
                     return;
                 }

@@ -181,6 +181,7 @@ async fn attempt(app: &Service, url: &str, payload: &str) -> (DeliveryAttempt, D
         app.config.zone,
     )
     .await;
+    app.metrics.webhook(made.error.is_none());
     (made, now)
 }
 

@@ -48,6 +48,8 @@ struct Shared {
     queued: AtomicUsize,
     checkpointer: Checkpointer,
     health: Arc<Health>,
+    /// How long each commit takes (the metrics' `writer_commit_seconds`).
+    commits: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl Shared {
@@ -82,6 +84,7 @@ pub(super) fn start(
         queued: AtomicUsize::new(0),
         checkpointer,
         health,
+        commits: crate::metrics::histogram(&crate::metrics::DATABASE),
     });
     let on_thread = shared.clone();
     let thread = std::thread::Builder::new()
@@ -150,7 +153,10 @@ fn run(shared: &Shared, mut rx: mpsc::UnboundedReceiver<Message>) {
                 Err(_) => break,
             }
         }
-        match commit(&mut db, &mut batch, &mut pending) {
+        let started = std::time::Instant::now();
+        let committed = commit(&mut db, &mut batch, &mut pending);
+        shared.commits.observe(started.elapsed().as_secs_f64());
+        match committed {
             Ok(()) => {
                 shared.health.set(None);
                 shared.checkpointer.committed();
@@ -361,6 +367,16 @@ impl Writer {
         rx
     }
 
+    /// Messages waiting for the writer thread.
+    pub fn queued(&self) -> usize {
+        self.shared.queued.load(Ordering::Acquire)
+    }
+
+    /// The histogram of commit times, to register with the metrics.
+    pub fn commit_seconds(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.shared.commits.clone()
+    }
+
     /// Saves a usage record: `None` when it is already committed, else the writer's answer to
     /// come. `alone` says no other request is in flight: then, if the writer has nothing to
     /// do, the record is committed here, on the caller's thread. Otherwise, or if that fails,
@@ -384,7 +400,10 @@ impl Writer {
         let Ok(mut db) = s.db.try_lock() else {
             return false;
         };
-        match commit_one(&mut db, row) {
+        let started = std::time::Instant::now();
+        let committed = commit_one(&mut db, row);
+        s.commits.observe(started.elapsed().as_secs_f64());
+        match committed {
             Ok(()) => {
                 s.checkpointer.committed();
                 true

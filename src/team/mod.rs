@@ -197,6 +197,9 @@ pub struct Team {
     lease: Duration,
     /// The reservations this proxy holds, renewed on every beat.
     live: Mutex<HashSet<i64>>,
+    /// Each call's time, and whether the last one was answered (the metrics').
+    calls: prometheus_client::metrics::histogram::Histogram,
+    up: prometheus_client::metrics::gauge::Gauge,
 }
 
 fn to_i64(n: u64) -> i64 {
@@ -244,8 +247,11 @@ impl Team {
             proxy: format!("{}-{}", std::process::id(), hex::encode(bytes)),
             lease,
             live: Mutex::new(HashSet::new()),
+            calls: crate::metrics::histogram(&crate::metrics::DATABASE),
+            up: Default::default(),
         });
         team.migrate().await?;
+        team.up.set(1);
         Ok(team)
     }
 
@@ -318,9 +324,24 @@ impl Team {
         &self,
         call: impl Future<Output = Result<T, TeamError>>,
     ) -> Result<T, TeamError> {
-        tokio::time::timeout(CALL_TIMEOUT, call)
+        let started = std::time::Instant::now();
+        let done = tokio::time::timeout(CALL_TIMEOUT, call)
             .await
-            .unwrap_or_else(|_| Err(TeamError::Unreachable("no answer within 5 s".into())))
+            .unwrap_or_else(|_| Err(TeamError::Unreachable("no answer within 5 s".into())));
+        self.calls.observe(started.elapsed().as_secs_f64());
+        self.up
+            .set(i64::from(!matches!(done, Err(TeamError::Unreachable(_)))));
+        done
+    }
+
+    /// The calls' times and whether the database answers, to register with the metrics.
+    pub fn metrics(
+        &self,
+    ) -> (
+        prometheus_client::metrics::histogram::Histogram,
+        prometheus_client::metrics::gauge::Gauge,
+    ) {
+        (self.calls.clone(), self.up.clone())
     }
 
     /// Claims alerts for a budget's period (thresholds; 0 for "blocked"); returns those this

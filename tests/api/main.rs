@@ -19,6 +19,7 @@ mod keys;
 mod limits;
 mod live;
 mod load;
+mod metrics;
 mod modes;
 mod nested;
 mod proxy;
