@@ -160,6 +160,7 @@ impl ServeArgs {
             subscription_alerts: self.subscription_alerts,
             subscription_webhook: self.subscription_webhook,
             open_metrics: self.open_metrics,
+            traces: crate::traces::config(|k| std::env::var(k).ok()),
         })
     }
 }

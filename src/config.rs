@@ -118,6 +118,8 @@ pub struct Config {
     pub subscription_webhook: Option<String>,
     /// `/agent-budget/metrics` without the admin token.
     pub open_metrics: bool,
+    /// Where spans go (the `OTEL_*` variables), if anywhere.
+    pub traces: Option<crate::traces::Config>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -210,6 +212,8 @@ pub struct Settings {
     pub subscription_alerts: Option<String>,
     pub subscription_webhook: Option<String>,
     pub open_metrics: bool,
+    /// From the `OTEL_*` variables (`traces::config`).
+    pub traces: Option<crate::traces::Config>,
 }
 
 /// Checks a `--database` URL without connecting: a PostgreSQL URL tokio-postgres can parse.
@@ -337,6 +341,7 @@ impl Settings {
             subscription_alerts: subscription_alerts(self.subscription_alerts)?,
             subscription_webhook: subscription_webhook(self.subscription_webhook)?,
             open_metrics: self.open_metrics,
+            traces: self.traces,
         })
     }
 }

@@ -29,6 +29,7 @@ pub mod service;
 pub mod store;
 pub mod subscription;
 pub mod team;
+pub mod traces;
 pub mod upstream;
 
 pub use config::{Config, Settings};

@@ -254,6 +254,18 @@ impl Call {
     /// What its record will say whatever the outcome, its text taken out of the call (no
     /// copies; the rest of the call stays usable).
     pub fn facts(&mut self, worst_case: Money, clamped_max_tokens: Option<u64>) -> Facts {
+        let trace = self.app.tracing().then(|| crate::service::spans::Request {
+            parent: (self.headers.get("traceparent"))
+                .and_then(|v| v.to_str().ok())
+                .and_then(crate::traces::parent),
+            model: self.parsed.model.clone(),
+            max_tokens: self.parsed.ask.max_tokens,
+            decision: match clamped_max_tokens {
+                Some(_) => "clamped",
+                None => "admitted",
+            },
+            refused_by: None,
+        });
         Facts {
             budget_id: self.budget.id,
             budget: std::mem::take(&mut self.budget.name),
@@ -264,6 +276,7 @@ impl Call {
             worst_case,
             clamped_max_tokens,
             attribution: std::mem::take(&mut self.attribution),
+            trace,
         }
     }
 }

@@ -23,6 +23,8 @@ pub struct Facts {
     pub worst_case: Money,
     pub clamped_max_tokens: Option<u64>,
     pub attribution: Attribution,
+    /// What its span needs, when spans are exported.
+    pub trace: Option<crate::service::spans::Request>,
 }
 
 /// What a request was charged.

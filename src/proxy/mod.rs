@@ -94,7 +94,12 @@ async fn refuse(mut call: Call, refused: Refused) -> HttpError {
         .count_refusal(&app, &call.slot, refused.worst_case, &model, now)
         .await;
     let error = refused.error(now, &call.budget, &app);
-    let facts = call.facts(refused.worst_case, None);
+    let mut facts = call.facts(refused.worst_case, None);
+    let trace = facts.trace.take().map(|t| crate::service::spans::Request {
+        decision: "refused",
+        refused_by: Some(refused.reason()),
+        ..t
+    });
     let charged = Charged::nothing(model, UsageStatus::Blocked, call.priced_as);
     let reply = Reply {
         http_status: refused.status(),
@@ -102,6 +107,9 @@ async fn refuse(mut call: Call, refused: Refused) -> HttpError {
     };
     let day = app.config.zone.day(now);
     let (name, row) = facts.row(charged, reply, first.into_iter().collect(), now, day);
+    if let Some(t) = trace {
+        app.trace(&name, &row, t);
+    }
     app.publish(name, &row);
     let _ = app.store.writer.record(row).await;
     error

@@ -168,7 +168,12 @@ impl Settlement {
             }
         }
         let day = self.app.config.zone.day(now);
-        let (name, row) = self.facts.row(charged, reply, alerts, now, day);
+        let mut facts = self.facts;
+        let trace = facts.trace.take();
+        let (name, row) = facts.row(charged, reply, alerts, now, day);
+        if let Some(t) = trace {
+            self.app.trace(&name, &row, t);
+        }
         self.app.publish(name, &row);
         let team = settled.in_team(&row);
         (self.app, row, team)

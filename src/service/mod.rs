@@ -10,6 +10,7 @@ pub mod keys;
 pub mod pricing;
 mod scrape;
 pub mod sign_in;
+pub mod spans;
 pub mod standing;
 pub mod stats;
 pub mod subscriptions;
@@ -103,6 +104,8 @@ pub struct Service {
     accounts: subscriptions::Accounts,
     /// The Prometheus metrics (docs/metrics.md).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where spans go, when the `OTEL_*` variables say.
+    traces: Option<crate::traces::Exporter>,
 }
 
 /// The metrics, with those the writer and the team database keep.
@@ -167,6 +170,8 @@ impl Service {
             None => webhook_secret,
         };
         let metrics = metrics_of(&store, team.as_ref());
+        let traces =
+            (config.traces.clone()).map(|c| crate::traces::Exporter::start(c, client.clone()));
         let service = Service {
             config,
             admin: Arc::new(crate::admin::Admin::new(admin_token)),
@@ -195,6 +200,7 @@ impl Service {
             budget_changes: tokio::sync::Mutex::new(()),
             accounts,
             metrics,
+            traces,
         };
         Ok((Arc::new(service), handle))
     }

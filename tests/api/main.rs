@@ -34,3 +34,4 @@ mod team_keys;
 mod team_nested;
 mod team_sign_in;
 mod trace;
+mod traces;
