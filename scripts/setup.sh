@@ -45,6 +45,7 @@ testing=(
   "gnome-keyring-daemon gnome-keyring"              # the OS keychain test (Secret Service)
   "glob:/usr/lib/postgresql/*/bin/initdb postgresql" # team budgets: a real PostgreSQL server
   "runuser util-linux"                              # which runs as its own user when we are root
+  "prometheus prometheus"                           # scrapes the proxy's metrics in a test
   "import imagemagick"                              # the window's screenshot
   "identify imagemagick"
   "xwininfo x11-utils"

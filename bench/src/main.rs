@@ -7,7 +7,8 @@
 //! `--memory` (only memory: on a fresh proxy, then again after a load burst; printed),
 //! `--keyed` (2,000 req/s with the client's own key, then with a virtual key; printed),
 //! `--chain` (a budget with two ancestors against one alone, interleaved; printed),
-//! `--sessions` (with any of the above: each request names a Claude Code session and agent).
+//! `--sessions` (with any of the above: each request names a Claude Code session and agent),
+//! `--traces` (with any of the above: the proxy exports a span per request, to the mock).
 #![expect(clippy::print_stdout, reason = "a command-line report")]
 
 mod chain;
@@ -111,6 +112,9 @@ async fn run() -> Result<()> {
     let quick = has("--quick");
     if has("--sessions") {
         load::SESSIONS.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    if has("--traces") {
+        procs::TRACES.store(true, std::sync::atomic::Ordering::Relaxed);
     }
     let only_rate: Option<u32> = flag_value(&args, "--rate").and_then(|r| r.parse().ok());
     let out = flag_value(&args, "--out").unwrap_or_else(|| "docs/PERFORMANCE.md".into());

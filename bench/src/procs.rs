@@ -26,6 +26,9 @@ fn binary(name: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(name))
 }
 
+/// With `--traces`, the proxy exports a span per request (to the mock).
+pub static TRACES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Reads lines from a child's stream until one yields a port.
 fn port_from(
     stream: impl std::io::Read + Send + 'static,
@@ -88,7 +91,15 @@ pub fn proxy_with(data_dir: &Path, upstream_port: u16, extra: &[&str]) -> Result
         std::env::var("BENCH_PROXY")
             .unwrap_or_else(|_| binary("agent-budget").display().to_string()),
     );
-    let mut child = Command::new(&words[0])
+    let mut command = Command::new(&words[0]);
+    if TRACES.load(std::sync::atomic::Ordering::Relaxed) {
+        // Every request's span goes to the mock, which takes OTLP exports and keeps nothing.
+        command.env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{upstream_port}"),
+        );
+    }
+    let mut child = command
         .args(&words[1..])
         .args(["serve", "--port", "0", "--data-dir"])
         .arg(data_dir)

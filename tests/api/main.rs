@@ -22,6 +22,7 @@ mod load;
 mod metrics;
 mod modes;
 mod nested;
+mod prometheus;
 mod proxy;
 mod receiver;
 mod secrets;

@@ -212,6 +212,8 @@ pub fn router(state: Arc<MockState>) -> Router {
         .route("/v1/messages/count_tokens", post(count_tokens))
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(models))
+        // An OTLP collector that takes every export and keeps nothing (benchmarks' traces).
+        .route("/v1/traces", post(|| async { StatusCode::OK }))
         .route("/_mock/stats", get(control::stats))
         .route("/_mock/reset", post(control::reset))
         .route("/_mock/script", post(control::push))
