@@ -133,3 +133,57 @@ async fn the_counters_agree_with_the_records() {
     // Nothing of a key or a session in any label.
     assert!(!text.contains("sk-test") && !text.contains("session"));
 }
+
+/// Metric names as written (`agent_budget_…`), without a histogram's or counter's suffix.
+fn names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for (i, _) in text.match_indices("agent_budget_") {
+        let name: String = text[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let base = ["_bucket", "_count", "_sum", "_total"]
+            .iter()
+            .fold(name.clone(), |n, s| {
+                n.strip_suffix(s).map_or(n.clone(), str::to_string)
+            });
+        out.insert(base);
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_dashboard_and_the_docs_name_only_metrics_that_exist() {
+    let app = spawn_app().await;
+    // A forwarded and a refused request; the families with nothing to count yet (upstream
+    // errors, webhooks, a team database) are left out of the comparison.
+    app.create_budget(json!({"name": "team", "max_dollars": "0.01"}))
+        .await;
+    assert_eq!(
+        app.send(Some("team"), &body("claude-haiku-4-5", 10), None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.send(Some("team"), &body("claude-haiku-4-5", 9000), None)
+            .await
+            .status(),
+        429
+    );
+    let scraped = names(&scrape(&app).await);
+    let root = env!("CARGO_MANIFEST_DIR");
+    for file in ["docs/grafana/agent-budget.json", "docs/metrics.md"] {
+        let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+        let named = names(&text);
+        assert!(named.len() >= 10, "{file}: {named:?}");
+        for n in named.iter().filter(|n| {
+            !n.contains("team_database") && !n.contains("upstream_errors") && !n.contains("webhook")
+        }) {
+            assert!(
+                scraped.contains(n),
+                "{file} names {n}, which the proxy does not export: {scraped:?}"
+            );
+        }
+    }
+}
