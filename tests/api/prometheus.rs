@@ -24,7 +24,7 @@ impl Drop for Prometheus {
 
 impl Prometheus {
     /// Scrapes `target` (host:port) every second at `/agent-budget/metrics` with `token`.
-    fn start(target: &str, token: &str) -> Prometheus {
+    async fn start(target: &str, token: &str) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, token).unwrap();
@@ -43,23 +43,32 @@ scrape_configs:
             ),
         )
         .unwrap();
-        let port = free_port();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("Debian's prometheus (scripts/setup.sh installs it)");
-        Prometheus {
-            child,
-            port,
-            _dir: dir,
+        // The port was free when picked; a test running alongside may take it first, and then
+        // Prometheus exits: it starts again on another.
+        for _ in 0..3 {
+            let port = free_port();
+            let mut child = Command::new("prometheus")
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("Debian's prometheus (scripts/setup.sh installs it)");
+            if ready(&mut child, port).await {
+                return Prometheus {
+                    child,
+                    port,
+                    _dir: dir,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
         }
+        panic!("Prometheus did not start on any of three ports");
     }
 
     /// The value of an instant query that returns one sample, if it has one.
@@ -86,13 +95,33 @@ scrape_configs:
     }
 }
 
+/// Waits until Prometheus says it is ready (true), or exits (false); a minute at most.
+async fn ready(child: &mut Child, port: u16) -> bool {
+    let url = format!("http://127.0.0.1:{port}/-/ready");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        if child.try_wait().ok().flatten().is_some() {
+            return false;
+        }
+        if reqwest::get(&url)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
 #[tokio::test]
 async fn prometheus_scrapes_the_proxy_under_load_and_its_counters_match_the_records() {
     let app = spawn_app().await;
     let prometheus = Prometheus::start(
         &format!("127.0.0.1:{}", app.port),
         app.admin_token.as_deref().unwrap(),
-    );
+    )
+    .await;
     app.create_budget(json!({"name": "team", "max_dollars": "0.5"}))
         .await;
     app.create_budget(json!({"name": "ci", "max_dollars": "100"}))

@@ -27,6 +27,12 @@ fn bin_dir() -> PathBuf {
     })
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_or(0, |a| a.port())
+}
+
 fn as_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -51,13 +57,8 @@ impl Postgres {
                     .success()
             );
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let pg = Postgres {
-            port,
+        let mut pg = Postgres {
+            port: free_port(),
             bin: bin_dir(),
             data,
             _dir: dir,
@@ -73,8 +74,15 @@ impl Postgres {
                 "--no-sync",
             ],
         );
-        pg.start_server();
-        pg
+        // The port was free when picked; a test running alongside may take it first.
+        for _ in 0..3 {
+            match pg.try_start() {
+                Ok(()) => return pg,
+                Err(e) if e.contains("Address already in use") => pg.port = free_port(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("no free port for PostgreSQL after three tries")
     }
 
     fn data(&self) -> &str {
@@ -112,25 +120,35 @@ impl Postgres {
 
     /// Starts the server and waits until it accepts connections (`pg_ctl -w`).
     pub fn start_server(&self) {
+        if let Err(e) = self.try_start() {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts the server; on failure, says why with the end of the server's log.
+    fn try_start(&self) -> Result<(), String> {
         let opts = format!(
             "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=200",
             self.port,
             self.data()
         );
         let log = Path::new(self.data()).join("server.log");
-        self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                self.data(),
-                "-w",
-                "-l",
-                log.to_str().unwrap(),
-                "-o",
-                &opts,
-                "start",
-            ],
-        );
+        let args = [
+            "-D",
+            self.data(),
+            "-w",
+            "-l",
+            log.to_str().unwrap(),
+            "-o",
+            &opts,
+            "start",
+        ];
+        self.try_run("pg_ctl", &args).map_err(|e| {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(10).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            format!("{e}\nserver.log:\n{}", tail.join("\n"))
+        })
     }
 
     /// Stops the server at once, as a crash would.
