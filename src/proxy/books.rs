@@ -174,7 +174,9 @@ fn refusal(
         } else {
             Limit::Tokens
         },
-        below: (i > 0).then(|| ledger::chain::subject(&chain[0].budget)),
+        below: (chain.first())
+            .filter(|_| i > 0)
+            .map(|c| ledger::chain::subject(&c.budget)),
         session: None,
     })
 }
