@@ -449,7 +449,9 @@ async fn a_restarted_database_fails_requests_closed_then_recovers() {
             }
         }
     }
-    // Charges made while the database was away are committed once it is back, once each.
+    // Charges made while the database was away are committed once it is back, once each. A
+    // reservation committed just as the database went away, its answer lost (the request was
+    // refused with 503), is freed by its lease: within 30 s and a third.
     let started = std::time::Instant::now();
     loop {
         let shared = team_totals().await;
@@ -457,7 +459,7 @@ async fn a_restarted_database_fails_requests_closed_then_recovers() {
             break;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(20),
+            started.elapsed() < Duration::from_secs(60),
             "team record {shared:?} != {forwarded} forwarded"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
