@@ -19,6 +19,17 @@ const MAX_ACCOUNTS: usize = 64;
 const MAX_READINGS: usize = 60;
 const READING_GAP_SECS: i64 = 60;
 
+/// Resets this close are one window instance: an upstream that writes the same reset a few
+/// seconds apart must not start a new instance (and raise its alerts again) each time.
+const SAME_RESET_SECS: i64 = 300;
+
+fn same_instance(a: Option<i64>, b: Option<i64>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => (a - b).abs() <= SAME_RESET_SECS,
+        (a, b) => a == b,
+    }
+}
+
 /// The windows alerts and pacing follow: (key, name in messages).
 const PACED: [(&str, &str); 2] = [("five_hour", "5-hour"), ("seven_day", "weekly")];
 
@@ -66,7 +77,7 @@ impl Seen {
                 continue;
             };
             let inst = self.readings.entry(key.to_string()).or_default();
-            if inst.resets_at != resets_at {
+            if !same_instance(inst.resets_at, resets_at) {
                 *inst = Instance {
                     resets_at,
                     readings: Vec::new(),
@@ -84,7 +95,7 @@ impl Seen {
             }
             let instance = resets_at.unwrap_or(0);
             let raised: Vec<u8> = (self.raised.iter())
-                .filter(|(w, r, _)| w == key && *r == instance)
+                .filter(|(w, r, _)| w == key && same_instance(Some(*r), Some(instance)))
                 .map(|(_, _, t)| *t)
                 .collect();
             for t in subscription::reached(u, thresholds, &raised) {
@@ -418,5 +429,58 @@ impl Service {
                 tracing::warn!(error = ?attempt.error, "a subscription window alert's webhook failed");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(u: f64, reset: i64) -> Seen {
+        Seen {
+            windows: Some(Windows {
+                five_hour: Some(Window {
+                    utilization: Some(u),
+                    resets_at: Some(reset),
+                    status: None,
+                }),
+                ..Windows::default()
+            }),
+            ..Seen::default()
+        }
+    }
+
+    /// Reads `u` with `reset` into `s` at `now`; the thresholds it crossed.
+    fn read(s: &mut Seen, u: f64, reset: i64, now: i64) -> Vec<u8> {
+        s.windows = seen(u, reset).windows;
+        s.seen_at = now;
+        s.read(now, &[80, 95]).iter().map(|c| c.threshold).collect()
+    }
+
+    #[test]
+    fn a_window_alerts_once_per_instance_even_when_its_reset_jitters() {
+        let mut s = Seen::default();
+        assert_eq!(read(&mut s, 0.81, 10_000, 100), vec![80]);
+        // The same window, its reset written a few seconds off: nothing new.
+        assert_eq!(read(&mut s, 0.85, 10_004, 200), Vec::<u8>::new());
+        assert_eq!(read(&mut s, 0.96, 9_998, 300), vec![95]);
+        // The next window: alerts again.
+        assert_eq!(read(&mut s, 0.9, 28_000, 10_100), vec![80]);
+    }
+
+    #[test]
+    fn the_pace_comes_from_one_instances_readings() {
+        let mut s = Seen::default();
+        read(&mut s, 0.40, 20_000, 0);
+        read(&mut s, 0.45, 20_002, 900);
+        read(&mut s, 0.50, 20_001, 1_800);
+        let w = s.window("five_hour").cloned().unwrap();
+        let p = s.pace("five_hour", &w).unwrap();
+        assert!((p.per_hour - 0.2).abs() < 1e-9, "{p:?}");
+        assert_eq!(p.fills_at, Some(1_800 + 9_000));
+        // A new instance starts its readings afresh: no pace from one reading.
+        read(&mut s, 0.05, 40_000, 20_100);
+        let w = s.window("five_hour").cloned().unwrap();
+        assert_eq!(s.pace("five_hour", &w), None);
     }
 }
