@@ -213,6 +213,28 @@ impl Metrics {
         self.requests.get_or_create(&labels).inc();
     }
 
+    /// Counts a forwarded request: how it ended, its tokens by kind (of `model`, as the price
+    /// table names it) and the dollars charged.
+    pub fn forwarded(
+        &self,
+        budget: &str,
+        reason: &'static str,
+        model: String,
+        tokens: [(&'static str, u64); 4],
+        dollars: f64,
+    ) {
+        self.request(budget, "forwarded", reason);
+        let mut labels = TokenLabels { model, kind: "" };
+        for (kind, n) in tokens.into_iter().filter(|(_, n)| *n > 0) {
+            labels.kind = kind;
+            self.tokens.get_or_create(&labels).inc_by(n);
+        }
+        let budget = BudgetLabel {
+            budget: budget.to_string(),
+        };
+        self.cost.get_or_create(&budget).inc_by(dollars);
+    }
+
     /// Notes the time to the upstream's answer and the time the proxy added around it:
     /// `arrived` is when the request came in, `sent` when it left for the upstream.
     pub fn timings(&self, arrived: std::time::Instant, sent: std::time::Instant) {

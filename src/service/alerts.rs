@@ -51,31 +51,19 @@ impl Service {
 
     /// A forwarded request in the metrics: its outcome, tokens and cost.
     fn count(&self, budget: &str, row: &UsageRow) {
-        let m = &self.metrics;
-        m.request(budget, "forwarded", row.status.as_str());
-        let model = self.prices().label(&row.model);
         let t = &row.tokens;
-        let cache_write = t.cache_write_5m.saturating_add(t.cache_write_1h);
-        for (kind, n) in [
+        let tokens = [
             ("input", t.input),
             ("output", t.output),
             ("cache_read", t.cache_read),
-            ("cache_write", cache_write),
-        ] {
-            if n > 0 {
-                let labels = crate::metrics::TokenLabels {
-                    model: model.clone(),
-                    kind,
-                };
-                m.tokens.get_or_create(&labels).inc_by(n);
-            }
-        }
-        let budget = crate::metrics::BudgetLabel {
-            budget: budget.to_string(),
-        };
-        m.cost
-            .get_or_create(&budget)
-            .inc_by(row.cost.max(crate::money::Money::ZERO).approx_dollars());
+            (
+                "cache_write",
+                t.cache_write_5m.saturating_add(t.cache_write_1h),
+            ),
+        ];
+        let dollars = row.cost.max(crate::money::Money::ZERO).approx_dollars();
+        let model = self.prices().label(&row.model);
+        (self.metrics).forwarded(budget, row.status.as_str(), model, tokens, dollars);
     }
 
     /// Whether `alert` is raised here for the first time since the proxy started (an alert

@@ -114,15 +114,15 @@ impl Seen {
     }
 
     /// A window's pace from its readings and the latest one.
+    /// A window's pace: from its oldest reading kept to the latest.
     fn pace(&self, key: &str, w: &Window) -> Option<subscription::Pace> {
         let inst = self.readings.get(key)?;
-        let mut readings = inst.readings.clone();
-        if let Some(u) = w.utilization
-            && readings.last().is_some_and(|l| l.0 < self.seen_at)
-        {
-            readings.push((self.seen_at, u));
-        }
-        subscription::pace(&readings, w.resets_at)
+        let (first, kept) = (*inst.readings.first()?, *inst.readings.last()?);
+        let latest = match w.utilization {
+            Some(u) if kept.0 < self.seen_at => (self.seen_at, u),
+            _ => kept,
+        };
+        subscription::pace(&[first, latest], w.resets_at)
     }
 }
 

@@ -122,31 +122,28 @@ pub struct Shared {
 pub struct Hold {
     team: Arc<Team>,
     id: i64,
-    /// Each scope's name and period.
+    /// Each scope's name and period, nearest first.
     scopes: Vec<(String, i64)>,
-    /// The budget charged, with its period, and the key's hash when the key has a cap.
-    budget: String,
-    period: i64,
-    key: Option<String>,
 }
 
 impl Hold {
     fn new(team: Arc<Team>, id: i64, ask: Ask<'_>) -> Hold {
-        let is_key = |s: &&Scope| s.name.starts_with(KEY_SCOPE);
-        let budget = ask.scopes.iter().find(|s| !is_key(s));
-        let key = ask.scopes.iter().find(is_key);
-        Hold {
-            team,
-            id,
-            scopes: ask
-                .scopes
-                .iter()
-                .map(|s| (s.name.clone(), s.period))
-                .collect(),
-            budget: budget.map(|s| s.name.clone()).unwrap_or_default(),
-            period: budget.map_or(0, |s| s.period),
-            key: key.map(|s| s.name[KEY_SCOPE.len()..].to_string()),
-        }
+        let scopes = ask
+            .scopes
+            .iter()
+            .map(|s| (s.name.clone(), s.period))
+            .collect();
+        Hold { team, id, scopes }
+    }
+    /// The budget charged, with its period: the first scope that is not a key's.
+    fn budget(&self) -> (&str, i64) {
+        (self.scopes.iter())
+            .find(|(name, _)| !name.starts_with(KEY_SCOPE))
+            .map_or(("", 0), |(name, period)| (name.as_str(), *period))
+    }
+    /// The hash of the key whose own cap it holds on, if any.
+    fn key(&self) -> Option<&str> {
+        (self.scopes.iter()).find_map(|(name, _)| name.strip_prefix(KEY_SCOPE))
     }
     /// The team database it is held in.
     pub fn team(&self) -> &Arc<Team> {

@@ -141,13 +141,14 @@ impl Team {
                 let settle = client.prepare_cached(SETTLE).await.map_err(unreachable)?;
                 let (names, periods): (Vec<&str>, Vec<i64>) =
                     hold.scopes.iter().map(|(n, p)| (n.as_str(), *p)).unzip();
+                let ((budget, period), key) = (hold.budget(), hold.key());
                 let args: [Param; 13] = [
                     &hold.id,
                     &names,
                     &periods,
-                    &hold.budget,
-                    &hold.period,
-                    &hold.key,
+                    &budget,
+                    &period,
+                    &key,
                     &charge.cost.picos(),
                     &to_i64(charge.tokens),
                     &charge.created_at,

@@ -153,6 +153,18 @@ impl TestApp {
         r.json().await.unwrap()
     }
 
+    /// `GET /agent-budget/metrics` with the admin token: the text format.
+    pub async fn metrics(&self) -> String {
+        let r = reqwest::Client::new()
+            .get(self.url("/metrics"))
+            .bearer_auth(self.admin_token.as_deref().unwrap_or_default())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    }
+
     pub async fn get_text(&self, path: &str) -> String {
         let r = self.client.get(self.url(path)).send().await.unwrap();
         assert!(r.status().is_success(), "GET {path}: {}", r.status());

@@ -122,6 +122,11 @@ async fn each_window_alerts_once_per_threshold_and_instance() {
         ]
     );
     assert_eq!(hook.count(), 3, "the weekly window (12 %) raised none");
+    let delivered = r#"agent_budget_webhook_deliveries_total{outcome="delivered"} 3"#;
+    assert!(
+        app.metrics().await.contains(delivered),
+        "counted in the metrics"
+    );
 }
 
 #[tokio::test]

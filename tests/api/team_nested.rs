@@ -287,4 +287,11 @@ async fn a_move_on_one_proxy_is_followed_and_the_team_counts_both_parents_again(
     assert_eq!(spent("other").await, Some(picos("0.9")));
     let total_now = spent("total").await;
     assert!(total_now.is_none_or(|s| s == 0), "{total_now:?}");
+    // The team database's health and call times are in every proxy's metrics.
+    let text = apps[0].metrics().await;
+    assert!(text.contains("agent_budget_team_database_up 1"), "{text}");
+    let calls = (text.lines())
+        .find_map(|l| l.strip_prefix("agent_budget_team_database_seconds_count "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(calls.is_some_and(|n| n > 0), "{text}");
 }
