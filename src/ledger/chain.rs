@@ -4,6 +4,7 @@
 use super::{Account, History, Ledger, Limit, Refusal, Room, Slot, Status, Totals};
 use crate::money::Money;
 use chrono::{DateTime, Utc};
+use std::collections::HashMap;
 use std::sync::{Arc, MutexGuard};
 
 /// The deepest chain followed (the API refuses cycles; this bounds a broken database).
@@ -15,8 +16,9 @@ pub struct KeyScope {
     pub key_id: i64,
     pub budget_id: i64,
     pub name: String,
-    /// The key's SHA-256 (hex): its scope's name in a team database.
-    pub hash: String,
+    /// The SHA-256 (hex) of its lineage's first key (its own, unless it is a refreshed
+    /// sign-in's token): its scope's name in a team database, shared by the lineage's keys.
+    pub lineage: String,
     pub max_dollars: Money,
     pub period: crate::budget::period::Period,
     pub created_at: DateTime<Utc>,
@@ -36,17 +38,39 @@ impl KeyScope {
     }
 }
 
+fn lineage_of(by_key: &HashMap<i64, Arc<Slot>>, lineage: Option<&str>) -> Option<Arc<Slot>> {
+    let lineage = lineage?;
+    by_key
+        .values()
+        .find(|s| s.key_hash() == Some(lineage))
+        .cloned()
+}
+
 /// Whether a scope is a key's rather than a budget's.
 pub fn is_key(status: &Status) -> bool {
     status.budget.id < 0
 }
 
 impl Ledger {
-    /// Adds a key's scope with its spend history.
+    /// Adds a key's scope with its spend history, unless another key of its lineage has one
+    /// already: then the key shares that.
     pub fn insert_key(&self, key: KeyScope, history: History, now: DateTime<Utc>) {
-        let (id, hash) = (key.key_id, key.hash.clone());
-        let slot = self.slot(key.budget(), history, now, Some(hash));
-        self.write().by_key.insert(id, slot);
+        let (id, lineage) = (key.key_id, key.lineage.clone());
+        let slot = self.slot(key.budget(), history, now, Some(lineage));
+        let mut idx = self.write();
+        let slot = lineage_of(&idx.by_key, slot.key_hash()).unwrap_or(slot);
+        idx.by_key.insert(id, slot);
+    }
+
+    /// The scope a key of this lineage has here, if any.
+    pub fn lineage_scope(&self, lineage: &str) -> Option<Arc<Slot>> {
+        lineage_of(&self.read().by_key, Some(lineage))
+    }
+
+    /// Gives a key a scope another key of its lineage had (a refreshed sign-in's token keeps
+    /// its predecessor's spend and reservations in flight).
+    pub fn attach_key(&self, key_id: i64, scope: Arc<Slot>) {
+        self.write().by_key.insert(key_id, scope);
     }
 
     /// A key's scope, if it has its own cap.
@@ -54,9 +78,12 @@ impl Ledger {
         self.read().by_key.get(&key_id).cloned()
     }
 
-    /// Every capped key's scope.
+    /// Every capped key's scope, once each (the keys of a lineage share one).
     pub fn key_slots(&self) -> Vec<Arc<Slot>> {
-        self.read().by_key.values().cloned().collect()
+        let mut slots: Vec<Arc<Slot>> = self.read().by_key.values().cloned().collect();
+        slots.sort_by_key(|s| s.id);
+        slots.dedup_by_key(|s| s.id);
+        slots
     }
 
     pub fn remove_key(&self, key_id: i64) {

@@ -153,7 +153,7 @@ impl Account {
 pub struct Slot {
     id: i64,
     zone: Zone,
-    /// A key's scope: the key's hash, which names it in a team database.
+    /// A key's scope: its lineage's first key's hash, which names it in a team database.
     key: Option<String>,
     account: Mutex<Account>,
 }
@@ -197,7 +197,8 @@ impl Slot {
         self.lock().budget.name.clone()
     }
 
-    /// A key's scope: the key's hash.
+    /// A key's scope: its lineage's first key's hash (the key's own, unless it is a refreshed
+    /// sign-in's token).
     pub fn key_hash(&self) -> Option<&str> {
         self.key.as_deref()
     }

@@ -9,6 +9,7 @@ use crate::budget::period::{self, Period};
 use crate::config::KEY_PREFIX;
 use crate::dto::{Items, KeyCreated, NewKey};
 use crate::error::HttpError;
+use crate::ledger::Slot;
 use crate::money::Money;
 use crate::record::KeyKind;
 use crate::record::KeyView;
@@ -17,99 +18,20 @@ use crate::store::keys::NewKeyRow;
 use crate::team::TeamKey;
 use axum::http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{LazyLock, RwLock};
+use std::sync::{Arc, LazyLock};
 use tokio_util::sync::CancellationToken;
 
-/// The keys not revoked, by hash.
+/// What a key is made with besides its credential.
 #[derive(Debug, Default)]
-pub struct Keys(RwLock<HashMap<String, Entry>>);
-
-#[derive(Debug)]
-struct Entry {
-    id: i64,
-    budget_id: i64,
-    /// When a request last carried the key, in milliseconds (0: not since the start); noted
-    /// under the read lock, so a request never waits for another to note its own use.
-    used: AtomicI64,
-    /// The last `used` saved to the database.
-    saved: AtomicI64,
-}
-
-impl Entry {
-    fn new(id: i64, budget_id: i64) -> Entry {
-        Entry {
-            id,
-            budget_id,
-            used: AtomicI64::new(0),
-            saved: AtomicI64::new(0),
-        }
-    }
-    fn unsaved(&self) -> Option<(i64, i64)> {
-        let used = self.used.load(Ordering::Relaxed);
-        (used > self.saved.load(Ordering::Relaxed)).then_some((self.id, used))
-    }
-}
-
-impl Keys {
-    pub fn load(active: Vec<(String, i64, i64)>) -> Keys {
-        Keys(RwLock::new(
-            active
-                .into_iter()
-                .map(|(h, id, b)| (h, Entry::new(id, b)))
-                .collect(),
-        ))
-    }
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Entry>> {
-        self.0.read().unwrap_or_else(|p| p.into_inner())
-    }
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
-        self.0.write().unwrap_or_else(|p| p.into_inner())
-    }
-    /// The key's id and budget, noting that it was used at `now` (milliseconds).
-    fn budget_of(&self, key: &str, now: i64) -> Option<(i64, i64)> {
-        let map = self.read();
-        let e = map.get(&hash(key))?;
-        e.used.fetch_max(now, Ordering::Relaxed);
-        Some((e.id, e.budget_id))
-    }
-    pub(super) fn add(&self, hash: String, id: i64, budget_id: i64) {
-        self.write().insert(hash, Entry::new(id, budget_id));
-    }
-    /// Forgets a revoked key; its last use if that is not saved yet.
-    pub(super) fn remove(&self, hash: &str) -> Option<(i64, i64)> {
-        self.write().remove(hash).and_then(|e| e.unsaved())
-    }
-    /// A live key's id and budget, by hash.
-    fn find(&self, hash: &str) -> Option<(i64, i64)> {
-        self.read().get(hash).map(|e| (e.id, e.budget_id))
-    }
-    /// Forgets a deleted budget's keys.
-    pub fn forget_budget(&self, budget_id: i64) {
-        self.write().retain(|_, e| e.budget_id != budget_id);
-    }
-    /// Last uses not saved yet: (key id, milliseconds).
-    fn unsaved(&self) -> Vec<(i64, i64)> {
-        self.read().values().filter_map(Entry::unsaved).collect()
-    }
-    fn mark_saved(&self, uses: &[(i64, i64)]) {
-        let saved: HashMap<i64, i64> = uses.iter().copied().collect();
-        for e in self.read().values() {
-            if let Some(&t) = saved.get(&e.id) {
-                e.saved.fetch_max(t, Ordering::Relaxed);
-            }
-        }
-    }
-    /// A budget's keys' last uses since the start, by key id.
-    fn uses(&self, budget_id: i64) -> HashMap<i64, i64> {
-        self.read()
-            .values()
-            .filter(|e| e.budget_id == budget_id)
-            .map(|e| (e.id, e.used.load(Ordering::Relaxed)))
-            .filter(|&(_, t)| t > 0)
-            .collect()
-    }
+pub(super) struct Terms {
+    /// A sign-in's refresh token's hash.
+    pub refresh_hash: Option<String>,
+    /// Its own cap and period: a scope below its budget.
+    pub cap: Option<(Money, Period)>,
+    /// A refreshed sign-in's lineage: its first token's hash.
+    pub lineage: Option<String>,
+    /// The scope its refreshed predecessor had (with its spend and reservations in flight).
+    pub kept: Option<Arc<Slot>>,
 }
 
 /// How often keys' last uses are saved; a crash forgets at most this much of them.
@@ -256,13 +178,14 @@ impl Service {
             )
         })?;
         let key = format!("{KEY_PREFIX}{}", hex::encode(bytes));
-        let cap = self.key_cap(budget, &input)?;
+        let cap = self.key_cap(budget, input.max_dollars, input.period)?;
+        let terms = Terms {
+            cap,
+            ..Terms::default()
+        };
         let (id, at) = self
-            .add_key(budget, &name, KeyKind::Key, &key, (None, cap))
+            .add_key(budget, &name, KeyKind::Key, &key, terms)
             .await?;
-        if let Some(cap) = cap {
-            self.scope_key(id, budget, (&name, &hash(&key)), cap, at)?;
-        }
         Ok(KeyCreated {
             id,
             name,
@@ -271,20 +194,26 @@ impl Service {
         })
     }
 
-    /// Keeps a credential as a key of `budget` (its hash only); on a team it is shared first
-    /// with the other proxies, and not kept at all if the team database does not take it.
-    /// Returns its id and when it was made.
+    /// Keeps a credential as a key of `budget` (its hash only), with its scope if it has a
+    /// cap; on a team it is shared first with the other proxies, and not kept at all if the
+    /// team database does not take it. Returns its id and when it was made.
     pub(super) async fn add_key(
         &self,
         budget: &str,
         name: &str,
         kind: KeyKind,
         credential: &str,
-        (refresh_hash, cap): (Option<String>, Option<(Money, Period)>),
+        terms: Terms,
     ) -> Result<(i64, chrono::DateTime<chrono::Utc>), HttpError> {
         let _in_step = self.budget_changes.lock().await;
         let owner = self.slot(budget)?.budget();
         let (h, at) = (hash(credential), period::now());
+        let Terms {
+            refresh_hash,
+            cap,
+            lineage,
+            kept,
+        } = terms;
         if let Some(team) = self.team_of(&owner.name) {
             let shared = TeamKey {
                 hash: h.clone(),
@@ -295,12 +224,13 @@ impl Service {
                 sign_in: kind == KeyKind::SignIn,
                 refresh_hash: refresh_hash.clone(),
                 cap,
+                lineage: lineage.clone(),
             };
             team.put_key(&shared)
                 .await
                 .map_err(|e| unshared(name, &owner.name, "created", e))?;
         }
-        let (h2, n, budget_id) = (h.clone(), name.to_string(), owner.id);
+        let (h2, n, budget_id, l) = (h.clone(), name.to_string(), owner.id, lineage.clone());
         let id = self
             .store
             .writer
@@ -312,10 +242,17 @@ impl Service {
                     hash: &h2,
                     refresh_hash: refresh_hash.as_deref(),
                     cap,
+                    lineage: l.as_deref(),
                 };
                 store::keys::insert(tx, &row, at)
             })
             .await?;
+        // Scoped before it is live: no request with it may miss its cap.
+        if let Some(cap) = cap {
+            let lineage = lineage.as_deref().unwrap_or(&h);
+            self.scope_key((id, budget), (name, lineage), cap, at, kept)
+                .await?;
+        }
         self.keys.add(h, id, budget_id);
         Ok((id, at))
     }
@@ -331,7 +268,7 @@ impl Service {
                 .read(move |c| store::keys::by_refresh(c, &h))
                 .await?
             {
-                Some((id, budget_id, _)) => (id, budget_id),
+                Some(k) => (k.id, k.budget_id),
                 None => return Ok(()),
             },
         };
@@ -403,6 +340,7 @@ impl Service {
                 sign_in: key.kind == KeyKind::SignIn,
                 refresh_hash: None,
                 cap: None,
+                lineage: None,
             };
             let first = team
                 .put_key(&revoked)
@@ -475,6 +413,9 @@ pub async fn save_uses_until(app: std::sync::Arc<Service>, stop: CancellationTok
         }
     }
 }
+
+mod lookup;
+pub use lookup::Keys;
 
 #[cfg(test)]
 mod tests;

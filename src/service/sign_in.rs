@@ -5,13 +5,10 @@
 //! proxy signs (Claude Code reads its `exp`), kept only as a hash (docs/claude-code.md).
 
 use super::Service;
+use super::keys::Terms;
 use crate::budget::period;
 use crate::error::HttpError;
-use crate::record::KeyKind;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::sync::Mutex;
@@ -68,6 +65,15 @@ pub struct Client<'a> {
 pub struct ApproveSignIn {
     /// The budget the sign-in spends (a name or id).
     pub budget: String,
+    /// The sign-in's own cap: a scope below its budget (per developer), kept across its
+    /// refreshed tokens.
+    #[serde(default)]
+    #[ts(optional, type = "string | number")]
+    pub max_dollars: Option<crate::money::Money>,
+    /// The cap's period; the budget's when left out.
+    #[serde(default)]
+    #[ts(optional)]
+    pub period: Option<crate::budget::period::Period>,
 }
 
 /// The answer of the device authorization endpoint.
@@ -385,7 +391,11 @@ impl Service {
             inner.pending[i].surface.clone()
         };
         let name = format!("{} sign-in", surface.as_deref().unwrap_or("client"));
-        let token = self.issue(&input.budget, &name).await?;
+        let terms = Terms {
+            cap: self.key_cap(&input.budget, input.max_dollars, input.period)?,
+            ..Terms::default()
+        };
+        let token = self.issue(&input.budget, &name, terms).await?;
         // Looked up again: the lock was not held across the key's creation. A sign-in that
         // expired or was denied meanwhile gets nothing, and its key goes at once.
         let found = {
@@ -399,80 +409,10 @@ impl Service {
         }
         found
     }
-
-    /// A new token for a sign-in of `budget`, kept as a key of it with its refresh token.
-    async fn issue(&self, budget: &str, name: &str) -> Result<Token, HttpError> {
-        let (access_token, expires_in) = self.mint(budget)?;
-        let refresh_token = format!("abr_{}", random_hex()?);
-        let refresh = Some(super::keys::hash(&refresh_token));
-        self.add_key(
-            budget,
-            name,
-            KeyKind::SignIn,
-            &access_token,
-            (refresh, None),
-        )
-        .await?;
-        Ok(Token {
-            access_token,
-            token_type: "Bearer",
-            expires_in,
-            refresh_token,
-        })
-    }
-
-    /// `POST /oauth/token` with `grant_type=refresh_token`: a new token (and refresh token)
-    /// for the same budget; the old token is revoked, and the refresh token is spent.
-    pub async fn refresh_sign_in(&self, refresh_token: &str) -> Result<Token, Refused> {
-        let h = super::keys::hash(refresh_token);
-        let found = self
-            .store
-            .read(move |c| crate::store::keys::by_refresh(c, &h))
-            .await
-            .ok()
-            .flatten();
-        let (old, budget_id, name) = found.ok_or(Refused::Refresh)?;
-        let budget = budget_id.to_string();
-        // Revoked first: a refresh token that raced itself gets one token, not two.
-        self.revoke_key(&budget, &old.to_string())
-            .await
-            .map_err(|_| Refused::Refresh)?;
-        self.issue(&budget, &name).await.map_err(|e| {
-            tracing::warn!("a sign-in could not be refreshed: {}", e.message);
-            Refused::Refresh
-        })
-    }
-
-    /// A signed token for a sign-in of `budget`, and its lifetime in seconds.
-    fn mint(&self, budget: &str) -> Result<(String, i64), HttpError> {
-        let now = period::now();
-        let expires_in = TOKEN_DAYS * 24 * 3600;
-        let payload = serde_json::json!({
-            "iss": "agent-budget",
-            "sub": budget,
-            "iat": now.timestamp(),
-            "exp": now.timestamp() + expires_in,
-            "jti": random_hex()?,
-            "billing_group_tag": PROJECT_TAG,
-        });
-        let body = format!(
-            "{TOKEN_PREFIX}{}",
-            URL_SAFE_NO_PAD.encode(payload.to_string())
-        );
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.token_key)
-            .map_err(|e| HttpError::invalid(e.to_string()))?;
-        mac.update(body.as_bytes());
-        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-        Ok((format!("{body}.{signature}"), expires_in))
-    }
 }
 
-/// When a sign-in's token expires (its `exp`), if it is one of ours and says.
-pub fn token_expiry(token: &str) -> Option<i64> {
-    let payload = token.strip_prefix(TOKEN_PREFIX)?.split('.').next()?;
-    let json = URL_SAFE_NO_PAD.decode(payload).ok()?;
-    serde_json::from_slice::<serde_json::Value>(&json).ok()?["exp"].as_i64()
-}
+mod token;
+pub use token::token_expiry;
 
 #[cfg(test)]
 mod tests;

@@ -184,41 +184,17 @@ impl Service {
         let local = self.store.read(crate::store::keys::all).await?;
         let here: HashMap<&str, &crate::store::keys::Known> =
             local.iter().map(|k| (k.hash.as_str(), k)).collect();
+        // New keys first: a refreshed sign-in's token joins its lineage's scope before its
+        // predecessor's revocation would drop it.
+        for key in shared {
+            if !key.revoked && key.budget != DEFAULT_BUDGET && !here.contains_key(key.hash.as_str())
+            {
+                self.make_shared_key(key).await?;
+            }
+        }
         for key in shared {
             match here.get(key.hash.as_str()) {
                 Some(k) if key.revoked && !k.revoked => self.revoke_here(k.id, &k.hash).await?,
-                None if !key.revoked && key.budget != DEFAULT_BUDGET => {
-                    let Some(slot) = self.ledger.find(&key.budget) else {
-                        continue; // its budget arrives first; the key follows next time
-                    };
-                    let budget_id = slot.budget().id;
-                    let (hash, name) = (key.hash.clone(), key.name.clone());
-                    let (refresh_hash, cap) = (key.refresh_hash.clone(), key.cap);
-                    let kind = match key.sign_in {
-                        true => crate::record::KeyKind::SignIn,
-                        false => crate::record::KeyKind::Key,
-                    };
-                    let at = crate::budget::period::from_millis(key.created_at);
-                    let id = self
-                        .store
-                        .writer
-                        .run(move |tx| {
-                            let row = crate::store::keys::NewKeyRow {
-                                budget_id,
-                                name: &name,
-                                kind,
-                                hash: &hash,
-                                refresh_hash: refresh_hash.as_deref(),
-                                cap,
-                            };
-                            crate::store::keys::insert(tx, &row, at)
-                        })
-                        .await?;
-                    if let Some(cap) = cap {
-                        self.scope_key(id, &key.budget, (&key.name, &key.hash), cap, at)?;
-                    }
-                    self.keys.add(key.hash.clone(), id, budget_id);
-                }
                 _ => {}
             }
         }
@@ -235,8 +211,47 @@ impl Service {
                 sign_in: k.kind == crate::record::KeyKind::SignIn,
                 refresh_hash: k.refresh_hash.clone(),
                 cap: k.cap,
+                lineage: k.lineage.clone(),
             })
             .collect())
+    }
+
+    /// Makes here a key another proxy made (once its budget is here).
+    async fn make_shared_key(&self, key: &TeamKey) -> Result<(), HttpError> {
+        let Some(slot) = self.ledger.find(&key.budget) else {
+            return Ok(()); // its budget arrives first; the key follows next time
+        };
+        let budget_id = slot.budget().id;
+        let kind = match key.sign_in {
+            true => crate::record::KeyKind::SignIn,
+            false => crate::record::KeyKind::Key,
+        };
+        let (hash, name) = (key.hash.clone(), key.name.clone());
+        let (refresh_hash, cap, lineage) = (key.refresh_hash.clone(), key.cap, key.lineage.clone());
+        let at = crate::budget::period::from_millis(key.created_at);
+        let id = self
+            .store
+            .writer
+            .run(move |tx| {
+                let row = crate::store::keys::NewKeyRow {
+                    budget_id,
+                    name: &name,
+                    kind,
+                    hash: &hash,
+                    refresh_hash: refresh_hash.as_deref(),
+                    cap,
+                    lineage: lineage.as_deref(),
+                };
+                crate::store::keys::insert(tx, &row, at)
+            })
+            .await?;
+        if let Some(cap) = cap {
+            let lineage = key.lineage.as_deref().unwrap_or(&key.hash);
+            self.scope_key((id, &key.budget), (&key.name, lineage), cap, at, None)
+                .await?;
+        }
+        self.keys.add(key.hash.clone(), id, budget_id);
+        Ok(())
     }
 
     /// A status with the team's spend, requests and reservations, where it has them.

@@ -18,6 +18,8 @@ pub struct NewKeyRow<'a> {
     pub refresh_hash: Option<&'a str>,
     /// The key's own cap and its period, when it is a scope below its budget.
     pub cap: Option<(Money, Period)>,
+    /// A refreshed sign-in's lineage: its first token's hash.
+    pub lineage: Option<&'a str>,
 }
 
 pub fn insert(
@@ -26,8 +28,9 @@ pub fn insert(
     at: DateTime<Utc>,
 ) -> Result<i64, StoreError> {
     tx.execute(
-        "INSERT INTO virtual_keys (budget_id, name, kind, hash, refresh_hash, created_at, max_dollars, period)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO virtual_keys
+           (budget_id, name, kind, hash, refresh_hash, created_at, max_dollars, period, lineage)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             k.budget_id,
             k.name,
@@ -37,22 +40,39 @@ pub fn insert(
             at.timestamp_millis(),
             k.cap.map(|(m, _)| m.picos()),
             k.cap.map(|(_, p)| p.as_str()),
+            k.lineage,
         ],
     )?;
     Ok(tx.last_insert_rowid())
 }
 
-/// The key a sign-in's refresh token belongs to, while it is not revoked: (id, budget id,
-/// name).
-pub fn by_refresh(
-    conn: &Connection,
-    refresh_hash: &str,
-) -> Result<Option<(i64, i64, String)>, StoreError> {
+/// The key a sign-in's refresh token belongs to: what its successor inherits.
+#[derive(Debug)]
+pub struct Refreshed {
+    pub id: i64,
+    pub budget_id: i64,
+    pub name: String,
+    pub cap: Option<(Money, Period)>,
+    /// The sign-in's first token's hash (this key's own when it is the first).
+    pub lineage: String,
+}
+
+/// The key a sign-in's refresh token belongs to, while it is not revoked.
+pub fn by_refresh(conn: &Connection, refresh_hash: &str) -> Result<Option<Refreshed>, StoreError> {
     Ok(conn
         .query_row(
-            "SELECT id, budget_id, name FROM virtual_keys WHERE refresh_hash = ?1 AND revoked_at IS NULL",
+            "SELECT id, budget_id, name, max_dollars, period, coalesce(lineage, hash)
+             FROM virtual_keys WHERE refresh_hash = ?1 AND revoked_at IS NULL",
             [refresh_hash],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| {
+                Ok(Refreshed {
+                    id: r.get(0)?,
+                    budget_id: r.get(1)?,
+                    name: r.get(2)?,
+                    cap: cap(r.get(3)?, r.get(4)?),
+                    lineage: r.get(5)?,
+                })
+            },
         )
         .optional()?)
 }
@@ -153,13 +173,15 @@ pub struct Known {
     pub refresh_hash: Option<String>,
     /// Its own cap and period, if it has one.
     pub cap: Option<(Money, Period)>,
+    /// A refreshed sign-in's lineage: its first token's hash.
+    pub lineage: Option<String>,
 }
 
 /// Every key this proxy has had, with its budget's name.
 pub fn all(conn: &Connection) -> Result<Vec<Known>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT k.id, k.hash, b.name, k.name, k.created_at, k.revoked_at IS NOT NULL, k.kind,
-           k.refresh_hash, k.max_dollars, k.period
+           k.refresh_hash, k.max_dollars, k.period, k.lineage
          FROM virtual_keys k JOIN budgets b ON b.id = k.budget_id",
     )?;
     let rows = stmt
@@ -174,6 +196,7 @@ pub fn all(conn: &Connection) -> Result<Vec<Known>, StoreError> {
                 kind: KeyKind::parse(&r.get::<_, String>(6)?),
                 refresh_hash: r.get(7)?,
                 cap: cap(r.get(8)?, r.get(9)?),
+                lineage: r.get(10)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -202,7 +225,9 @@ pub struct CappedKey {
     pub id: i64,
     pub budget_id: i64,
     pub name: String,
-    pub hash: String,
+    /// Its lineage's first key's hash (its own, unless it is a refreshed sign-in's): its
+    /// scope's name in a team database and what its spend is rebuilt from.
+    pub lineage: String,
     pub max_dollars: Money,
     pub period: Period,
     pub created_at: DateTime<Utc>,
@@ -211,7 +236,8 @@ pub struct CappedKey {
 /// Every live key with its own cap.
 pub fn capped(conn: &Connection) -> Result<Vec<CappedKey>, StoreError> {
     let mut stmt = conn.prepare(
-        "SELECT id, budget_id, name, max_dollars, period, created_at, hash FROM virtual_keys
+        "SELECT id, budget_id, name, max_dollars, period, created_at, coalesce(lineage, hash)
+         FROM virtual_keys
          WHERE revoked_at IS NULL AND max_dollars IS NOT NULL",
     )?;
     let rows = stmt
@@ -220,7 +246,7 @@ pub fn capped(conn: &Connection) -> Result<Vec<CappedKey>, StoreError> {
                 id: r.get(0)?,
                 budget_id: r.get(1)?,
                 name: r.get(2)?,
-                hash: r.get(6)?,
+                lineage: r.get(6)?,
                 max_dollars: Money::from_picos(r.get(3)?),
                 period: Period::parse(&r.get::<_, String>(4)?).unwrap_or_default(),
                 created_at: period::from_millis(r.get(5)?),

@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0014_parents.sql"),
     include_str!("migrations/0015_key_caps.sql"),
     include_str!("migrations/0016_subscriptions.sql"),
+    include_str!("migrations/0017_key_lineage.sql"),
 ];
 pub const FILE_NAME: &str = "agent-budget.db";
 

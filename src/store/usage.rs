@@ -225,17 +225,19 @@ pub fn recent_worst_cases(
 /// A budget's priced records since `since` (settle time, cost), for the velocity window after a
 /// restart. Walks its records newest first and stops a minute past `since` (records are
 /// numbered in commit order, which can trail settle order by a batch).
-/// What a key's records charged, by when (for its scope's figures at start-up).
-pub fn key_spend(
+/// What the records of every key of a lineage (its first key's hash) charged, by when: a
+/// key's scope's figures at start-up, across a sign-in's refreshed tokens.
+pub fn lineage_spend(
     conn: &Connection,
-    key_id: i64,
+    lineage: &str,
 ) -> Result<Vec<(DateTime<Utc>, Totals)>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT created_at, cost, input_tokens + cache_write_5m_tokens + cache_write_1h_tokens
                 + cache_read_tokens + output_tokens, status
-         FROM usage WHERE key_id = ?1",
+         FROM usage WHERE key_id IN
+           (SELECT id FROM virtual_keys WHERE hash = ?1 OR lineage = ?1)",
     )?;
-    let rows = stmt.query_map([key_id], |r| {
+    let rows = stmt.query_map([lineage], |r| {
         let blocked = r.get::<_, String>(3)? == "blocked";
         Ok((
             period::from_millis(r.get(0)?),

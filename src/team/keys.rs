@@ -21,6 +21,8 @@ pub struct TeamKey {
     pub refresh_hash: Option<String>,
     /// Its own cap and period: a scope below its budget on every proxy.
     pub cap: Option<(Money, Period)>,
+    /// A refreshed sign-in's lineage: its first token's hash.
+    pub lineage: Option<String>,
 }
 
 impl Team {
@@ -47,8 +49,9 @@ impl Team {
             let inserted = client
                 .execute(
                     "INSERT INTO team_keys
-                       (hash, budget, name, created_at, revoked_at, kind, refresh_hash, max_dollars, period)
-                     VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END, $6, $7, $8, $9)
+                       (hash, budget, name, created_at, revoked_at, kind, refresh_hash, max_dollars,
+                        period, lineage)
+                     VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END, $6, $7, $8, $9, $10)
                      ON CONFLICT (hash) DO NOTHING",
                     &[
                         &key.hash,
@@ -60,6 +63,7 @@ impl Team {
                         &key.refresh_hash,
                         &key.cap.map(|(m, _)| m.picos()),
                         &key.cap.map(|(_, p)| p.as_str()),
+                        &key.lineage,
                     ],
                 )
                 .await
@@ -76,7 +80,7 @@ impl Team {
             let rows = client
                 .query(
                     "SELECT hash, budget, name, created_at, revoked_at IS NOT NULL, kind, refresh_hash,
-                       max_dollars, period FROM team_keys",
+                       max_dollars, period, lineage FROM team_keys",
                     &[],
                 )
                 .await
@@ -97,6 +101,7 @@ impl Team {
                             }
                             _ => None,
                         },
+                        lineage: col(r, 9)?,
                     })
                 })
                 .collect()

@@ -36,7 +36,7 @@ pub enum TeamError {
 }
 
 /// The tables, one migration a version (docs/team.md).
-const MIGRATIONS: [&str; 8] = [
+const MIGRATIONS: [&str; 9] = [
     include_str!("migrations/0001_team.sql"),
     include_str!("migrations/0002_budgets.sql"),
     include_str!("migrations/0003_outbox.sql"),
@@ -45,6 +45,7 @@ const MIGRATIONS: [&str; 8] = [
     include_str!("migrations/0006_since.sql"),
     include_str!("migrations/0007_sign_ins.sql"),
     include_str!("migrations/0008_scopes.sql"),
+    include_str!("migrations/0009_key_lineage.sql"),
 ];
 
 fn unreachable(e: impl std::error::Error) -> TeamError {

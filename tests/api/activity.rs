@@ -271,7 +271,8 @@ async fn records_from_before_the_roll_ups_are_rolled_up_on_upgrade() {
             "PRAGMA user_version = 12; DROP TABLE session_agents; DROP TABLE projects; DROP TABLE session_activity;
              ALTER TABLE budgets DROP COLUMN parent_id; ALTER TABLE budgets DROP COLUMN max_session_dollars;
              ALTER TABLE virtual_keys DROP COLUMN max_dollars; ALTER TABLE virtual_keys DROP COLUMN period;
-             ALTER TABLE usage DROP COLUMN key_id;
+             DROP INDEX usage_key; ALTER TABLE usage DROP COLUMN key_id;
+             DROP INDEX virtual_keys_lineage; ALTER TABLE virtual_keys DROP COLUMN lineage;
              DROP TABLE subscriptions; ALTER TABLE budgets DROP COLUMN max_subscription_utilization;",
         )
         .unwrap();

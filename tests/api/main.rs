@@ -28,6 +28,7 @@ mod receiver;
 mod secrets;
 mod session_caps;
 mod sign_in;
+mod sign_in_caps;
 mod streaming;
 mod subscriptions;
 mod team;

@@ -126,3 +126,75 @@ async fn a_sign_in_is_listed_as_one_everywhere_and_its_refresh_token_is_spent_on
     statuses.sort();
     assert_eq!(statuses, [200, 401], "one token for one refresh token");
 }
+
+/// A request on `token` reserving `max_tokens` and charging `output` tokens (haiku: $5 per
+/// million).
+async fn spend(app: &TestApp, token: &str, max_tokens: u64, output: u64) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(app.url("/v1/messages"))
+        .bearer_auth(token)
+        .header("x-mock", output_of(output).to_string())
+        .json(&body("claude-haiku-4-5", max_tokens))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The live sign-in's spend as a proxy lists it.
+async fn spent(app: &TestApp) -> serde_json::Value {
+    let keys = app.get("/api/budgets/team/keys").await["items"].clone();
+    keys.as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["revoked_at"].is_null())
+        .map(|k| k["spent_dollars"].clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_sign_ins_cap_holds_team_wide_across_a_refresh_on_another_proxy() {
+    let pg = Postgres::start();
+    let (a, b) = (member(&pg).await, member(&pg).await);
+    a.create_budget(json!({"name": "team", "max_dollars": "5"}))
+        .await;
+    follows_budget(&b).await;
+    let code = crate::sign_in::start(&a).await;
+    let path = format!(
+        "/api/sign-ins/{}/approve",
+        code["user_code"].as_str().unwrap()
+    );
+    let approval = json!({"budget": "team", "max_dollars": "0.5", "period": "daily"});
+    let r = crate::sign_in::admin_post(&a, &path, approval).await;
+    assert_eq!(r.status(), 200);
+    let (_, first) = crate::sign_in::poll(&a, code["device_code"].as_str().unwrap()).await;
+    let token = first["access_token"].as_str().unwrap().to_string();
+    assert_eq!(spend(&a, &token, 10, 80_000).await.status(), 200); // $0.40
+    b.eventually("the other proxy to take the sign-in", || async {
+        call(&b, &token).await == 200
+    })
+    .await;
+    // Traded on B: the new token is refused there what the first spent on A leaves no room for.
+    let r = refresh(&b, first["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(r.status(), 200);
+    let second: serde_json::Value = r.json().await.unwrap();
+    let renewed = second["access_token"].as_str().unwrap().to_string();
+    let msg = refusal(spend(&b, &renewed, 30_000, 10).await, 429).await;
+    assert!(
+        msg.starts_with(
+            "agent-budget: key 'claude_code sign-in' would exceed its daily cap: spent $0.4"
+        ),
+        "{msg}"
+    );
+    // … and on A, once it knows the new token; both list the lineage's one spend.
+    a.eventually("the first proxy to take the new token", || async {
+        call(&a, &renewed).await == 200
+    })
+    .await;
+    assert_eq!(spend(&a, &renewed, 30_000, 10).await.status(), 429);
+    let least = agent_budget::money::Money::parse("0.4").unwrap();
+    a.eventually("both proxies to show the team's one figure", || async {
+        let (on_a, on_b) = (spent(&a).await, spent(&b).await);
+        on_a == on_b && on_a.is_string() && dollars(&on_a) >= least
+    })
+    .await;
+}

@@ -380,12 +380,19 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
     await card.waitFor();
     assert.match(await card.textContent(), /claude_code · claude-code\/2\.1\.328/);
     await page.getByLabel("Budget it spends").selectOption("e2e-setup");
+    // A cap of its own within the budget (per developer), weekly.
+    await card.getByLabel("Its own cap in dollars").fill("50");
+    await card.getByLabel("per").selectOption("weekly");
+    await page.screenshot({ path: join(shots, "device-approve.png") });
     await page.getByRole("button", { name: "Approve" }).click();
     await page.getByTestId("sign-in-done").waitFor();
+    assert.match(await page.getByTestId("sign-in-done").textContent(), /spends budget 'e2e-setup', up to \$50 a week of it/);
     const token = await (await form("/oauth/token", { grant_type: "urn:ietf:params:oauth:grant-type:device_code", device_code: code.device_code })).json();
     assert.equal(token.token_type, "Bearer");
     const keys = await (await adminFetch(`${base}/api/budgets/e2e-setup/keys`)).json();
-    assert.ok(keys.items.some((k) => k.kind === "sign_in"), "a key of the chosen budget");
+    const signIn = keys.items.find((k) => k.kind === "sign_in");
+    assert.ok(signIn, "a key of the chosen budget");
+    assert.deepEqual([signIn.max_dollars, signIn.period], ["50", "weekly"], "with its own cap");
     await page.goto(`${base}/#/budgets/e2e-setup`);
     await page.getByText("claude_code sign-in").first().waitFor();
     // What the signed-in client then sends: a session with a subagent, naming its project,

@@ -1,5 +1,6 @@
 use super::*;
 use axum::http::HeaderValue;
+use std::collections::HashMap;
 
 #[test]
 fn a_key_is_found_by_its_hash_only() {

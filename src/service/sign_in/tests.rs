@@ -1,4 +1,6 @@
 use super::*;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 #[test]
 fn user_codes_are_base_20_in_two_groups_of_four() {

@@ -118,8 +118,8 @@ export function makeApi(t: Transport) {
     deleteUpstreamKey: () => t.request<null>("DELETE", "/api/settings/upstream-key"),
     testWebhook: (id: string) => t.request<WebhookTest>("POST", `${budget(id)}/test-webhook`),
     signIns: () => t.request<Items<SignInView>>("GET", "/api/sign-ins").then((r) => r.items),
-    approveSignIn: (code: string, forBudget: string) =>
-      t.request<unknown>("POST", `/api/sign-ins/${enc(code)}/approve`, { budget: forBudget } satisfies ApproveSignIn),
+    approveSignIn: (code: string, forBudget: string, cap?: Pick<ApproveSignIn, "max_dollars" | "period">) =>
+      t.request<unknown>("POST", `/api/sign-ins/${enc(code)}/approve`, { budget: forBudget, ...cap } satisfies ApproveSignIn),
     denySignIn: (code: string) => t.request<unknown>("POST", `/api/sign-ins/${enc(code)}/deny`),
   };
 }
