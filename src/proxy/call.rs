@@ -219,7 +219,7 @@ impl Call {
             .map(|_| request::fingerprint(&body, &parsed.model));
         Ok(Call {
             books: Books::of(&app, &budget.name),
-            chain: chain_of(&app, &slot, attribution.key_id),
+            chain: app.chain_of(&slot, attribution.key_id),
             app,
             started,
             slot,
@@ -282,16 +282,6 @@ impl Call {
 }
 
 /// The budget a request is charged to, once the proxy can record it.
-/// What the request is reserved on: its key's scope when the key has its own cap, then its
-/// budget and the budget's ancestors.
-fn chain_of(app: &Service, slot: &Arc<Slot>, key: Option<i64>) -> Vec<Arc<Slot>> {
-    let mut chain = app.ledger.chain(slot);
-    if let Some(scope) = key.and_then(|k| app.ledger.key_scope(k)) {
-        chain.insert(0, scope);
-    }
-    chain
-}
-
 /// The child budget a project's request is charged to: the budget of the project's name
 /// right below the request's own, if there is one.
 fn project_budget(app: &Service, slot: &Arc<Slot>, project: Option<&str>) -> Option<Arc<Slot>> {

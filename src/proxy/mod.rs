@@ -152,7 +152,7 @@ async fn forward(call: Call, admitted: Admitted) -> Result<Response, HttpError> 
         headers: forward::request_headers(&call.headers),
         body,
         budget_headers,
-        keyed: call.keyed.then(|| call.slot.clone()),
+        keyed: call.keyed.then(|| call.chain.clone()),
         account: call.account.clone(),
         started: call.started,
     };
@@ -175,9 +175,9 @@ struct Exchange {
     headers: HeaderMap,
     body: Bytes,
     budget_headers: HeaderMap,
-    /// The budget of a request charged through a virtual key or sign-in: its user is told
-    /// the budget's standing (Claude Code's usage-limit headers), not the organisation's.
-    keyed: Option<Arc<Slot>>,
+    /// The chain of a request charged through a virtual key or sign-in: its user is told its
+    /// standing (Claude Code's usage-limit headers), not the organisation's.
+    keyed: Option<Vec<Arc<Slot>>>,
     /// The credential's fingerprint, to read the answer's windows or rate limits for.
     account: Option<String>,
     /// When the request arrived.
@@ -252,8 +252,8 @@ impl Exchange {
         );
         let mut headers = forward::response_headers(&parts.headers);
         headers.extend(self.budget_headers);
-        if let Some(slot) = &self.keyed {
-            standing_of(&app, slot, status, &mut headers);
+        if let Some(chain) = &self.keyed {
+            standing_of(&app, chain, status, &mut headers);
         }
         let mut reply = Reply {
             http_status: status.as_u16(),
@@ -306,11 +306,11 @@ impl Exchange {
 
 /// A keyed request's answer: the upstream's rate limits out (they are the organisation's),
 /// and on success the budget's standing in Claude Code's usage-limit headers.
-fn standing_of(app: &Service, slot: &Arc<Slot>, status: StatusCode, headers: &mut HeaderMap) {
+fn standing_of(app: &Service, chain: &[Arc<Slot>], status: StatusCode, headers: &mut HeaderMap) {
     standing::strip_upstream(headers);
     if let Some(standing) = status
         .is_success()
-        .then(|| app.standing(slot, period::now()))
+        .then(|| app.standing(chain, period::now()))
         .flatten()
     {
         standing.allowed(headers);

@@ -41,6 +41,16 @@ impl Service {
         Ok(Some((cap, period)))
     }
 
+    /// What a request is reserved on: its key's scope when the key has its own cap, then its
+    /// budget and the budget's ancestors.
+    pub fn chain_of(&self, slot: &Arc<Slot>, key: Option<i64>) -> Vec<Arc<Slot>> {
+        let mut chain = self.ledger.chain(slot);
+        if let Some(scope) = key.and_then(|k| self.ledger.key_scope(k)) {
+            chain.insert(0, scope);
+        }
+        chain
+    }
+
     /// Gives a new capped key its scope in the ledger: `kept` (its refreshed predecessor's),
     /// or that of another key of its lineage here, or a new one.
     pub(super) async fn scope_key(

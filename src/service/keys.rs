@@ -150,14 +150,18 @@ impl Service {
     /// The budget of the virtual key (or sign-in) a request presents, as its only credential;
     /// 401, never to be retried, for anything else (the admin token included).
     pub fn key_budget(&self, headers: &HeaderMap) -> Result<i64, HttpError> {
+        self.key_of(headers).map(|(_, budget)| budget)
+    }
+
+    /// The key id and budget of the virtual key (or sign-in) a request presents, as its only
+    /// credential.
+    pub fn key_of(&self, headers: &HeaderMap) -> Result<(i64, i64), HttpError> {
         let mut creds = credentials(headers);
         let (first, more) = (creds.next(), creds.next().is_some());
         let key = first.filter(|k| !more && is_ours(k)).ok_or_else(|| {
             unauthorized("agent-budget: send the virtual key (sk-ab-…) or the sign-in's token as 'Authorization: Bearer', alone")
         })?;
-        budget_of(&self.keys, key)
-            .map(|(_, budget)| budget)
-            .ok_or_else(|| unauthorized(UNKNOWN))
+        budget_of(&self.keys, key).ok_or_else(|| unauthorized(UNKNOWN))
     }
 
     /// Makes a key; on a team (for a budget other than `default`) it is shared first with the

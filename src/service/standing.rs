@@ -186,21 +186,20 @@ impl Service {
     /// `GET /api/oauth/usage`: the standing of the budget the request's virtual key (or
     /// sign-in) is for; without a cap, its spend this month, this week (from Monday) and today
     /// (local days of the configured zone, as all of the product's days).
-    /// The standing a budget's credential sees: of the capped scopes on its chain (the
-    /// budget and its ancestors), the fullest.
-    pub fn standing(&self, slot: &Arc<Slot>, now: DateTime<Utc>) -> Option<Standing> {
-        self.ledger
-            .chain(slot)
+    /// The standing a credential sees: of the capped scopes on its chain (its own cap, its
+    /// budget and the budget's ancestors), the fullest.
+    pub fn standing(&self, chain: &[Arc<Slot>], now: DateTime<Utc>) -> Option<Standing> {
+        chain
             .iter()
             .filter_map(|s| Standing::of(&self.status_of(s, now)))
             .reduce(|a, b| if b.fuller_than(&a) { b } else { a })
     }
 
     pub async fn oauth_usage(&self, headers: &HeaderMap) -> Result<Value, HttpError> {
-        let budget_id = self.key_budget(headers)?;
+        let (key_id, budget_id) = self.key_of(headers)?;
         let slot = self.slot(&budget_id.to_string())?;
         let now = period::now();
-        if let Some(s) = self.standing(&slot, now) {
+        if let Some(s) = self.standing(&self.chain_of(&slot, Some(key_id)), now) {
             return Ok(s.usage());
         }
         let name = slot.name();

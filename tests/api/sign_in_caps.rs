@@ -86,8 +86,34 @@ async fn a_sign_ins_cap_holds_across_its_refreshed_tokens_and_restarts() {
         (&json!("sign_in"), &json!("0.5"), &json!("daily"))
     );
     assert_eq!(key["spent_dollars"], "0.4");
+    // Claude Code is shown its fullest scope: the sign-in's own cap (80 %), not the budget's
+    // (8 %), in each answer's usage-limit headers and in /usage.
+    let r = send(&app, access(&first), 10, output_of(10)).await;
+    assert_eq!(
+        r.headers()["anthropic-ratelimit-unified-overage-utilization"],
+        "0.8"
+    );
+    assert_eq!(
+        r.headers()["anthropic-ratelimit-unified-status"],
+        "allowed_warning"
+    );
+    let usage: Value = reqwest::Client::new()
+        .get(app.url("/api/oauth/usage"))
+        .bearer_auth(access(&first))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&usage["limits"][0]["group"], &usage["limits"][0]["percent"]),
+        (&json!("daily"), &json!(80)),
+        "{usage}"
+    );
 
     // Refreshed: the new token has the same cap, and what the first one spent.
+    let before = live_key(&app).await["spent_dollars"].clone();
     let second = refresh(&app, &first).await;
     let msg = refusal(
         send(&app, access(&second), 30_000, output_of(10)).await,
@@ -96,14 +122,14 @@ async fn a_sign_ins_cap_holds_across_its_refreshed_tokens_and_restarts() {
     .await;
     assert!(
         msg.starts_with(
-            "agent-budget: key 'claude_code sign-in' would exceed its daily cap: spent $0.40"
+            "agent-budget: key 'claude_code sign-in' would exceed its daily cap: spent $0.4"
         ),
         "{msg}"
     );
     let key = live_key(&app).await;
     assert_eq!(
         (&key["max_dollars"], &key["spent_dollars"]),
-        (&json!("0.5"), &json!("0.4"))
+        (&json!("0.5"), &before)
     );
 
     // A stream held open on the second token reserves its worst case …
@@ -119,7 +145,7 @@ async fn a_sign_ins_cap_holds_across_its_refreshed_tokens_and_restarts() {
     let third = refresh(&app, &second).await;
     let msg = refusal(send(&app, access(&third), 10_000, output_of(10)).await, 429).await;
     assert!(
-        msg.contains("spent $0.40 + in flight $0.0") && !msg.contains("in flight $0.00"),
+        msg.contains(" + in flight $0.0") && !msg.contains("in flight $0.00"),
         "{msg}"
     );
     drop(held);
