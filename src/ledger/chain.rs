@@ -38,6 +38,7 @@ impl KeyScope {
     }
 }
 
+/// The scope of a lineage (its first key's hash), under whichever of its keys holds it.
 fn lineage_of(by_key: &HashMap<i64, Arc<Slot>>, lineage: Option<&str>) -> Option<Arc<Slot>> {
     let lineage = lineage?;
     by_key

@@ -192,10 +192,9 @@ impl Service {
                 self.make_shared_key(key).await?;
             }
         }
-        for key in shared {
-            match here.get(key.hash.as_str()) {
-                Some(k) if key.revoked && !k.revoked => self.revoke_here(k.id, &k.hash).await?,
-                _ => {}
+        for key in shared.iter().filter(|k| k.revoked) {
+            if let Some(k) = here.get(key.hash.as_str()).filter(|k| !k.revoked) {
+                self.revoke_here(k.id, &k.hash).await?;
             }
         }
         let theirs: HashSet<&str> = shared.iter().map(|k| k.hash.as_str()).collect();
