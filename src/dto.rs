@@ -116,6 +116,22 @@ pub struct NewKey {
     pub period: Option<crate::budget::period::Period>,
 }
 
+/// `PATCH /api/budgets/:id/keys/:key_id`: a key's (or sign-in's) own cap, changed while it
+/// is in use.
+#[derive(Clone, Debug, Default, Deserialize, TS)]
+#[serde(deny_unknown_fields)]
+#[ts(export)]
+pub struct KeyPatch {
+    /// The new cap; `null` takes the key's own cap away (only its budget's caps apply).
+    #[serde(default, deserialize_with = "crate::budget::present")]
+    #[ts(optional, type = "string | number | null")]
+    pub max_dollars: Option<Option<Money>>,
+    /// The cap's new period.
+    #[serde(default)]
+    #[ts(optional)]
+    pub period: Option<crate::budget::period::Period>,
+}
+
 /// `GET /api/budgets/:id/sessions`: most recently seen first.
 #[derive(Clone, Debug, Serialize, Deserialize, TS)]
 #[ts(export)]

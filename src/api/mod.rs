@@ -8,7 +8,7 @@ pub mod session;
 
 use crate::budget::{BudgetPatch, NewBudget};
 use crate::dto::{
-    BudgetDetail, BudgetView, Items, KeyCreated, NewKey, NewUpstreamKey, RateLimitView,
+    BudgetDetail, BudgetView, Items, KeyCreated, KeyPatch, NewKey, NewUpstreamKey, RateLimitView,
     SessionPage, Settings, SubscriptionView, UpstreamKeyView, UsagePage,
 };
 use crate::error::HttpError;
@@ -53,7 +53,7 @@ pub fn routes() -> Router<Arc<Service>> {
         )
         .route(
             "/agent-budget/api/budgets/{id}/keys/{key_id}",
-            delete(revoke_key),
+            delete(revoke_key).patch(patch_key),
         )
         .route("/agent-budget/api/budgets/{id}/badge", get(badge))
         .route(
@@ -248,6 +248,15 @@ pub async fn list_keys(
     Path(id): Path<String>,
 ) -> Result<Json<Items<KeyView>>, HttpError> {
     Ok(Json(app.list_keys(&id).await?))
+}
+
+pub async fn patch_key(
+    State(app): App,
+    Path((id, key_id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<KeyView>, HttpError> {
+    let patch: KeyPatch = parse(&body)?;
+    Ok(Json(app.patch_key(&id, &key_id, patch).await?))
 }
 
 pub async fn revoke_key(

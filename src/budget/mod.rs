@@ -240,7 +240,7 @@ fn check_capped(b: &Budget) -> Result<(), Invalid> {
 }
 
 /// Distinguishes a field set to `null` (`Some(None)`) from an absent one (`None`).
-fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+pub(crate) fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)

@@ -74,6 +74,24 @@ impl Ledger {
         self.write().by_key.insert(key_id, scope);
     }
 
+    /// Gives a key's scope a new cap and period; its spend and reservations stay. False if
+    /// the key has no scope here.
+    pub fn update_key(
+        &self,
+        key_id: i64,
+        (max_dollars, period): (Money, crate::budget::period::Period),
+        now: DateTime<Utc>,
+    ) -> bool {
+        let Some(slot) = self.key_scope(key_id) else {
+            return false;
+        };
+        let mut b = slot.budget();
+        b.max_dollars = Some(max_dollars);
+        b.period = period;
+        slot.reconfigure(b, now);
+        true
+    }
+
     /// A key's scope, if it has its own cap.
     pub fn key_scope(&self, key_id: i64) -> Option<Arc<Slot>> {
         self.read().by_key.get(&key_id).cloned()

@@ -197,6 +197,14 @@ impl Slot {
         self.lock().budget.name.clone()
     }
 
+    /// Replaces its settings (cap, period…); spend history and reservations stay.
+    fn reconfigure(&self, budget: Budget, now: DateTime<Utc>) {
+        let mut a = self.lock();
+        a.window = period::window(budget.period, budget.created_at, now, self.zone);
+        a.budget = budget;
+        a.recount(self.zone);
+    }
+
     /// A key's scope: its lineage's first key's hash (the key's own, unless it is a refreshed
     /// sign-in's token).
     pub fn key_hash(&self) -> Option<&str> {
@@ -436,10 +444,7 @@ impl Ledger {
     /// Replaces a budget's settings (cap, period…); spend history and reservations stay.
     pub fn update(&self, budget: Budget, now: DateTime<Utc>) {
         if let Some(slot) = self.find(&budget.id.to_string()) {
-            let mut a = slot.lock();
-            a.window = period::window(budget.period, budget.created_at, now, self.zone);
-            a.budget = budget;
-            a.recount(self.zone);
+            slot.reconfigure(budget, now);
         }
     }
 

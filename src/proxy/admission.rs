@@ -123,7 +123,7 @@ pub async fn admit(call: &Call) -> Result<Admitted, Denied> {
     let here = reserve_here(call).await?;
     let reservation = call
         .books
-        .reserve(&call.app, slot, here.reservation)
+        .reserve(&call.app, (slot, here.reservation), call.keyed.as_deref())
         .await?;
     Ok(Admitted {
         reservation,

@@ -56,8 +56,8 @@ impl Books {
     pub async fn reserve(
         &self,
         app: &Service,
-        slot: &Arc<Slot>,
-        local: ledger::Reservation,
+        (slot, local): (&Arc<Slot>, ledger::Reservation),
+        key: Option<&str>,
     ) -> Result<Reservation, Denied> {
         let Books::Team(team) = self else {
             return Ok(Reservation {
@@ -89,6 +89,7 @@ impl Books {
             amount: cost,
             tokens,
             subtree: &subtree,
+            key,
         };
         let refused = match team.reserve(ask).await.map_err(unreachable)? {
             Ok(hold) => {

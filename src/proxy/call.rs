@@ -168,9 +168,10 @@ pub struct Call {
     pub parsed: MessagesRequest,
     pub session: Option<String>,
     pub attribution: Attribution,
-    /// Charged through a virtual key (or a sign-in): its user sees the budget's standing, not
-    /// the organisation's rate limits.
-    pub keyed: bool,
+    /// Charged through a virtual key (or a sign-in), the key's lineage (its first key's hash,
+    /// which names it in the team's records): its user sees the budget's standing, not the
+    /// organisation's rate limits.
+    pub keyed: Option<Arc<str>>,
     pub book: Arc<PriceBook>,
     pub price: Arc<Price>,
     pub priced_as: PricedAs,
@@ -194,10 +195,10 @@ impl Call {
         let signed_in = carries_sign_in(&parts.headers);
         let keyed = app.resolve_key(&mut parts.headers)?;
         let account = account_of(&parts.headers);
-        let mut slot = budget_of(&app, keyed.map(|(_, budget)| budget), key)?;
+        let mut slot = budget_of(&app, keyed.as_ref().map(|k| k.budget_id), key)?;
         let session = session_of(&parts.headers)?;
         let mut attribution = attribution_of(&parts.headers);
-        attribution.key_id = keyed.map(|(key, _)| key);
+        attribution.key_id = keyed.as_ref().map(|k| k.id);
         let mut body = read_body(body, &parts.headers).await?;
         if signed_in {
             drop_tags_beta(&mut parts.headers);
@@ -230,7 +231,7 @@ impl Call {
             parsed,
             session,
             attribution,
-            keyed: keyed.is_some(),
+            keyed: keyed.map(|k| k.lineage),
             book,
             price,
             priced_as,

@@ -152,7 +152,7 @@ async fn forward(call: Call, admitted: Admitted) -> Result<Response, HttpError> 
         headers: forward::request_headers(&call.headers),
         body,
         budget_headers,
-        keyed: call.keyed.then(|| call.chain.clone()),
+        keyed: call.keyed.is_some().then(|| call.chain.clone()),
         account: call.account.clone(),
         started: call.started,
     };

@@ -2,12 +2,16 @@
 //! sign-in's tokens, one key per refresh, are one lineage and share one scope.
 
 use super::Service;
+use super::keys::unshared;
 use crate::budget::period::{self, Period, Zone};
+use crate::dto::KeyPatch;
 use crate::error::HttpError;
 use crate::ledger::chain::KeyScope;
 use crate::ledger::{History, Ledger, Slot};
 use crate::money::Money;
+use crate::record::KeyView;
 use crate::store::{self, Store, StoreError};
+use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
@@ -71,6 +75,93 @@ impl Service {
             created_at,
         };
         Ok(scope_in(&self.store, &self.ledger, self.config.zone, scope, kept).await?)
+    }
+}
+
+impl Service {
+    /// `PATCH /api/budgets/:id/keys/:key_id`: changes a key's (or sign-in's) own cap while it
+    /// is in use; its spend this period and its requests in flight count against the new cap
+    /// at once. On a team the change is shared first, and not made if the team does not take it.
+    pub async fn patch_key(
+        &self,
+        budget: &str,
+        key_id: &str,
+        patch: KeyPatch,
+    ) -> Result<KeyView, HttpError> {
+        let _in_step = self.budget_changes.lock().await;
+        let owner = self.slot(budget)?.budget();
+        let found = self.live_key(&owner, key_id).await?;
+        let cap = self.patched_cap(&owner.name, &found.view, patch)?;
+        let id = found.view.id;
+        if let Some(team) = self.team_of(&owner.name) {
+            let live = team
+                .set_key_cap(&found.hash, cap)
+                .await
+                .map_err(|e| unshared(&found.view.name, &owner.name, "changed", e))?;
+            if !live {
+                return Err(HttpError::new(
+                    StatusCode::CONFLICT,
+                    "conflict_error",
+                    format!(
+                        "key {id} of budget '{}' was revoked on another proxy of the team",
+                        owner.name
+                    ),
+                ));
+            }
+        }
+        let created_at = period::from_millis(found.created_at);
+        let named = (found.view.name.as_str(), found.lineage.as_str());
+        self.cap_here((id, &owner.name), named, created_at, cap)
+            .await?;
+        let mut view = found.view;
+        (view.max_dollars, view.period) = (cap.map(|c| c.0), cap.map(|c| c.1));
+        view.spent_dollars = self.key_spent(id);
+        Ok(view)
+    }
+
+    /// The cap a patch leaves a key with: a new cap keeps the key's period unless the patch
+    /// gives one; `null` takes the cap away.
+    fn patched_cap(
+        &self,
+        budget: &str,
+        key: &KeyView,
+        patch: KeyPatch,
+    ) -> Result<Option<(Money, Period)>, HttpError> {
+        match (patch.max_dollars, key.max_dollars) {
+            (Some(None), _) => match patch.period {
+                Some(_) => Err(HttpError::invalid(
+                    "field 'period' needs 'max_dollars': a key's period is its cap's (send either `\"max_dollars\": null` alone, or a cap)",
+                )),
+                None => Ok(None),
+            },
+            (Some(Some(cap)), _) => self.key_cap(budget, Some(cap), patch.period.or(key.period)),
+            (None, Some(cap)) => Ok(Some((cap, patch.period.or(key.period).unwrap_or_default()))),
+            (None, None) => self.key_cap(budget, None, patch.period),
+        }
+    }
+
+    /// Sets a key's cap in this proxy's table and ledger: its scope changed, made (its spend
+    /// rebuilt from its lineage's records) or dropped.
+    pub(super) async fn cap_here(
+        &self,
+        (id, budget): (i64, &str),
+        (name, lineage): (&str, &str),
+        created_at: DateTime<Utc>,
+        cap: Option<(Money, Period)>,
+    ) -> Result<(), HttpError> {
+        self.store
+            .writer
+            .run(move |tx| store::keys::set_cap(tx, id, cap))
+            .await?;
+        match cap {
+            None => self.ledger.remove_key(id),
+            Some(cap) if !self.ledger.update_key(id, cap, period::now()) => {
+                self.scope_key((id, budget), (name, lineage), cap, created_at, None)
+                    .await?;
+            }
+            Some(_) => {}
+        }
+        Ok(())
     }
 }
 

@@ -5,6 +5,7 @@
 use super::Service;
 use super::sign_in::{TOKEN_PREFIX, token_expiry};
 use crate::admin::bearer;
+use crate::budget::Budget;
 use crate::budget::period::{self, Period};
 use crate::config::KEY_PREFIX;
 use crate::dto::{Items, KeyCreated, NewKey};
@@ -14,7 +15,7 @@ use crate::money::Money;
 use crate::record::KeyKind;
 use crate::record::KeyView;
 use crate::store;
-use crate::store::keys::NewKeyRow;
+use crate::store::keys::{Found, NewKeyRow};
 use crate::team::TeamKey;
 use axum::http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
@@ -42,7 +43,12 @@ pub(super) fn hash(key: &str) -> String {
 }
 
 /// A key change the team database did not take (and this proxy did not make).
-fn unshared(key: &str, budget: &str, done: &str, e: crate::team::TeamError) -> HttpError {
+pub(super) fn unshared(
+    key: &str,
+    budget: &str,
+    done: &str,
+    e: crate::team::TeamError,
+) -> HttpError {
     HttpError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "api_error",
@@ -90,9 +96,9 @@ fn is_ours(credential: &str) -> bool {
     credential.starts_with(KEY_PREFIX) || credential.starts_with(TOKEN_PREFIX)
 }
 
-/// The key id and budget of one of this proxy's credentials, noting its use; None if it is
-/// unknown, revoked, or a sign-in's token past its `exp`.
-fn budget_of(keys: &Keys, credential: &str) -> Option<(i64, i64)> {
+/// The key one of this proxy's credentials is, noting its use; None if it is unknown,
+/// revoked, or a sign-in's token past its `exp`.
+fn budget_of(keys: &Keys, credential: &str) -> Option<Keyed> {
     let now = period::now();
     if credential.starts_with(TOKEN_PREFIX)
         && token_expiry(credential).is_none_or(|exp| exp <= now.timestamp())
@@ -105,11 +111,11 @@ fn budget_of(keys: &Keys, credential: &str) -> Option<(i64, i64)> {
 const UNKNOWN: &str = "agent-budget: this key or sign-in is unknown, revoked or expired; create a new key on the budget's page, or sign in again (Claude Code: /login)";
 
 impl Service {
-    /// Swaps a virtual key for the real one and says whose budget it is; refuses unknown or
-    /// revoked virtual keys, a virtual key sent with any other credential (one of them would
-    /// otherwise go upstream), and (with `--require-virtual-key`) any other key.
-    /// Swaps a request's virtual key (or sign-in) for the real key: the key's id and budget.
-    pub fn resolve_key(&self, headers: &mut HeaderMap) -> Result<Option<(i64, i64)>, HttpError> {
+    /// Swaps a request's virtual key (or sign-in) for the real one and says which key it was;
+    /// refuses unknown or revoked virtual keys, a virtual key sent with any other credential
+    /// (one of them would otherwise go upstream), and (with `--require-virtual-key`) any
+    /// other key.
+    pub fn resolve_key(&self, headers: &mut HeaderMap) -> Result<Option<Keyed>, HttpError> {
         // A credential that starts with the prefix carries it too: one scan finds both.
         let virtual_key = headers
             .get_all("x-api-key")
@@ -138,13 +144,13 @@ impl Service {
             }
             return Ok(None);
         };
-        let budget = budget_of(&self.keys, key).ok_or_else(|| unauthorized(UNKNOWN))?;
+        let keyed = budget_of(&self.keys, key).ok_or_else(|| unauthorized(UNKNOWN))?;
         let real = self.real_key().ok_or_else(|| {
             unauthorized("agent-budget: virtual keys need the real Anthropic key, and none is set: store it in the dashboard's Settings (or with `agent-budget key set`), or start the proxy with --upstream-key-file")
         })?;
         headers.remove("authorization");
         headers.insert("x-api-key", real);
-        Ok(Some(budget))
+        Ok(Some(keyed))
     }
 
     /// The budget of the virtual key (or sign-in) a request presents, as its only credential;
@@ -161,7 +167,9 @@ impl Service {
         let key = first.filter(|k| !more && is_ours(k)).ok_or_else(|| {
             unauthorized("agent-budget: send the virtual key (sk-ab-…) or the sign-in's token as 'Authorization: Bearer', alone")
         })?;
-        budget_of(&self.keys, key).ok_or_else(|| unauthorized(UNKNOWN))
+        budget_of(&self.keys, key)
+            .map(|k| (k.id, k.budget_id))
+            .ok_or_else(|| unauthorized(UNKNOWN))
     }
 
     /// Makes a key; on a team (for a budget other than `default`) it is shared first with the
@@ -257,7 +265,12 @@ impl Service {
             self.scope_key((id, budget), (name, lineage), cap, at, kept)
                 .await?;
         }
-        self.keys.add(h, id, budget_id);
+        self.keys.add(store::keys::Active {
+            hash: h,
+            id,
+            budget_id,
+            lineage,
+        });
         Ok((id, at))
     }
 
@@ -294,46 +307,34 @@ impl Service {
             .store
             .read(move |c| store::keys::list(c, budget_id, &used, zone))
             .await?;
-        let now = period::now();
         for k in &mut items {
-            k.spent_dollars = self.ledger.key_scope(k.id).map(|slot| {
-                let here = slot.status(now);
-                let team = slot.key_hash().and_then(|h| {
-                    self.team_figures(&format!("{}{h}", crate::team::KEY_SCOPE), &here)
-                });
-                team.unwrap_or(here).period.dollars
-            });
+            k.spent_dollars = self.key_spent(k.id);
         }
         Ok(Items { items })
+    }
+
+    /// What a capped key has spent this period (the team's figure on a team).
+    pub(super) fn key_spent(&self, key_id: i64) -> Option<Money> {
+        let slot = self.ledger.key_scope(key_id)?;
+        let here = slot.status(period::now());
+        let team = slot
+            .key_hash()
+            .and_then(|h| self.team_figures(&format!("{}{h}", crate::team::KEY_SCOPE), &here));
+        Some(team.unwrap_or(here).period.dollars)
     }
 
     /// Revokes a key; on a team the revocation is shared first, so no proxy goes on taking a
     /// key this one refuses.
     pub async fn revoke_key(&self, budget: &str, key_id: &str) -> Result<(), HttpError> {
-        let id: i64 = key_id.parse().map_err(|_| {
-            HttpError::invalid(format!(
-                "'{key_id}' is not a key id: use the id GET …/keys lists"
-            ))
-        })?;
         let _in_step = self.budget_changes.lock().await;
-        let owner = self.slot(budget)?.status(period::now()).budget;
-        let (budget_id, zone) = (owner.id, self.config.zone);
-        let found = self
-            .store
-            .read(move |c| store::keys::find(c, budget_id, id, zone))
-            .await?;
-        let Some((key, hash, created_at)) = found else {
-            return Err(HttpError::not_found(format!(
-                "budget '{budget}' has no key {id}"
-            )));
-        };
-        if let Some(at) = key.revoked_at {
-            return Err(HttpError::new(
-                StatusCode::CONFLICT,
-                "conflict_error",
-                format!("key {id} of budget '{budget}' was already revoked at {at}"),
-            ));
-        }
+        let owner = self.slot(budget)?.budget();
+        let Found {
+            view: key,
+            hash,
+            created_at,
+            ..
+        } = self.live_key(&owner, key_id).await?;
+        let id = key.id;
         if let Some(team) = self.team_of(&owner.name) {
             let revoked = TeamKey {
                 hash: hash.clone(),
@@ -363,6 +364,35 @@ impl Service {
             }
         }
         self.revoke_here(id, &hash).await
+    }
+
+    /// One of a budget's keys that is not revoked: 400 for an id that is none, 404 for a key
+    /// not the budget's, 409 for a revoked one.
+    pub(super) async fn live_key(&self, owner: &Budget, key_id: &str) -> Result<Found, HttpError> {
+        let id: i64 = key_id.parse().map_err(|_| {
+            HttpError::invalid(format!(
+                "'{key_id}' is not a key id: use the id GET …/keys lists"
+            ))
+        })?;
+        let (budget_id, zone) = (owner.id, self.config.zone);
+        let found = self
+            .store
+            .read(move |c| store::keys::find(c, budget_id, id, zone))
+            .await?
+            .ok_or_else(|| {
+                HttpError::not_found(format!("budget '{}' has no key {id}", owner.name))
+            })?;
+        match &found.view.revoked_at {
+            Some(at) => Err(HttpError::new(
+                StatusCode::CONFLICT,
+                "conflict_error",
+                format!(
+                    "key {id} of budget '{}' was already revoked at {at}",
+                    owner.name
+                ),
+            )),
+            None => Ok(found),
+        }
     }
 
     /// Revokes a key in this proxy's table and lookup, keeping its last use.
@@ -419,7 +449,7 @@ pub async fn save_uses_until(app: std::sync::Arc<Service>, stop: CancellationTok
 }
 
 mod lookup;
-pub use lookup::Keys;
+pub use lookup::{Keyed, Keys};
 
 #[cfg(test)]
 mod tests;

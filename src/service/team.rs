@@ -192,9 +192,18 @@ impl Service {
                 self.make_shared_key(key).await?;
             }
         }
-        for key in shared.iter().filter(|k| k.revoked) {
-            if let Some(k) = here.get(key.hash.as_str()).filter(|k| !k.revoked) {
+        for key in shared {
+            let Some(k) = here.get(key.hash.as_str()).filter(|k| !k.revoked) else {
+                continue;
+            };
+            if key.revoked {
                 self.revoke_here(k.id, &k.hash).await?;
+            } else if key.cap != k.cap {
+                // Changed on another proxy.
+                let lineage = k.lineage.as_deref().unwrap_or(&k.hash);
+                let made = crate::budget::period::from_millis(k.created_at);
+                self.cap_here((k.id, &k.budget), (&k.name, lineage), made, key.cap)
+                    .await?;
             }
         }
         let theirs: HashSet<&str> = shared.iter().map(|k| k.hash.as_str()).collect();
@@ -249,7 +258,12 @@ impl Service {
             self.scope_key((id, &key.budget), (&key.name, lineage), cap, at, None)
                 .await?;
         }
-        self.keys.add(key.hash.clone(), id, budget_id);
+        self.keys.add(crate::store::keys::Active {
+            hash: key.hash.clone(),
+            id,
+            budget_id,
+            lineage: key.lineage.clone(),
+        });
         Ok(())
     }
 

@@ -133,22 +133,57 @@ pub fn save_uses(tx: &Transaction<'_>, uses: &[(i64, i64)]) -> Result<(), StoreE
     Ok(())
 }
 
-/// One of a budget's keys, with its hash and creation time (epoch ms); None if it is not the
-/// budget's.
+/// One of a budget's keys as the table has it.
+#[derive(Debug)]
+pub struct Found {
+    pub view: KeyView,
+    pub hash: String,
+    /// Its lineage's first key's hash (its own, unless it is a refreshed sign-in's token).
+    pub lineage: String,
+    /// Epoch ms.
+    pub created_at: i64,
+}
+
+/// One of a budget's keys; None if it is not the budget's.
 pub fn find(
     conn: &Connection,
     budget_id: i64,
     id: i64,
     zone: Zone,
-) -> Result<Option<(KeyView, String, i64)>, StoreError> {
+) -> Result<Option<Found>, StoreError> {
     Ok(conn
         .query_row(
-            "SELECT id, name, created_at, revoked_at, last_used_at, kind, max_dollars, period, hash
+            "SELECT id, name, created_at, revoked_at, last_used_at, kind, max_dollars, period, hash,
+               coalesce(lineage, hash)
              FROM virtual_keys WHERE id = ?1 AND budget_id = ?2",
             params![id, budget_id],
-            |r| Ok((view(r, zone)?, r.get(8)?, r.get(2)?)),
+            |r| {
+                Ok(Found {
+                    view: view(r, zone)?,
+                    hash: r.get(8)?,
+                    lineage: r.get(9)?,
+                    created_at: r.get(2)?,
+                })
+            },
         )
         .optional()?)
+}
+
+/// Sets (or with None takes away) a key's own cap.
+pub fn set_cap(
+    tx: &Transaction<'_>,
+    id: i64,
+    cap: Option<(Money, Period)>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE virtual_keys SET max_dollars = ?2, period = ?3 WHERE id = ?1",
+        params![
+            id,
+            cap.map(|(m, _)| m.picos()),
+            cap.map(|(_, p)| p.as_str())
+        ],
+    )?;
+    Ok(())
 }
 
 /// Revokes a key, unless it is revoked already.
@@ -209,12 +244,30 @@ fn cap(max_dollars: Option<i64>, period: Option<String>) -> Option<(Money, Perio
     Some((Money::from_picos(max_dollars?), period))
 }
 
-/// Every key not revoked: (hash, key id, budget id), for the proxy's lookup.
-pub fn active(conn: &Connection) -> Result<Vec<(String, i64, i64)>, StoreError> {
-    let mut stmt =
-        conn.prepare("SELECT hash, id, budget_id FROM virtual_keys WHERE revoked_at IS NULL")?;
+/// A key not revoked, as the proxy looks it up.
+#[derive(Clone, Debug)]
+pub struct Active {
+    pub hash: String,
+    pub id: i64,
+    pub budget_id: i64,
+    /// A refreshed sign-in's lineage: its first token's hash.
+    pub lineage: Option<String>,
+}
+
+/// Every key not revoked, for the proxy's lookup.
+pub fn active(conn: &Connection) -> Result<Vec<Active>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT hash, id, budget_id, lineage FROM virtual_keys WHERE revoked_at IS NULL",
+    )?;
     let rows = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map([], |r| {
+            Ok(Active {
+                hash: r.get(0)?,
+                id: r.get(1)?,
+                budget_id: r.get(2)?,
+                lineage: r.get(3)?,
+            })
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }

@@ -73,6 +73,32 @@ impl Team {
         .await
     }
 
+    /// Changes (or with None takes away) a live key's own cap for every proxy; false when the
+    /// team has no live key of that hash (another proxy revoked it).
+    pub async fn set_key_cap(
+        &self,
+        hash: &str,
+        cap: Option<(Money, Period)>,
+    ) -> Result<bool, TeamError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let changed = client
+                .execute(
+                    "UPDATE team_keys SET max_dollars = $2, period = $3
+                     WHERE hash = $1 AND revoked_at IS NULL",
+                    &[
+                        &hash,
+                        &cap.map(|(m, _)| m.picos()),
+                        &cap.map(|(_, p)| p.as_str()),
+                    ],
+                )
+                .await
+                .map_err(unreachable)?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
     /// Every key the team has had.
     pub async fn keys(&self) -> Result<Vec<TeamKey>, TeamError> {
         self.bounded(async {

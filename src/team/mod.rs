@@ -98,6 +98,9 @@ pub struct Ask<'a> {
     /// A budget's name and its descendants' (a budget's spend is its subtree's), asked only
     /// when a period's row is opened.
     pub subtree: &'a (dyn Fn(&str) -> Vec<String> + Sync),
+    /// The lineage of the key the request came with (its first key's hash), which the record
+    /// names whether or not the key has a cap of its own: a cap set later counts it.
+    pub key: Option<&'a str>,
 }
 
 /// The scope (its index in the ask) a request would take past a cap, and where it stands.
@@ -125,6 +128,8 @@ pub struct Hold {
     id: i64,
     /// Each scope's name and period, nearest first.
     scopes: Vec<(String, i64)>,
+    /// The lineage of the key it came with.
+    key: Option<String>,
 }
 
 impl Hold {
@@ -134,7 +139,12 @@ impl Hold {
             .iter()
             .map(|s| (s.name.clone(), s.period))
             .collect();
-        Hold { team, id, scopes }
+        Hold {
+            team,
+            id,
+            scopes,
+            key: ask.key.map(str::to_string),
+        }
     }
     /// The budget charged, with its period: the first scope that is not a key's.
     fn budget(&self) -> (&str, i64) {
@@ -142,9 +152,9 @@ impl Hold {
             .find(|(name, _)| !name.starts_with(KEY_SCOPE))
             .map_or(("", 0), |(name, period)| (name.as_str(), *period))
     }
-    /// The hash of the key whose own cap it holds on, if any.
+    /// The lineage of the key it came with, if any.
     fn key(&self) -> Option<&str> {
-        (self.scopes.iter()).find_map(|(name, _)| name.strip_prefix(KEY_SCOPE))
+        self.key.as_deref()
     }
     /// The team database it is held in.
     pub fn team(&self) -> &Arc<Team> {

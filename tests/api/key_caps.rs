@@ -121,3 +121,175 @@ async fn bad_key_caps_are_refused() {
     let keys = app.get("/api/budgets/team/keys").await;
     assert_eq!(keys["items"], json!([]), "nothing half-made");
 }
+
+async fn patch(app: &TestApp, key_id: &Value, body: Value) -> reqwest::Response {
+    app.client
+        .patch(app.url(&format!(
+            "/api/budgets/team/keys/{}",
+            key_id.as_str().map_or_else(|| key_id.to_string(), str::to_string)
+        )))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn patched(app: &TestApp, key_id: &Value, body: Value) -> Value {
+    let r = patch(app, key_id, body.clone()).await;
+    assert_eq!(r.status(), 200, "{body}");
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_keys_cap_changes_while_it_is_in_use_and_counts_what_it_spent_and_holds() {
+    let app =
+        spawn_with(|s| s.upstream_key = Some(Secret::new("sk-ant-real-key-0123".into()))).await;
+    app.create_budget(json!({"name": "team", "max_dollars": "10", "period": "monthly"}))
+        .await;
+    let made = app.create_key("team", "bob").await;
+    let (bob, id) = (
+        made["key"].as_str().unwrap().to_string(),
+        made["id"].clone(),
+    );
+    assert_eq!(send(&app, &bob, 10, 80_000).await.status(), 200); // $0.40
+
+    // Capped after the fact: what it spent this period counts at once.
+    let view = patched(&app, &id, json!({"max_dollars": "0.5"})).await;
+    assert_eq!(
+        (
+            &view["max_dollars"],
+            &view["period"],
+            &view["spent_dollars"]
+        ),
+        (&json!("0.5"), &json!("monthly"), &json!("0.4")),
+        "the budget's period when none is given"
+    );
+    let msg = refusal(send(&app, &bob, 30_000, 10).await, 429).await;
+    assert!(
+        msg.starts_with("agent-budget: key 'bob' would exceed its monthly cap: spent $0.40"),
+        "{msg}"
+    );
+    // Raised, with a period of its own.
+    let view = patched(&app, &id, json!({"max_dollars": 1, "period": "daily"})).await;
+    assert_eq!(
+        (&view["max_dollars"], &view["period"]),
+        (&json!("1"), &json!("daily"))
+    );
+    assert_eq!(send(&app, &bob, 30_000, 10).await.status(), 200);
+
+    // Lowered while a stream holds its worst case: the hold counts against the new cap.
+    let mut stream = body("claude-haiku-4-5", 16_000);
+    stream["stream"] = json!(true);
+    let held = reqwest::Client::new()
+        .post(app.url("/v1/messages"))
+        .header("x-api-key", &bob)
+        .header(
+            "x-mock",
+            json!({"hang_after": 3, "late_usage": true}).to_string(),
+        )
+        .json(&stream)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(held.status(), 200);
+    patched(&app, &id, json!({"max_dollars": "0.6"})).await;
+    let msg = refusal(send(&app, &bob, 30_000, 10).await, 429).await;
+    assert!(
+        msg.contains(" + in flight $0.0") && !msg.contains("in flight $0.00"),
+        "{msg}"
+    );
+    drop(held);
+
+    // Taken away: only the budget's caps apply.
+    let view = patched(&app, &id, json!({"max_dollars": null})).await;
+    assert_eq!(
+        (&view["max_dollars"], &view["spent_dollars"]),
+        (&Value::Null, &Value::Null)
+    );
+    assert_eq!(send(&app, &bob, 30_000, 10).await.status(), 200);
+
+    // Kept across a restart.
+    patched(&app, &id, json!({"max_dollars": "0.5", "period": "weekly"})).await;
+    let (mock, dir) = app.stop().await;
+    let app = start_on(mock, dir, |s| {
+        s.upstream_key = Some(Secret::new("sk-ant-real-key-0123".into()))
+    })
+    .await;
+    let msg = refusal(send(&app, &bob, 30_000, 10).await, 429).await;
+    assert!(
+        msg.contains("key 'bob' would exceed its weekly cap"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn bad_cap_changes_are_refused_and_change_nothing() {
+    let app =
+        spawn_with(|s| s.upstream_key = Some(Secret::new("sk-ant-real-key-0123".into()))).await;
+    app.create_budget(json!({"name": "team", "max_dollars": "10"}))
+        .await;
+    let id = app.create_key("team", "bob").await["id"].clone();
+    let capped = make_key(&app, json!({"name": "carol", "max_dollars": "2"})).await;
+    let carol = capped.json::<Value>().await.unwrap()["id"].clone();
+    for (key, change, status, says) in [
+        (
+            &id,
+            json!({"period": "daily"}),
+            400,
+            "field 'period' needs 'max_dollars'",
+        ),
+        (
+            &id,
+            json!({"max_dollars": "0"}),
+            400,
+            "field 'max_dollars' must be greater than 0",
+        ),
+        (&id, json!({"max_dollars": "-1"}), 400, "max_dollars"),
+        (
+            &carol,
+            json!({"max_dollars": null, "period": "daily"}),
+            400,
+            "field 'period' needs 'max_dollars'",
+        ),
+        (&carol, json!({"period": "hourly"}), 400, "period"),
+        (&carol, json!({"cap": "1"}), 400, "cap"),
+        (
+            &json!("x"),
+            json!({"max_dollars": "1"}),
+            400,
+            "'x' is not a key id",
+        ),
+        (
+            &json!(999),
+            json!({"max_dollars": "1"}),
+            404,
+            "budget 'team' has no key 999",
+        ),
+    ] {
+        let r = patch(&app, key, change.clone()).await;
+        assert_eq!(r.status(), status, "{change}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains(says), "{change}: {text}");
+    }
+    let r = app
+        .client
+        .delete(app.url(&format!("/api/budgets/team/keys/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = patch(&app, &id, json!({"max_dollars": "1"})).await;
+    assert_eq!(r.status(), 409, "a revoked key's cap");
+    let keys = app.get("/api/budgets/team/keys").await["items"].clone();
+    let caps: Vec<(&Value, &Value)> = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (&k["max_dollars"], &k["period"]))
+        .collect();
+    assert_eq!(
+        caps,
+        [(&json!("2"), &json!("total")), (&Value::Null, &Value::Null)],
+        "nothing changed"
+    );
+}

@@ -32,6 +32,7 @@ fn ask(amount: &str) -> Ask<'static> {
         amount: dollars(amount),
         tokens: 100,
         subtree: &alone,
+        key: None,
     }
 }
 

@@ -305,6 +305,20 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
     await page.reload();
     // Haiku output is $10/MTok here since the price edit above: $0.25.
     await page.getByTestId("key-cap-e2e-alice").getByText("$0.25 of $1.00 daily").waitFor();
+    // Changed in place while the key is in use: its spend counts against the new cap.
+    await page.getByRole("button", { name: "Change the cap of e2e-alice" }).click();
+    const cell = page.getByTestId("key-cap-e2e-alice");
+    await cell.getByLabel("Its own cap in dollars").fill("0.4");
+    await cell.getByLabel("per").selectOption("weekly");
+    await cell.getByRole("button", { name: "Save cap" }).click();
+    await cell.getByText("$0.25 of $0.40 weekly").waitFor();
+    const over = await fetch(`${base}/v1/messages`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-api-key": key },
+      body: JSON.stringify({ model: "claude-haiku-4-5", max_tokens: 20000, messages: [{ role: "user", content: "hi" }] }),
+    });
+    assert.equal(over.status, 429, "up to $0.20 more does not fit the $0.15 left");
+    assert.match((await over.json()).error.message, /key 'e2e-alice' would exceed its weekly cap/);
   });
 
   await t.test("Settings shows the real key by its last 4 only, and where it comes from", async () => {

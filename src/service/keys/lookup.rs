@@ -3,17 +3,28 @@
 
 use super::hash;
 use std::collections::HashMap;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
 
 /// The keys not revoked, by hash.
 #[derive(Debug, Default)]
 pub struct Keys(RwLock<HashMap<String, Entry>>);
 
+/// A live key a request carries.
+#[derive(Clone, Debug)]
+pub struct Keyed {
+    pub id: i64,
+    pub budget_id: i64,
+    /// Its lineage's first key's hash (its own, unless it is a refreshed sign-in's token):
+    /// what names it in the team's records.
+    pub lineage: Arc<str>,
+}
+
 #[derive(Debug)]
 struct Entry {
     id: i64,
     budget_id: i64,
+    lineage: Arc<str>,
     /// When a request last carried the key, in milliseconds (0: not since the start); noted
     /// under the read lock, so a request never waits for another to note its own use.
     used: AtomicI64,
@@ -22,13 +33,15 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(id: i64, budget_id: i64) -> Entry {
-        Entry {
-            id,
-            budget_id,
+    fn new(k: crate::store::keys::Active) -> (String, Entry) {
+        let entry = Entry {
+            id: k.id,
+            budget_id: k.budget_id,
+            lineage: Arc::from(k.lineage.as_deref().unwrap_or(&k.hash)),
             used: AtomicI64::new(0),
             saved: AtomicI64::new(0),
-        }
+        };
+        (k.hash, entry)
     }
     fn unsaved(&self) -> Option<(i64, i64)> {
         let used = self.used.load(Ordering::Relaxed);
@@ -37,13 +50,8 @@ impl Entry {
 }
 
 impl Keys {
-    pub fn load(active: Vec<(String, i64, i64)>) -> Keys {
-        Keys(RwLock::new(
-            active
-                .into_iter()
-                .map(|(h, id, b)| (h, Entry::new(id, b)))
-                .collect(),
-        ))
+    pub fn load(active: Vec<crate::store::keys::Active>) -> Keys {
+        Keys(RwLock::new(active.into_iter().map(Entry::new).collect()))
     }
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Entry>> {
         self.0.read().unwrap_or_else(|p| p.into_inner())
@@ -51,15 +59,20 @@ impl Keys {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
         self.0.write().unwrap_or_else(|p| p.into_inner())
     }
-    /// The key's id and budget, noting that it was used at `now` (milliseconds).
-    pub(in crate::service) fn budget_of(&self, key: &str, now: i64) -> Option<(i64, i64)> {
+    /// The key, noting that it was used at `now` (milliseconds).
+    pub(in crate::service) fn budget_of(&self, key: &str, now: i64) -> Option<Keyed> {
         let map = self.read();
         let e = map.get(&hash(key))?;
         e.used.fetch_max(now, Ordering::Relaxed);
-        Some((e.id, e.budget_id))
+        Some(Keyed {
+            id: e.id,
+            budget_id: e.budget_id,
+            lineage: e.lineage.clone(),
+        })
     }
-    pub(in crate::service) fn add(&self, hash: String, id: i64, budget_id: i64) {
-        self.write().insert(hash, Entry::new(id, budget_id));
+    pub(in crate::service) fn add(&self, key: crate::store::keys::Active) {
+        let (hash, entry) = Entry::new(key);
+        self.write().insert(hash, entry);
     }
     /// Forgets a revoked key; its last use if that is not saved yet.
     pub(in crate::service) fn remove(&self, hash: &str) -> Option<(i64, i64)> {

@@ -2,18 +2,44 @@ use super::*;
 use axum::http::HeaderValue;
 use std::collections::HashMap;
 
+fn active(key: &str, id: i64, budget_id: i64, lineage: Option<&str>) -> store::keys::Active {
+    store::keys::Active {
+        hash: hash(key),
+        id,
+        budget_id,
+        lineage: lineage.map(str::to_string),
+    }
+}
+
+/// What a lookup found: (key id, budget id, lineage).
+fn found(keys: &Keys, key: &str) -> Option<(i64, i64, String)> {
+    keys.budget_of(key, 1)
+        .map(|k| (k.id, k.budget_id, k.lineage.to_string()))
+}
+
 #[test]
-fn a_key_is_found_by_its_hash_only() {
-    let keys = Keys::load(vec![(hash("sk-ab-1"), 7, 3)]);
-    assert_eq!(keys.budget_of("sk-ab-1", 1), Some((7, 3)));
-    assert_eq!(keys.budget_of("sk-ab-2", 1), None);
+fn a_key_is_found_by_its_hash_only_with_its_lineage() {
+    let keys = Keys::load(vec![
+        active("sk-ab-1", 7, 3, None),
+        active("sk-ab-2", 8, 3, Some("first")),
+    ]);
+    assert_eq!(found(&keys, "sk-ab-1"), Some((7, 3, hash("sk-ab-1"))));
+    assert_eq!(
+        found(&keys, "sk-ab-2"),
+        Some((8, 3, "first".to_string())),
+        "a refreshed sign-in's token names its first"
+    );
+    assert_eq!(found(&keys, "sk-ab-3"), None);
     keys.forget_budget(3);
-    assert_eq!(keys.budget_of("sk-ab-1", 1), None);
+    assert_eq!(found(&keys, "sk-ab-1"), None);
 }
 
 #[test]
 fn a_use_is_unsaved_until_marked_and_never_goes_back_in_time() {
-    let keys = Keys::load(vec![(hash("sk-ab-1"), 7, 3), (hash("sk-ab-2"), 8, 4)]);
+    let keys = Keys::load(vec![
+        active("sk-ab-1", 7, 3, None),
+        active("sk-ab-2", 8, 4, None),
+    ]);
     assert!(keys.unsaved().is_empty() && keys.uses(3).is_empty());
     keys.budget_of("sk-ab-1", 20);
     keys.budget_of("sk-ab-1", 10); // a request whose clock read came first

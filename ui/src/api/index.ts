@@ -13,6 +13,7 @@ import type { PriceEntry } from "../bindings/PriceEntry";
 import type { PricingTable } from "../bindings/PricingTable";
 import type { KeyCreated } from "../bindings/KeyCreated";
 import type { KeyView } from "../bindings/KeyView";
+import type { KeyPatch } from "../bindings/KeyPatch";
 import type { NewKey } from "../bindings/NewKey";
 import type { NewUpstreamKey } from "../bindings/NewUpstreamKey";
 import type { UpstreamKeyView } from "../bindings/UpstreamKeyView";
@@ -104,6 +105,7 @@ export function makeApi(t: Transport) {
     createKey: (id: string, name: string, cap?: Pick<NewKey, "max_dollars" | "period">) =>
       t.request<KeyCreated>("POST", `${budget(id)}/keys`, { name, ...cap } satisfies NewKey),
     revokeKey: (id: string, keyId: number) => t.request<null>("DELETE", `${budget(id)}/keys/${keyId}`),
+    patchKey: (id: string, keyId: number, patch: KeyPatch) => t.request<KeyView>("PATCH", `${budget(id)}/keys/${keyId}`, patch),
     alerts: (limit = 50, forBudget?: string) =>
       t.request<Items<AlertView>>("GET", `/api/alerts?limit=${limit}${forBudget ? `&budget=${enc(forBudget)}` : ""}`).then((r) => r.items),
     pricing: () => t.request<PricingTable>("GET", "/api/pricing"),
