@@ -282,7 +282,6 @@ impl Call {
     }
 }
 
-/// The budget a request is charged to, once the proxy can record it.
 /// The child budget a project's request is charged to: the budget of the project's name
 /// right below the request's own, if there is one.
 fn project_budget(app: &Service, slot: &Arc<Slot>, project: Option<&str>) -> Option<Arc<Slot>> {
@@ -292,6 +291,8 @@ fn project_budget(app: &Service, slot: &Arc<Slot>, project: Option<&str>) -> Opt
     (child.parent() == Some(slot.id())).then_some(child)
 }
 
+/// The budget a request is charged to (its key's, else the one it names, else `default`),
+/// once the proxy can record it.
 fn budget_of(
     app: &Service,
     keyed: Option<i64>,
