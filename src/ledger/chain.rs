@@ -424,6 +424,30 @@ impl Reservation {
         self.tokens = tokens;
     }
 
+    /// Moves the hold onto `chain`, the request's scopes as they are now: a budget moved to
+    /// another parent while the request was in flight is charged under its new parents, as
+    /// the records it leaves will count it after any rebuild; the scopes it left free their
+    /// hold.
+    pub fn rechain(&mut self, chain: Vec<Arc<Slot>>) {
+        let among = |s: &Arc<Slot>, set: &[Arc<Slot>]| set.iter().any(|h| Arc::ptr_eq(h, s));
+        let same = chain.len() == self.slots.len()
+            && chain
+                .iter()
+                .zip(&self.slots)
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        if same {
+            return;
+        }
+        let session = self.session.as_deref();
+        for s in self.slots.iter().filter(|s| !among(s, &chain)) {
+            s.release(self.cost, self.tokens, session);
+        }
+        for s in chain.iter().filter(|s| !among(s, &self.slots)) {
+            s.hold(self.cost, self.tokens, session);
+        }
+        self.slots = chain;
+    }
+
     /// Replaces the reservation with the actual cost on every scope, the budget first.
     /// `requests` is 1 for a forwarded request.
     pub fn settle(mut self, cost: Money, tokens: u64, now: DateTime<Utc>) -> Vec<Settled> {

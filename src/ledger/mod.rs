@@ -282,6 +282,15 @@ impl Slot {
         a.first(None).then(|| a.status())
     }
 
+    /// Holds a reservation admitted on another scope (its budget moved here mid-flight).
+    fn hold(&self, cost: Money, tokens: u64, session: Option<&str>) {
+        let mut a = self.lock();
+        a.hold(cost, tokens);
+        if let (Some(s), Some(_)) = (session, a.budget.max_session_dollars) {
+            a.sessions.hold(s, cost);
+        }
+    }
+
     /// Frees a reservation that was never settled (its task panicked or was cancelled):
     /// nothing was charged, so no threshold can have been reached and none is marked.
     fn release(&self, cost: Money, tokens: u64, session: Option<&str>) {

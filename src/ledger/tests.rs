@@ -222,6 +222,37 @@ fn family() -> (Ledger, Arc<Slot>, Arc<Slot>, Arc<Slot>) {
 }
 
 #[test]
+fn a_hold_moves_to_the_chain_its_budget_has_at_settlement() {
+    let (l, t, a, b) = family();
+    let now = Utc::now();
+    let mut r = reserve(&l.chain(&b), m("0.3"), 10, now, None).unwrap();
+    // `b` moved below `a` while the request was in flight.
+    let mut moved = b.budget();
+    moved.parent = Some(2);
+    l.update(moved, now);
+    r.rechain(l.chain(&b));
+    assert_eq!(
+        (t.status(now).reserved, a.status(now).reserved),
+        (m("0.3"), m("0.3")),
+        "held where it is now: b, a, total"
+    );
+    r.settle(m("0.2"), 10, now);
+    let spent = |s: &Arc<Slot>| (s.status(now).period.dollars, s.status(now).reserved);
+    assert_eq!(spent(&a), (m("0.2"), Money::ZERO));
+    assert_eq!(spent(&t), (m("0.2"), Money::ZERO));
+    assert_eq!(spent(&b), (m("0.2"), Money::ZERO));
+    // A budget moved from below a parent frees that parent's hold.
+    let mut r = reserve(&l.chain(&b), m("0.1"), 10, now, None).unwrap();
+    let mut moved = b.budget();
+    moved.parent = Some(1);
+    l.update(moved, now);
+    r.rechain(l.chain(&b));
+    assert_eq!(a.status(now).reserved, Money::ZERO);
+    drop(r);
+    assert_eq!(t.status(now).reserved, Money::ZERO, "released once, where held");
+}
+
+#[test]
 fn a_chain_is_the_budget_then_its_ancestors() {
     let (l, t, a, _) = family();
     let names: Vec<String> = l.chain(&a).iter().map(|s| s.name()).collect();

@@ -229,8 +229,23 @@ impl Reservation {
         }
     }
 
-    /// Swaps the reservation for the actual charge.
-    pub fn settle(self, cost: Money, tokens: u64, now: DateTime<Utc>) -> Settled {
+    /// Swaps the reservation for the actual charge, on the chain as it is now here (a team's
+    /// hold settles on the scopes it was taken on: docs/team.md).
+    pub fn settle(
+        mut self,
+        ledger: &ledger::Ledger,
+        (cost, tokens): (Money, u64),
+        now: DateTime<Utc>,
+    ) -> Settled {
+        if self.team.is_none() {
+            let held = self.local.slots();
+            let mut chain: Vec<Arc<Slot>> = (held.iter())
+                .take_while(|s| s.key_hash().is_some())
+                .cloned()
+                .collect();
+            chain.extend(ledger.chain(&self.slot));
+            self.local.rechain(chain);
+        }
         let team = self.team.map(|h| (h, self.local.slots().to_vec()));
         let scopes = self.local.settle(cost, tokens, now);
         let alerts = match &team {

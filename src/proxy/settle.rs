@@ -151,9 +151,11 @@ impl Settlement {
         let now = period::now();
         let (charged, malformed) = self.charged(outcome);
         let slot = self.reservation.slot().clone();
-        let settled = self
-            .reservation
-            .settle(charged.cost, charged.tokens.total(), now);
+        let settled = self.reservation.settle(
+            &self.app.ledger,
+            (charged.cost, charged.tokens.total()),
+            now,
+        );
         let mut alerts = self.alerts;
         alerts.extend_from_slice(&settled.alerts);
         let unpriced = (charged.priced_as == PricedAs::Fallback).then(|| charged.model.clone());

@@ -92,6 +92,54 @@ async fn a_parents_spend_is_its_subtrees_and_is_rebuilt_after_a_restart_or_a_mov
     assert_eq!(spent(app.budget("other").await), "0.3");
 }
 
+#[tokio::test]
+async fn a_request_in_flight_when_its_budget_moves_is_charged_under_the_new_parent() {
+    let app = tree().await;
+    app.create_budget(json!({"name": "other", "max_dollars": "5"}))
+        .await;
+    let mut stream = body("claude-haiku-4-5", 16_000);
+    stream["stream"] = json!(true);
+    let script = json!({"hang_after": 3, "late_usage": true});
+    let held = app.send(Some("b"), &stream, Some(script)).await;
+    assert_eq!(held.status(), 200);
+    let r = app
+        .client
+        .patch(app.url("/api/budgets/b"))
+        .json(&json!({"parent": "other"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    drop(held);
+    let figures = |v: Value| {
+        (
+            dollars(&v["spent_dollars"]),
+            dollars(&v["reserved_dollars"]),
+        )
+    };
+    app.eventually("the held stream settles", || async {
+        figures(app.budget("b").await).1 == Money::ZERO
+    })
+    .await;
+    let (b, total, other) = (
+        figures(app.budget("b").await),
+        figures(app.budget("total").await),
+        figures(app.budget("other").await),
+    );
+    assert!(b.0.is_positive(), "{b:?}");
+    assert_eq!(other, b, "charged under its new parent, nothing left held");
+    assert_eq!(
+        total,
+        (Money::ZERO, Money::ZERO),
+        "its old parent freed its hold"
+    );
+    // The same figures a rebuild from the records gives.
+    let (mock, dir) = app.stop().await;
+    let app = start_on(mock, dir, |_| {}).await;
+    assert_eq!(figures(app.budget("other").await), other);
+    assert_eq!(figures(app.budget("total").await), total);
+}
+
 async fn refused(r: reqwest::Response, status: u16, says: &str) {
     let msg = refusal(r, status).await;
     assert!(msg.contains(says), "{msg}");
