@@ -249,7 +249,11 @@ fn a_hold_moves_to_the_chain_its_budget_has_at_settlement() {
     r.rechain(l.chain(&b));
     assert_eq!(a.status(now).reserved, Money::ZERO);
     drop(r);
-    assert_eq!(t.status(now).reserved, Money::ZERO, "released once, where held");
+    assert_eq!(
+        t.status(now).reserved,
+        Money::ZERO,
+        "released once, where held"
+    );
 }
 
 #[test]

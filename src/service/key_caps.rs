@@ -76,9 +76,7 @@ impl Service {
         };
         Ok(scope_in(&self.store, &self.ledger, self.config.zone, scope, kept).await?)
     }
-}
 
-impl Service {
     /// `PATCH /api/budgets/:id/keys/:key_id`: changes a key's (or sign-in's) own cap while it
     /// is in use; its spend this period and its requests in flight count against the new cap
     /// at once. On a team the change is shared first, and not made if the team does not take it.
