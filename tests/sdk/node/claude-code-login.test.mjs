@@ -64,7 +64,7 @@ async function admin(method, path, body) {
   return { status: r.status, body: text ? JSON.parse(text) : null };
 }
 
-test("interactive Claude Code signs in with /login; its session's telemetry, agents and project are kept; /usage and its notices show the budget; revoked, it is sent back to /login", { timeout: 180_000 }, async () => {
+test("interactive Claude Code signs in with /login (with a cap of its own); its session's telemetry, agents and project are kept; /usage and its notices show the fullest cap; revoked, it is sent back to /login", { timeout: 180_000 }, async () => {
   const name = `cc-login-${process.pid}`;
   assert.equal((await admin("POST", "/api/budgets", { name, max_dollars: "50", period: "daily" })).status, 201);
   const home = mkdtempSync(join(tmpdir(), "claude-login-"));
@@ -97,7 +97,9 @@ test("interactive Claude Code signs in with /login; its session's telemetry, age
     const waiting = (await admin("GET", "/api/sign-ins")).body.items.find((s) => s.user_code === code);
     assert.equal(waiting.surface, "claude_code");
     assert.equal(waiting.budget, name, "setup --budget offers the budget first");
-    assert.equal((await admin("POST", `/api/sign-ins/${code}/approve`, { budget: name })).status, 200);
+    // With a cap of its own within the budget ($20 a day of the budget's $50: Claude Code on
+    // Opus reserves up to $1.98 a request, a few at once).
+    assert.equal((await admin("POST", `/api/sign-ins/${code}/approve`, { budget: name, max_dollars: "20", period: "daily" })).status, 200);
     await until(/Connected to Cloud gateway/, "that it is connected");
     keys("Enter");
     await until(/Security notes/, "its security notes");
@@ -137,8 +139,9 @@ test("interactive Claude Code signs in with /login; its session's telemetry, age
     assert.ok(seen.every((s) => !s.body.includes("apollo")), "tags are taken out before the upstream");
     keys("/usage");
     keys("Enter");
+    // The fullest of its scopes: its own $20 cap, which its spend fills faster than the budget's $50.
     const [, used, spent, cap] = await until(/(\d+)% used[\s\S]*\$(\d+\.\d\d) \/ \$(\d+\.\d\d) spent today · Resets/, "the spend limit in /usage");
-    assert.deepEqual([used, spent, cap], ["0", "0.00", "50.00"]);
+    assert.deepEqual([used, spent, cap], ["0", "0.00", "20.00"]);
     keys("Escape");
     await gone(/Esc to close/, "/usage");
     // Past 75 % and 95 % of the cap (spent through a key of the same budget), the next turn's
