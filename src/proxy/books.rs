@@ -72,14 +72,14 @@ impl Books {
             .slots()
             .iter()
             .zip(&chain)
-            .map(|(slot, s)| Scope {
-                name: match slot.key_hash() {
-                    Some(hash) => format!("{KEY_SCOPE}{hash}"),
-                    None => s.budget.name.clone(),
-                },
-                period: crate::team::period_key(s.budget.period, &s.window),
-                max_dollars: s.budget.max_dollars,
-                max_tokens: s.budget.max_tokens,
+            .map(|(slot, s)| {
+                let (name, period) = team_scope(slot, s);
+                Scope {
+                    name,
+                    period,
+                    max_dollars: s.budget.max_dollars,
+                    max_tokens: s.budget.max_tokens,
+                }
             })
             .collect();
         let (cost, tokens) = (local.worst_case(), local.tokens());
@@ -229,23 +229,21 @@ impl Reservation {
         }
     }
 
-    /// Swaps the reservation for the actual charge, on the chain as it is now here (a team's
-    /// hold settles on the scopes it was taken on: docs/team.md).
+    /// Swaps the reservation for the actual charge, on the chain as it is now (a budget may
+    /// have moved since the request was admitted).
     pub fn settle(
         mut self,
         ledger: &ledger::Ledger,
         (cost, tokens): (Money, u64),
         now: DateTime<Utc>,
     ) -> Settled {
-        if self.team.is_none() {
-            let held = self.local.slots();
-            let mut chain: Vec<Arc<Slot>> = (held.iter())
-                .take_while(|s| s.key_hash().is_some())
-                .cloned()
-                .collect();
-            chain.extend(ledger.chain(&self.slot));
-            self.local.rechain(chain);
-        }
+        let held = self.local.slots();
+        let mut chain: Vec<Arc<Slot>> = (held.iter())
+            .take_while(|s| s.key_hash().is_some())
+            .cloned()
+            .collect();
+        chain.extend(ledger.chain(&self.slot));
+        self.local.rechain(chain);
         let team = self.team.map(|h| (h, self.local.slots().to_vec()));
         let scopes = self.local.settle(cost, tokens, now);
         let alerts = match &team {
@@ -276,6 +274,10 @@ impl Settled {
             model: row.model.clone(),
             upstream_request_id: row.upstream_request_id.clone(),
             day: row.day.to_string(),
+            scopes: chain
+                .iter()
+                .map(|slot| team_scope(slot, &slot.status(row.created_at)))
+                .collect(),
         };
         Some(TeamCharge {
             hold,
@@ -283,6 +285,15 @@ impl Settled {
             charge,
         })
     }
+}
+
+/// A scope's row in the team database: its name (`key:<lineage>` for a key's) and period.
+fn team_scope(slot: &Slot, s: &Status) -> (String, i64) {
+    let name = match slot.key_hash() {
+        Some(hash) => format!("{KEY_SCOPE}{hash}"),
+        None => s.budget.name.clone(),
+    };
+    (name, crate::team::period_key(s.budget.period, &s.window))
 }
 
 /// A charge on its way to the team database.

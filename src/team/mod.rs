@@ -36,7 +36,7 @@ pub enum TeamError {
 }
 
 /// The tables, one migration a version (docs/team.md).
-const MIGRATIONS: [&str; 9] = [
+const MIGRATIONS: [&str; 10] = [
     include_str!("migrations/0001_team.sql"),
     include_str!("migrations/0002_budgets.sql"),
     include_str!("migrations/0003_outbox.sql"),
@@ -46,6 +46,7 @@ const MIGRATIONS: [&str; 9] = [
     include_str!("migrations/0007_sign_ins.sql"),
     include_str!("migrations/0008_scopes.sql"),
     include_str!("migrations/0009_key_lineage.sql"),
+    include_str!("migrations/0010_settle_where_now.sql"),
 ];
 
 fn unreachable(e: impl std::error::Error) -> TeamError {
@@ -146,12 +147,6 @@ impl Hold {
             key: ask.key.map(str::to_string),
         }
     }
-    /// The budget charged, with its period: the first scope that is not a key's.
-    fn budget(&self) -> (&str, i64) {
-        (self.scopes.iter())
-            .find(|(name, _)| !name.starts_with(KEY_SCOPE))
-            .map_or(("", 0), |(name, period)| (name.as_str(), *period))
-    }
     /// The lineage of the key it came with, if any.
     fn key(&self) -> Option<&str> {
         self.key.as_deref()
@@ -195,6 +190,18 @@ pub struct Charge {
     pub upstream_request_id: Option<String>,
     /// The local day it settles on (YYYY-MM-DD), for the team's daily totals.
     pub day: String,
+    /// Each scope it is charged on, name and period: the request's chain as it is when it
+    /// settles (its budget may have moved since it was held), nearest first.
+    pub scopes: Vec<(String, i64)>,
+}
+
+impl Charge {
+    /// The budget charged, with its period: the first scope that is not a key's.
+    fn budget(&self) -> (&str, i64) {
+        (self.scopes.iter())
+            .find(|(name, _)| !name.starts_with(KEY_SCOPE))
+            .map_or(("", 0), |(name, period)| (name.as_str(), *period))
+    }
 }
 
 #[derive(Debug)]

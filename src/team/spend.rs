@@ -12,11 +12,17 @@ use std::sync::Arc;
 /// counts its whole subtree's charges (`$3`: its name and its descendants'), each since its own
 /// budget was last made; a key's (`$4`: its hash) the charges that name it. `$2` is the
 /// period's start (0 for a total budget: every charge). The charges are summed only when the
-/// row is missing.
+/// row is missing. Holds still on the row's scope and period (it was dropped after a move while
+/// requests were in flight) stay reserved on it: they are freed from it when they settle.
 const OPEN_PERIOD: &str =
-    "INSERT INTO team_spend (budget, period_start, spent, spent_tokens, requests)
+    "INSERT INTO team_spend (budget, period_start, spent, spent_tokens, requests, reserved,
+    reserved_tokens)
   SELECT $1, $2, LEAST(COALESCE(SUM(u.cost), 0), 9223372036854775807)::BIGINT,
-    LEAST(COALESCE(SUM(u.tokens), 0), 9223372036854775807)::BIGINT, COUNT(u.id)
+    LEAST(COALESCE(SUM(u.tokens), 0), 9223372036854775807)::BIGINT, COUNT(u.id),
+    (SELECT LEAST(COALESCE(SUM(r.amount), 0), 9223372036854775807)::BIGINT
+       FROM team_reservations r WHERE r.budget = $1 AND r.period_start = $2),
+    (SELECT LEAST(COALESCE(SUM(r.tokens), 0), 9223372036854775807)::BIGINT
+       FROM team_reservations r WHERE r.budget = $1 AND r.period_start = $2)
   FROM team_usage u
   WHERE u.created_at >= $2
     AND CASE WHEN $4::TEXT IS NULL
@@ -127,7 +133,8 @@ impl Team {
         Ok(())
     }
 
-    /// Swaps the hold for the cost on every scope and writes the record, in one transaction;
+    /// Frees the hold on every scope it was taken on, charges the cost on the charge's scopes
+    /// (the chain as it is now) and writes the record, in one transaction;
     /// returns each scope's spend after it (none if an earlier try already committed it). On
     /// an error the hold comes back, still renewed, to try again.
     pub async fn settle(
@@ -140,8 +147,8 @@ impl Team {
                 let client = self.client().await?;
                 let settle = client.prepare_cached(SETTLE).await.map_err(unreachable)?;
                 let (names, periods): (Vec<&str>, Vec<i64>) =
-                    hold.scopes.iter().map(|(n, p)| (n.as_str(), *p)).unzip();
-                let ((budget, period), key) = (hold.budget(), hold.key());
+                    charge.scopes.iter().map(|(n, p)| (n.as_str(), *p)).unzip();
+                let ((budget, period), key) = (charge.budget(), hold.key());
                 let args: [Param; 13] = [
                     &hold.id,
                     &names,

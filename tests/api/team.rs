@@ -44,6 +44,7 @@ fn charge(cost: &str) -> Charge {
         model: "claude-haiku-4-5".into(),
         upstream_request_id: None,
         day: "1970-01-01".into(),
+        scopes: vec![("team".into(), 0)],
     }
 }
 

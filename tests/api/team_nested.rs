@@ -295,3 +295,105 @@ async fn a_move_on_one_proxy_is_followed_and_the_team_counts_both_parents_again(
         .and_then(|n| n.parse::<u64>().ok());
     assert!(calls.is_some_and(|n| n > 0), "{text}");
 }
+
+/// What the team's records charged each budget.
+async fn recorded(db: &tokio_postgres::Client) -> HashMap<String, i64> {
+    db.query(
+        "SELECT budget, SUM(cost)::BIGINT FROM team_usage GROUP BY budget",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+#[tokio::test]
+async fn a_request_in_flight_when_its_budget_moves_is_charged_under_its_new_parent_team_wide() {
+    let pg = Postgres::start();
+    let apps = proxies(&pg).await;
+    for (name, parent) in [
+        ("total", None),
+        ("other", None),
+        ("a", Some("total")),
+        ("d", Some("total")),
+    ] {
+        apps[0]
+            .create_budget(json!({"name": name, "max_dollars": "5", "parent": parent}))
+            .await;
+    }
+    let (here, there) = (&apps[0], &apps[1]);
+    there
+        .eventually("the children on the other proxy", || async {
+            found(there, "/api/budgets/d").await["ancestors"] == json!(["total"])
+                && found(there, "/api/budgets/a").await["ancestors"] == json!(["total"])
+        })
+        .await;
+    // Two streams held open on the second proxy: one through `a`, which moves, one through
+    // `d`, which stays.
+    let mut stream = body("claude-haiku-4-5", 16_000);
+    stream["stream"] = json!(true);
+    let script = json!({"hang_after": 3, "late_usage": true});
+    let held_a = there.send(Some("a"), &stream, Some(script.clone())).await;
+    let held_d = there.send(Some("d"), &stream, Some(script)).await;
+    assert_eq!(
+        (held_a.status().as_u16(), held_d.status().as_u16()),
+        (200, 200)
+    );
+    let r = here
+        .client
+        .patch(here.url("/api/budgets/a"))
+        .json(&json!({"parent": "other"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    there
+        .eventually("the move on the second proxy", || async {
+            there.get("/api/budgets/a").await["ancestors"] == json!(["other"])
+        })
+        .await;
+    // `total`'s row, dropped by the move, opens again from the records and keeps the holds
+    // still on it.
+    assert_eq!(send_via(there, "d", 10, 10).await.status(), 200);
+    let db = database(&pg).await;
+    let held_on_total = rows(&db)
+        .await
+        .into_iter()
+        .find(|r| r.0 == "total")
+        .map(|r| r.1 - r.2);
+    assert!(
+        held_on_total.is_some_and(|h| h >= 2 * picos("0.08")),
+        "{held_on_total:?}"
+    );
+    drop((held_a, held_d));
+    for budget in ["a", "d"] {
+        there
+            .eventually("the held streams settle", || async {
+                dollars(&there.budget(budget).await["reserved_dollars"]) == Money::ZERO
+            })
+            .await;
+    }
+    // `other` opens from the records of its subtree now.
+    assert_eq!(send_via(there, "a", 10, 10).await.status(), 200);
+    let (spend, records) = (rows(&db).await, recorded(&db).await);
+    let row = |name: &str| spend.iter().find(|r| r.0 == name).map(|r| (r.1, r.2));
+    let of = |name: &str| records.get(name).copied().unwrap_or(0);
+    assert_eq!(
+        row("total"),
+        Some((of("d"), of("d"))),
+        "d's charges, nothing held"
+    );
+    assert_eq!(
+        row("other"),
+        Some((of("a"), of("a"))),
+        "a's charges, its stream's too"
+    );
+    assert!(of("a") > 0 && of("d") > 0, "{records:?}");
+}
+
+async fn send_via(app: &TestApp, budget: &str, max_tokens: u64, output: u64) -> reqwest::Response {
+    let b = body("claude-haiku-4-5", max_tokens);
+    app.send(Some(budget), &b, Some(output_of(output))).await
+}
