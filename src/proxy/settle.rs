@@ -152,7 +152,7 @@ impl Settlement {
         let (charged, malformed) = self.charged(outcome);
         let slot = self.reservation.slot().clone();
         let settled = self.reservation.settle(
-            &self.app.ledger,
+            (&self.app.ledger, self.facts.attribution.key_id),
             (charged.cost, charged.tokens.total()),
             now,
         );

@@ -293,3 +293,45 @@ async fn bad_cap_changes_are_refused_and_change_nothing() {
         "nothing changed"
     );
 }
+
+#[tokio::test]
+async fn a_request_in_flight_when_its_key_is_first_capped_counts_when_it_settles() {
+    let app =
+        spawn_with(|s| s.upstream_key = Some(Secret::new("sk-ant-real-key-0123".into()))).await;
+    app.create_budget(json!({"name": "team", "max_dollars": "10"}))
+        .await;
+    let made = app.create_key("team", "bob").await;
+    let (bob, id) = (
+        made["key"].as_str().unwrap().to_string(),
+        made["id"].clone(),
+    );
+    let mut stream = body("claude-haiku-4-5", 16_000);
+    stream["stream"] = json!(true);
+    let held = reqwest::Client::new()
+        .post(app.url("/v1/messages"))
+        .header("x-api-key", &bob)
+        .header(
+            "x-mock",
+            json!({"hang_after": 3, "late_usage": true}).to_string(),
+        )
+        .json(&stream)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(held.status(), 200);
+    let view = patched(&app, &id, json!({"max_dollars": "5"})).await;
+    assert_eq!(view["spent_dollars"], "0", "nothing recorded yet");
+    drop(held);
+    app.eventually("the held stream settles", || async {
+        dollars(&app.budget("team").await["reserved_dollars"]) == agent_budget::money::Money::ZERO
+    })
+    .await;
+    let keys = app.get("/api/budgets/team/keys").await;
+    let spent = dollars(&keys["items"][0]["spent_dollars"]);
+    assert!(spent.is_positive(), "{keys}");
+    assert_eq!(
+        spent,
+        dollars(&app.budget("team").await["spent_dollars"]),
+        "its charge counts on the key's new scope, as its record will after a restart"
+    );
+}
