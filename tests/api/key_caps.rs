@@ -122,6 +122,26 @@ async fn bad_key_caps_are_refused() {
     assert_eq!(keys["items"], json!([]), "nothing half-made");
 }
 
+/// A stream with `key`, held open after its first events: its worst case ($0.08) stays
+/// reserved until it is dropped.
+async fn hold_stream(app: &TestApp, key: &str) -> reqwest::Response {
+    let mut stream = body("claude-haiku-4-5", 16_000);
+    stream["stream"] = json!(true);
+    let held = reqwest::Client::new()
+        .post(app.url("/v1/messages"))
+        .header("x-api-key", key)
+        .header(
+            "x-mock",
+            json!({"hang_after": 3, "late_usage": true}).to_string(),
+        )
+        .json(&stream)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(held.status(), 200);
+    held
+}
+
 async fn patch(app: &TestApp, key_id: &Value, body: Value) -> reqwest::Response {
     app.client
         .patch(app.url(&format!(
@@ -178,20 +198,7 @@ async fn a_keys_cap_changes_while_it_is_in_use_and_counts_what_it_spent_and_hold
     assert_eq!(send(&app, &bob, 30_000, 10).await.status(), 200);
 
     // Lowered while a stream holds its worst case: the hold counts against the new cap.
-    let mut stream = body("claude-haiku-4-5", 16_000);
-    stream["stream"] = json!(true);
-    let held = reqwest::Client::new()
-        .post(app.url("/v1/messages"))
-        .header("x-api-key", &bob)
-        .header(
-            "x-mock",
-            json!({"hang_after": 3, "late_usage": true}).to_string(),
-        )
-        .json(&stream)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(held.status(), 200);
+    let held = hold_stream(&app, &bob).await;
     patched(&app, &id, json!({"max_dollars": "0.6"})).await;
     let msg = refusal(send(&app, &bob, 30_000, 10).await, 429).await;
     assert!(
@@ -305,20 +312,7 @@ async fn a_request_in_flight_when_its_key_is_first_capped_counts_when_it_settles
         made["key"].as_str().unwrap().to_string(),
         made["id"].clone(),
     );
-    let mut stream = body("claude-haiku-4-5", 16_000);
-    stream["stream"] = json!(true);
-    let held = reqwest::Client::new()
-        .post(app.url("/v1/messages"))
-        .header("x-api-key", &bob)
-        .header(
-            "x-mock",
-            json!({"hang_after": 3, "late_usage": true}).to_string(),
-        )
-        .json(&stream)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(held.status(), 200);
+    let held = hold_stream(&app, &bob).await;
     let view = patched(&app, &id, json!({"max_dollars": "5"})).await;
     assert_eq!(view["spent_dollars"], "0", "nothing recorded yet");
     drop(held);
