@@ -118,7 +118,7 @@ pub struct NewKey {
 
 /// `PATCH /api/budgets/:id/keys/:key_id`: a key's (or sign-in's) own cap, changed while it
 /// is in use.
-#[derive(Clone, Debug, Default, Deserialize, TS)]
+#[derive(Clone, Debug, Deserialize, TS)]
 #[serde(deny_unknown_fields)]
 #[ts(export)]
 pub struct KeyPatch {
