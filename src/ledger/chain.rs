@@ -116,7 +116,27 @@ impl Ledger {
             .retain(|_, s| s.parent() != Some(budget_id));
     }
 
-    /// A budget and its ancestors, the budget first.
+    /// The chain a reservation held on `held` (a key's scope, then a budget and its
+    /// ancestors) settles on now, if that is not `held` any more: its budget moved, or its key
+    /// (`key`, its id) was given a cap since. A key's scope it was held on stays (a refreshed
+    /// sign-in's token has another id by now). Allocates nothing when nothing changed.
+    pub fn moved(&self, held: &[Arc<Slot>], key: Option<i64>) -> Option<Vec<Arc<Slot>>> {
+        let keyed = usize::from(held.first().is_some_and(|s| s.key_hash().is_some()));
+        let (scope, budgets) = held.split_at(keyed);
+        let capped_since = match scope {
+            [] => key.and_then(|k| self.key_scope(k)),
+            _ => None,
+        };
+        let linked = budgets.windows(2).all(|w| w[0].parent() == Some(w[1].id))
+            && budgets.last().is_some_and(|s| s.parent().is_none());
+        if linked && capped_since.is_none() {
+            return None;
+        }
+        let mut chain: Vec<Arc<Slot>> = scope.iter().cloned().chain(capped_since).collect();
+        chain.extend(self.chain(budgets.first()?));
+        Some(chain)
+    }
+
     /// The names of a budget and all its descendants.
     pub fn subtree(&self, name: &str) -> Vec<String> {
         let idx = self.read();
@@ -144,6 +164,7 @@ impl Ledger {
             .collect()
     }
 
+    /// A budget and its ancestors, the budget first.
     pub fn chain(&self, slot: &Arc<Slot>) -> Vec<Arc<Slot>> {
         let mut chain = vec![slot.clone()];
         let mut parent = slot.parent();
@@ -430,14 +451,6 @@ impl Reservation {
     /// hold.
     pub fn rechain(&mut self, chain: Vec<Arc<Slot>>) {
         let among = |s: &Arc<Slot>, set: &[Arc<Slot>]| set.iter().any(|h| Arc::ptr_eq(h, s));
-        let same = chain.len() == self.slots.len()
-            && chain
-                .iter()
-                .zip(&self.slots)
-                .all(|(a, b)| Arc::ptr_eq(a, b));
-        if same {
-            return;
-        }
         let session = self.session.as_deref();
         for s in self.slots.iter().filter(|s| !among(s, &chain)) {
             s.release(self.cost, self.tokens, session);

@@ -226,11 +226,12 @@ fn a_hold_moves_to_the_chain_its_budget_has_at_settlement() {
     let (l, t, a, b) = family();
     let now = Utc::now();
     let mut r = reserve(&l.chain(&b), m("0.3"), 10, now, None).unwrap();
+    assert!(l.moved(r.slots(), None).is_none(), "nothing moved yet");
     // `b` moved below `a` while the request was in flight.
     let mut moved = b.budget();
     moved.parent = Some(2);
     l.update(moved, now);
-    r.rechain(l.chain(&b));
+    r.rechain(l.moved(r.slots(), None).unwrap());
     assert_eq!(
         (t.status(now).reserved, a.status(now).reserved),
         (m("0.3"), m("0.3")),
@@ -246,7 +247,7 @@ fn a_hold_moves_to_the_chain_its_budget_has_at_settlement() {
     let mut moved = b.budget();
     moved.parent = Some(1);
     l.update(moved, now);
-    r.rechain(l.chain(&b));
+    r.rechain(l.moved(r.slots(), None).unwrap());
     assert_eq!(a.status(now).reserved, Money::ZERO);
     drop(r);
     assert_eq!(

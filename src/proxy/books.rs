@@ -229,24 +229,17 @@ impl Reservation {
         }
     }
 
-    /// Swaps the reservation for the actual charge, on the chain as it is now: a budget may
-    /// have moved, or its key (`key`, its id) been given a cap, since the request was
-    /// admitted. A key's scope it was held on stays (a refreshed sign-in's token has another
-    /// id by now).
+    /// Swaps the reservation for the actual charge, on the chain as it is now (`Ledger::moved`:
+    /// its budget may have moved, or its key, `key`, been given a cap since).
     pub fn settle(
         mut self,
         (ledger, key): (&ledger::Ledger, Option<i64>),
         (cost, tokens): (Money, u64),
         now: DateTime<Utc>,
     ) -> Settled {
-        let held = (self.local.slots().first()).filter(|s| s.key_hash().is_some());
-        let mut chain: Vec<Arc<Slot>> = held
-            .cloned()
-            .or_else(|| key.and_then(|k| ledger.key_scope(k)))
-            .into_iter()
-            .collect();
-        chain.extend(ledger.chain(&self.slot));
-        self.local.rechain(chain);
+        if let Some(chain) = ledger.moved(self.local.slots(), key) {
+            self.local.rechain(chain);
+        }
         let team = self.team.map(|h| (h, self.local.slots().to_vec()));
         let scopes = self.local.settle(cost, tokens, now);
         let alerts = match &team {

@@ -116,7 +116,7 @@ async fn refuse(mut call: Call, refused: Refused) -> HttpError {
 }
 
 /// Forwards an admitted request; its exchange settles it however it ends.
-async fn forward(call: Call, admitted: Admitted) -> Result<Response, HttpError> {
+async fn forward(mut call: Call, admitted: Admitted) -> Result<Response, HttpError> {
     let app = call.app.clone();
     let mut alerts = Vec::new();
     // Only forwarded requests count towards a loop (docs/guardrails.md).
@@ -152,7 +152,11 @@ async fn forward(call: Call, admitted: Admitted) -> Result<Response, HttpError> 
         headers: forward::request_headers(&call.headers),
         body,
         budget_headers,
-        keyed: call.keyed.is_some().then(|| call.chain.clone()),
+        // Admission is done with the chain: the answer takes it, uncopied.
+        keyed: call
+            .keyed
+            .is_some()
+            .then(|| std::mem::take(&mut call.chain)),
         account: call.account.clone(),
         started: call.started,
     };

@@ -115,6 +115,24 @@ pub async fn signed_in_client(port: u16, token: Option<&str>) -> reqwest::Client
     client
 }
 
+/// `POST /v1/messages` with a virtual key or a sign-in's token as the API key: haiku,
+/// `max_tokens` reserved at worst, `output` output tokens charged ($5 per million).
+pub async fn send_keyed(
+    app: &TestApp,
+    key: &str,
+    max_tokens: u64,
+    output: u64,
+) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(app.url("/v1/messages"))
+        .header("x-api-key", key)
+        .header("x-mock", output_of(output).to_string())
+        .json(&body("claude-haiku-4-5", max_tokens))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// A small Messages request body.
 pub fn body(model: &str, max_tokens: u64) -> Value {
     json!({"model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": "Hello"}]})
@@ -145,6 +163,16 @@ impl TestApp {
             req = req.header("x-mock", s.to_string());
         }
         req.send().await.unwrap()
+    }
+
+    /// `PATCH` an admin resource with a JSON body.
+    pub async fn patch(&self, path: &str, body: Value) -> reqwest::Response {
+        self.client
+            .patch(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn get(&self, path: &str) -> Value {

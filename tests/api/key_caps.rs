@@ -5,17 +5,6 @@ use crate::helpers::*;
 use agent_budget::config::Secret;
 use serde_json::{Value, json};
 
-async fn send(app: &TestApp, key: &str, max_tokens: u64, output: u64) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(app.url("/v1/messages"))
-        .header("x-api-key", key)
-        .header("x-mock", output_of(output).to_string())
-        .json(&body("claude-haiku-4-5", max_tokens))
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn make_key(app: &TestApp, spec: Value) -> reqwest::Response {
     app.client
         .post(app.url("/api/budgets/team/keys"))
@@ -45,15 +34,15 @@ async fn a_key_with_its_own_cap_is_a_scope_below_its_budget() {
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(send(&app, &alice, 10, 80_000).await.status(), 200); // $0.40
+    assert_eq!(send_keyed(&app, &alice, 10, 80_000).await.status(), 200); // $0.40
     // Up to $0.15 more: over alice's $0.50.
-    let msg = refusal(send(&app, &alice, 30_000, 10).await, 429).await;
+    let msg = refusal(send_keyed(&app, &alice, 30_000, 10).await, 429).await;
     assert!(
         msg.starts_with("agent-budget: key 'alice' would exceed its daily cap: spent $0.40"),
         "{msg}"
     );
     assert_eq!(
-        send(&app, &bob, 30_000, 10).await.status(),
+        send_keyed(&app, &bob, 30_000, 10).await.status(),
         200,
         "bob has only the budget's cap"
     );
@@ -84,9 +73,9 @@ async fn a_key_with_its_own_cap_is_a_scope_below_its_budget() {
         s.upstream_key = Some(Secret::new("sk-ant-real-key-0123".into()))
     })
     .await;
-    assert_eq!(send(&app, &alice, 30_000, 10).await.status(), 429);
+    assert_eq!(send_keyed(&app, &alice, 30_000, 10).await.status(), 429);
     assert_eq!(
-        send(&app, &alice, 10, 10).await.status(),
+        send_keyed(&app, &alice, 10, 10).await.status(),
         200,
         "what fits goes"
     );
@@ -143,15 +132,11 @@ async fn hold_stream(app: &TestApp, key: &str) -> reqwest::Response {
 }
 
 async fn patch(app: &TestApp, key_id: &Value, body: Value) -> reqwest::Response {
-    app.client
-        .patch(app.url(&format!(
-            "/api/budgets/team/keys/{}",
-            key_id.as_str().map_or_else(|| key_id.to_string(), str::to_string)
-        )))
-        .json(&body)
-        .send()
+    let id = key_id
+        .as_str()
+        .map_or_else(|| key_id.to_string(), str::to_string);
+    app.patch(&format!("/api/budgets/team/keys/{id}"), body)
         .await
-        .unwrap()
 }
 
 async fn patched(app: &TestApp, key_id: &Value, body: Value) -> Value {
@@ -171,7 +156,7 @@ async fn a_keys_cap_changes_while_it_is_in_use_and_counts_what_it_spent_and_hold
         made["key"].as_str().unwrap().to_string(),
         made["id"].clone(),
     );
-    assert_eq!(send(&app, &bob, 10, 80_000).await.status(), 200); // $0.40
+    assert_eq!(send_keyed(&app, &bob, 10, 80_000).await.status(), 200); // $0.40
 
     // Capped after the fact: what it spent this period counts at once.
     let view = patched(&app, &id, json!({"max_dollars": "0.5"})).await;
@@ -184,7 +169,7 @@ async fn a_keys_cap_changes_while_it_is_in_use_and_counts_what_it_spent_and_hold
         (&json!("0.5"), &json!("monthly"), &json!("0.4")),
         "the budget's period when none is given"
     );
-    let msg = refusal(send(&app, &bob, 30_000, 10).await, 429).await;
+    let msg = refusal(send_keyed(&app, &bob, 30_000, 10).await, 429).await;
     assert!(
         msg.starts_with("agent-budget: key 'bob' would exceed its monthly cap: spent $0.40"),
         "{msg}"
@@ -195,12 +180,12 @@ async fn a_keys_cap_changes_while_it_is_in_use_and_counts_what_it_spent_and_hold
         (&view["max_dollars"], &view["period"]),
         (&json!("1"), &json!("daily"))
     );
-    assert_eq!(send(&app, &bob, 30_000, 10).await.status(), 200);
+    assert_eq!(send_keyed(&app, &bob, 30_000, 10).await.status(), 200);
 
     // Lowered while a stream holds its worst case: the hold counts against the new cap.
     let held = hold_stream(&app, &bob).await;
     patched(&app, &id, json!({"max_dollars": "0.6"})).await;
-    let msg = refusal(send(&app, &bob, 30_000, 10).await, 429).await;
+    let msg = refusal(send_keyed(&app, &bob, 30_000, 10).await, 429).await;
     assert!(
         msg.contains(" + in flight $0.0") && !msg.contains("in flight $0.00"),
         "{msg}"
@@ -213,7 +198,7 @@ async fn a_keys_cap_changes_while_it_is_in_use_and_counts_what_it_spent_and_hold
         (&view["max_dollars"], &view["spent_dollars"]),
         (&Value::Null, &Value::Null)
     );
-    assert_eq!(send(&app, &bob, 30_000, 10).await.status(), 200);
+    assert_eq!(send_keyed(&app, &bob, 30_000, 10).await.status(), 200);
 
     // Kept across a restart.
     patched(&app, &id, json!({"max_dollars": "0.5", "period": "weekly"})).await;
@@ -222,7 +207,7 @@ async fn a_keys_cap_changes_while_it_is_in_use_and_counts_what_it_spent_and_hold
         s.upstream_key = Some(Secret::new("sk-ant-real-key-0123".into()))
     })
     .await;
-    let msg = refusal(send(&app, &bob, 30_000, 10).await, 429).await;
+    let msg = refusal(send_keyed(&app, &bob, 30_000, 10).await, 429).await;
     assert!(
         msg.contains("key 'bob' would exceed its weekly cap"),
         "{msg}"

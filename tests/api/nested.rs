@@ -81,12 +81,8 @@ async fn a_parents_spend_is_its_subtrees_and_is_rebuilt_after_a_restart_or_a_mov
     app.create_budget(json!({"name": "other", "max_dollars": "5"}))
         .await;
     let r = app
-        .client
-        .patch(app.url("/api/budgets/b"))
-        .json(&json!({"parent": "other"}))
-        .send()
-        .await
-        .unwrap();
+        .patch("/api/budgets/b", json!({"parent": "other"}))
+        .await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     assert_eq!(spent(app.budget("total").await), "0.1");
     assert_eq!(spent(app.budget("other").await), "0.3");
@@ -103,12 +99,8 @@ async fn a_request_in_flight_when_its_budget_moves_is_charged_under_the_new_pare
     let held = app.send(Some("b"), &stream, Some(script)).await;
     assert_eq!(held.status(), 200);
     let r = app
-        .client
-        .patch(app.url("/api/budgets/b"))
-        .json(&json!({"parent": "other"}))
-        .send()
-        .await
-        .unwrap();
+        .patch("/api/budgets/b", json!({"parent": "other"}))
+        .await;
     assert_eq!(r.status(), 200);
     drop(held);
     let figures = |v: Value| {

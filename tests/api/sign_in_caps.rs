@@ -182,7 +182,8 @@ async fn a_bad_cap_leaves_the_sign_in_waiting_for_a_good_one() {
     let app = spawn_with(|s| s.upstream_key = Some(Secret::new(REAL.into()))).await;
     app.create_budget(json!({"name": "dev", "max_dollars": "5", "period": "weekly"}))
         .await;
-    let (code, _) = approve(&app, json!({"budget": "nowhere"})).await;
+    let (code, r) = approve(&app, json!({"budget": "nowhere", "max_dollars": "1"})).await;
+    assert_eq!(r.status(), 404, "an unknown budget");
     let path = format!(
         "/api/sign-ins/{}/approve",
         code["user_code"].as_str().unwrap()

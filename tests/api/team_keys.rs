@@ -211,29 +211,10 @@ async fn a_key_change_the_team_database_cannot_take_changes_nothing() {
     .await;
 }
 
-/// A request with `key` reserving `max_tokens` and charging `output` tokens (haiku: $5 per
-/// million): its status.
-async fn spend(app: &TestApp, key: &str, max_tokens: u64, output: u64) -> u16 {
-    app.client
-        .post(app.url("/v1/messages"))
-        .header("x-api-key", key)
-        .header("x-mock", output_of(output).to_string())
-        .json(&body("claude-haiku-4-5", max_tokens))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 async fn set_cap(app: &TestApp, id: i64, cap: Value) -> Value {
     let r = app
-        .client
-        .patch(app.url(&format!("/api/budgets/team/keys/{id}")))
-        .json(&cap)
-        .send()
-        .await
-        .unwrap();
+        .patch(&format!("/api/budgets/team/keys/{id}"), cap)
+        .await;
     assert_eq!(r.status(), 200);
     r.json().await.unwrap()
 }
@@ -248,7 +229,7 @@ async fn a_cap_given_to_a_key_on_one_proxy_counts_its_spend_on_every_one() {
     let key = new_key(&a, "team", "dev").await;
     eventually_status(&b, &key, 200, "B to take the key").await;
     // Spent on B before the key had a cap of its own: $0.40.
-    assert_eq!(spend(&b, &key, 10, 80_000).await, 200);
+    assert_eq!(send_keyed(&b, &key, 10, 80_000).await.status(), 200);
     // Capped on A: A counts what B charged at once, from the team's records.
     let view = set_cap(
         &a,
@@ -257,9 +238,9 @@ async fn a_cap_given_to_a_key_on_one_proxy_counts_its_spend_on_every_one() {
     )
     .await;
     assert_eq!(view["max_dollars"], "0.5");
-    assert_eq!(spend(&a, &key, 30_000, 10).await, 429);
+    assert_eq!(send_keyed(&a, &key, 30_000, 10).await.status(), 429);
     b.eventually("B to take the cap", || async {
-        spend(&b, &key, 30_000, 10).await == 429
+        send_keyed(&b, &key, 30_000, 10).await.status() == 429
     })
     .await;
     let listed = b.get("/api/budgets/team/keys").await["items"][0].clone();
@@ -274,9 +255,9 @@ async fn a_cap_given_to_a_key_on_one_proxy_counts_its_spend_on_every_one() {
         json!({"max_dollars": null}),
     )
     .await;
-    assert_eq!(spend(&b, &key, 30_000, 10).await, 200);
+    assert_eq!(send_keyed(&b, &key, 30_000, 10).await.status(), 200);
     a.eventually("A to drop the cap", || async {
-        spend(&a, &key, 30_000, 10).await == 200
+        send_keyed(&a, &key, 30_000, 10).await.status() == 200
     })
     .await;
 }

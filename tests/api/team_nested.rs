@@ -264,12 +264,8 @@ async fn a_move_on_one_proxy_is_followed_and_the_team_counts_both_parents_again(
     };
     assert_eq!(spent("total").await, Some(picos("0.5")));
     let r = apps[2]
-        .client
-        .patch(apps[2].url("/api/budgets/a"))
-        .json(&json!({"parent": "other"}))
-        .send()
-        .await
-        .unwrap();
+        .patch("/api/budgets/a", json!({"parent": "other"}))
+        .await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     apps[0]
         .eventually("the move on the first proxy", || async {
@@ -342,12 +338,8 @@ async fn a_request_in_flight_when_its_budget_moves_is_charged_under_its_new_pare
         (200, 200)
     );
     let r = here
-        .client
-        .patch(here.url("/api/budgets/a"))
-        .json(&json!({"parent": "other"}))
-        .send()
-        .await
-        .unwrap();
+        .patch("/api/budgets/a", json!({"parent": "other"}))
+        .await;
     assert_eq!(r.status(), 200);
     there
         .eventually("the move on the second proxy", || async {

@@ -127,19 +127,6 @@ async fn a_sign_in_is_listed_as_one_everywhere_and_its_refresh_token_is_spent_on
     assert_eq!(statuses, [200, 401], "one token for one refresh token");
 }
 
-/// A request on `token` reserving `max_tokens` and charging `output` tokens (haiku: $5 per
-/// million).
-async fn spend(app: &TestApp, token: &str, max_tokens: u64, output: u64) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(app.url("/v1/messages"))
-        .bearer_auth(token)
-        .header("x-mock", output_of(output).to_string())
-        .json(&body("claude-haiku-4-5", max_tokens))
-        .send()
-        .await
-        .unwrap()
-}
-
 /// The live sign-in's spend as a proxy lists it.
 async fn spent(app: &TestApp) -> serde_json::Value {
     let keys = app.get("/api/budgets/team/keys").await["items"].clone();
@@ -168,7 +155,7 @@ async fn a_sign_ins_cap_holds_team_wide_across_a_refresh_on_another_proxy() {
     assert_eq!(r.status(), 200);
     let (_, first) = crate::sign_in::poll(&a, code["device_code"].as_str().unwrap()).await;
     let token = first["access_token"].as_str().unwrap().to_string();
-    assert_eq!(spend(&a, &token, 10, 80_000).await.status(), 200); // $0.40
+    assert_eq!(send_keyed(&a, &token, 10, 80_000).await.status(), 200); // $0.40
     b.eventually("the other proxy to take the sign-in", || async {
         call(&b, &token).await == 200
     })
@@ -178,7 +165,7 @@ async fn a_sign_ins_cap_holds_team_wide_across_a_refresh_on_another_proxy() {
     assert_eq!(r.status(), 200);
     let second: serde_json::Value = r.json().await.unwrap();
     let renewed = second["access_token"].as_str().unwrap().to_string();
-    let msg = refusal(spend(&b, &renewed, 30_000, 10).await, 429).await;
+    let msg = refusal(send_keyed(&b, &renewed, 30_000, 10).await, 429).await;
     assert!(
         msg.starts_with(
             "agent-budget: key 'claude_code sign-in' would exceed its daily cap: spent $0.4"
@@ -190,7 +177,7 @@ async fn a_sign_ins_cap_holds_team_wide_across_a_refresh_on_another_proxy() {
         call(&a, &renewed).await == 200
     })
     .await;
-    assert_eq!(spend(&a, &renewed, 30_000, 10).await.status(), 429);
+    assert_eq!(send_keyed(&a, &renewed, 30_000, 10).await.status(), 429);
     let least = agent_budget::money::Money::parse("0.4").unwrap();
     a.eventually("both proxies to show the team's one figure", || async {
         let (on_a, on_b) = (spent(&a).await, spent(&b).await);
