@@ -118,10 +118,26 @@ test("dashboard end to end", { timeout: 180_000 }, async (t) => {
 
   await t.test("edit a budget", async () => {
     await page.getByRole("link", { name: "Edit" }).click();
-    await page.getByLabel("Cap in dollars").fill("2");
+    const cap = page.getByLabel("Cap in dollars");
+    await page.waitForFunction(() => document.querySelector("input[name=max_dollars]")?.value === "1");
+    await cap.fill("2");
     await page.getByLabel("Period").selectOption("daily");
+    // The route parsed again (the same form under another address) must not load the budget
+    // again over what was typed: a load racing the typing once saved the old cap.
+    const loads = [];
+    const onRequest = (r) => r.method() === "GET" && r.url().endsWith("/api/budgets/e2e-team") && loads.push(r.url());
+    page.on("request", onRequest);
+    await page.evaluate(() => new Promise((done) => {
+      addEventListener("hashchange", () => requestAnimationFrame(() => setTimeout(done)), { once: true });
+      location.hash = "#/budgets/e2e-team/edit/";
+    }));
+    page.off("request", onRequest);
+    assert.deepEqual(loads, []);
+    assert.equal(await cap.inputValue(), "2");
     await page.getByRole("button", { name: "Save" }).click();
     await page.getByTestId("spent").waitFor();
+    const saved = await (await adminFetch(`${base}/api/budgets/e2e-team`)).json();
+    assert.deepEqual([saved.max_dollars, saved.period], ["2", "daily"]);
     await page.getByText("of $2.00").waitFor();
   });
 
