@@ -173,7 +173,10 @@ async fn scope_in(
     kept: Option<Arc<Slot>>,
 ) -> Result<(), StoreError> {
     if let Some(scope) = kept.or_else(|| ledger.lineage_scope(&key.lineage)) {
+        // With the key's cap: a refreshed token takes its predecessor's as the team has it,
+        // which this proxy's scope may not have followed yet.
         ledger.attach_key(key.key_id, scope);
+        ledger.update_key(key.key_id, (key.max_dollars, key.period), period::now());
         return Ok(());
     }
     let lineage = key.lineage.clone();

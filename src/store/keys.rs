@@ -46,13 +46,14 @@ pub fn insert(
     Ok(tx.last_insert_rowid())
 }
 
-/// The key a sign-in's refresh token belongs to: what its successor inherits.
+/// The key a sign-in's refresh token belongs to: what its successor inherits (its cap as
+/// it is once revoked).
 #[derive(Debug)]
 pub struct Refreshed {
     pub id: i64,
+    pub hash: String,
     pub budget_id: i64,
     pub name: String,
-    pub cap: Option<(Money, Period)>,
     /// The sign-in's first token's hash (this key's own when it is the first).
     pub lineage: String,
 }
@@ -61,7 +62,7 @@ pub struct Refreshed {
 pub fn by_refresh(conn: &Connection, refresh_hash: &str) -> Result<Option<Refreshed>, StoreError> {
     Ok(conn
         .query_row(
-            "SELECT id, budget_id, name, max_dollars, period, coalesce(lineage, hash)
+            "SELECT id, budget_id, name, coalesce(lineage, hash), hash
              FROM virtual_keys WHERE refresh_hash = ?1 AND revoked_at IS NULL",
             [refresh_hash],
             |r| {
@@ -69,12 +70,24 @@ pub fn by_refresh(conn: &Connection, refresh_hash: &str) -> Result<Option<Refres
                     id: r.get(0)?,
                     budget_id: r.get(1)?,
                     name: r.get(2)?,
-                    cap: cap(r.get(3)?, r.get(4)?),
-                    lineage: r.get(5)?,
+                    lineage: r.get(3)?,
+                    hash: r.get(4)?,
                 })
             },
         )
         .optional()?)
+}
+
+/// A key's own cap, as this proxy has it.
+pub fn cap_of(conn: &Connection, id: i64) -> Result<Option<(Money, Period)>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT max_dollars, period FROM virtual_keys WHERE id = ?1",
+            [id],
+            |r| Ok(cap(r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .flatten())
 }
 
 /// Columns: id, name, created_at, revoked_at, last_used_at, kind.

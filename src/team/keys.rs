@@ -99,6 +99,23 @@ impl Team {
         .await
     }
 
+    /// A key's own cap as the team has it (None: the team has no such key). A proxy may not
+    /// yet have followed a change another made.
+    pub async fn key_cap(&self, hash: &str) -> Result<Option<Option<(Money, Period)>>, TeamError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    "SELECT max_dollars, period FROM team_keys WHERE hash = $1",
+                    &[&hash],
+                )
+                .await
+                .map_err(unreachable)?;
+            row.map(|r| Ok(cap(col(&r, 0)?, col(&r, 1)?))).transpose()
+        })
+        .await
+    }
+
     /// Every key the team has had.
     pub async fn keys(&self) -> Result<Vec<TeamKey>, TeamError> {
         self.bounded(async {
@@ -121,12 +138,7 @@ impl Team {
                         revoked: col(r, 4)?,
                         sign_in: col::<String>(r, 5)? == "sign_in",
                         refresh_hash: col(r, 6)?,
-                        cap: match (col::<Option<i64>>(r, 7)?, col::<Option<String>>(r, 8)?) {
-                            (Some(m), Some(p)) => {
-                                Some((Money::from_picos(m), Period::parse(&p).unwrap_or_default()))
-                            }
-                            _ => None,
-                        },
+                        cap: cap(col(r, 7)?, col(r, 8)?),
                         lineage: col(r, 9)?,
                     })
                 })
@@ -134,4 +146,12 @@ impl Team {
         })
         .await
     }
+}
+
+/// A cap from its two columns (none unless both are set).
+fn cap(max_dollars: Option<i64>, period: Option<String>) -> Option<(Money, Period)> {
+    Some((
+        Money::from_picos(max_dollars?),
+        Period::parse(&period?).unwrap_or_default(),
+    ))
 }

@@ -185,3 +185,67 @@ async fn a_sign_ins_cap_holds_team_wide_across_a_refresh_on_another_proxy() {
     })
     .await;
 }
+
+/// The live sign-in key's cap as `app` lists it.
+async fn live_cap(app: &TestApp) -> serde_json::Value {
+    let keys = app.get("/api/budgets/team/keys").await["items"].clone();
+    keys.as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["revoked_at"].is_null())
+        .map(|k| k["max_dollars"].clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_cap_changed_on_one_proxy_holds_for_a_token_refreshed_on_another_before_it_followed() {
+    let pg = Postgres::start();
+    let (a, b) = (member(&pg).await, member(&pg).await);
+    a.create_budget(json!({"name": "team", "max_dollars": "5"}))
+        .await;
+    follows_budget(&b).await;
+    let code = crate::sign_in::start(&a).await;
+    let path = format!(
+        "/api/sign-ins/{}/approve",
+        code["user_code"].as_str().unwrap()
+    );
+    let approval = json!({"budget": "team", "max_dollars": "2", "period": "daily"});
+    assert_eq!(
+        crate::sign_in::admin_post(&a, &path, approval)
+            .await
+            .status(),
+        200
+    );
+    let (_, first) = crate::sign_in::poll(&a, code["device_code"].as_str().unwrap()).await;
+    let token = first["access_token"].as_str().unwrap().to_string();
+    b.eventually("the other proxy to take the sign-in", || async {
+        call(&b, &token).await == 200
+    })
+    .await;
+    // Lowered on A, and at once (before B follows the change) refreshed on B: the new token
+    // carries the lowered cap, not the one B still had.
+    let keys = a.get("/api/budgets/team/keys").await["items"].clone();
+    let id = keys[0]["id"].as_i64().unwrap();
+    let r = a
+        .patch(
+            &format!("/api/budgets/team/keys/{id}"),
+            json!({"max_dollars": "0.1"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = refresh(&b, first["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(r.status(), 200);
+    let second: serde_json::Value = r.json().await.unwrap();
+    let renewed = second["access_token"].as_str().unwrap().to_string();
+    assert_eq!(live_cap(&b).await, "0.1");
+    let msg = refusal(send_keyed(&b, &renewed, 30_000, 10).await, 429).await;
+    assert!(
+        msg.starts_with("agent-budget: key 'claude_code sign-in' would exceed its daily cap"),
+        "{msg}"
+    );
+    a.eventually(
+        "the first proxy to list the new token with the lowered cap",
+        || async { live_cap(&a).await == "0.1" },
+    )
+    .await;
+}

@@ -3,11 +3,13 @@
 //! all of them, with one spend.
 
 use super::{PROJECT_TAG, Refused, TOKEN_DAYS, TOKEN_PREFIX, Token, random_hex};
-use crate::budget::period;
+use crate::budget::period::{self, Period};
 use crate::error::HttpError;
+use crate::money::Money;
 use crate::record::KeyKind;
 use crate::service::Service;
-use crate::service::keys::{Terms, hash};
+use crate::service::keys::{Terms, hash, unshared};
+use crate::store::keys::{self, Refreshed};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
@@ -41,7 +43,7 @@ impl Service {
         let h = hash(refresh_token);
         let found = self
             .store
-            .read(move |c| crate::store::keys::by_refresh(c, &h))
+            .read(move |c| keys::by_refresh(c, &h))
             .await
             .ok()
             .flatten();
@@ -54,9 +56,13 @@ impl Service {
         self.revoke_key(&budget, &old.id.to_string())
             .await
             .map_err(|_| Refused::Refresh)?;
+        let cap = self.final_cap(&old).await.map_err(|e| {
+            tracing::warn!("a sign-in could not be refreshed: {}", e.message);
+            Refused::Refresh
+        })?;
         let terms = Terms {
             refresh_hash: None,
-            cap: old.cap,
+            cap,
             lineage: Some(old.lineage),
             kept,
         };
@@ -64,6 +70,24 @@ impl Service {
             tracing::warn!("a sign-in could not be refreshed: {}", e.message);
             Refused::Refresh
         })
+    }
+
+    /// A revoked key's cap, which no change reaches any more (a change is made on live keys
+    /// only): the team's on a team, where another proxy may have changed it a moment ago
+    /// without this one having followed yet; else this proxy's, as it is after the revocation.
+    async fn final_cap(&self, old: &Refreshed) -> Result<Option<(Money, Period)>, HttpError> {
+        let owner = self.slot(&old.budget_id.to_string())?.budget();
+        if let Some(team) = self.team_of(&owner.name) {
+            let held = team
+                .key_cap(&old.hash)
+                .await
+                .map_err(|e| unshared(&old.name, &owner.name, "refreshed", e))?;
+            if let Some(cap) = held {
+                return Ok(cap);
+            }
+        }
+        let id = old.id;
+        Ok(self.store.read(move |c| keys::cap_of(c, id)).await?)
     }
 
     /// A signed token for a sign-in of `budget`, and its lifetime in seconds.
