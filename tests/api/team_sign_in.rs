@@ -127,21 +127,21 @@ async fn a_sign_in_is_listed_as_one_everywhere_and_its_refresh_token_is_spent_on
     assert_eq!(statuses, [200, 401], "one token for one refresh token");
 }
 
-/// The live sign-in's spend as a proxy lists it.
-async fn spent(app: &TestApp) -> serde_json::Value {
+/// A field of the live sign-in key as a proxy lists it.
+async fn live(app: &TestApp, field: &str) -> serde_json::Value {
     let keys = app.get("/api/budgets/team/keys").await["items"].clone();
     keys.as_array()
         .unwrap()
         .iter()
         .find(|k| k["revoked_at"].is_null())
-        .map(|k| k["spent_dollars"].clone())
+        .map(|k| k[field].clone())
         .unwrap_or_default()
 }
 
-#[tokio::test]
-async fn a_sign_ins_cap_holds_team_wide_across_a_refresh_on_another_proxy() {
-    let pg = Postgres::start();
-    let (a, b) = (member(&pg).await, member(&pg).await);
+/// Two proxies of one team and a sign-in of its $5 budget 'team' with `max_dollars` a day of
+/// its own, approved on the first and taken by both: its first token answer.
+async fn capped_sign_in(pg: &Postgres, max_dollars: &str) -> (TestApp, TestApp, serde_json::Value) {
+    let (a, b) = (member(pg).await, member(pg).await);
     a.create_budget(json!({"name": "team", "max_dollars": "5"}))
         .await;
     follows_budget(&b).await;
@@ -150,16 +150,28 @@ async fn a_sign_ins_cap_holds_team_wide_across_a_refresh_on_another_proxy() {
         "/api/sign-ins/{}/approve",
         code["user_code"].as_str().unwrap()
     );
-    let approval = json!({"budget": "team", "max_dollars": "0.5", "period": "daily"});
-    let r = crate::sign_in::admin_post(&a, &path, approval).await;
-    assert_eq!(r.status(), 200);
+    let approval = json!({"budget": "team", "max_dollars": max_dollars, "period": "daily"});
+    assert_eq!(
+        crate::sign_in::admin_post(&a, &path, approval)
+            .await
+            .status(),
+        200
+    );
     let (_, first) = crate::sign_in::poll(&a, code["device_code"].as_str().unwrap()).await;
     let token = first["access_token"].as_str().unwrap().to_string();
-    assert_eq!(send_keyed(&a, &token, 10, 80_000).await.status(), 200); // $0.40
     b.eventually("the other proxy to take the sign-in", || async {
         call(&b, &token).await == 200
     })
     .await;
+    (a, b, first)
+}
+
+#[tokio::test]
+async fn a_sign_ins_cap_holds_team_wide_across_a_refresh_on_another_proxy() {
+    let pg = Postgres::start();
+    let (a, b, first) = capped_sign_in(&pg, "0.5").await;
+    let token = first["access_token"].as_str().unwrap().to_string();
+    assert_eq!(send_keyed(&a, &token, 10, 80_000).await.status(), 200); // $0.40
     // Traded on B: the new token is refused there what the first spent on A leaves no room for.
     let r = refresh(&b, first["refresh_token"].as_str().unwrap()).await;
     assert_eq!(r.status(), 200);
@@ -180,48 +192,19 @@ async fn a_sign_ins_cap_holds_team_wide_across_a_refresh_on_another_proxy() {
     assert_eq!(send_keyed(&a, &renewed, 30_000, 10).await.status(), 429);
     let least = agent_budget::money::Money::parse("0.4").unwrap();
     a.eventually("both proxies to show the team's one figure", || async {
-        let (on_a, on_b) = (spent(&a).await, spent(&b).await);
+        let (on_a, on_b) = (
+            live(&a, "spent_dollars").await,
+            live(&b, "spent_dollars").await,
+        );
         on_a == on_b && on_a.is_string() && dollars(&on_a) >= least
     })
     .await;
 }
 
-/// The live sign-in key's cap as `app` lists it.
-async fn live_cap(app: &TestApp) -> serde_json::Value {
-    let keys = app.get("/api/budgets/team/keys").await["items"].clone();
-    keys.as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["revoked_at"].is_null())
-        .map(|k| k["max_dollars"].clone())
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn a_cap_changed_on_one_proxy_holds_for_a_token_refreshed_on_another_before_it_followed() {
     let pg = Postgres::start();
-    let (a, b) = (member(&pg).await, member(&pg).await);
-    a.create_budget(json!({"name": "team", "max_dollars": "5"}))
-        .await;
-    follows_budget(&b).await;
-    let code = crate::sign_in::start(&a).await;
-    let path = format!(
-        "/api/sign-ins/{}/approve",
-        code["user_code"].as_str().unwrap()
-    );
-    let approval = json!({"budget": "team", "max_dollars": "2", "period": "daily"});
-    assert_eq!(
-        crate::sign_in::admin_post(&a, &path, approval)
-            .await
-            .status(),
-        200
-    );
-    let (_, first) = crate::sign_in::poll(&a, code["device_code"].as_str().unwrap()).await;
-    let token = first["access_token"].as_str().unwrap().to_string();
-    b.eventually("the other proxy to take the sign-in", || async {
-        call(&b, &token).await == 200
-    })
-    .await;
+    let (a, b, first) = capped_sign_in(&pg, "2").await;
     // Lowered on A, and at once (before B follows the change) refreshed on B: the new token
     // carries the lowered cap, not the one B still had.
     let keys = a.get("/api/budgets/team/keys").await["items"].clone();
@@ -237,7 +220,7 @@ async fn a_cap_changed_on_one_proxy_holds_for_a_token_refreshed_on_another_befor
     assert_eq!(r.status(), 200);
     let second: serde_json::Value = r.json().await.unwrap();
     let renewed = second["access_token"].as_str().unwrap().to_string();
-    assert_eq!(live_cap(&b).await, "0.1");
+    assert_eq!(live(&b, "max_dollars").await, "0.1");
     let msg = refusal(send_keyed(&b, &renewed, 30_000, 10).await, 429).await;
     assert!(
         msg.starts_with("agent-budget: key 'claude_code sign-in' would exceed its daily cap"),
@@ -245,7 +228,7 @@ async fn a_cap_changed_on_one_proxy_holds_for_a_token_refreshed_on_another_befor
     );
     a.eventually(
         "the first proxy to list the new token with the lowered cap",
-        || async { live_cap(&a).await == "0.1" },
+        || async { live(&a, "max_dollars").await == "0.1" },
     )
     .await;
 }
