@@ -143,18 +143,24 @@ impl Service {
         self.share(&next.name, Some(&next))
             .await
             .map_err(|e| unshared(&next.name, "changed", e))?;
-        if let Some(team) = self.team_of(&next.name)
-            && next.parent != before.parent
+        if let (Some(team), Some(above)) =
+            (self.team_of(&next.name), self.above_move(&before, &next))
         {
-            // The ancestors above it before and after: their team figures are their
-            // subtrees', counted again from the team's records.
-            let mut above = self.ancestors_of(before.parent);
-            above.extend(self.ancestors_of(next.parent));
             team.reopen(&above)
                 .await
                 .map_err(|e| unshared(&next.name, "moved", e))?;
         }
         self.change_here(&before, next).await
+    }
+
+    /// When a budget moves, the budgets above it before and after: their team figures are
+    /// their subtrees', to be counted again from the team's records.
+    pub(super) fn above_move(&self, before: &Budget, next: &Budget) -> Option<Vec<String>> {
+        (next.parent != before.parent).then(|| {
+            let mut above = self.ancestors_of(before.parent);
+            above.extend(self.ancestors_of(next.parent));
+            above
+        })
     }
 
     /// Applies a budget's new settings on this proxy: sessions tracked from when a cap on

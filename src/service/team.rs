@@ -159,7 +159,20 @@ impl Service {
             child: Some(here),
         };
         let next = patch.apply(here, &tree)?;
-        self.change_here(here, next).await.map(|_| ())
+        let moved = self.above_move(here, &next);
+        self.change_here(here, next).await?;
+        // Moved on another proxy: what this one charged the old parents before it knew is
+        // counted again from the records (every proxy does so once it follows, so the
+        // figures are exact once all have).
+        if let (Some(team), Some(above)) = (self.team_of(&here.name), moved)
+            && let Err(e) = team.reopen(&above).await
+        {
+            tracing::warn!(
+                "budget '{}' moved; its parents' team figures are not recounted yet: {e}",
+                here.name
+            );
+        }
+        Ok(())
     }
 
     /// Makes here a budget the team has, from its settings.

@@ -305,10 +305,10 @@ async fn recorded(db: &tokio_postgres::Client) -> HashMap<String, i64> {
     .collect()
 }
 
-#[tokio::test]
-async fn a_request_in_flight_when_its_budget_moves_is_charged_under_its_new_parent_team_wide() {
-    let pg = Postgres::start();
-    let apps = proxies(&pg).await;
+/// Three proxies with `a` and `d` below `total`, and `other` beside it ($5 each), made on the
+/// first and followed by the second.
+async fn two_parents(pg: &Postgres) -> Vec<TestApp> {
+    let apps = proxies(pg).await;
     for (name, parent) in [
         ("total", None),
         ("other", None),
@@ -319,13 +319,21 @@ async fn a_request_in_flight_when_its_budget_moves_is_charged_under_its_new_pare
             .create_budget(json!({"name": name, "max_dollars": "5", "parent": parent}))
             .await;
     }
-    let (here, there) = (&apps[0], &apps[1]);
+    let there = &apps[1];
     there
         .eventually("the children on the other proxy", || async {
             found(there, "/api/budgets/d").await["ancestors"] == json!(["total"])
                 && found(there, "/api/budgets/a").await["ancestors"] == json!(["total"])
         })
         .await;
+    apps
+}
+
+#[tokio::test]
+async fn a_request_in_flight_when_its_budget_moves_is_charged_under_its_new_parent_team_wide() {
+    let pg = Postgres::start();
+    let apps = two_parents(&pg).await;
+    let (here, there) = (&apps[0], &apps[1]);
     // Two streams held open on the second proxy: one through `a`, which moves, one through
     // `d`, which stays.
     let mut stream = body("claude-haiku-4-5", 16_000);
@@ -388,4 +396,41 @@ async fn a_request_in_flight_when_its_budget_moves_is_charged_under_its_new_pare
 async fn send_via(app: &TestApp, budget: &str, max_tokens: u64, output: u64) -> reqwest::Response {
     let b = body("claude-haiku-4-5", max_tokens);
     app.send(Some(budget), &b, Some(output_of(output))).await
+}
+
+#[tokio::test]
+async fn what_a_proxy_charged_the_old_parent_before_it_followed_a_move_is_counted_again() {
+    let pg = Postgres::start();
+    let apps = two_parents(&pg).await;
+    let (here, there) = (&apps[0], &apps[1]);
+    // Moved here, and at once (before the other proxy follows) spent through `a` there: it
+    // charges `total`, the parent it knows.
+    let r = here
+        .patch("/api/budgets/a", json!({"parent": "other"}))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(send_via(there, "a", 10, 100_000).await.status(), 200); // $0.50
+    let db = database(&pg).await;
+    let of_total = || async {
+        let row = rows(&db).await.into_iter().find(|r| r.0 == "total");
+        row.map(|r| r.2).unwrap_or(0)
+    };
+    there
+        .eventually("the request's record", || async {
+            recorded(&db).await.get("a") == Some(&picos("0.5"))
+        })
+        .await;
+    // Once it follows, `total` counts only its own subtree's records again.
+    there
+        .eventually("total to hold none of a's spend", || async {
+            of_total().await == recorded(&db).await.get("d").copied().unwrap_or(0)
+        })
+        .await;
+    assert_eq!(send_via(there, "d", 10, 20_000).await.status(), 200); // $0.10
+    assert_eq!(send_via(there, "a", 10, 20_000).await.status(), 200);
+    let (spend, records) = (rows(&db).await, recorded(&db).await);
+    let row = |name: &str| spend.iter().find(|r| r.0 == name).map(|r| r.2);
+    assert_eq!(row("total"), Some(records["d"]));
+    assert_eq!(row("other"), Some(records["a"]));
+    assert_eq!(records["a"], picos("0.6"));
 }
