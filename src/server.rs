@@ -263,6 +263,7 @@ impl RunningServer {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.service.tracker.wait()).await;
         self.service.save_key_uses().await;
         self.service.save_subscriptions().await;
+        self.service.flush_spans().await;
         if let Err(e) = self.service.store.writer.run(|_| Ok(())).await {
             tracing::error!(error = %e, "could not flush accounting");
         }

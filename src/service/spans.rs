@@ -23,6 +23,16 @@ impl Service {
         self.traces.is_some()
     }
 
+    /// Sends the spans still queued (at exit: the batcher would otherwise go with the runtime
+    /// before its batch's linger is over).
+    pub async fn flush_spans(&self) {
+        if let Some(exporter) = &self.traces
+            && !exporter.flush(std::time::Duration::from_secs(5)).await
+        {
+            tracing::warn!("spans not all sent to the OTLP collector before exit");
+        }
+    }
+
     /// Exports the span of a request charged to `budget`, as `row` records it.
     pub fn trace(&self, budget: &str, row: &UsageRow, req: Request) {
         let Some(exporter) = &self.traces else { return };

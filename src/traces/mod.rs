@@ -6,7 +6,7 @@
 //! admission decision — never a prompt, a response or a key.
 
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 #[cfg(test)]
 mod tests;
@@ -166,6 +166,8 @@ fn percent_decode(s: &str) -> Option<String> {
 #[derive(Debug)]
 pub struct Exporter {
     queue: mpsc::Sender<Span>,
+    /// Asks the sender to send all that is queued now, and say when it has.
+    flushes: mpsc::Sender<oneshot::Sender<()>>,
     dropped: std::sync::atomic::AtomicU64,
 }
 
@@ -174,11 +176,21 @@ impl Exporter {
     /// and the queue is empty.
     pub fn start(config: Config, client: reqwest::Client) -> Exporter {
         let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(send_batches(config, client, rx));
+        let (flushes, asked) = mpsc::channel(1);
+        tokio::spawn(send_batches(config, client, rx, asked));
         Exporter {
             queue,
+            flushes,
             dropped: Default::default(),
         }
+    }
+
+    /// Sends every span queued so far without waiting out the batch's linger (at exit,
+    /// before the runtime that sends them is gone); false if that took longer than `within`.
+    pub async fn flush(&self, within: Duration) -> bool {
+        let (done, sent) = oneshot::channel();
+        let asked = async { self.flushes.send(done).await.is_ok() && sent.await.is_ok() };
+        tokio::time::timeout(within, asked).await.unwrap_or(false)
     }
 
     /// Queues a span; a full queue drops it.
@@ -214,20 +226,45 @@ pub fn random_ids() -> ([u8; 16], [u8; 8]) {
     (trace, span)
 }
 
-async fn send_batches(config: Config, client: reqwest::Client, mut rx: mpsc::Receiver<Span>) {
+async fn send_batches(
+    config: Config,
+    client: reqwest::Client,
+    mut rx: mpsc::Receiver<Span>,
+    mut asked: mpsc::Receiver<oneshot::Sender<()>>,
+) {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
-        let Some(first) = rx.recv().await else { return };
-        batch.push(first);
+        // A batch starts with a span and lingers for more, unless a flush is asked for.
+        let mut flush = None;
+        tokio::select! {
+            s = rx.recv() => match s {
+                Some(s) => batch.push(s),
+                None => return,
+            },
+            Some(done) = asked.recv() => flush = Some(done),
+        }
         let until = tokio::time::Instant::now() + LINGER;
-        while batch.len() < BATCH {
-            match tokio::time::timeout_at(until, rx.recv()).await {
-                Ok(Some(s)) => batch.push(s),
-                _ => break,
+        while flush.is_none() && !batch.is_empty() && batch.len() < BATCH {
+            tokio::select! {
+                s = tokio::time::timeout_at(until, rx.recv()) => match s {
+                    Ok(Some(s)) => batch.push(s),
+                    _ => break,
+                },
+                Some(done) = asked.recv() => flush = Some(done),
             }
         }
-        send(&config, &client, &batch).await;
+        if flush.is_some() {
+            while let Ok(s) = rx.try_recv() {
+                batch.push(s);
+            }
+        }
+        for chunk in batch.chunks(BATCH) {
+            send(&config, &client, chunk).await;
+        }
         batch.clear();
+        if let Some(done) = flush {
+            let _ = done.send(());
+        }
     }
 }
 

@@ -179,3 +179,22 @@ async fn each_request_is_one_span_with_the_genai_attributes_and_no_secrets() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_spans_of_the_last_requests_are_sent_before_the_server_stops() {
+    let (endpoint, got) = collector().await;
+    let config = Config {
+        endpoint,
+        headers: Vec::new(),
+        resource: Vec::new(),
+        timeout: std::time::Duration::from_secs(5),
+    };
+    let app = spawn_with(|s| s.traces = Some(config)).await;
+    for _ in 0..2 {
+        let r = app.send(None, &body("claude-haiku-4-5", 100), None).await;
+        assert_eq!(r.status(), 200);
+    }
+    // Stopped at once, inside the batch's linger: both spans are at the collector already.
+    app.stop().await;
+    assert_eq!(spans(&got).len(), 2);
+}
