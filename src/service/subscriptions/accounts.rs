@@ -1,14 +1,7 @@
-//! Subscription windows and API rate limits (docs/subscriptions.md): what the upstream last
-//! said about each credential, kept by fingerprint and saved across restarts; alerts at the
-//! configured shares of a window, once per window instance; and the refusal of a budget that
-//! stops at a share of the windows its requests report.
+//! Each credential's last state: its windows and rate limits, the readings that pace its
+//! windows, and the alerts raised on them, by account (a fingerprint).
 
-use super::Service;
-use crate::budget::Budget;
-use crate::dto::{RateLimitView, SubscriptionView, WindowView};
-use crate::events::CoreEvent;
 use crate::subscription::{self, RateLimits, Window, Windows};
-use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
@@ -35,13 +28,13 @@ const PACED: [(&str, &str); 2] = [("five_hour", "5-hour"), ("seven_day", "weekly
 
 /// One credential's last state.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Seen {
+pub(super) struct Seen {
     #[serde(default)]
-    windows: Option<Windows>,
+    pub(super) windows: Option<Windows>,
     #[serde(default)]
-    limits: Option<RateLimits>,
+    pub(super) limits: Option<RateLimits>,
     /// Epoch seconds.
-    seen_at: i64,
+    pub(super) seen_at: i64,
     /// The readings of each paced window's current instance.
     #[serde(default)]
     readings: BTreeMap<String, Instance>,
@@ -58,7 +51,7 @@ struct Instance {
 }
 
 impl Seen {
-    fn window(&self, key: &str) -> Option<&Window> {
+    pub(super) fn window(&self, key: &str) -> Option<&Window> {
         let w = self.windows.as_ref()?;
         match key {
             "five_hour" => w.five_hour.as_ref(),
@@ -115,7 +108,7 @@ impl Seen {
 
     /// A window's pace from its readings and the latest one.
     /// A window's pace: from its oldest reading kept to the latest.
-    fn pace(&self, key: &str, w: &Window) -> Option<subscription::Pace> {
+    pub(super) fn pace(&self, key: &str, w: &Window) -> Option<subscription::Pace> {
         let inst = self.readings.get(key)?;
         let (first, kept) = (*inst.readings.first()?, *inst.readings.last()?);
         let latest = match w.utilization {
@@ -157,7 +150,7 @@ impl Accounts {
         }
     }
 
-    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, Seen>> {
+    pub(super) fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, Seen>> {
         self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -167,7 +160,7 @@ impl Accounts {
 
     /// Notes what a response said of a credential; returns the thresholds it crossed and
     /// whether anything shown changed.
-    fn observe(
+    pub(super) fn observe(
         &self,
         account: &str,
         (windows, limits): (Option<Windows>, Option<RateLimits>),
@@ -213,7 +206,7 @@ impl Accounts {
     }
 
     /// What changed since the last call: states to save, accounts to forget.
-    fn take_dirty(&self) -> (Vec<(String, String, i64)>, Vec<String>) {
+    pub(super) fn take_dirty(&self) -> (Vec<(String, String, i64)>, Vec<String>) {
         let (changed, gone) = std::mem::take(&mut *self.dirty());
         let all = self.seen();
         let states = changed
@@ -226,209 +219,10 @@ impl Accounts {
         (states, gone.into_iter().collect())
     }
 
-    fn put_back(&self, states: &[(String, String, i64)], gone: Vec<String>) {
+    pub(super) fn put_back(&self, states: &[(String, String, i64)], gone: Vec<String>) {
         let mut dirty = self.dirty();
         dirty.0.extend(states.iter().map(|(a, _, _)| a.clone()));
         dirty.1.extend(gone);
-    }
-}
-
-impl Service {
-    /// Reads a response's headers for what they say of the credential that sent it.
-    pub fn observe_upstream(&self, account: &str, headers: &HeaderMap) {
-        let windows = subscription::windows(headers);
-        let limits = match windows {
-            Some(_) => None,
-            None => subscription::rate_limits(headers),
-        };
-        if windows.is_none() && limits.is_none() {
-            return;
-        }
-        let now = chrono::Utc::now().timestamp();
-        let thresholds = &self.config.subscription_alerts;
-        let (crossed, changed) = self
-            .accounts
-            .observe(account, (windows, limits), now, thresholds);
-        if changed {
-            self.events.emit(CoreEvent::SubscriptionsChanged);
-        }
-        for c in crossed {
-            self.raise_window_alert(account, &c);
-        }
-    }
-
-    /// The refusal of a request of `budget` sent with the subscription `account`, once a
-    /// window it last reported has reached the budget's share of it (and has not reset since):
-    /// the message, and the seconds until the window resets.
-    pub fn window_refusal(&self, budget: &Budget, account: Option<&str>) -> Option<(String, i64)> {
-        let caps = budget.max_subscription_utilization?;
-        let all = self.accounts.seen();
-        let seen = all.get(account?)?;
-        let now = chrono::Utc::now().timestamp();
-        for (key, name, share) in caps.windows() {
-            let Some(w) = seen.window(key) else { continue };
-            let Some(u) = w.utilization else { continue };
-            if u < share.fraction() || w.resets_at.is_some_and(|r| r <= now) {
-                continue;
-            }
-            let resets = match w.resets_at {
-                Some(r) => format!("; it resets at {}", self.render_secs(r)),
-                None => String::new(),
-            };
-            let msg = format!(
-                "agent-budget: budget '{}' stops at {} % of the subscription's {name} window (its 'max_subscription_utilization'), and the window is at {:.0} %{resets}",
-                budget.name,
-                share.percent(),
-                u * 100.0
-            );
-            let wait = w.resets_at.map_or(3600, |r| (r - now).max(1));
-            return Some((msg, wait));
-        }
-        None
-    }
-
-    fn render_secs(&self, secs: i64) -> String {
-        self.config.zone.render(crate::budget::period::from_millis(
-            secs.saturating_mul(1000),
-        ))
-    }
-
-    fn window_view(&self, seen: &Seen, key: &str, w: &Window) -> WindowView {
-        let pace = seen.pace(key, w);
-        WindowView {
-            utilization: w.utilization,
-            resets_at: w.resets_at.map(|r| self.render_secs(r)),
-            status: w.status.clone(),
-            per_hour: pace.as_ref().map(|p| p.per_hour),
-            fills_at: pace.and_then(|p| p.fills_at).map(|f| self.render_secs(f)),
-        }
-    }
-
-    /// What `view` makes of each credential seen, the most recently seen first.
-    fn latest<T>(&self, view: impl Fn(&String, &Seen) -> Option<T>) -> Vec<T> {
-        let all = self.accounts.seen();
-        let mut seen: Vec<(&String, &Seen)> = all.iter().collect();
-        seen.sort_by_key(|(_, s)| std::cmp::Reverse(s.seen_at));
-        seen.into_iter().filter_map(|(a, s)| view(a, s)).collect()
-    }
-
-    /// Every subscription seen, the most recently seen first.
-    pub fn subscriptions(&self) -> Vec<SubscriptionView> {
-        self.latest(|account, s| {
-            let w = s.windows.as_ref()?;
-            let view = |key, w: &Option<Window>| w.as_ref().map(|w| self.window_view(s, key, w));
-            Some(SubscriptionView {
-                account: account.clone(),
-                five_hour: view("five_hour", &w.five_hour),
-                seven_day: view("seven_day", &w.seven_day),
-                overage: view("overage", &w.overage),
-                representative_claim: w.representative_claim.clone(),
-                status: w.status.clone(),
-                seen_at: self.render_secs(s.seen_at),
-            })
-        })
-    }
-
-    /// Every API key's rate limits seen, the most recently seen first.
-    pub fn rate_limits(&self) -> Vec<RateLimitView> {
-        self.latest(|account, s| {
-            let l = s.limits.clone()?;
-            Some(RateLimitView {
-                account: account.clone(),
-                requests: l.requests,
-                tokens: l.tokens,
-                input_tokens: l.input_tokens,
-                output_tokens: l.output_tokens,
-                seen_at: self.render_secs(s.seen_at),
-            })
-        })
-    }
-
-    /// Saves what changed since the last save; kept for the next one if the store fails.
-    pub async fn save_subscriptions(&self) {
-        let (states, gone) = self.accounts.take_dirty();
-        if states.is_empty() && gone.is_empty() {
-            return;
-        }
-        let (s, g) = (states.clone(), gone.clone());
-        let saved = self
-            .store
-            .writer
-            .run(move |tx| {
-                crate::store::subscriptions::save(tx, &s)?;
-                crate::store::subscriptions::forget(tx, &g)
-            })
-            .await;
-        if let Err(e) = saved {
-            tracing::warn!(error = %e, "could not save the subscription windows");
-            self.accounts.put_back(&states, gone);
-        }
-    }
-}
-
-/// The webhook deliveries of a window alert: now, then after 5 s and 30 s.
-const WEBHOOK_PAUSES: [u64; 3] = [0, 5, 30];
-
-impl Service {
-    /// Tells the dashboard, the desktop and the log, and the subscription webhook if set.
-    fn raise_window_alert(&self, account: &str, c: &Crossed) {
-        let resets = c
-            .resets_at
-            .map(|r| format!(", resets {}", self.render_secs(r)))
-            .unwrap_or_default();
-        let message = format!(
-            "Subscription {account}: the {} window is at {:.0} % (alert at {} %){resets}",
-            c.window,
-            c.utilization * 100.0,
-            c.threshold
-        );
-        tracing::warn!(
-            account,
-            window = c.window,
-            threshold = c.threshold,
-            "{message}"
-        );
-        self.events.emit(CoreEvent::WindowAlert {
-            account: account.to_string(),
-            window: c.window.to_string(),
-            threshold: c.threshold,
-            message: message.clone(),
-        });
-        let Some(url) = self.config.subscription_webhook.clone() else {
-            return;
-        };
-        let payload = serde_json::json!({
-            "type": "subscription_window",
-            "account": account,
-            "window": c.window,
-            "threshold": c.threshold,
-            "utilization": c.utilization,
-            "resets_at": c.resets_at.map(|r| self.render_secs(r)),
-            "message": message,
-        });
-        let body = super::webhook::body_for(&url, &payload, &message);
-        let (client, secret, zone) = (
-            self.client.clone(),
-            self.webhook_secret.clone(),
-            self.config.zone,
-        );
-        let (stop, metrics) = (self.abort.clone(), self.metrics.clone());
-        self.tracker.spawn(async move {
-            for pause in WEBHOOK_PAUSES {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(pause)) => {}
-                }
-                let now = chrono::Utc::now();
-                let sent = super::webhook::post(&client, &url, body.clone(), &secret, now, zone);
-                let attempt = sent.await;
-                metrics.webhook(attempt.error.is_none());
-                if attempt.error.is_none() {
-                    return;
-                }
-                tracing::warn!(error = ?attempt.error, "a subscription window alert's webhook failed");
-            }
-        });
     }
 }
 
@@ -436,7 +230,7 @@ impl Service {
 mod tests {
     use super::*;
 
-    fn seen(u: f64, reset: i64) -> Seen {
+    pub(super) fn seen(u: f64, reset: i64) -> Seen {
         Seen {
             windows: Some(Windows {
                 five_hour: Some(Window {
