@@ -364,12 +364,14 @@ pub async fn watch(app: Arc<Service>, stop: CancellationToken) {
     let Some(team) = app.team.clone() else { return };
     let mut every = tokio::time::interval(POLL);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut windows_since = 0;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = every.tick() => {}
         }
         app.follow(&team).await;
+        app.share_windows(&team, &mut windows_since).await;
         let scopes = app.team_scopes();
         let names: Vec<String> = scopes.iter().map(|(name, _)| name.clone()).collect();
         let rows = match team.snapshot(&names).await {

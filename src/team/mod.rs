@@ -19,6 +19,7 @@ mod keys;
 mod outbox;
 mod retention;
 mod spend;
+pub mod windows;
 pub use daily::TeamDay;
 pub use keys::TeamKey;
 pub use outbox::Queued;
@@ -36,7 +37,7 @@ pub enum TeamError {
 }
 
 /// The tables, one migration a version (docs/team.md).
-const MIGRATIONS: [&str; 10] = [
+const MIGRATIONS: [&str; 11] = [
     include_str!("migrations/0001_team.sql"),
     include_str!("migrations/0002_budgets.sql"),
     include_str!("migrations/0003_outbox.sql"),
@@ -47,6 +48,7 @@ const MIGRATIONS: [&str; 10] = [
     include_str!("migrations/0008_scopes.sql"),
     include_str!("migrations/0009_key_lineage.sql"),
     include_str!("migrations/0010_settle_where_now.sql"),
+    include_str!("migrations/0011_windows.sql"),
 ];
 
 fn unreachable(e: impl std::error::Error) -> TeamError {

@@ -236,6 +236,16 @@ impl TestApp {
             .clone()
     }
 
+    /// Waits until this proxy has budget `name`, made on another proxy of its team.
+    pub async fn follows_budget(&self, name: &str) {
+        let path = format!("/api/budgets/{name}");
+        self.eventually("the proxy to follow the team's budget", || async {
+            let r = self.client.get(self.url(&path)).send().await.unwrap();
+            r.status() == 200
+        })
+        .await;
+    }
+
     /// Polls until `f` holds (for effects that complete after a response, like a client
     /// hang-up being noticed); fails after 10 s.
     pub async fn eventually<F, Fut>(&self, what: &str, mut f: F)

@@ -35,5 +35,6 @@ mod team;
 mod team_keys;
 mod team_nested;
 mod team_sign_in;
+mod team_windows;
 mod trace;
 mod traces;

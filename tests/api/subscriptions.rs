@@ -9,7 +9,11 @@ use serde_json::{Value, json};
 const TOKEN: &str = "sk-ant-oat01-subscription-secret-0123456789";
 
 /// A request as Claude Code sends it with a subscription: its OAuth token and beta.
-async fn as_subscriber(app: &TestApp, budget: Option<&str>, unified: Value) -> reqwest::Response {
+pub async fn as_subscriber(
+    app: &TestApp,
+    budget: Option<&str>,
+    unified: Value,
+) -> reqwest::Response {
     let mut req = app
         .client
         .post(app.url("/v1/messages"))
@@ -24,7 +28,7 @@ async fn as_subscriber(app: &TestApp, budget: Option<&str>, unified: Value) -> r
     req.send().await.unwrap()
 }
 
-fn five_hour(u: &str) -> Value {
+pub fn five_hour(u: &str) -> Value {
     json!({ "5h-utilization": u })
 }
 

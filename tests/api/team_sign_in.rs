@@ -28,27 +28,13 @@ async fn call(app: &TestApp, token: &str) -> u16 {
         .as_u16()
 }
 
-/// Waits until `b` has the team's budget `team`.
-async fn follows_budget(b: &TestApp) {
-    b.eventually("the other proxy to follow the budget", || async {
-        b.client
-            .get(b.url("/api/budgets/team"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 200
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn a_sign_in_made_on_one_proxy_works_on_the_others_until_revoked_on_any() {
     let pg = Postgres::start();
     let (a, b) = (member(&pg).await, member(&pg).await);
     a.create_budget(json!({"name": "team", "max_dollars": "5"}))
         .await;
-    follows_budget(&b).await;
+    b.follows_budget("team").await;
     let token = signed_in(&a, "team").await["access_token"]
         .as_str()
         .unwrap()
@@ -87,7 +73,7 @@ async fn a_sign_in_is_listed_as_one_everywhere_and_its_refresh_token_is_spent_on
     let (a, b) = (member(&pg).await, member(&pg).await);
     a.create_budget(json!({"name": "team", "max_dollars": "5"}))
         .await;
-    follows_budget(&b).await;
+    b.follows_budget("team").await;
     let first = signed_in(&a, "team").await;
     let access = first["access_token"].as_str().unwrap().to_string();
     b.eventually("the other proxy to take the sign-in", || async {
@@ -144,7 +130,7 @@ async fn capped_sign_in(pg: &Postgres, max_dollars: &str) -> (TestApp, TestApp, 
     let (a, b) = (member(pg).await, member(pg).await);
     a.create_budget(json!({"name": "team", "max_dollars": "5"}))
         .await;
-    follows_budget(&b).await;
+    b.follows_budget("team").await;
     let code = crate::sign_in::start(&a).await;
     let path = format!(
         "/api/sign-ins/{}/approve",

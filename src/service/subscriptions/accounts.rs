@@ -119,6 +119,34 @@ impl Seen {
     }
 }
 
+impl Seen {
+    /// Keeps what `older` (this credential's earlier state here) knew that this newer state
+    /// lacks: the alerts raised, and the readings of the same window instances.
+    fn keep_from(&mut self, older: &Seen) {
+        for r in &older.raised {
+            if !self.raised.contains(r) {
+                self.raised.push(r.clone());
+            }
+        }
+        for (key, old) in &older.readings {
+            let Some(inst) = self.readings.get_mut(key) else {
+                continue;
+            };
+            if same_instance(inst.resets_at, old.resets_at) {
+                inst.readings.extend(old.readings.iter().copied());
+                inst.readings.sort_by_key(|r| r.0);
+                inst.readings.dedup_by_key(|r| r.0);
+                let extra = inst.readings.len().saturating_sub(MAX_READINGS);
+                inst.readings.drain(..extra);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A window's threshold, newly reached.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Crossed {
@@ -134,6 +162,8 @@ pub struct Accounts {
     seen: Mutex<HashMap<String, Seen>>,
     /// Changed since the last save; forgotten (to delete).
     dirty: Mutex<(HashSet<String>, HashSet<String>)>,
+    /// Seen here since they were last shared with the team.
+    unshared: Mutex<HashSet<String>>,
 }
 
 impl Accounts {
@@ -147,15 +177,16 @@ impl Accounts {
         Accounts {
             seen: Mutex::new(seen),
             dirty: Mutex::default(),
+            unshared: Mutex::default(),
         }
     }
 
     pub(super) fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, Seen>> {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.seen)
     }
 
     fn dirty(&self) -> std::sync::MutexGuard<'_, (HashSet<String>, HashSet<String>)> {
-        self.dirty.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.dirty)
     }
 
     /// Notes what a response said of a credential; returns the thresholds it crossed and
@@ -168,16 +199,7 @@ impl Accounts {
         thresholds: &[u8],
     ) -> (Vec<Crossed>, bool) {
         let mut all = self.seen();
-        if !all.contains_key(account) && all.len() >= MAX_ACCOUNTS {
-            let oldest = all
-                .iter()
-                .min_by_key(|(_, s)| s.seen_at)
-                .map(|(a, _)| a.clone());
-            if let Some(a) = oldest {
-                all.remove(&a);
-                self.dirty().1.insert(a);
-            }
-        }
+        self.make_room(&mut all, account);
         let seen = match all.get_mut(account) {
             Some(seen) => seen,
             None => all.entry(account.to_string()).or_default(),
@@ -197,12 +219,73 @@ impl Accounts {
         if limits.is_some() {
             seen.limits = limits;
         }
+        self.mark(account);
+        let mut unshared = lock(&self.unshared);
+        if !unshared.contains(account) {
+            unshared.insert(account.to_string());
+        }
+        (crossed, changed)
+    }
+
+    /// Forgets the least recently seen credential if `account` is new and there is no room.
+    fn make_room(&self, all: &mut HashMap<String, Seen>, account: &str) {
+        if all.contains_key(account) || all.len() < MAX_ACCOUNTS {
+            return;
+        }
+        let oldest = all
+            .iter()
+            .min_by_key(|(_, s)| s.seen_at)
+            .map(|(a, _)| a.clone());
+        if let Some(a) = oldest {
+            all.remove(&a);
+            lock(&self.unshared).remove(&a);
+            self.dirty().1.insert(a);
+        }
+    }
+
+    /// Notes an account's state as changed, to save.
+    fn mark(&self, account: &str) {
         let mut dirty = self.dirty();
         if !dirty.0.contains(account) {
             dirty.0.insert(account.to_string());
         }
         dirty.1.remove(account);
-        (crossed, changed)
+    }
+
+    /// Takes another proxy's state of a credential when it is newer than this one's, keeping
+    /// what this one knew of the same window instances (alerts raised, readings); true if
+    /// it was taken. A state that does not parse changes nothing.
+    pub(super) fn merge(&self, account: &str, state: &str) -> bool {
+        let Ok(mut theirs) = serde_json::from_str::<Seen>(state) else {
+            return false;
+        };
+        let mut all = self.seen();
+        match all.get(account) {
+            Some(mine) if mine.seen_at >= theirs.seen_at => return false,
+            Some(mine) => theirs.keep_from(mine),
+            None => self.make_room(&mut all, account),
+        }
+        all.insert(account.to_string(), theirs);
+        self.mark(account);
+        true
+    }
+
+    /// The states seen here since they were last taken, to share.
+    pub(super) fn take_unshared(&self) -> Vec<(String, String, i64)> {
+        let accounts = std::mem::take(&mut *lock(&self.unshared));
+        let all = self.seen();
+        accounts
+            .into_iter()
+            .filter_map(|a| {
+                let s = all.get(&a)?;
+                Some((a, serde_json::to_string(s).ok()?, s.seen_at))
+            })
+            .collect()
+    }
+
+    /// States not shared after all (the team did not answer): shared at the next try.
+    pub(super) fn put_back_unshared(&self, states: &[(String, String, i64)]) {
+        lock(&self.unshared).extend(states.iter().map(|(a, _, _)| a.clone()));
     }
 
     /// What changed since the last call: states to save, accounts to forget.
@@ -276,5 +359,54 @@ mod tests {
         read(&mut s, 0.05, 40_000, 20_100);
         let w = s.window("five_hour").cloned().unwrap();
         assert_eq!(s.pace("five_hour", &w), None);
+    }
+
+    /// `s` as another proxy shares it.
+    fn shared(s: &Seen) -> String {
+        serde_json::to_string(s).unwrap()
+    }
+
+    #[test]
+    fn a_newer_state_from_the_team_is_taken_with_what_was_known_here() {
+        let accounts = Accounts::default();
+        let mut mine = Seen::default();
+        read(&mut mine, 0.81, 10_000, 100);
+        accounts.seen().insert("a".into(), mine.clone());
+        // Another proxy's later answer: taken; the 80 % raised here stays raised.
+        let mut theirs = Seen::default();
+        read(&mut theirs, 0.5, 10_003, 90);
+        theirs.raised.clear();
+        theirs.windows = seen(0.86, 10_003).windows;
+        theirs.seen_at = 200;
+        assert!(accounts.merge("a", &shared(&theirs)));
+        let mut now = accounts.seen()["a"].clone();
+        assert_eq!(now.seen_at, 200);
+        assert_eq!(now.window("five_hour").unwrap().utilization, Some(0.86));
+        let kept: Vec<i64> = now.readings["five_hour"]
+            .readings
+            .iter()
+            .map(|r| r.0)
+            .collect();
+        assert_eq!(kept, vec![90, 100], "the readings of both, in order");
+        assert_eq!(read(&mut now, 0.87, 10_000, 300), Vec::<u8>::new());
+        // An older or equal one, or one that does not parse, changes nothing.
+        assert!(!accounts.merge("a", &shared(&theirs)));
+        assert!(!accounts.merge("a", "{not json"));
+        assert_eq!(accounts.seen()["a"].seen_at, 200);
+        // Taken states are saved here, but not shared back.
+        assert!(accounts.take_unshared().is_empty());
+        assert_eq!(accounts.take_dirty().0.len(), 1);
+    }
+
+    #[test]
+    fn a_state_seen_here_is_shared_once_and_again_if_the_team_did_not_take_it() {
+        let accounts = Accounts::default();
+        let windows = seen(0.4, 10_000).windows;
+        accounts.observe("a", (windows, None), 100, &[80]);
+        let states = accounts.take_unshared();
+        assert_eq!(states.len(), 1);
+        assert!(accounts.take_unshared().is_empty());
+        accounts.put_back_unshared(&states);
+        assert_eq!(accounts.take_unshared().len(), 1);
     }
 }

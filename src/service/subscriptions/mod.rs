@@ -11,6 +11,8 @@ use crate::subscription::{self, Window};
 use axum::http::HeaderMap;
 
 mod accounts;
+mod alerts;
+mod team;
 pub use accounts::Accounts;
 use accounts::{Crossed, Seen};
 
@@ -144,71 +146,5 @@ impl Service {
             tracing::warn!(error = %e, "could not save the subscription windows");
             self.accounts.put_back(&states, gone);
         }
-    }
-}
-
-/// The webhook deliveries of a window alert: now, then after 5 s and 30 s.
-const WEBHOOK_PAUSES: [u64; 3] = [0, 5, 30];
-
-impl Service {
-    /// Tells the dashboard, the desktop and the log, and the subscription webhook if set.
-    fn raise_window_alert(&self, account: &str, c: &Crossed) {
-        let resets = c
-            .resets_at
-            .map(|r| format!(", resets {}", self.render_secs(r)))
-            .unwrap_or_default();
-        let message = format!(
-            "Subscription {account}: the {} window is at {:.0} % (alert at {} %){resets}",
-            c.window,
-            c.utilization * 100.0,
-            c.threshold
-        );
-        tracing::warn!(
-            account,
-            window = c.window,
-            threshold = c.threshold,
-            "{message}"
-        );
-        self.events.emit(CoreEvent::WindowAlert {
-            account: account.to_string(),
-            window: c.window.to_string(),
-            threshold: c.threshold,
-            message: message.clone(),
-        });
-        let Some(url) = self.config.subscription_webhook.clone() else {
-            return;
-        };
-        let payload = serde_json::json!({
-            "type": "subscription_window",
-            "account": account,
-            "window": c.window,
-            "threshold": c.threshold,
-            "utilization": c.utilization,
-            "resets_at": c.resets_at.map(|r| self.render_secs(r)),
-            "message": message,
-        });
-        let body = super::webhook::body_for(&url, &payload, &message);
-        let (client, secret, zone) = (
-            self.client.clone(),
-            self.webhook_secret.clone(),
-            self.config.zone,
-        );
-        let (stop, metrics) = (self.abort.clone(), self.metrics.clone());
-        self.tracker.spawn(async move {
-            for pause in WEBHOOK_PAUSES {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(pause)) => {}
-                }
-                let now = chrono::Utc::now();
-                let sent = super::webhook::post(&client, &url, body.clone(), &secret, now, zone);
-                let attempt = sent.await;
-                metrics.webhook(attempt.error.is_none());
-                if attempt.error.is_none() {
-                    return;
-                }
-                tracing::warn!(error = ?attempt.error, "a subscription window alert's webhook failed");
-            }
-        });
     }
 }
