@@ -34,14 +34,15 @@ impl Team {
         .await
     }
 
-    /// The states seen at `since` (epoch seconds) or later, the newest last.
+    /// The states seen at `since` (epoch seconds) or later: the newest 64 (as many as a proxy
+    /// keeps).
     pub async fn windows_since(&self, since: i64) -> Result<Vec<State>, TeamError> {
         self.bounded(async {
             let client = self.client().await?;
             let rows = client
                 .query(
                     "SELECT account, state, seen_at FROM team_subscriptions
-                     WHERE seen_at >= $1 ORDER BY seen_at LIMIT 64",
+                     WHERE seen_at >= $1 ORDER BY seen_at DESC LIMIT 64",
                     &[&since],
                 )
                 .await

@@ -918,6 +918,15 @@ async fn retention_sweeps_old_team_charges_and_keeps_the_totals() {
         (before.spent, before.requests)
     );
     assert_eq!(after.spent, dollars("0.75"));
+    // Subscription credentials not seen for over 8 days go too.
+    let secs = now / 1000;
+    let states = [("old", 1), ("new", secs)].map(|(a, t)| (a.to_string(), "{}".to_string(), t));
+    team.put_windows(&states).await.unwrap();
+    assert_eq!(team.sweep(1_000).await.unwrap(), 1, "the old credential");
+    let kept: Vec<String> = (team.windows_since(0).await.unwrap().into_iter())
+        .map(|s| s.0)
+        .collect();
+    assert_eq!(kept, vec!["new"]);
 }
 
 /// A period changed mid-way starts from what the team spent in the new period so far, not
