@@ -25,6 +25,8 @@ struct Raise {
 }
 
 impl Service {
+    /// Raises the alert of a window's threshold newly crossed: at once on one proxy; on a team
+    /// once the database gives this proxy the claim.
     pub(super) fn raise_window_alert(&self, account: &str, c: &Crossed) {
         let raise = self.raise(account, c);
         let Some(team) = self.team.clone() else {
