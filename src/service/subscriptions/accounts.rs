@@ -117,9 +117,7 @@ impl Seen {
         };
         subscription::pace(&[first, latest], w.resets_at)
     }
-}
 
-impl Seen {
     /// Keeps what `older` (this credential's earlier state here) knew that this newer state
     /// lacks: the alerts raised, and the readings of the same window instances.
     fn keep_from(&mut self, older: &Seen) {
