@@ -106,7 +106,6 @@ impl Seen {
         crossed
     }
 
-    /// A window's pace from its readings and the latest one.
     /// A window's pace: from its oldest reading kept to the latest.
     pub(super) fn pace(&self, key: &str, w: &Window) -> Option<subscription::Pace> {
         let inst = self.readings.get(key)?;
