@@ -146,15 +146,6 @@ async fn a_dead_proxys_reservations_expire_with_their_lease() {
     assert_eq!(living.totals("team", 0).await.unwrap().requests, 1);
 }
 
-async fn patch(app: &TestApp, path: &str, change: Value) -> reqwest::Response {
-    app.client
-        .patch(app.url(path))
-        .json(&change)
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn status_of(app: &TestApp, path: &str) -> u16 {
     let r = app.client.get(app.url(path)).send().await.unwrap();
     r.status().as_u16()
@@ -517,12 +508,8 @@ async fn each_alert_is_raised_once_across_proxies_from_the_teams_spend() {
 async fn budgets_made_changed_and_deleted_on_one_proxy_are_followed_by_the_others() {
     let pg = Postgres::start();
     let apps = three_proxies(&pg, Some("10"), 30).await;
-    let patch = patch(
-        &apps[1],
-        "/api/budgets/team",
-        json!({"max_dollars": "25", "period": "daily", "thresholds": [90], "max_session_dollars": "2"}),
-    )
-    .await;
+    let change = json!({"max_dollars": "25", "period": "daily", "thresholds": [90], "max_session_dollars": "2"});
+    let patch = apps[1].patch("/api/budgets/team", change).await;
     assert_eq!(patch.status(), 200);
     for app in &apps {
         app.eventually("every proxy to follow the change", || async {
@@ -611,7 +598,9 @@ async fn the_default_budget_stays_each_proxys_own() {
     let pg = Postgres::start();
     let apps = three_proxies(&pg, None, 30).await;
     for app in &apps[..2] {
-        let r = patch(app, "/api/budgets/default", json!({"max_dollars": "1"})).await;
+        let r = app
+            .patch("/api/budgets/default", json!({"max_dollars": "1"}))
+            .await;
         assert_eq!(r.status(), 200);
         // $0.60 on each proxy: under each one's own $1, over a shared one.
         let spend = json!({"usage": {"input_tokens": 0, "output_tokens": 120_000}});
@@ -648,7 +637,9 @@ async fn a_budget_change_the_team_database_cannot_take_changes_nothing() {
         "{text}"
     );
     assert_eq!(status_of(app, "/api/budgets/late").await, 404);
-    let patched = patch(app, "/api/budgets/team", json!({"max_dollars": "99"})).await;
+    let patched = app
+        .patch("/api/budgets/team", json!({"max_dollars": "99"}))
+        .await;
     assert_eq!(patched.status(), 503);
     assert_eq!(app.budget("team").await["max_dollars"], "10");
     let deleted = app
@@ -661,7 +652,9 @@ async fn a_budget_change_the_team_database_cannot_take_changes_nothing() {
     assert_eq!(status_of(app, "/api/budgets/team").await, 200);
     pg.start_server();
     app.eventually("changes to work again", || async {
-        let r = patch(app, "/api/budgets/team", json!({"max_dollars": "99"})).await;
+        let r = app
+            .patch("/api/budgets/team", json!({"max_dollars": "99"}))
+            .await;
         r.status() == 200
     })
     .await;
@@ -938,7 +931,9 @@ async fn a_team_budget_given_a_new_period_counts_what_the_team_spent_in_it() {
     let apps = three_proxies(&pg, Some("0.2"), 30).await;
     // $0.12 this month across two proxies: today's spend too.
     spend_across(&apps[..2], 2).await;
-    let r = patch(&apps[0], "/api/budgets/team", json!({"period": "daily"})).await;
+    let r = apps[0]
+        .patch("/api/budgets/team", json!({"period": "daily"}))
+        .await;
     assert_eq!(r.status(), 200);
     for app in &apps[1..] {
         app.eventually("the others to follow the new period", || async {
